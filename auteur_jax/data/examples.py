@@ -47,11 +47,15 @@ def _set_bytes(feats, key: str, values: Sequence[bytes | str]) -> None:
                                   for v in values])
 
 
+def _storable(dt: np.dtype) -> bool:
+  """Numbers, or ml_dtypes types (kind V) such as bfloat16; no objects or raw voids."""
+  return dt.kind in "biufc" or (dt.kind == "V" and dt.type is not np.void)
+
+
 def _put_array(feats, name: str, array: np.ndarray) -> None:
   """Stores `array` as NAME (raw bytes), NAME_shape and NAME_dtype."""
   array = np.asarray(array)
-  dt = array.dtype  # Numbers, or ml_dtypes types (kind V) such as bfloat16; no raw voids.
-  if not (dt.kind in "biufc" or (dt.kind == "V" and dt.type is not np.void)):
+  if not _storable(array.dtype):
     raise ExampleError(f"array {name!r}: dtype {array.dtype} cannot be stored; "
                        "expected a numeric dtype such as float32 or bfloat16")
   if array.dtype.byteorder == ">":  # Stored little-endian, like every TPU / GPU host.
@@ -179,7 +183,10 @@ def _get_array(feats, name: str, where: str) -> np.ndarray:
   try:
     dtype = np.dtype(dtype_name)
   except TypeError:
-    raise ExampleError(f"{where}: array {name!r} has unknown dtype {dtype_name!r}") from None
+    dtype = None
+  if dtype is None or not _storable(dtype):
+    raise ExampleError(f"{where}: array {name!r} has unsupported dtype {dtype_name!r}; "
+                       "expected a numeric numpy / ml_dtypes name such as 'float32'")
   if any(d < 0 for d in shape):
     raise ExampleError(f"{where}: array {name!r} has a negative dimension in {list(shape)}")
   expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize

@@ -271,9 +271,23 @@ def index_records(path: str | os.PathLike) -> np.ndarray:
 def read_record_at(f: BinaryIO, path: str, offset: int, length: int,
                    verify: bool = True) -> bytes:
   """Reads one record's data from open file `f` given its data offset and length
-  (a row of index_records); checks the data CRC if `verify`. `path` is for errors."""
-  f.seek(offset)
-  return _read_body(f, path, int(offset), int(length), verify)
+  (a row of index_records); checks the data CRC if `verify`. `path` is for errors.
+
+  Uses pread, not seek + read: safe for threads that share `f` (grain's readers).
+  """
+  offset, length = int(offset), int(length)
+  buf = os.pread(f.fileno(), length + FOOTER_BYTES, offset)
+  record = offset - HEADER_BYTES
+  if len(buf) < length + FOOTER_BYTES:
+    raise TFRecordError(path, record, f"truncated record: expected {length} data bytes + "
+                        f"{FOOTER_BYTES} CRC bytes at byte {offset}, got {len(buf)}")
+  data = buf[:length]
+  if verify:
+    stored, computed = _CRC.unpack_from(buf, length)[0], masked_crc32c(data)
+    if stored != computed:
+      raise TFRecordError(path, record, f"data CRC mismatch (stored {stored:#010x}, "
+                          f"computed {computed:#010x}); corrupt data")
+  return data
 
 
 def verify_file(path: str | os.PathLike) -> int:
