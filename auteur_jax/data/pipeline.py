@@ -213,6 +213,25 @@ def split_files(data_dir: str, split: str, kind: str) -> list[str]:
   return tfrecord.list_shards(os.path.join(data_dir, split, f"{kind}-*.tfrecord"))
 
 
+def dataset_from_config(data, process_index: int = 0, process_count: int = 1) -> grain.IterDataset:
+  """The pipeline `config.data` describes (see configs/toy/data.py for the fields)."""
+  tok = Tokenizer.load(data.tokenizer) if data.tokenizer else None
+  if data.kind == "clips":
+    decoder = ClipDecoder(data.num_frames, tok, data.max_text_len, tuple(data.arrays))
+  elif data.kind == "stories":
+    if tok is None:
+      raise ValueError("config.data.tokenizer: story batches need a tokenizer folder")
+    decoder = StoryDecoder(tok, data.max_steps, data.max_action_tokens, data.max_caption_tokens,
+                           tuple(data.embedding_shape) or None)
+  else:
+    raise ValueError(f"config.data.kind must be 'clips' or 'stories', got {data.kind!r}")
+  return make_dataset(split_files(data.dir, data.split, data.kind), decoder, data.batch_size,
+                      seed=data.seed, window=data.shuffle_window, shuffle=data.shuffle,
+                      num_epochs=None if data.num_epochs < 0 else data.num_epochs,
+                      num_workers=data.num_workers, num_threads=data.num_threads,
+                      process_index=process_index, process_count=process_count)
+
+
 class GlobalBatches:
   """Iterates local numpy batches as global jax.Arrays sharded over `batch_axes`.
 

@@ -296,13 +296,14 @@ def verify_file(path: str | os.PathLike) -> int:
 
 
 def list_shards(pattern_or_dir: str | os.PathLike) -> list[str]:
-  """Sorted TFRecord paths from a directory (its `*.tfrecord`), a glob or a file.
+  """Sorted TFRecord paths from a directory (its `*.tfrecord`, also in sub-folders),
+  a glob or a file.
 
   Raises FileNotFoundError naming the pattern if nothing matches.
   """
   pattern = os.fspath(pattern_or_dir)
   if os.path.isdir(pattern):
-    paths = glob.glob(os.path.join(glob.escape(pattern), "*.tfrecord"))
+    paths = glob.glob(os.path.join(glob.escape(pattern), "**", "*.tfrecord"), recursive=True)
   elif any(c in pattern for c in "*?["):
     paths = glob.glob(pattern)
   else:

@@ -1,0 +1,232 @@
+"""The `auteur` command. Thin: each sub-command parses its flags and calls one function.
+
+  auteur data toy              write the toy-kitchen raw data set (videos + annotations)
+  auteur data import-youcook2  YouCook2 annotations (+ clip captions) -> stories JSONL
+  auteur data import-howto     HowTo100M ASR + clip captions -> stories JSONL
+  auteur data tokenizer        train a small BPE tokenizer on a stories file
+  auteur data build            stories + videos -> TFRecord shards (config: data.*)
+  auteur data batches          iterate the grain pipeline of a config, print shapes + rate
+  auteur data verify           check every record's CRCs
+  auteur data inspect          counts and a sample story of a built data set
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+
+def _rule(args):
+  from auteur_jax.data.matching import MatchRule
+  return MatchRule(iou=args.iou, loose_iou=args.loose_iou, max_start_diff=args.max_start_diff)
+
+
+def _write_import(stories, report, out: str) -> None:
+  from auteur_jax.data.schema import write_stories
+  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+  write_stories(out, stories)
+  print(f"{out}: {report.summary()}")
+  for vid, why in report.dropped_videos:
+    print(f"  dropped {vid}: {why}")
+
+
+def cmd_import_youcook2(args) -> None:
+  from auteur_jax.data import importers
+  names = importers.read_task_names(args.recipes) if args.recipes else None
+  stories, report = importers.import_youcook2(args.annotations, args.captions, args.video_dir,
+                                              _rule(args), names)
+  _write_import(stories, report, args.out)
+
+
+def cmd_import_howto(args) -> None:
+  from auteur_jax.data import importers
+  tasks = importers.read_task_names(args.tasks) if args.tasks else None
+  stories, report = importers.import_howto(args.asr, args.captions, args.video_dir, _rule(args),
+                                           args.split, tasks, args.default_task)
+  _write_import(stories, report, args.out)
+
+
+def cmd_toy(args) -> None:
+  from auteur_jax.data import toy_kitchen
+  summary = toy_kitchen.generate_dataset(
+      args.out, args.videos, seed=args.seed, size=args.size, fps=args.fps, noise=args.noise,
+      val_fraction=args.val_fraction, workers=args.workers, preview=args.preview)
+  print(json.dumps(summary, indent=1))
+
+
+def cmd_tokenizer(args) -> None:
+  from auteur_jax.data.schema import read_stories
+  from auteur_jax.data.tokenizer import train_bpe
+  texts = [t for s in read_stories(args.stories)
+           for t in [s.task] + [x for c in s.clips for x in (c.action, c.caption)]]
+  tok = train_bpe(texts, args.vocab_size, out_dir=args.out)
+  print(f"{args.out}: BPE tokenizer, {tok.vocab_size} tokens, trained on {len(texts)} texts")
+
+
+def cmd_build(args) -> None:
+  from auteur_jax.data.build import FrameSpec, build
+  d = args.config.data
+  summary = build(args.stories, d.dir, FrameSpec(d.fps, d.size, d.jpeg_quality),
+                  num_shards=d.num_shards, workers=d.build_workers)
+  for split, s in summary["splits"].items():
+    print(f"{d.dir}/{split}: {s['stories']} stories, {s['clips']} clips, "
+          f"{len(s['clip_shards'])} clip shards")
+
+
+def cmd_batches(args) -> None:
+  import time
+
+  from auteur_jax.data import pipeline
+  d = args.config.data
+  it = iter(pipeline.dataset_from_config(d))
+  start = time.perf_counter()
+  for i in range(args.num):
+    batch = next(it)
+    if i == 0:
+      first = time.perf_counter()
+      for k, v in batch.items():
+        print(f"  {k}: {v.shape} {v.dtype}")
+  rate = (args.num - 1) * d.batch_size / max(time.perf_counter() - first, 1e-9)
+  print(f"{args.num} batches of {d.batch_size} {d.kind} from {d.dir}/{d.split}; first after "
+        f"{first - start:.2f} s, then {rate:.1f} {d.kind}/s")
+  it.close()
+
+
+def cmd_verify(args) -> None:
+  from auteur_jax.data import tfrecord
+  total, bad = 0, 0
+  for pattern in args.paths:
+    for path in tfrecord.list_shards(pattern):
+      try:
+        n = tfrecord.verify_file(path)
+        total += n
+        print(f"ok   {path}: {n} records")
+      except tfrecord.TFRecordError as e:
+        bad += 1
+        print(f"BAD  {e}")
+  print(f"{total} records verified, {bad} bad files")
+  if bad:
+    sys.exit(1)
+
+
+def cmd_inspect(args) -> None:
+  from auteur_jax.data import examples, pipeline, tfrecord
+  meta_path = os.path.join(args.dir, "dataset.json")
+  if not os.path.isfile(meta_path):
+    sys.exit(f"{meta_path}: not found; is {args.dir} a folder written by `auteur data build`?")
+  with open(meta_path) as f:
+    meta = json.load(f)
+  print(f"{args.dir}: frames {meta['frames']}, schema_version {meta['schema_version']}")
+  for split, s in sorted(meta["splits"].items()):
+    print(f"  {split}: {s['stories']} stories, {s['clips']} clips, "
+          f"{len(s['clip_shards'])} clip shards, {len(s['story_shards'])} story shards")
+  split = args.split or sorted(meta["splits"])[0]
+  for path in pipeline.split_files(args.dir, split, "stories"):
+    for record in tfrecord.iter_records(path):
+      story = examples.decode_story(record, path)
+      print(f"sample story {story['video_id']} ({split}): {story['task']}, "
+            f"{story['num_steps']} steps")
+      for t, (a, c) in enumerate(zip(story["actions"], story["captions"])):
+        print(f"  step {t}: [{story['start'][t]:.1f}-{story['end'][t]:.1f} s] {a}\n"
+              f"          {c}")
+      return
+
+
+def _add_rule_flags(p: argparse.ArgumentParser) -> None:
+  p.add_argument("--iou", type=float, default=0.5, help="match when IoU > this")
+  p.add_argument("--loose-iou", type=float, default=0.25,
+                 help="or when IoU > this and the start/end conditions hold (appendix: 0.2)")
+  p.add_argument("--max-start-diff", type=float, default=5.0, help="seconds")
+
+
+def parser() -> argparse.ArgumentParser:
+  ap = argparse.ArgumentParser(prog="auteur", description=__doc__,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+  top = ap.add_subparsers(dest="command", required=True)
+  data = top.add_parser("data", help="data sets: import, build, verify, inspect").add_subparsers(
+      dest="data_command", required=True)
+
+  p = data.add_parser("toy", help="write the toy-kitchen raw data set")
+  p.add_argument("--videos", type=int, required=True)
+  p.add_argument("--out", required=True)
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--size", type=int, default=64, help="frame side in pixels (multiple of 16)")
+  p.add_argument("--fps", type=float, default=8.0)
+  p.add_argument("--noise", type=float, default=0.0,
+                 help="ASR-like jitter of action times, as a fraction of the clip length")
+  p.add_argument("--val-fraction", type=float, default=0.2)
+  p.add_argument("--workers", type=int, default=0, help="processes; 0 = all cores")
+  p.add_argument("--preview", action="store_true", help="also write preview.png")
+  p.set_defaults(fn=cmd_toy)
+
+  p = data.add_parser("import-youcook2", help="YouCook2 annotations -> stories JSONL")
+  p.add_argument("--annotations", required=True, help="youcookii_annotations_trainval.json")
+  p.add_argument("--captions", help="clip-caption JSONL {video_id, start, end, caption}")
+  p.add_argument("--video-dir", help="folder of the videos")
+  p.add_argument("--recipes", help="CSV 'recipe_type,name' for dish names")
+  p.add_argument("--out", required=True, help="stories JSONL to write")
+  _add_rule_flags(p)
+  p.set_defaults(fn=cmd_import_youcook2)
+
+  p = data.add_parser("import-howto", help="HowTo100M ASR + clip captions -> stories JSONL")
+  p.add_argument("--asr", required=True, help="ASR JSON {video_id: {start, end, text}}")
+  p.add_argument("--captions", required=True, help="clip-caption JSONL")
+  p.add_argument("--video-dir")
+  p.add_argument("--split", default="train", choices=("train", "val", "test"))
+  p.add_argument("--tasks", help="CSV 'video_id,task'")
+  p.add_argument("--default-task", default="cooking", help="task of videos not in --tasks")
+  p.add_argument("--out", required=True)
+  _add_rule_flags(p)
+  p.set_defaults(fn=cmd_import_howto)
+
+  p = data.add_parser("tokenizer", help="train a BPE tokenizer on a stories file's texts")
+  p.add_argument("--stories", required=True)
+  p.add_argument("--vocab-size", type=int, default=2048)
+  p.add_argument("--out", required=True, help="folder (loads with Tokenizer.load)")
+  p.set_defaults(fn=cmd_tokenizer)
+
+  p = data.add_parser("build", help="stories + videos -> TFRecord shards in config.data.dir")
+  p.add_argument("--config", required=True, help="e.g. configs/toy/data.py")
+  p.add_argument("--stories", required=True)
+  p.set_defaults(fn=cmd_build)
+
+  p = data.add_parser("batches", help="iterate a config's grain pipeline")
+  p.add_argument("--config", required=True, help="e.g. configs/toy/data.py[:stories]")
+  p.add_argument("--num", type=int, default=10, help="batches to read")
+  p.set_defaults(fn=cmd_batches)
+
+  p = data.add_parser("verify", help="check every record's length and data CRCs")
+  p.add_argument("paths", nargs="+", help="files, folders or globs")
+  p.set_defaults(fn=cmd_verify)
+
+  p = data.add_parser("inspect", help="counts and a sample story of a built data set")
+  p.add_argument("dir")
+  p.add_argument("--split")
+  p.set_defaults(fn=cmd_inspect)
+  return ap
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+  """Parses the command line; `--config.key=value` items override the loaded config."""
+  from auteur_jax.config import ConfigError, load_config
+  ap = parser()
+  args, rest = ap.parse_known_args(argv)
+  overrides = [r for r in rest if r.startswith("--config.")]
+  unknown = [r for r in rest if not r.startswith("--config.")]
+  if unknown:
+    ap.error(f"unrecognized arguments: {' '.join(unknown)}")
+  if overrides and not isinstance(getattr(args, "config", None), str):
+    ap.error(f"{overrides[0]}: this command takes no --config")
+  if isinstance(getattr(args, "config", None), str):
+    try:
+      args.config = load_config(args.config, overrides)
+    except ConfigError as e:
+      sys.exit(f"auteur: {e}")
+  args.fn(args)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,45 @@
+"""Toy-kitchen data: how clips are stored (build) and batched (grain pipelines).
+
+Build TFRecords from a stories file, then look at a few batches:
+  auteur data build --config configs/toy/data.py --stories toy_data/stories.jsonl \
+      --config.data.dir=toy_data/tfrecords
+  auteur data batches --config configs/toy/data.py --config.data.dir=toy_data/tfrecords
+The second prints each batch's arrays (e.g. frames (8, 8, 64, 64, 3) uint8) and clips/s.
+`configs/toy/data.py:stories` selects story batches (needs data.tokenizer).
+"""
+
+import ml_collections
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  d = c.data = ml_collections.ConfigDict()
+  d.dir = "toy_data/tfrecords"  # Written by `auteur data build`.
+  d.split = "train"
+  d.kind = arg or "clips"  # "clips" (DiT) | "stories" (director).
+  # Build: frames sampled per second of clip, square side (CookGen: 448), JPEG quality.
+  d.fps = 8.0
+  d.size = 64
+  d.jpeg_quality = 90
+  d.num_shards = 4  # Per split; at least the number of reading processes.
+  d.build_workers = 0  # Decoding processes; 0 = all cores.
+  # Batches (global batch size, summed over processes).
+  d.batch_size = 8
+  d.num_frames = 8
+  d.arrays = ()  # Stored arrays to load with clips, e.g. ("latents", "visual_embedding").
+  d.tokenizer = ""  # Folder of a tokenizer (auteur data tokenizer); "" = no text ids.
+  d.max_text_len = 128
+  d.max_steps = 8
+  d.max_action_tokens = 32
+  d.max_caption_tokens = 128
+  d.embedding_shape = ()  # (K, D) to load per-step visual embeddings with stories.
+  # Order and loading.
+  d.seed = 0
+  d.shuffle = True
+  d.shuffle_window = 256  # Records shuffled together after the file shuffle.
+  d.num_epochs = -1  # -1 = repeat forever.
+  d.num_workers = 2  # grain worker processes (0 = in this process).
+  d.num_threads = 2  # Reader threads per process.
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.batch_axes = ("data", "fsdp")
+  return c

@@ -1,0 +1,109 @@
+"""The `auteur data` commands end to end on a small generated data set."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from auteur_jax import cli
+from auteur_jax.data import examples, tfrecord, video_io
+from auteur_jax.data.schema import Clip, Story, write_stories
+
+CONFIG = os.path.join(os.path.dirname(__file__), "..", "configs", "toy", "data.py")
+
+
+def _video(path: str, seconds: float, fps: int = 8, seed: int = 0) -> None:
+  t = np.arange(int(seconds * fps))
+  frames = np.zeros((len(t), 32, 48, 3), np.uint8)
+  frames[..., 0] = (t * 9 % 256)[:, None, None]  # Red encodes the frame index.
+  frames[..., 2] = seed * 40
+  video_io.write_video(path, frames, fps)
+
+
+@pytest.fixture
+def stories_file(tmp_path):
+  os.makedirs(tmp_path / "videos")
+  stories = []
+  for i, split in enumerate(["train", "train", "train", "val"]):
+    _video(str(tmp_path / "videos" / f"v{i}.mp4"), 6.0, seed=i)
+    clips = tuple(Clip(f"v{i}_{j}", 2.0 * j, 2.0 * j + 1.5, f"step {j} of video {i}",
+                       f"the caption of step {j}") for j in range(3))
+    stories.append(Story(f"v{i}", "toy_kitchen", split, "soup", 6.0, 8.0,
+                         f"videos/v{i}.mp4", clips))
+  path = tmp_path / "stories.jsonl"
+  write_stories(path, stories)
+  return str(path)
+
+
+def test_build_verify_inspect_batches(tmp_path, stories_file, capsys):
+  out = str(tmp_path / "tfr")
+  over = [f"--config.data.dir={out}", "--config.data.size=32", "--config.data.num_shards=2",
+          "--config.data.build_workers=1"]
+  cli.main(["data", "build", "--config", CONFIG, "--stories", stories_file, *over])
+  meta = json.load(open(os.path.join(out, "dataset.json")))
+  assert meta["splits"]["train"]["clips"] == 9 and meta["splits"]["val"]["stories"] == 1
+  assert sorted(os.listdir(os.path.join(out, "train"))) == [
+      "clips-00000-of-00002.tfrecord", "clips-00001-of-00002.tfrecord",
+      "stories-00000-of-00002.tfrecord", "stories-00001-of-00002.tfrecord"]
+  # 1.5 s clips at 8 fps: 12 frames at 32 x 32, the right ones (red = 9 * index).
+  recs = [examples.decode_clip(r) for p in tfrecord.list_shards(os.path.join(out, "train"))
+          if "clips" in p for r in tfrecord.iter_records(p)]
+  c = next(r for r in recs if r["clip_id"] == "v0_1")
+  frames = np.stack([video_io.decode_jpeg(b) for b in c["frames"]])
+  assert frames.shape == (12, 32, 32, 3)
+  expected = (np.arange(16, 28) * 9 % 256).astype(float)
+  assert np.abs(frames[:, 16, 16, 0].astype(float) - expected).max() < 12
+  cli.main(["data", "verify", out])
+  cli.main(["data", "inspect", out, "--split", "val"])
+  text = capsys.readouterr().out
+  assert "16 records verified, 0 bad files" in text
+  assert "sample story v3 (val): soup, 3 steps" in text
+  cli.main(["data", "batches", "--config", CONFIG, "--num", "2", f"--config.data.dir={out}",
+            "--config.data.batch_size=4", "--config.data.num_frames=6",
+            "--config.data.num_workers=0"])
+  assert "frames: (4, 6, 32, 32, 3) uint8" in capsys.readouterr().out
+
+
+def test_verify_reports_corrupt_file(tmp_path, stories_file, capsys):
+  out = str(tmp_path / "tfr")
+  cli.main(["data", "build", "--config", CONFIG, "--stories", stories_file,
+            f"--config.data.dir={out}", "--config.data.num_shards=1",
+            "--config.data.build_workers=1"])
+  path = os.path.join(out, "train", "clips-00000-of-00001.tfrecord")
+  data = bytearray(open(path, "rb").read())
+  data[len(data) // 2] ^= 0xFF
+  open(path, "wb").write(bytes(data))
+  with pytest.raises(SystemExit) as e:
+    cli.main(["data", "verify", os.path.join(out, "train")])
+  assert e.value.code == 1
+  assert f"BAD  {path}: record at byte offset" in capsys.readouterr().out
+
+
+def test_build_missing_video_names_it(tmp_path, stories_file):
+  os.remove(tmp_path / "videos" / "v2.mp4")
+  with pytest.raises(video_io.VideoError, match="v2.mp4: video not found"):
+    cli.main(["data", "build", "--config", CONFIG, "--stories", stories_file,
+              f"--config.data.dir={tmp_path / 'o'}"])
+  assert not os.path.exists(tmp_path / "o" / "train" / "clips-00000-of-00004.tfrecord")
+
+
+def test_import_commands(tmp_path, capsys):
+  data = os.path.join(os.path.dirname(__file__), "..", "data")
+  out = str(tmp_path / "yc.jsonl")
+  cli.main(["data", "import-youcook2", "--annotations", f"{data}/youcook2_sample.json",
+            "--captions", f"{data}/youcook2_captions.jsonl", "--out", out,
+            "--recipes", f"{data}/youcook2_recipes.csv"])
+  assert "2/3 videos -> stories, 9/10 clips matched" in capsys.readouterr().out
+  cli.main(["data", "import-howto", "--asr", f"{data}/howto_asr_sample.json", "--captions",
+            f"{data}/howto_captions.jsonl", "--out", str(tmp_path / "ht.jsonl"),
+            "--loose-iou", "0.2"])
+  assert "2/2 videos -> stories" in capsys.readouterr().out
+  cli.main(["data", "tokenizer", "--stories", out, "--vocab-size", "300",
+            "--out", str(tmp_path / "tok")])
+  assert os.path.isfile(tmp_path / "tok" / "tokenizer.json")
+
+
+def test_bad_override_is_named(capsys):
+  with pytest.raises(SystemExit, match="unknown key 'sise' in data"):
+    cli.main(["data", "batches", "--config", CONFIG, "--config.data.sise=3"])
