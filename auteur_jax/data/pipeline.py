@@ -116,9 +116,13 @@ class ClipDecoder:
     frames = ex["frames"]
     n = min(len(frames), self.num_frames)
     start = (len(frames) - n) // 2
-    decoded = [video_io.decode_jpeg(b) for b in frames[start:start + n]]
-    decoded += [decoded[-1]] * (self.num_frames - n)
-    out = {"frames": np.stack(decoded), "frame_mask": np.arange(self.num_frames) < n}
+    first = video_io.decode_jpeg(frames[start])
+    clip = np.empty((self.num_frames, *first.shape), np.uint8)  # Decoded in place.
+    clip[0] = first
+    for i in range(1, n):
+      video_io.decode_jpeg(frames[start + i], out=clip[i])
+    clip[n:] = clip[n - 1]
+    out = {"frames": clip, "frame_mask": np.arange(self.num_frames) < n}
     if self.tokenizer is not None:
       ids, mask = self.tokenizer.encode_batch([ex["caption"]], self.max_text_len)
       out["caption_ids"], out["caption_mask"] = ids[0], mask[0]

@@ -261,8 +261,12 @@ def encode_jpeg(frame: np.ndarray, quality: int = 90) -> bytes:
   return buf.getvalue()
 
 
-def decode_jpeg(data: bytes) -> np.ndarray:
-  """JPEG bytes -> HxWx3 uint8 RGB (grey images are expanded to 3 channels)."""
+def decode_jpeg(data: bytes, out: np.ndarray | None = None) -> np.ndarray:
+  """JPEG bytes -> HxWx3 uint8 RGB (grey images are expanded to 3 channels).
+
+  With `out` (uint8 [H, W, 3]), decodes into it and returns it: no new array, which
+  matters on the data pipeline's hot path (fresh pages cost more than the copy).
+  """
   try:
     image = Image.open(io.BytesIO(data))
     image.load()  # Decode now so corrupt data fails here, not later.
@@ -270,4 +274,10 @@ def decode_jpeg(data: bytes) -> np.ndarray:
     raise VideoError(f"<jpeg bytes, {len(data)} B>: not a decodable image ({e})") from e
   if image.mode != "RGB":
     image = image.convert("RGB")
-  return np.array(image)  # Writable (np.asarray of a PIL image is read-only).
+  if out is None:
+    return np.array(image)  # Writable (np.asarray of a PIL image is read-only).
+  if out.shape != (image.height, image.width, 3):
+    raise VideoError(f"<jpeg bytes, {len(data)} B>: image is {image.width}x{image.height}, "
+                     f"expected {out.shape[1]}x{out.shape[0]}")
+  out[...] = np.asarray(image)
+  return out
