@@ -154,3 +154,17 @@ def test_global_batches_on_mesh(clip_files):
   after = next(gb)["frames"]
   gb.set_state(state)
   np.testing.assert_array_equal(np.asarray(next(gb)["frames"]), np.asarray(after))
+
+
+def test_two_processes_read_disjoint_records(clip_files):
+  """Two simulated JAX processes: one epoch each, disjoint, together every record once."""
+  per_process = []
+  for p in range(2):
+    ds = pipeline.make_dataset(clip_files, pipeline.ClipDecoder(1, arrays=("latents",)), 4,
+                               seed=5, num_epochs=1, process_index=p, process_count=2)
+    per_process.append([int(x) for b in ds for x in b["latents"][:, 0, 0]])
+  a, b = per_process
+  assert len(a) == len(b) == NUM_SHARDS * PER_SHARD // 2
+  assert not set(a) & set(b) and sorted(a + b) == list(range(NUM_SHARDS * PER_SHARD))
+  with pytest.raises(ValueError, match="does not divide between 2 processes"):
+    pipeline.make_dataset(clip_files, pipeline.ClipDecoder(1), 5, process_count=2)
