@@ -1,0 +1,41 @@
+"""Device meshes: named axes `data`, `fsdp`, `tensor` (and later `context`).
+
+The training issue extends this with ici/dcn (multi-slice) meshes and
+`jax.distributed` set-up; models and tests only need `make_mesh`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import jax
+from jax.sharding import AxisType, Mesh
+
+AXES = ("data", "fsdp", "tensor", "context")
+
+
+def make_mesh(shape: Mapping[str, int], devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """A mesh with `shape` (axis -> size; one size may be -1 for "the rest"), Auto axes.
+
+  Example: make_mesh({"data": 2, "fsdp": -1, "tensor": 2}) on 8 devices -> 2 x 2 x 2.
+  """
+  devices = list(devices if devices is not None else jax.devices())
+  unknown = sorted(set(shape) - set(AXES))
+  if unknown:
+    raise ValueError(f"mesh axes {unknown} are unknown; expected a subset of {AXES}")
+  sizes = dict(shape)
+  rest = [a for a, s in sizes.items() if s == -1]
+  if len(rest) > 1:
+    raise ValueError(f"only one mesh axis may be -1, got {rest}")
+  known = math.prod(s for s in sizes.values() if s != -1)
+  if rest:
+    if len(devices) % known:
+      raise ValueError(f"mesh {dict(shape)}: {len(devices)} devices do not divide by {known}")
+    sizes[rest[0]] = len(devices) // known
+  if math.prod(sizes.values()) != len(devices):
+    raise ValueError(f"mesh {sizes} needs {math.prod(sizes.values())} devices, "
+                     f"have {len(devices)}")
+  names = tuple(a for a in AXES if a in sizes)
+  return jax.make_mesh(tuple(sizes[a] for a in names), names,
+                       axis_types=(AxisType.Auto,) * len(names), devices=devices)
