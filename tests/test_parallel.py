@@ -40,12 +40,12 @@ def test_sharded_params_and_equal_outputs():
   with R.use_mesh(mesh):  # DEFAULT_RULES name `context`, absent here: dropped.
     m = _Mlp(nnx.Rngs(0))
     y = jax.jit(lambda m, x: m(x))(m, x)
-  assert m.up.kernel[...].sharding.spec == ("fsdp", "tensor")
+  assert tuple(m.up.kernel[...].sharding.spec) == ("fsdp", "tensor")
   assert len(m.up.kernel[...].addressable_shards) == 8
   np.testing.assert_allclose(np.asarray(y), np.asarray(ref), rtol=1e-5, atol=1e-5)
   with nnx.use_eager_sharding(False):
     abstract = nnx.state(nnx.eval_shape(lambda: _Mlp(nnx.Rngs(0))))
   shardings = R.state_shardings(abstract, mesh)
-  assert shardings["down"]["kernel"].spec == ("tensor", "fsdp")
+  assert tuple(shardings["down"]["kernel"].spec) == ("tensor", "fsdp")
   assert R.logical_to_spec(("batch", "vocab")) == jax.sharding.PartitionSpec(
       ("data", "fsdp"), "tensor")
