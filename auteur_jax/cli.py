@@ -142,6 +142,17 @@ def _add_rule_flags(p: argparse.ArgumentParser) -> None:
   p.add_argument("--max-start-diff", type=float, default=5.0, help="seconds")
 
 
+def _user_errors() -> tuple[type[Exception], ...]:
+  from auteur_jax.config import ConfigError
+  from auteur_jax.data.examples import ExampleError
+  from auteur_jax.data.importers import AnnotationError
+  from auteur_jax.data.schema import SchemaError
+  from auteur_jax.data.tfrecord import TFRecordError
+  from auteur_jax.data.video_io import VideoError
+  return (ConfigError, SchemaError, AnnotationError, TFRecordError, ExampleError, VideoError,
+          FileNotFoundError)
+
+
 def parser() -> argparse.ArgumentParser:
   ap = argparse.ArgumentParser(prog="auteur", description=__doc__,
                                formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -211,7 +222,11 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
   """Parses the command line; `--config.key=value` items override the loaded config."""
-  from auteur_jax.config import ConfigError, load_config
+  from absl import flags
+
+  from auteur_jax.config import load_config
+  USER_ERRORS = _user_errors()
+  flags.FLAGS.mark_as_parsed()  # grain's worker processes read absl flags.
   ap = parser()
   args, rest = ap.parse_known_args(argv)
   overrides = [r for r in rest if r.startswith("--config.")]
@@ -220,12 +235,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.error(f"unrecognized arguments: {' '.join(unknown)}")
   if overrides and not isinstance(getattr(args, "config", None), str):
     ap.error(f"{overrides[0]}: this command takes no --config")
-  if isinstance(getattr(args, "config", None), str):
-    try:
+  try:
+    if isinstance(getattr(args, "config", None), str):
       args.config = load_config(args.config, overrides)
-    except ConfigError as e:
-      sys.exit(f"auteur: {e}")
-  args.fn(args)
+    args.fn(args)
+  except USER_ERRORS as e:  # Bad input: the message names the file / key; no traceback.
+    sys.exit(f"auteur: {type(e).__name__}: {e}")
 
 
 if __name__ == "__main__":

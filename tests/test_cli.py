@@ -107,3 +107,12 @@ def test_import_commands(tmp_path, capsys):
 def test_bad_override_is_named(capsys):
   with pytest.raises(SystemExit, match="unknown key 'sise' in data"):
     cli.main(["data", "batches", "--config", CONFIG, "--config.data.sise=3"])
+
+
+def test_toy_command_feeds_the_importer(tmp_path, capsys):
+  out = str(tmp_path / "toy")
+  cli.main(["data", "toy", "--videos", "3", "--out", out, "--noise", "0.2", "--workers", "1"])
+  capsys.readouterr()
+  cli.main(["data", "import-youcook2", "--annotations", f"{out}/youcook2_annotations.json",
+            "--captions", f"{out}/captions.jsonl", "--out", f"{out}/stories.jsonl"])
+  assert "3/3 videos -> stories" in capsys.readouterr().out

@@ -23,6 +23,7 @@ from typing import Any
 import grain
 import numpy as np
 
+from auteur_jax.config import ConfigError
 from auteur_jax.data import examples, tfrecord, video_io
 from auteur_jax.data.tokenizer import Tokenizer
 
@@ -224,11 +225,12 @@ def dataset_from_config(data, process_index: int = 0, process_count: int = 1) ->
     decoder = ClipDecoder(data.num_frames, tok, data.max_text_len, tuple(data.arrays))
   elif data.kind == "stories":
     if tok is None:
-      raise ValueError("config.data.tokenizer: story batches need a tokenizer folder")
+      raise ConfigError("config.data.tokenizer: story batches need a tokenizer folder "
+                        "(auteur data tokenizer --stories S --out DIR)")
     decoder = StoryDecoder(tok, data.max_steps, data.max_action_tokens, data.max_caption_tokens,
                            tuple(data.embedding_shape) or None)
   else:
-    raise ValueError(f"config.data.kind must be 'clips' or 'stories', got {data.kind!r}")
+    raise ConfigError(f"config.data.kind must be 'clips' or 'stories', got {data.kind!r}")
   return make_dataset(split_files(data.dir, data.split, data.kind), decoder, data.batch_size,
                       seed=data.seed, window=data.shuffle_window, shuffle=data.shuffle,
                       num_epochs=None if data.num_epochs < 0 else data.num_epochs,

@@ -1,11 +1,11 @@
 """Toy-kitchen data: how clips are stored (build) and batched (grain pipelines).
 
-Build TFRecords from a stories file, then look at a few batches:
-  auteur data build --config configs/toy/data.py --stories toy_data/stories.jsonl \
-      --config.data.dir=toy_data/tfrecords
-  auteur data batches --config configs/toy/data.py --config.data.dir=toy_data/tfrecords
-The second prints each batch's arrays (e.g. frames (8, 8, 64, 64, 3) uint8) and clips/s.
-`configs/toy/data.py:stories` selects story batches (needs data.tokenizer).
+Build TFRecords from a stories file, train a tokenizer, then look at a few batches:
+  auteur data build --config configs/toy/data.py --stories toy_data/stories.jsonl
+  auteur data tokenizer --stories toy_data/stories.jsonl --out toy_data/tokenizer
+  auteur data batches --config configs/toy/data.py
+The last prints each batch's arrays (e.g. frames (8, 8, 64, 64, 3) uint8) and clips/s;
+`configs/toy/data.py:stories` gives story batches (action_ids (8, 8, 32) int32, ...).
 """
 
 import ml_collections
@@ -27,7 +27,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   d.batch_size = 8
   d.num_frames = 8
   d.arrays = ()  # Stored arrays to load with clips, e.g. ("latents", "visual_embedding").
-  d.tokenizer = ""  # Folder of a tokenizer (auteur data tokenizer); "" = no text ids.
+  d.tokenizer = "toy_data/tokenizer"  # From `auteur data tokenizer`; "" = no text ids.
   d.max_text_len = 128
   d.max_steps = 8
   d.max_action_tokens = 32
