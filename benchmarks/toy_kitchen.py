@@ -21,7 +21,9 @@ import time
 import numpy as np
 
 from auteur_jax.data import toy_kitchen as tk
+from auteur_jax.data import toy_recipes as trc
 from auteur_jax.data import toy_render as tr
+from auteur_jax.data import toy_world as tw
 from auteur_jax.data import video_io
 from auteur_jax.eval import toy_state as ts
 
@@ -36,11 +38,11 @@ def reader_accuracy(out: str, n: int, seed: int, size: int, fps: float,
   for i in range(n):
     vid = f"toy_{i:06d}"
     truth = json.load(open(os.path.join(out, "states", f"{vid}.json")))
-    recipe, _ = tk.video_recipe(seed, i, 0.2, steps, steps)
+    recipe, _ = trc.video_recipe(seed, i, 0.2, steps, steps)
     frames, tl = tr.render_story(recipe, size, fps)
     decoded = video_io.read_frames(os.path.join(out, "videos", f"{vid}.mp4"), 0.0,
                                    truth["duration"], fps)
-    states = [tk.State.from_json(s) for s in truth["states"]]
+    states = [tw.State.from_json(s) for s in truth["states"]]
     assert np.array_equal(truth["frames"]["state"], tl.state_index), vid
     for t, (k, moving) in enumerate(zip(truth["frames"]["state"], truth["frames"]["moving"])):
       views = {"clean, in motion": frames[t]} if moving else {

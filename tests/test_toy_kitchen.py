@@ -9,38 +9,41 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from auteur_jax.data import toy_draw as td
 from auteur_jax.data import toy_kitchen as tk
+from auteur_jax.data import toy_recipes as trc
 from auteur_jax.data import toy_render as tr
+from auteur_jax.data import toy_world as tw
 from auteur_jax.data import video_io
 from auteur_jax.data.matching import MatchRule, match_clips_to_actions
 
 
-def _clip_spans(recipe: tk.Recipe, fps: float) -> list[tuple[float, float]]:
+def _clip_spans(recipe: tw.Recipe, fps: float) -> list[tuple[float, float]]:
   f = np.cumsum([0] + [tr.clip_frames(s.duration, fps) for s in recipe.steps])
   return [(a / fps, b / fps) for a, b in zip(f[:-1], f[1:])]
 
 
 def test_vocabulary_is_distinct():
-  assert len(tr.INGREDIENTS) >= 10
-  assert len({(look.rgb, look.shape) for look in tr.INGREDIENTS}) == len(tr.INGREDIENTS)
-  assert len({look.rgb for look in tr.INGREDIENTS}) == len(tr.INGREDIENTS)
-  assert len(tk.ACTIONS) >= 8
+  assert len(td.INGREDIENTS) >= 10
+  assert len({(look.rgb, look.shape) for look in td.INGREDIENTS}) == len(td.INGREDIENTS)
+  assert len({look.rgb for look in td.INGREDIENTS}) == len(td.INGREDIENTS)
+  assert len(tw.ACTIONS) >= 8
 
 
 def test_world_refuses_actions_out_of_order():
-  s = tk.State.initial(["tomato"])
+  s = tw.State.initial(["tomato"])
   for action, ing in [("chop", "tomato"), ("add", "tomato"), ("serve", "tomato"),
                       ("boil", None), ("stir", None), ("season", None), ("sprinkle", None),
                       ("place", "carrot"), ("pour", "tomato")]:
-    with pytest.raises(tk.PreconditionError):
+    with pytest.raises(tw.PreconditionError):
       s.apply(action, ing)
   s = s.apply("place", "tomato").apply("chop", "tomato").apply("add", "tomato")
-  with pytest.raises(tk.PreconditionError, match="cooked"):
+  with pytest.raises(tw.PreconditionError, match="cooked"):
     s.apply("serve", "tomato")  # Cook before serve.
   s = s.apply("pour").apply("boil").apply("stir")
   assert s.ingredients["tomato"] == ("pot", "cooked")
   s = s.apply("serve", "tomato").apply("sprinkle")
-  assert s == tk.State.from_json(json.loads(json.dumps(s.to_json())))
+  assert s == tw.State.from_json(json.loads(json.dumps(s.to_json())))
   assert s.ingredients["tomato"] == ("plate", "cooked") and s.plate_seasoned
 
 
@@ -49,9 +52,9 @@ def test_preconditions_hold_in_every_recipe(bounds):
   """Checked against the step order directly, not through State.apply."""
   seen = set()
   for seed in range(300):
-    r = tk.make_recipe(seed, *bounds)
+    r = trc.make_recipe(seed, *bounds)
     assert bounds[0] <= len(r.steps) <= bounds[1], r
-    assert len(r.ingredients) == len({tr.LOOKS[n].group for n in r.ingredients})
+    assert len(r.ingredients) == len({td.LOOKS[n].group for n in r.ingredients})
     at = {}  # (action, ingredient) -> step index
     for i, s in enumerate(r.steps):
       assert (s.action, s.ingredient) not in at, f"repeated step in {r}"
@@ -81,13 +84,13 @@ def test_preconditions_hold_in_every_recipe(bounds):
               "soup": ("pot", "cooked" if final.heat else "chopped")}[route]
       assert final.ingredients[n] == want
   if bounds == (4, 12):
-    assert seen == set(tk.ACTIONS)
+    assert seen == set(tw.ACTIONS)
 
 
 def test_recipes_are_deterministic():
-  a, b = tk.make_recipe(123), tk.make_recipe(123)
+  a, b = trc.make_recipe(123), trc.make_recipe(123)
   assert a == b
-  assert [tk.make_recipe(s).dish for s in range(20)] != [a.dish] * 20
+  assert [trc.make_recipe(s).dish for s in range(20)] != [a.dish] * 20
   fa, ta = tr.render_story(a, 64, 8.0)
   fb, tb = tr.render_story(b, 64, 8.0)
   assert fa.tobytes() == fb.tobytes()
@@ -95,8 +98,8 @@ def test_recipes_are_deterministic():
 
 
 def test_validation_split_holds_out_combinations():
-  train = [tk.make_recipe(s, split="training") for s in range(400)]
-  val = [tk.make_recipe(s, split="validation") for s in range(400)]
+  train = [trc.make_recipe(s, split="training") for s in range(400)]
+  val = [trc.make_recipe(s, split="validation") for s in range(400)]
   assert all(r.split == "training" for r in train) and all(r.split == "validation" for r in val)
   sets = lambda rs: {frozenset(r.ingredients) for r in rs}  # noqa: E731
   pairs = lambda rs: {frozenset((s.action, s.ingredient) for s in r.steps) for r in rs}  # noqa: E731
@@ -107,12 +110,12 @@ def test_validation_split_holds_out_combinations():
   assert set().union(*sets(val)) <= set().union(*sets(train))
   # The split is a fixed function of the set, nested in the fraction.
   for r in val:
-    assert tk.combination_split(r.ingredients, 0.3) == "validation"
-  assert [tk.video_split(i, 0.2) for i in range(10)].count("validation") == 2
+    assert tw.combination_split(r.ingredients, 0.3) == "validation"
+  assert [tw.video_split(i, 0.2) for i in range(10)].count("validation") == 2
 
 
 def test_timeline_and_motion():
-  r = tk.make_recipe(7, 8, 8)
+  r = trc.make_recipe(7, 8, 8)
   frames, tl = tr.render_story(r, 64, 8.0)
   assert frames.shape == (tl.clips[-1][1], 64, 64, 3) and frames.dtype == np.uint8
   for s, ((f0, f1), (a, b)) in enumerate(zip(tl.clips, tl.motion)):
@@ -132,7 +135,7 @@ def test_noisy_segments_and_matching_recover_pairs():
   for noise in (0.0, 0.25, 0.5):
     ok = total = 0
     for seed in range(300):
-      r = tk.make_recipe(seed)
+      r = trc.make_recipe(seed)
       clips = _clip_spans(r, 8.0)
       duration = clips[-1][1]
       segs = tk.noisy_segments(clips, duration, noise, np.random.default_rng(seed))
@@ -201,6 +204,6 @@ def test_bad_arguments():
   with pytest.raises(ValueError, match="multiple of 16"):
     tk.generate_dataset("/nonexistent", 1, size=60)
   with pytest.raises(ValueError, match="steps"):
-    tk.make_recipe(0, 3, 12)
+    trc.make_recipe(0, 3, 12)
   with pytest.raises(ValueError, match="split"):
-    tk.make_recipe(0, split="val")
+    trc.make_recipe(0, split="val")

@@ -8,8 +8,11 @@ import os
 import numpy as np
 import pytest
 
+from auteur_jax.data import toy_draw as td
 from auteur_jax.data import toy_kitchen as tk
+from auteur_jax.data import toy_recipes as trc
 from auteur_jax.data import toy_render as tr
+from auteur_jax.data import toy_world as tw
 from auteur_jax.data import video_io
 from auteur_jax.eval import toy_state as ts
 
@@ -19,7 +22,7 @@ _ALLOWED = {"shelf": ("whole",), "board": ("whole", "chopped"), "pot": ("chopped
 
 def _stories(n: int, size: int = 64, seed0: int = 0):
   for seed in range(seed0, seed0 + n):
-    r = tk.make_recipe(seed)
+    r = trc.make_recipe(seed)
     frames, tl = tr.render_story(r, size, 8.0)
     yield r, frames, tl
 
@@ -29,21 +32,21 @@ def test_every_ingredient_in_every_place():
   (location, form) it can have at rest, on every pot liquid, with and without herbs."""
   rng = np.random.default_rng(0)
   preds, trues = [], []
-  for look in tr.INGREDIENTS:
+  for look in td.INGREDIENTS:
     for loc, forms in _ALLOWED.items():
       for form in forms:
         for water, seasoned in [(False, False), (True, False), (True, True)]:
           ings = {look.name: (loc, form)}
-          for other in tr.INGREDIENTS:  # A random neighbour per other group.
+          for other in td.INGREDIENTS:  # A random neighbour per other group.
             if other.group != look.group and rng.random() < 0.5:
-              if not any(tr.LOOKS[n].group == other.group for n in ings):
+              if not any(td.LOOKS[n].group == other.group for n in ings):
                 oloc = ("shelf", "board", "pot", "plate")[rng.integers(4)]
                 ings[other.name] = (oloc, _ALLOWED[oloc][rng.integers(len(_ALLOWED[oloc]))])
-          state = tk.State(ings, water=water, heat=water and rng.random() < 0.5,
+          state = tw.State(ings, water=water, heat=water and rng.random() < 0.5,
                            pot_seasoned=seasoned, plate_seasoned=bool(rng.random() < 0.5))
-          img = tr.scene(64, state)
+          img = td.scene(64, state)
           if state.heat:
-            tr.draw_bubbles(img, int(rng.integers(1000)))
+            td.draw_bubbles(img, int(rng.integers(1000)))
           preds.append(ts.read_state(img))
           trues.append(state)
   assert ts.state_accuracy(preds, trues) == 1.0
@@ -91,14 +94,14 @@ def test_jpeg_and_mp4_frames(tmp_path):
 
 
 def test_reader_is_not_fooled_by_the_empty_kitchen():
-  empty = tk.State({})
-  assert ts.read_state(tr.scene(64, empty)) == empty
-  assert ts.read_state(tr.scene(64, tk.State({}, water=True))) == tk.State({}, water=True)
+  empty = tw.State({})
+  assert ts.read_state(td.scene(64, empty)) == empty
+  assert ts.read_state(td.scene(64, tw.State({}, water=True))) == tw.State({}, water=True)
 
 
 def test_state_accuracy_counts_objects():
-  true = tk.State({"tomato": ("board", "whole"), "corn": ("pot", "chopped")}, water=True)
-  pred = tk.State({"tomato": ("board", "chopped"), "fish": ("pot", "chopped")}, water=True)
+  true = tw.State({"tomato": ("board", "whole"), "corn": ("pot", "chopped")}, water=True)
+  pred = tw.State({"tomato": ("board", "chopped"), "fish": ("pot", "chopped")}, water=True)
   m = ts.object_matches(pred, true)
   assert m == {"corn": False, "fish": False, "tomato": False, "water": True, "heat": True,
                "pot_seasoned": True, "plate_seasoned": True}
@@ -124,7 +127,7 @@ def test_reads_a_generated_video(tmp_path):
     truth = json.load(open(os.path.join(out, "states", f"{vid}.json")))
     frames = video_io.read_frames(os.path.join(out, "videos", f"{vid}.mp4"), 0.0,
                                   truth["duration"], truth["fps"])
-    states = [tk.State.from_json(s) for s in truth["states"]]
+    states = [tw.State.from_json(s) for s in truth["states"]]
     idx, moving = truth["frames"]["state"], truth["frames"]["moving"]
     rest = [t for t in range(len(frames)) if not moving[t]]
     preds = [ts.read_state(frames[t]) for t in rest]

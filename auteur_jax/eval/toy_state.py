@@ -1,7 +1,7 @@
 """Reads the toy kitchen's world state back from a frame, by pixels, with no learning.
 
 The toy kitchen puts every ingredient in a fixed slot per surface (its group's slot,
-see `data/toy_render.py`), so reading is template matching in fixed boxes: for each
+see `data/toy_draw.py`), so reading is template matching in fixed boxes: for each
 surface and group, the slot's pixels are compared (mean squared difference) with the
 rendered slot showing nothing or each ingredient of that group in each form allowed
 there, and the nearest template wins. The pot's liquid, the burner and the plate's
@@ -25,8 +25,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from auteur_jax.data import toy_render as tr
-from auteur_jax.data.toy_kitchen import State
+from auteur_jax.data import toy_draw as td
+from auteur_jax.data.toy_world import State
 
 FLAGS = ("water", "heat", "pot_seasoned", "plate_seasoned")
 MIN_SIZE = 48  # Below this the pot's pieces are ~4 px and the slots leave no free pixels.
@@ -39,19 +39,19 @@ class _Slot:
   """One (surface, group) box: float32 templates [C, h, w, 3] and what each one shows."""
 
   def __init__(self, size: int, location: str, group: int, liquid: str) -> None:
-    self.box = tr.slot_box(location, group, size, margin=1)
+    self.box = td.slot_box(location, group, size, margin=1)
     y0, y1, x0, x1 = self.box
-    base = tr.surface(size, False, liquid, False)
+    base = td.surface(size, False, liquid, False)
     self.labels: list[tuple[str, str] | None] = [None]
     patches = [_features(base)[y0:y1, x0:x1]]
-    cy, cx = tr.SLOTS[location][group]
-    for look in tr.INGREDIENTS:
+    cy, cx = td.SLOTS[location][group]
+    for look in td.INGREDIENTS:
       if look.group != group:
         continue
       for form in _FORMS[location]:
         img = base.copy()
-        tr.draw_item(img, look, "whole" if form == "whole" else "chopped",
-                     tr.form_rgb(look, form), cy, cx, tr.HALF[location])
+        td.draw_item(img, look, "whole" if form == "whole" else "chopped",
+                     td.form_rgb(look, form), cy, cx, td.HALF[location])
         patches.append(_features(img)[y0:y1, x0:x1])
         self.labels.append((look.name, form))
     self.templates = np.stack(patches)
@@ -67,12 +67,12 @@ class _Slot:
 @functools.lru_cache(maxsize=8)
 def _reader(size: int) -> dict:
   """Per-size templates and reference colours (built once, a few ms)."""
-  geo = tr.geometry(size)
+  geo = td.geometry(size)
   slots = {(loc, g, liq): _Slot(size, loc, g, liq)
-           for loc in tr.SLOTS for g in range(tr.NUM_GROUPS)
-           for liq in (tr.LIQUIDS if loc == "pot" else ("none",))}
-  plain = tr.surface(size, False, "none", False)[geo.plate_free].mean(0)
-  herbs = tr.surface(size, False, "none", True)[geo.plate_free].mean(0)
+           for loc in td.SLOTS for g in range(td.NUM_GROUPS)
+           for liq in (td.LIQUIDS if loc == "pot" else ("none",))}
+  plain = td.surface(size, False, "none", False)[geo.plate_free].mean(0)
+  herbs = td.surface(size, False, "none", True)[geo.plate_free].mean(0)
   return {"geo": geo, "slots": slots, "herbs": np.stack([plain, herbs])}
 
 
@@ -108,16 +108,16 @@ def read_state(frame: np.ndarray) -> State:
                      f"got {frame.shape[0]}")
   r = _reader(frame.shape[0])
   geo = r["geo"]
-  liquids = list(tr.LIQUIDS)
+  liquids = list(td.LIQUIDS)
   liquid = liquids[_nearest(np.median(frame[geo.pot_free], axis=0),
-                            [tr.LIQUIDS[k] for k in liquids])]
-  heat = _nearest(frame[geo.burner].mean(0), [tr.BURNER_OFF, tr.BURNER_ON]) == 1
+                            [td.LIQUIDS[k] for k in liquids])]
+  heat = _nearest(frame[geo.burner].mean(0), [td.BURNER_OFF, td.BURNER_ON]) == 1
   herbs = _nearest(frame[geo.plate_free].mean(0), r["herbs"]) == 1
   feats = _features(frame)
   ingredients = {}
-  for g in range(tr.NUM_GROUPS):
+  for g in range(td.NUM_GROUPS):
     found = []
-    for loc in tr.SLOTS:
+    for loc in td.SLOTS:
       label, margin = r["slots"][loc, g, liquid if loc == "pot" else "none"].read(feats)
       if label is not None:
         found.append((margin, label[0], loc, label[1]))
