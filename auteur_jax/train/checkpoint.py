@@ -1,0 +1,98 @@
+"""Orbax checkpoints of a training run: items `state`, `data` and `config`.
+
+OUT/checkpoints/<step>/
+  state/    params + optimizer state + step (sharded arrays, written by every process)
+  data/     the grain iterator state, one file per process
+  config/   the run's config as JSON
+
+Saves are asynchronous (training goes on while arrays are written); keep-last-N and
+keep-every-K come from `config.train`. Restoring takes abstract targets
+(ShapeDtypeStruct with the *current* mesh's shardings), so a checkpoint written on one
+mesh restores onto another.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import grain
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+
+
+class _IteratorState:
+  """What grain's checkpoint handler saves / restores for an iterator with a dict state.
+
+  The state is taken when the save *starts* (snapshot): an async save writes it later,
+  when the training loop has already moved the iterator on.
+  """
+
+  def __init__(self, iterator: Any, snapshot: bool = False):
+    self._iterator = iterator
+    self._state = iterator.get_state() if snapshot else None
+
+  def get_state(self) -> bytes:
+    return json.dumps(self._state, indent=1).encode()
+
+  def set_state(self, state: bytes) -> None:
+    self._iterator.set_state(json.loads(state))
+
+  def start_prefetch(self) -> None:  # Called by the handler after a restore.
+    pass
+
+
+class Checkpoints:
+  """A CheckpointManager with the run's three items."""
+
+  def __init__(self, workdir: str, train: ml_collections.ConfigDict):
+    self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=train.keep_last, keep_period=train.keep_every or None,
+        enable_async_checkpointing=train.async_checkpoints, create=True)
+    self.manager = ocp.CheckpointManager(
+        self.directory, options=options, item_names=("state", "data", "config"),
+        item_handlers={"state": ocp.StandardCheckpointHandler(),
+                       "data": grain.checkpoint.CheckpointHandler(),
+                       "config": ocp.JsonCheckpointHandler()})
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def all_steps(self) -> list[int]:
+    return list(self.manager.all_steps())
+
+  def save(self, step: int, state: Any, data_iterator: Any,
+           config: ml_collections.ConfigDict, force: bool = False) -> bool:
+    """Starts an (async) save of `state` (a pytree of jax.Arrays) at `step`."""
+    return self.manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        data=grain.checkpoint.CheckpointSave(_IteratorState(data_iterator, snapshot=True)),
+        config=ocp.args.JsonSave(json.loads(config.to_json()))), force=force)
+
+  def restore(self, step: int, abstract_state: Any, data_iterator: Any | None) -> Any:
+    """Restores `state` onto the shardings of `abstract_state` (and the iterator in place)."""
+    items = {"state": ocp.args.StandardRestore(abstract_state)}
+    if data_iterator is not None:
+      items["data"] = grain.checkpoint.CheckpointRestore(_IteratorState(data_iterator))
+    return self.manager.restore(step, args=ocp.args.Composite(**items))["state"]
+
+  def restore_config(self, step: int) -> dict:
+    return self.manager.restore(step, args=ocp.args.Composite(
+        config=ocp.args.JsonRestore()))["config"]
+
+  def wait(self) -> None:
+    """Blocks until pending async saves are on disk."""
+    self.manager.wait_until_finished()
+
+  def close(self) -> None:
+    self.manager.wait_until_finished()
+    self.manager.close()
+
+
+def abstract_like(tree: Any, shardings: Any) -> Any:
+  """ShapeDtypeStructs of `tree` (arrays or ShapeDtypeStructs) with `shardings`."""
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                      tree, shardings)

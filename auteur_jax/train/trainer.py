@@ -1,0 +1,219 @@
+"""The training loop: one readable function that serves every task.
+
+  train(config, workdir)
+    mesh from config.mesh -> abstract train state (nnx.eval_shape) -> shardings from
+    the logical rules -> jitted init with those out_shardings (no host holds the whole
+    model) -> restore the latest checkpoint if there is one -> jitted step with
+    in/out shardings and donated state -> metrics, checkpoints, SIGTERM, NaN checks.
+
+A task (train/tasks.py) says how to build the model, compute the loss of a batch and
+make the per-process grain dataset; everything else is here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import signal
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+import tqdm
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
+
+from auteur_jax.data.pipeline import GlobalBatches
+from auteur_jax.parallel import distributed, rules as rules_lib
+from auteur_jax.parallel.mesh import make_mesh
+from auteur_jax.train import optim, tasks
+from auteur_jax.train.checkpoint import Checkpoints, abstract_like
+from auteur_jax.train.metrics import MetricsWriter
+
+
+class TrainState(nnx.Module):
+  """The model and its optimizer (whose state mirrors the model's Params)."""
+
+  def __init__(self, model: nnx.Module, tx: optax.GradientTransformation):
+    self.model = model
+    self.opt = nnx.Optimizer(model, tx, wrt=nnx.Param)
+
+
+class NonFiniteLoss(FloatingPointError):
+  """A step produced a NaN / inf loss; the message names the step and the loss parts."""
+
+
+@dataclasses.dataclass
+class Setup:
+  """What `setup` builds: mesh, shardings and the jitted functions of a run."""
+
+  mesh: jax.sharding.Mesh
+  graphdef: Any
+  state_shardings: Any
+  batch_sharding: NamedSharding
+  abstract: Any  # ShapeDtypeStructs of the state, with state_shardings (restore targets)
+  init: Any  # () -> state
+  step: Any  # (state, batch, step) -> (state, metrics)
+  schedule: optax.Schedule
+
+
+def mesh_rules(config: ml_collections.ConfigDict) -> tuple:
+  """config.mesh.rules as a tuple of (logical, mesh axes) pairs (default: DEFAULT_RULES)."""
+  rules = config.mesh.get("rules") or rules_lib.DEFAULT_RULES
+  return tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in rules)
+
+
+def setup(config: ml_collections.ConfigDict, task: tasks.Task,
+          mesh: jax.sharding.Mesh | None = None) -> Setup:
+  """Builds the mesh, abstract state, shardings, jitted init and jitted train step."""
+  mesh = mesh or make_mesh(dict(config.mesh.shape))
+  rules = mesh_rules(config)
+  tx = optim.make_optimizer(config.train)
+  schedule = optim.make_schedule(config.train)
+
+  def make_state(seed: int) -> TrainState:
+    return TrainState(task.build(config, nnx.Rngs(seed)), tx)
+
+  with rules_lib.use_mesh(mesh, rules):
+    graphdef, abstract = nnx.split(nnx.eval_shape(lambda: make_state(config.train.seed)))
+  state_shardings = rules_lib.state_shardings(abstract, mesh, rules)
+  batch_axes = tuple(a for a in config.mesh.batch_axes if a in mesh.axis_names)
+  batch_sharding = NamedSharding(mesh, PartitionSpec(batch_axes or None))
+
+  def init():
+    return nnx.split(make_state(config.train.seed))[1]
+
+  def train_step(state, batch, step):
+    ts = nnx.merge(graphdef, state)
+    rng = jax.random.fold_in(jax.random.key(config.train.seed), step)
+
+    def loss_fn(model):
+      return task.loss(model, batch, rng)
+
+    (loss, parts), grads = nnx.value_and_grad(loss_fn, has_aux=True)(ts.model)
+    ts.opt.update(ts.model, grads)
+    metrics = dict(parts, loss=loss, grad_norm=optax.tree.norm(grads),
+                   lr=schedule(step // config.train.grad_accum_steps))
+    return nnx.state(ts), metrics
+
+  init_jit = jax.jit(init, out_shardings=state_shardings)
+  step_jit = jax.jit(train_step, in_shardings=(state_shardings, batch_sharding, None),
+                     out_shardings=(state_shardings, None), donate_argnums=(0,))
+
+  def in_mesh(fn):  # Tracing needs the mesh and rules in context (constraints, creation).
+    def call(*args):
+      with rules_lib.use_mesh(mesh, rules):
+        return fn(*args)
+    return call
+
+  abstract_state = abstract_like(in_mesh(lambda: jax.eval_shape(init_jit))(), state_shardings)
+  return Setup(mesh, graphdef, state_shardings, batch_sharding, abstract_state,
+               in_mesh(init_jit), in_mesh(step_jit), schedule)
+
+
+@contextlib.contextmanager
+def _sigterm_flag():
+  """Yields a dict whose 'stop' turns True on SIGTERM (preemption notice)."""
+  flag = {"stop": False}
+  old = signal.getsignal(signal.SIGTERM)
+
+  def handler(signum, frame):
+    flag["stop"] = True
+
+  try:
+    signal.signal(signal.SIGTERM, handler)
+  except ValueError:  # Not the main thread: no signal handling.
+    pass
+  try:
+    yield flag
+  finally:
+    with contextlib.suppress(ValueError):
+      signal.signal(signal.SIGTERM, old)
+
+
+def _check_finite(step: int, metrics: dict) -> None:
+  if not math.isfinite(metrics["loss"]):
+    parts = ", ".join(f"{k}={v:.6g}" for k, v in sorted(metrics.items()))
+    raise NonFiniteLoss(f"step {step}: non-finite loss ({parts}); the last good checkpoint "
+                        "is kept, nothing was saved after it")
+
+
+def train(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = True,
+          max_steps: int | None = None, mesh: jax.sharding.Mesh | None = None) -> dict:
+  """Trains `config.task` in `workdir` (resuming from its latest checkpoint).
+
+  Args:
+    max_steps: stop after this global step (for tests / preemption drills); the run's
+      length (schedule) is still config.train.steps.
+    mesh: overrides config.mesh.shape (e.g. a mesh over a subset of the devices).
+  Returns:
+    The last logged metrics (floats) plus `step`.
+  """
+  distributed.initialize(config.distributed)
+  task = tasks.get(config.task)
+  s = setup(config, task, mesh)
+  t = config.train
+  data = GlobalBatches(task.dataset(config, jax.process_index(), jax.process_count()),
+                       s.mesh, config.mesh.batch_axes)
+  ckpts = Checkpoints(workdir, t)
+  start = ckpts.latest_step()
+  if start is None:
+    state, start = s.init(), 0
+  else:
+    state = ckpts.restore(start, s.abstract, data)
+  writer = MetricsWriter(workdir)
+  end = min(t.steps, max_steps or t.steps)
+  last: dict = {"step": start}
+  profile = tuple(t.profile_steps)
+  bar = tqdm.tqdm(total=end, initial=start, desc=f"train {config.task}", unit="step",
+                  disable=not progress or jax.process_index() != 0)
+  log_step, log_time = start, time.perf_counter()
+
+  def read(step: int, metrics: dict, examples: int) -> None:
+    """Host-side handling of a finished step: NaN check, then logging on log steps."""
+    nonlocal last, log_step, log_time
+    host = {k: float(v) for k, v in jax.device_get(metrics).items()}
+    _check_finite(step, host)
+    if step % t.log_every and step != end:
+      return
+    dt, n = time.perf_counter() - log_time, step - log_step
+    log_step, log_time = step, time.perf_counter()
+    host.update(step_time=dt / n, examples_per_s=n * examples / dt)
+    if "num_tokens" in host:
+      host["tokens_per_s"] = host.pop("num_tokens") * n / dt
+    writer.write(step, host)
+    last = dict(host, step=step)
+    bar.set_postfix(loss=f"{host['loss']:.4f}")
+
+  with _sigterm_flag() as flag:
+    try:
+      step, pending = start, None
+      while step < end and not flag["stop"]:
+        if profile and step == profile[0]:
+          jax.profiler.start_trace(f"{workdir}/profile")
+        batch = next(data)
+        state, metrics = s.step(state, batch, jnp.asarray(step, jnp.int32))
+        step += 1
+        if pending is not None:  # Read the previous step while this one runs.
+          read(*pending)
+        pending = (step, metrics, jax.tree.leaves(batch)[0].shape[0])
+        bar.update(1)
+        if profile and step == profile[-1]:
+          jax.profiler.stop_trace()
+        if step % t.checkpoint_every == 0 and step < end:
+          read(*pending)  # Never save a state whose loss was not checked.
+          pending = None
+          ckpts.save(step, state, data, config)
+      if pending is not None:
+        read(*pending)
+      if ckpts.latest_step() != step:
+        ckpts.save(step, state, data, config, force=True)  # The end, or SIGTERM.
+    finally:
+      bar.close()
+      ckpts.close()
+      writer.close()
+  return dict(last, stopped_by_signal=flag["stop"])
