@@ -135,6 +135,14 @@ def cmd_inspect(args) -> None:
       return
 
 
+def cmd_train(args) -> None:
+  from auteur_jax.train.trainer import train
+  last = train(args.config, args.workdir, max_steps=args.max_steps)
+  print(f"{args.workdir}: stopped at step {last['step']}"
+        + (" (SIGTERM: checkpoint saved)" if last.get("stopped_by_signal") else "")
+        + (f", loss {last['loss']:.4f}" if "loss" in last else ""))
+
+
 def _add_rule_flags(p: argparse.ArgumentParser) -> None:
   p.add_argument("--iou", type=float, default=0.5, help="match when IoU > this")
   p.add_argument("--loose-iou", type=float, default=0.25,
@@ -217,6 +225,12 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument("dir")
   p.add_argument("--split")
   p.set_defaults(fn=cmd_inspect)
+
+  p = top.add_parser("train", help="train a model (resumes from --workdir's checkpoints)")
+  p.add_argument("--config", required=True, help="e.g. configs/toy/dit.py")
+  p.add_argument("--workdir", required=True, help="checkpoints, metrics.jsonl, tensorboard/")
+  p.add_argument("--max-steps", type=int, help="stop at this step (default: config.train.steps)")
+  p.set_defaults(fn=cmd_train)
   return ap
 
 
