@@ -58,13 +58,19 @@ class Setup:
   abstract: Any  # ShapeDtypeStructs of the state, with state_shardings (restore targets)
   init: Any  # () -> state
   step: Any  # (state, batch, step) -> (state, metrics)
+  step_jit: Any  # the jitted step itself (for lowering / AOT compilation)
   schedule: optax.Schedule
 
 
 def mesh_rules(config: ml_collections.ConfigDict) -> tuple:
-  """config.mesh.rules as a tuple of (logical, mesh axes) pairs (default: DEFAULT_RULES)."""
-  rules = config.mesh.get("rules") or rules_lib.DEFAULT_RULES
-  return tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in rules)
+  """config.mesh.rules (pairs of logical name, mesh axes) over DEFAULT_RULES.
+
+  A config names only what it changes; every other logical name keeps its default, so
+  no logical name reaches a mesh unmapped.
+  """
+  given = {k: tuple(v) if isinstance(v, list) else v for k, v in config.mesh.get("rules") or ()}
+  defaults = [(k, given.pop(k, v)) for k, v in rules_lib.DEFAULT_RULES]
+  return tuple(defaults) + tuple(given.items())
 
 
 def setup(config: ml_collections.ConfigDict, task: tasks.Task,
@@ -112,7 +118,7 @@ def setup(config: ml_collections.ConfigDict, task: tasks.Task,
 
   abstract_state = abstract_like(in_mesh(lambda: jax.eval_shape(init_jit))(), state_shardings)
   return Setup(mesh, graphdef, state_shardings, batch_sharding, abstract_state,
-               in_mesh(init_jit), in_mesh(step_jit), schedule)
+               in_mesh(init_jit), in_mesh(step_jit), step_jit, schedule)
 
 
 @contextlib.contextmanager
@@ -217,3 +223,24 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = T
       ckpts.close()
       writer.close()
   return dict(last, stopped_by_signal=flag["stop"])
+
+
+def step_memory(s: Setup, batch: Any) -> dict[str, int]:
+  """Per-device bytes of the compiled train step, from XLA's memory analysis.
+
+  Args:
+    batch: a batch or its ShapeDtypeStructs (global shapes).
+  Returns:
+    `state` (params + optimizer state arguments), `batch`, `temp` (activations and other
+    temporaries), `output` bytes, all per device, and `state_replicated` (the whole state).
+  """
+  batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
+                                                      sharding=s.batch_sharding), batch)
+  with jax.set_mesh(s.mesh):
+    compiled = s.step_jit.lower(s.abstract, batch, jax.ShapeDtypeStruct((), jnp.int32)).compile()
+  ma = compiled.memory_analysis()
+  batch_bytes = sum(math.prod(s.batch_sharding.shard_shape(x.shape)) * x.dtype.itemsize
+                    for x in jax.tree.leaves(batch))
+  return {"state": ma.argument_size_in_bytes - batch_bytes, "batch": batch_bytes,
+          "temp": ma.temp_size_in_bytes, "output": ma.output_size_in_bytes,
+          "state_replicated": sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(s.abstract))}
