@@ -53,4 +53,4 @@ def train_defaults() -> ml_collections.ConfigDict:
       steps=100, lr=1e-3, warmup_steps=10, schedule="cosine", end_lr_fraction=0.0,
       b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.0, grad_clip=1.0, grad_accum_steps=1,
       seed=0, log_every=10, checkpoint_every=50, keep_last=3, keep_every=0,
-      async_checkpoints=True, profile_steps=(), param_dtype="float32"))
+      async_checkpoints=True, profile_steps=()))
