@@ -8,6 +8,7 @@
   auteur data batches          iterate the grain pipeline of a config, print shapes + rate
   auteur data verify           check every record's CRCs
   auteur data inspect          counts and a sample story of a built data set
+  auteur encode                add VAE latents / visual embeddings to clip TFRecords
 """
 
 from __future__ import annotations
@@ -143,6 +144,14 @@ def cmd_train(args) -> None:
         + (f", loss {last['loss']:.4f}" if "loss" in last else ""))
 
 
+def cmd_encode(args) -> None:
+  from auteur_jax.sample.encode import encode_dataset
+  r = encode_dataset(args.config, max_shards=args.max_shards)
+  print(f"encoded {r['encoded_shards']} clip shards ({r['skipped_shards']} skipped) -> "
+        f"{r['out_dir']}: {r['field']} {r['shape']} {r['dtype']}"
+        + ("" if r["complete"] else "; more shards to do (run again)"))
+
+
 def _add_rule_flags(p: argparse.ArgumentParser) -> None:
   p.add_argument("--iou", type=float, default=0.5, help="match when IoU > this")
   p.add_argument("--loose-iou", type=float, default=0.25,
@@ -231,6 +240,11 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument("--workdir", required=True, help="checkpoints, metrics.jsonl, tensorboard/")
   p.add_argument("--max-steps", type=int, help="stop at this step (default: config.train.steps)")
   p.set_defaults(fn=cmd_train)
+
+  p = top.add_parser("encode", help="add VAE latents / visual embeddings to clip TFRecords")
+  p.add_argument("--config", required=True, help="e.g. configs/toy/vae.py (config.encode.*)")
+  p.add_argument("--max-shards", type=int, help="stop after this many clip shards")
+  p.set_defaults(fn=cmd_encode)
   return ap
 
 

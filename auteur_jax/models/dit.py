@@ -1,0 +1,481 @@
+"""Wan 2.1-style video diffusion transformer conditioned on text and visual-embedding tokens.
+
+The DiT predicts the flow-matching velocity of a latent video. Layout (channels last):
+latents [B, T, H, W, C] -> 3-D patches (pt, ph, pw) -> N = T/pt * H/ph * W/pw tokens of
+width D = num_heads * head_dim -> `num_layers` blocks -> head -> unpatchify.
+
+Each block: adaLN-modulated self-attention (QK RMSNorm across heads, 3-D RoPE), cross-
+attention to the text tokens plus a second attention over the visual-embedding tokens
+(own key/value projections; Wan's image-to-video mechanism, here fed with the director's
+visual state z), and a modulated tanh-GELU MLP. Timesteps enter through a shared time
+projection plus a learned per-block scale/shift table.
+
+Block weights are stacked on a leading `layers` axis and run with `lax.scan` (optionally
+rematerialised). Weights are stored [in, out] (torch's Linear is [out, in]); the
+diffusers converter lives in `convert/diffusers_wan.py`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.ad_checkpoint import checkpoint_name
+
+from auteur_jax.models.layers import apply_rope_interleaved, param, rope_3d_tables
+from auteur_jax.parallel.rules import constrain
+
+# Which intermediates the backward keeps per block ("none": no rematerialisation).
+REMAT_POLICIES = {
+    "none": None,
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.dots_saveable,
+    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    # Keep the matmul outputs tagged in `_block`; recompute norms, softmax, GELU.
+    "names": jax.checkpoint_policies.save_only_these_names(
+        "sa_qkv", "sa_o", "sa_proj", "ca_q", "ca_o", "ca_proj", "ffn_u", "ffn_y"),
+    "names_probs": jax.checkpoint_policies.save_only_these_names(
+        "sa_qkv", "sa_o", "sa_proj", "ca_q", "ca_o", "ca_proj", "ffn_u", "ffn_y", "probs"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class DiTConfig:
+  """Hyper-parameters; names follow diffusers' WanTransformer3DModel where they exist.
+
+  visual_dim: width of the raw visual-embedding tokens (diffusers `image_dim`); 0 builds
+    the text-only (text-to-video) model. visual_pos_len: learned position embedding
+    added to exactly that many visual tokens (diffusers `pos_embed_seq_len`); 0 = none.
+  timestep_scale: the model takes flow time t in [0, 1]; Wan embeds t * 1000.
+  scan_layers / scan_unroll / remat: how the stacked blocks run (remat: a key of
+    REMAT_POLICIES; scan_unroll: blocks per scan iteration).
+  """
+  patch_size: tuple[int, int, int] = (1, 2, 2)
+  in_channels: int = 16
+  out_channels: int = 16
+  num_heads: int = 12
+  head_dim: int = 128
+  ffn_dim: int = 8960
+  num_layers: int = 30
+  text_dim: int = 4096
+  freq_dim: int = 256
+  visual_dim: int = 0
+  visual_pos_len: int = 0
+  eps: float = 1e-6
+  cross_attn_norm: bool = True
+  rope_theta: float = 10000.0
+  rope_max_len: int = 1024
+  timestep_scale: float = 1000.0
+  dtype: str = "float32"
+  param_dtype: str = "float32"
+  scan_layers: bool = True
+  scan_unroll: int = 1
+  remat: str = "none"
+
+  @property
+  def width(self) -> int:
+    return self.num_heads * self.head_dim
+
+  @classmethod
+  def from_dict(cls, d: Mapping[str, Any]) -> DiTConfig:
+    """From `config.model` (a ConfigDict or dict); unknown keys and bad values raise."""
+    d = dict(d)
+    d.pop("name", None)  # config.model.name selects the model family, not a field.
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+      raise ValueError(f"config.model: unknown DiT keys {unknown}; known: {sorted(known)}")
+    if "patch_size" in d:
+      d["patch_size"] = tuple(int(p) for p in d["patch_size"])
+    cfg = cls(**d)
+    cfg.validate()
+    return cfg
+
+  def validate(self) -> None:
+    if len(self.patch_size) != 3 or min(self.patch_size) < 1:
+      raise ValueError(f"config.model.patch_size: expected 3 positive ints, got {self.patch_size}")
+    if self.head_dim % 2 or self.head_dim < 6:
+      raise ValueError(f"config.model.head_dim: must be even and >= 6 for the 3-D RoPE split, "
+                       f"got {self.head_dim}")
+    if self.remat not in REMAT_POLICIES:
+      raise ValueError(f"config.model.remat: expected one of {sorted(REMAT_POLICIES)}, "
+                       f"got {self.remat!r}")
+    if self.visual_pos_len and not self.visual_dim:
+      raise ValueError("config.model.visual_pos_len needs visual_dim > 0")
+    for name in ("dtype", "param_dtype"):
+      try:
+        jnp.dtype(getattr(self, name))
+      except TypeError:
+        raise ValueError(f"config.model.{name}: not a dtype: {getattr(self, name)!r}") from None
+
+
+# --- patches ---------------------------------------------------------------------------
+
+
+def patch_grid(shape: tuple[int, ...], patch: tuple[int, int, int]) -> tuple[int, int, int]:
+  """Token grid (F, H', W') of latents shaped [B, T, H, W, C]; raises if not divisible."""
+  if len(shape) != 5:
+    raise ValueError(f"latents: expected [B, T, H, W, C], got shape {tuple(shape)}")
+  grid = []
+  for name, size, p in zip(("frames", "height", "width"), shape[1:4], patch):
+    if size % p:
+      raise ValueError(f"latents {name} {size} is not divisible by patch size {p}")
+    grid.append(size // p)
+  return tuple(grid)
+
+
+def patchify(x: jax.Array, patch: tuple[int, int, int]) -> jax.Array:
+  """[B, T, H, W, C] -> [B, N, pt*ph*pw*C], tokens in (frame, row, column) order."""
+  b, _, _, _, c = x.shape
+  f, h, w = patch_grid(x.shape, patch)
+  pt, ph, pw = patch
+  x = x.reshape(b, f, pt, h, ph, w, pw, c).transpose(0, 1, 3, 5, 2, 4, 6, 7)
+  return x.reshape(b, f * h * w, pt * ph * pw * c)
+
+
+def unpatchify(tokens: jax.Array, grid: tuple[int, int, int], patch: tuple[int, int, int]
+               ) -> jax.Array:
+  """Inverse of `patchify`: [B, N, pt*ph*pw*C] -> [B, T, H, W, C]."""
+  b, n, k = tokens.shape
+  f, h, w = grid
+  pt, ph, pw = patch
+  if n != f * h * w or k % (pt * ph * pw):
+    raise ValueError(f"tokens {tokens.shape} do not fit grid {grid} x patch {patch}")
+  c = k // (pt * ph * pw)
+  x = tokens.reshape(b, f, h, w, pt, ph, pw, c).transpose(0, 1, 4, 2, 5, 3, 6, 7)
+  return x.reshape(b, f * pt, h * ph, w * pw, c)
+
+
+def timestep_embedding(t: jax.Array, dim: int) -> jax.Array:
+  """Sinusoidal embedding [B, dim] of (scaled) timesteps [B]: cos half, then sin half."""
+  half = dim // 2
+  freqs = jnp.exp(-math.log(10000.0) * jnp.arange(half, dtype=jnp.float32) / half)
+  angles = t.astype(jnp.float32)[:, None] * freqs[None]
+  return jnp.concatenate([jnp.cos(angles), jnp.sin(angles)], axis=-1)
+
+
+# --- parameters ------------------------------------------------------------------------
+
+
+def _fan_in(in_axes: int):
+  """Variance scaling over the first `in_axes` axes (our kernels are [in..., out...])."""
+  def init(key, shape, dtype):
+    fan = math.prod(shape[:in_axes])
+    return jax.random.normal(key, shape, dtype) / math.sqrt(fan)
+  return init
+
+
+def _zeros(key, shape, dtype):
+  return jnp.zeros(shape, dtype)
+
+
+def _ones(key, shape, dtype):
+  return jnp.ones(shape, dtype)
+
+
+class Dense(nnx.Module):
+  """x @ kernel + bias; kernel [in, out] with logical names (in_axis, out_axis)."""
+
+  def __init__(self, d_in: int, d_out: int, axes: tuple[str | None, str | None], dtype,
+               rngs: nnx.Rngs):
+    self.kernel = param(rngs, _fan_in(1), (d_in, d_out), axes, dtype)
+    self.bias = param(rngs, _zeros, (d_out,), axes[1:], dtype)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return x @ self.kernel[...].astype(x.dtype) + self.bias[...].astype(x.dtype)
+
+
+def layer_norm(x: jax.Array, eps: float, scale: jax.Array | None = None,
+               bias: jax.Array | None = None) -> jax.Array:
+  """LayerNorm over the last axis, computed in float32 (Wan's FP32LayerNorm)."""
+  x32 = x.astype(jnp.float32)
+  mean = x32.mean(-1, keepdims=True)
+  var = jnp.square(x32 - mean).mean(-1, keepdims=True)
+  y = (x32 - mean) * jax.lax.rsqrt(var + eps)
+  if scale is not None:
+    y = y * scale.astype(jnp.float32) + bias.astype(jnp.float32)
+  return y
+
+
+class VisualEmbedder(nnx.Module):
+  """Raw visual tokens [B, K, Dv] -> [B, K, D]: LayerNorm, exact-GELU MLP, LayerNorm."""
+
+  def __init__(self, cfg: DiTConfig, rngs: nnx.Rngs):
+    dv, d, pd = cfg.visual_dim, cfg.width, cfg.param_dtype
+    self.norm1_scale = param(rngs, _ones, (dv,), ("norm",), pd)
+    self.norm1_bias = param(rngs, _zeros, (dv,), ("norm",), pd)
+    self.fc1 = Dense(dv, dv, (None, "mlp"), pd, rngs)
+    self.fc2 = Dense(dv, d, ("mlp", "embed"), pd, rngs)
+    self.norm2_scale = param(rngs, _ones, (d,), ("norm",), pd)
+    self.norm2_bias = param(rngs, _zeros, (d,), ("norm",), pd)
+    self.pos_embed = (param(rngs, _zeros, (cfg.visual_pos_len, dv), (None, "norm"), pd)
+                      if cfg.visual_pos_len else None)
+
+  def __call__(self, z: jax.Array, dtype) -> jax.Array:
+    if self.pos_embed is not None:
+      if z.shape[1] != self.pos_embed.shape[0]:
+        raise ValueError(f"visual tokens: this model's position embedding needs exactly "
+                         f"{self.pos_embed.shape[0]} tokens, got {z.shape[1]}")
+      z = z + self.pos_embed[...][None].astype(z.dtype)
+    h = layer_norm(z, 1e-5, self.norm1_scale[...], self.norm1_bias[...]).astype(dtype)
+    h = self.fc2(jax.nn.gelu(self.fc1(h), approximate=False))
+    return layer_norm(h, 1e-5, self.norm2_scale[...], self.norm2_bias[...]).astype(dtype)
+
+
+# --- blocks ----------------------------------------------------------------------------
+
+
+def _block_shapes(cfg: DiTConfig) -> dict[str, tuple[tuple[int, ...], tuple, Any]]:
+  """name -> (per-layer shape, logical axes, init) of one block's weights.
+
+  Projections that read the same input are fused (self-attention q/k/v: [D, 3, H, K];
+  text and visual k/v: [D, 2, H, K]): one matmul each way instead of three.
+  """
+  d, h, k, f = cfg.width, cfg.num_heads, cfg.head_dim, cfg.ffn_dim
+  hk = ("heads", "head_dim")
+
+  def proj(n):
+    return ((d, n, h, k), ("embed", None, *hk), _fan_in(1))
+
+  def zeros(n):
+    return ((n, h, k), (None, *hk), _zeros)
+
+  hk_one = ((h, k), hk, _ones)
+  out = ((h, k, d), (*hk, "embed"), _fan_in(2))
+  d_zero = ((d,), ("norm",), _zeros)
+  shapes = {
+      "modulation": ((6, d), (None, "norm"),
+                     lambda key, s, t: jax.random.normal(key, s, t) / math.sqrt(d)),
+      "sa_qkv": proj(3), "sa_qkv_bias": zeros(3), "sa_q_norm": hk_one, "sa_k_norm": hk_one,
+      "sa_out": out, "sa_out_bias": d_zero,
+      "ca_q": proj(1), "ca_q_bias": zeros(1), "ca_kv": proj(2), "ca_kv_bias": zeros(2),
+      "ca_q_norm": hk_one, "ca_k_norm": hk_one, "ca_out": out, "ca_out_bias": d_zero}
+  if cfg.cross_attn_norm:
+    shapes.update(ca_norm_scale=((d,), ("norm",), _ones), ca_norm_bias=d_zero)
+  if cfg.visual_dim:
+    shapes.update(ca_vkv=proj(2), ca_vkv_bias=zeros(2), ca_vk_norm=hk_one)
+  shapes.update(ffn_up=((d, f), ("embed", "mlp"), _fan_in(1)),
+                ffn_up_bias=((f,), ("mlp",), _zeros),
+                ffn_down=((f, d), ("mlp", "embed"), _fan_in(1)), ffn_down_bias=d_zero)
+  return shapes
+
+
+def _rms_heads(x: jax.Array, weight: jax.Array, eps: float) -> jax.Array:
+  """RMSNorm of [B, N, H, K] over all heads together (Wan's "across heads" QK norm)."""
+  x32 = x.astype(jnp.float32)
+  ms = jnp.square(x32).mean(axis=(-2, -1), keepdims=True)
+  return (x32 * jax.lax.rsqrt(ms + eps) * weight.astype(jnp.float32)).astype(x.dtype)
+
+
+def _project(x: jax.Array, w: jax.Array, b: jax.Array, name: str | None = None
+             ) -> list[jax.Array]:
+  """[B, N, D] x [D, n, H, K] -> n arrays [B, N, H, K] (one matmul; output tagged `name`)."""
+  bsz, n_tok, _ = x.shape
+  _, n, h, k = w.shape
+  y = x @ w.reshape(w.shape[0], -1).astype(x.dtype) + b.reshape(-1).astype(x.dtype)
+  if name:
+    y = checkpoint_name(y, name)
+  y = y.reshape(bsz, n_tok, n, h, k)
+  return [constrain(y[:, :, i], ("batch", "length", "heads", "head_dim")) for i in range(n)]
+
+
+def _out(o: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
+  """[B, N, H, K] x [H, K, D] -> [B, N, D]."""
+  bsz, n_tok, h, k = o.shape
+  return o.reshape(bsz, n_tok, h * k) @ w.reshape(h * k, -1).astype(o.dtype) + b.astype(o.dtype)
+
+
+def _attend(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+  """Full softmax attention; q [B, N, H, K], k/v [B, M, H, K] -> [B, N, H, K]."""
+  s = jnp.einsum("bnhk,bmhk->bhnm", q * (q.shape[-1] ** -0.5), k)
+  p = checkpoint_name(jax.nn.softmax(s.astype(jnp.float32), axis=-1).astype(v.dtype), "probs")
+  return jnp.einsum("bhnm,bmhk->bnhk", p, v)
+
+
+def _block(cfg: DiTConfig, p: dict[str, jax.Array], x: jax.Array, ctx: jax.Array,
+           vis: jax.Array | None, mod: jax.Array, cos: jax.Array, sin: jax.Array
+           ) -> jax.Array:
+  """One block. x [B, N, D]; ctx [B, Lt, D]; vis [B, K, D] | None; mod [B, 6, D] f32.
+
+  checkpoint_name tags mark what the "names" remat policy keeps for the backward.
+  """
+  dt, eps = x.dtype, cfg.eps
+  e = p["modulation"][None].astype(jnp.float32) + mod
+  shift, scale, gate, c_shift, c_scale, c_gate = (e[:, i:i + 1] for i in range(6))
+
+  h = (layer_norm(x, eps) * (1 + scale) + shift).astype(dt)
+  q, k, v = _project(h, p["sa_qkv"], p["sa_qkv_bias"], "sa_qkv")
+  q = apply_rope_interleaved(_rms_heads(q, p["sa_q_norm"], eps), cos, sin)
+  k = apply_rope_interleaved(_rms_heads(k, p["sa_k_norm"], eps), cos, sin)
+  o = checkpoint_name(_attend(q, k, v), "sa_o")
+  o = checkpoint_name(_out(o, p["sa_out"], p["sa_out_bias"]), "sa_proj")
+  x = (x + o * gate).astype(dt)
+
+  h = x
+  if cfg.cross_attn_norm:
+    h = layer_norm(x, eps, p["ca_norm_scale"], p["ca_norm_bias"]).astype(dt)
+  (q,) = _project(h, p["ca_q"], p["ca_q_bias"], "ca_q")
+  q = _rms_heads(q, p["ca_q_norm"], eps)
+  k, v = _project(ctx, p["ca_kv"], p["ca_kv_bias"])
+  o = _attend(q, _rms_heads(k, p["ca_k_norm"], eps), v)
+  if vis is not None:  # Visual tokens: own keys/values, own softmax, outputs summed.
+    k, v = _project(vis, p["ca_vkv"], p["ca_vkv_bias"])
+    o = o + _attend(q, _rms_heads(k, p["ca_vk_norm"], eps), v)
+  o = checkpoint_name(o, "ca_o")
+  x = x + checkpoint_name(_out(o, p["ca_out"], p["ca_out_bias"]), "ca_proj")
+
+  h = (layer_norm(x, eps) * (1 + c_scale) + c_shift).astype(dt)
+  u = checkpoint_name(h @ p["ffn_up"].astype(dt) + p["ffn_up_bias"].astype(dt), "ffn_u")
+  h = constrain(jax.nn.gelu(u, approximate=True), ("batch", "length", "mlp"))
+  h = checkpoint_name(h @ p["ffn_down"].astype(dt) + p["ffn_down_bias"].astype(dt), "ffn_y")
+  x = (x + h * c_gate).astype(dt)
+  return constrain(x, ("batch", "length", "act_embed"))
+
+
+def _per_layer(init):
+  """An init for [L, ...] that draws each layer as `init` draws one (fans per layer)."""
+  def stacked(key, shape, dtype):
+    keys = jax.random.split(key, shape[0])
+    return jax.vmap(lambda k: init(k, shape[1:], dtype))(keys)
+  return stacked
+
+
+class Blocks(nnx.Module):
+  """`num_layers` blocks; every weight stacked on a leading `layers` axis."""
+
+  def __init__(self, cfg: DiTConfig, rngs: nnx.Rngs):
+    self.cfg = cfg
+    self.names = tuple(_block_shapes(cfg))
+    for name, (shape, axes, init) in _block_shapes(cfg).items():
+      setattr(self, name, param(rngs, _per_layer(init), (cfg.num_layers, *shape),
+                                ("layers", *axes), cfg.param_dtype))
+
+  def __call__(self, x, ctx, vis, mod, cos, sin) -> jax.Array:
+    cfg = self.cfg
+    stacked = {n: getattr(self, n)[...] for n in self.names}
+    body = lambda x, p: (_block(cfg, p, x, ctx, vis, mod, cos, sin), None)  # noqa: E731
+    if cfg.remat != "none":
+      body = jax.checkpoint(body, policy=REMAT_POLICIES[cfg.remat], prevent_cse=False)
+    if cfg.scan_layers:
+      return jax.lax.scan(body, x, stacked, unroll=cfg.scan_unroll)[0]
+    # Unrolled: split (whose transpose is one concatenate; indexing would pad per layer).
+    layers = {n: [a[0] for a in jnp.split(v, cfg.num_layers)] for n, v in stacked.items()}
+    for i in range(cfg.num_layers):
+      x = body(x, {n: v[i] for n, v in layers.items()})[0]
+    return x
+
+
+class VideoDiT(nnx.Module):
+  """The DiT. Call: (latents [B,T,H,W,C], t [B] in [0,1], text [B,Lt,text_dim],
+  visual [B,K,visual_dim] or None) -> velocity [B,T,H,W,out_channels]."""
+
+  def __init__(self, cfg: DiTConfig, *, rngs: nnx.Rngs):
+    cfg.validate()
+    self.cfg = cfg
+    d, pd = cfg.width, cfg.param_dtype
+    p = math.prod(cfg.patch_size)
+    self.patch_embed = Dense(p * cfg.in_channels, d, (None, "embed"), pd, rngs)
+    self.time_fc1 = Dense(cfg.freq_dim, d, (None, "embed"), pd, rngs)
+    self.time_fc2 = Dense(d, d, ("mlp", "embed"), pd, rngs)
+    # Shared projection of the time embedding to the six per-block modulations.
+    self.time_proj = param(rngs, _fan_in(1), (d, 6, d), ("mlp", None, "embed"), pd)
+    self.time_proj_bias = param(rngs, _zeros, (6, d), (None, "embed"), pd)
+    self.text_fc1 = Dense(cfg.text_dim, d, (None, "embed"), pd, rngs)
+    self.text_fc2 = Dense(d, d, ("mlp", "embed"), pd, rngs)
+    self.visual_embed = VisualEmbedder(cfg, rngs) if cfg.visual_dim else None
+    self.blocks = Blocks(cfg, rngs)
+    self.head_modulation = param(
+        rngs, lambda k, s, t: jax.random.normal(k, s, t) / math.sqrt(d), (2, d),
+        (None, "norm"), pd)
+    self.head = Dense(d, p * cfg.out_channels, ("embed", None), pd, rngs)
+
+  def __call__(self, latents: jax.Array, t: jax.Array, text: jax.Array,
+               visual: jax.Array | None = None) -> jax.Array:
+    cfg = self.cfg
+    dtype = jnp.dtype(cfg.dtype)
+    grid = patch_grid(latents.shape, cfg.patch_size)
+    b = latents.shape[0]
+    self._check_inputs(latents, t, text, visual, grid)
+
+    x = self.patch_embed(patchify(latents.astype(dtype), cfg.patch_size))
+    x = constrain(x, ("batch", "length", "act_embed"))
+    cos, sin = (jnp.asarray(a) for a in rope_3d_tables(grid, cfg.head_dim, cfg.rope_theta))
+
+    # Time: sinusoid -> MLP (temb, used by the head) -> SiLU -> shared 6-way projection.
+    temb = self.time_fc2(jax.nn.silu(self.time_fc1(
+        timestep_embedding(t * cfg.timestep_scale, cfg.freq_dim))))
+    mod = jnp.einsum("bd,dke->bke", jax.nn.silu(temb).astype(jnp.float32),
+                     self.time_proj[...].astype(jnp.float32)) + self.time_proj_bias[...]
+    # Small per-example vectors: replicated, so each block can slice them freely.
+    temb = constrain(temb, ("batch", "act_embed"))
+    mod = constrain(mod, ("batch", None, "act_embed"))
+
+    ctx = self.text_fc2(jax.nn.gelu(self.text_fc1(text.astype(dtype)), approximate=True))
+    vis = None
+    if visual is not None:
+      vis = self.visual_embed(visual.astype(jnp.float32), dtype)
+
+    x = self.blocks(x, ctx, vis, mod, cos, sin)
+
+    shift, scale = jnp.split(self.head_modulation[...][None] + temb[:, None].astype(jnp.float32),
+                             2, axis=1)
+    h = (layer_norm(x, cfg.eps) * (1 + scale) + shift).astype(dtype)
+    out = self.head(h)
+    return unpatchify(out, grid, cfg.patch_size).reshape(
+        b, *latents.shape[1:4], cfg.out_channels)
+
+  def _check_inputs(self, latents, t, text, visual, grid) -> None:
+    cfg = self.cfg
+    if latents.shape[-1] != cfg.in_channels:
+      raise ValueError(f"latents: expected {cfg.in_channels} channels (last axis), "
+                       f"got shape {latents.shape}")
+    if max(grid) > cfg.rope_max_len:
+      raise ValueError(f"latents token grid {grid} exceeds rope_max_len {cfg.rope_max_len}")
+    if t.shape != (latents.shape[0],):
+      raise ValueError(f"t: expected shape ({latents.shape[0]},), got {t.shape}")
+    if text.ndim != 3 or text.shape[0] != latents.shape[0] or text.shape[-1] != cfg.text_dim:
+      raise ValueError(f"text: expected [{latents.shape[0]}, L, {cfg.text_dim}], got {text.shape}")
+    if visual is not None and self.visual_embed is None:
+      raise ValueError("visual tokens given to a text-only DiT (config.model.visual_dim = 0)")
+    if visual is not None and (visual.ndim != 3 or visual.shape[0] != latents.shape[0]
+                               or visual.shape[-1] != cfg.visual_dim):
+      raise ValueError(f"visual: expected [{latents.shape[0]}, K, {cfg.visual_dim}], "
+                       f"got {visual.shape}")
+
+
+def new_visual_branch(cfg: DiTConfig, seed: int = 0) -> dict[str, jax.Array]:
+  """Fresh weights "path/to/param" -> array of the visual branch (embedder and per-block
+  visual keys/values) for adding visual conditioning to a text-only model. The visual
+  value projection starts at zero: the model first predicts what the text-only one did.
+  """
+  if not cfg.visual_dim:
+    raise ValueError("new_visual_branch: config.model.visual_dim must be > 0")
+
+  @jax.jit  # One compiled init instead of one per parameter shape.
+  def init():
+    rngs = nnx.Rngs(seed)
+    with nnx.use_eager_sharding(False):
+      embed = VisualEmbedder(cfg, rngs)
+    out = {f"visual_embed/{'/'.join(str(k) for k in key)}": v[...]
+           for key, v in nnx.to_flat_state(nnx.state(embed, nnx.Param))}
+    shapes = _block_shapes(cfg)
+    for name in ("ca_vkv", "ca_vkv_bias", "ca_vk_norm"):
+      shape, _, fn = shapes[name]
+      out[f"blocks/{name}"] = _per_layer(fn)(rngs.params(), (cfg.num_layers, *shape),
+                                             jnp.dtype(cfg.param_dtype))
+    out["blocks/ca_vkv"] = out["blocks/ca_vkv"].at[:, :, 1].set(0.0)  # [L, D, (k, v), H, K]
+    out["blocks/ca_vkv_bias"] = out["blocks/ca_vkv_bias"].at[:, 1].set(0.0)
+    return out
+
+  return init()
+
+
+def count_params(model: nnx.Module) -> int:
+  """Number of parameters of `model`."""
+  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(model, nnx.Param)))

@@ -1,0 +1,181 @@
+"""The encoders `auteur encode` runs, built from a config and a weight source.
+
+`config.task` picks the model: "vae" -> `VideoVAE` (config.model), writing `latents`;
+"clip" -> the vision tower of `ClipModel` (config.model.vision), writing
+`visual_embedding`. `config.init` says where the weights come from:
+
+  init.checkpoint      a training run (WORKDIR, WORKDIR/checkpoints or one step
+                       folder): the params are restored from the latest orbax
+                       checkpoint's `state` item (the optimizer state is not read)
+  init.diffusers_vae / init.hf_vision
+                       a diffusers / HF model folder (config.json + safetensors),
+                       converted on the fly (convert/diffusers_vae.py, hf_vision.py)
+  neither              random initialisation (seed config.encode.seed): smoke tests
+
+Each encoder turns one host batch of decoded clips into one array per clip, running
+jitted on a mesh over this process's devices with the batch split over `data`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
+
+from auteur_jax.config import ConfigError
+from auteur_jax.convert.weights import WeightError
+from auteur_jax.models import vae as vae_lib
+from auteur_jax.models.vision import VisionConfig, VisionTower, normalize_pixels
+
+
+@dataclasses.dataclass
+class Encoder:
+  """`run` maps a uint8 host batch to a float32 numpy array [B, ...] per clip."""
+
+  field: str  # The clip array it writes (data/examples.ARRAY_FIELDS).
+  inputs: str  # "clip" (frames [B, T, H, W, 3]) or "keyframe" ([B, H, W, 3]).
+  run: Callable[[np.ndarray], np.ndarray]
+  description: dict
+
+
+def _checkpoint_state_dir(path: str) -> str | None:
+  """The `state` item folder of the latest checkpoint under `path`, if it is a run."""
+  for base in (path, os.path.join(path, "checkpoints")):
+    if os.path.isdir(os.path.join(base, "state")):
+      return os.path.join(base, "state")
+    steps = [int(n) for n in os.listdir(base) if n.isdigit()] if os.path.isdir(base) else []
+    if steps and os.path.isdir(os.path.join(base, str(max(steps)), "state")):
+      return os.path.join(base, str(max(steps)), "state")
+  return None
+
+
+def restore_params(state_dir: str, abstract: nnx.Module, key_path: tuple[str, ...]) -> None:
+  """Fills `abstract`'s params in place from a trainer checkpoint's `state` item.
+
+  key_path: where the module sits in the saved train state, e.g. ("model",) or
+  ("model", "vision"); the optimizer state and everything else are not read.
+  """
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+                        nnx.state(abstract, nnx.Param))
+  item = target
+  for k in reversed(key_path):
+    item = {k: item}
+  try:
+    restored = ocp.PyTreeCheckpointer().restore(state_dir, args=ocp.args.PyTreeRestore(
+        item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+        partial_restore=True))
+  except (ValueError, KeyError, FileNotFoundError) as e:
+    raise ConfigError(f"config.init.checkpoint: cannot restore {'/'.join(key_path)} params "
+                      f"from {state_dir} ({type(e).__name__}: {e})") from e
+  for k in key_path:
+    restored = restored[k]
+  nnx.update(abstract, restored)
+
+
+def _build(config: ml_collections.ConfigDict, make: Callable[[nnx.Rngs], nnx.Module],
+           convert: Callable[[str], nnx.Module], key_path: tuple[str, ...],
+           folder_key: str) -> nnx.Module:
+  init = config.get("init") or {}
+  ckpt, folder = init.get("checkpoint", ""), init.get(folder_key, "")
+  if ckpt and folder:
+    raise ConfigError(f"config.init: set checkpoint or {folder_key}, not both")
+  if not ckpt and not folder:
+    with nnx.use_eager_sharding(False):
+      return make(nnx.Rngs(config.encode.seed))
+  path = ckpt or folder
+  key = f"config.init.{'checkpoint' if ckpt else folder_key}"
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{key}: {path} does not exist")
+  if folder:
+    if not os.path.isfile(os.path.join(path, "config.json")):
+      raise FileNotFoundError(f"{key}: {path} has no config.json (expected a model folder)")
+    try:
+      return convert(path)
+    except WeightError as e:  # A checkpoint that does not fit: a user error, no traceback.
+      raise ConfigError(f"{key}: {e}") from e
+  state_dir = _checkpoint_state_dir(path)
+  if state_dir is None:
+    raise ConfigError(f"{key}: {path} holds no orbax checkpoint (expected a training "
+                      "run's workdir, its checkpoints/ folder or one step folder)")
+  with nnx.use_eager_sharding(False):
+    model = nnx.eval_shape(lambda: make(nnx.Rngs(0)))
+  restore_params(state_dir, model, key_path)
+  return model
+
+
+def _runner(model: nnx.Module, fn: Callable, mesh: jax.sharding.Mesh
+            ) -> Callable[[np.ndarray], np.ndarray]:
+  """Jits fn(model, batch) with the batch split over `data` and replicated params."""
+  graphdef, params = nnx.split(model)
+  params = jax.device_put(params, NamedSharding(mesh, PartitionSpec()))
+  batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
+
+  @jax.jit
+  def step(params, batch):
+    return fn(nnx.merge(graphdef, params), batch)
+
+  def run(batch: np.ndarray) -> np.ndarray:
+    return np.asarray(step(params, jax.device_put(batch, batch_sharding)))
+  return run
+
+
+def vae_encoder(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Encoder:
+  """Clips [B, T, H, W, 3] uint8 -> normalised posterior means [B, t, h, w, z_dim]."""
+  from auteur_jax.convert.diffusers_vae import load_diffusers_vae
+  overrides = {k: config.model[k] for k in ("dtype", "conv_impl") if k in config.model}
+  model = _build(config, lambda r: vae_lib.VideoVAE(vae_lib.VAEConfig.from_dict(config.model),
+                                                    rngs=r),
+                 lambda p: load_diffusers_vae(p, **overrides), ("model",), "diffusers_vae")
+
+  def fn(vae, frames):
+    x = frames.astype(jnp.float32) / 127.5 - 1.0
+    mean, _, _ = vae.encode_chunk(x)
+    return vae.normalize(mean)
+
+  cfg = model.cfg
+  desc = dict(model="vae", z_dim=cfg.z_dim, spatial_factor=cfg.spatial_factor,
+              temporal_factor=cfg.temporal_factor,
+              content="posterior mean, (mean - latents_mean) / latents_std per channel")
+  return Encoder("latents", "clip", _runner(model, fn, mesh), desc)
+
+
+def clip_encoder(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Encoder:
+  """Keyframes [B, H, W, 3] uint8 -> visual tokens [B, K, D] of the vision tower."""
+  from auteur_jax.convert.hf_vision import load_hf_vision
+  vcfg = VisionConfig.from_dict(config.model.vision)
+  keep = ("feature_layer", "resampler", "num_tokens", "project_tokens", "dtype")
+  model = _build(config, lambda r: VisionTower(vcfg, rngs=r),
+                 lambda p: load_hf_vision(p, **{k: getattr(vcfg, k) for k in keep}),
+                 ("model", "vision"), "hf_vision")
+  cfg = model.cfg
+
+  def fn(tower, images):
+    x = images.astype(jnp.float32)
+    if x.shape[1:3] != (cfg.image_size, cfg.image_size):
+      shape = (x.shape[0], cfg.image_size, cfg.image_size, 3)
+      x = jnp.clip(jax.image.resize(x, shape, "bicubic", antialias=True), 0.0, 255.0)
+    return tower.visual_tokens(normalize_pixels(x / 255.0, cfg.family))
+
+  desc = dict(model="clip", family=cfg.family, num_tokens=cfg.num_tokens, dim=cfg.out_dim,
+              feature_layer=cfg.feature_layer, resampler=cfg.resampler,
+              content="visual tokens of the clip's keyframe")
+  return Encoder("visual_embedding", "keyframe", _runner(model, fn, mesh), desc)
+
+
+ENCODERS = {"vae": vae_encoder, "clip": clip_encoder}
+
+
+def make_encoder(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Encoder:
+  if config.task not in ENCODERS:
+    raise ConfigError(f"config.task: `auteur encode` runs {sorted(ENCODERS)}, "
+                      f"got {config.task!r}")
+  return ENCODERS[config.task](config, mesh)

@@ -1,0 +1,34 @@
+"""The `director` task: the narrative director on story batches (data/pipeline.py).
+
+Loss: text cross-entropy on actions and captions + alpha (1 - cos) + beta MSE on the
+regressed visual states (models/director.py). `num_tokens` (text tokens with a loss)
+feeds tokens/s in the trainer's metrics.
+"""
+
+from __future__ import annotations
+
+import jax
+from flax import nnx
+
+from auteur_jax.data import pipeline
+from auteur_jax.models.director import Director, DirectorConfig
+
+
+class DirectorTask:
+  """config.model: DirectorConfig fields; config.data: a story pipeline with embeddings."""
+
+  def build(self, config, rngs: nnx.Rngs) -> Director:
+    return Director(DirectorConfig.from_config(config.model.to_dict()), rngs=rngs)
+
+  def loss(self, model: Director, batch: dict, rng: jax.Array):
+    loss, parts = model.loss(batch)
+    parts = dict(parts)
+    parts.pop("loss", None)
+    parts["num_tokens"] = parts.pop("text_tokens")
+    return loss, parts
+
+  def dataset(self, config, process_index: int, process_count: int):
+    return pipeline.dataset_from_config(config.data, process_index, process_count)
+
+
+TASK = DirectorTask()

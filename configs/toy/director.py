@@ -1,0 +1,87 @@
+r"""Narrative director on toy-kitchen stories, on this CPU machine.
+
+Needs story TFRecords with per-step visual embeddings (K x D = 16 x 64 tokens of the toy
+CLIP space, see configs/toy/clip.py) and a BPE tokenizer; then:
+  auteur data toy --videos 40 --out toy_data
+  auteur data import-youcook2 --annotations toy_data/youcook2_annotations.json \
+      --captions toy_data/captions.jsonl --out toy_data/stories.jsonl
+  auteur data build --config configs/toy/data.py --stories toy_data/stories.jsonl
+  auteur data tokenizer --stories toy_data/stories.jsonl --out toy_data/tokenizer
+  auteur train --config configs/toy/clip.py --workdir runs/clip
+  auteur encode --config configs/toy/clip.py --config.init.checkpoint=runs/clip ...
+  auteur train --config configs/toy/director.py --workdir runs/director \
+      --config.data.dir=toy_data/tfrecords_enc
+Training logs the loss parts per step (text_ce, text_acc, visual_cos, visual_mse). The
+model is a 4-layer, width-128 Llama-style decoder: 1.07M parameters with the tied
+2,048-token table and the visual projections.
+`configs/toy/director.py:caption_visual` (or `:action_visual`) picks an ablation chain.
+`model.markup` holds the ids that `train_bpe` gives the markup tokens (pad, bos, eos,
+unk come first, then <action> </action> <caption> </caption> <img> </img>); check them
+with `MarkupIds.from_tokenizer(tokenizer)` when another tokenizer is used.
+"""
+
+import os
+
+import ml_collections
+
+from auteur_jax.config import load_module_config
+from auteur_jax.parallel.distributed import distributed_defaults
+from auteur_jax.parallel.rules import DEFAULT_RULES
+from auteur_jax.train.optim import train_defaults
+
+K, D = 16, 64  # Visual tokens per step x their dimension: the toy CLIP resampler's output.
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.task = "director"
+
+  m = c.model = ml_collections.ConfigDict()
+  m.llm = ml_collections.ConfigDict(dict(
+      vocab_size=2048, width=128, num_layers=4, num_heads=4, num_kv_heads=2, head_dim=32,
+      mlp_dim=384, rope_theta=10000.0, rope_scaling=None, qkv_bias=False,
+      tie_embeddings=True, norm_eps=1e-6, init_std=0.02, dtype="float32",
+      param_dtype="float32", remat="none", scan_unroll=1))
+  m.markup = ml_collections.ConfigDict(dict(
+      action=4, action_end=5, caption=6, caption_end=7, img=8, img_end=9, bos=1))
+  m.num_queries, m.visual_dim = K, D
+  m.chain = arg or "action_caption_visual"
+  m.alpha = 1.0  # (1 - cos) weight; the paper does not give alpha / beta.
+  m.beta = 1.0  # MSE weight.
+  m.text_weight = 1.0
+
+  # The story pipeline of configs/toy/data.py, with embeddings loaded per step.
+  here = os.path.dirname(os.path.abspath(__file__))
+  c.data = load_module_config(os.path.join(here, "data.py:stories")).data
+  c.data.embedding_shape = (K, D)
+  c.data.max_steps = 8
+  c.data.max_action_tokens = 32
+  c.data.max_caption_tokens = 128
+  c.data.tokenizer = "toy_data/tokenizer"
+
+  t = c.train = train_defaults()
+  t.steps = 2000
+  t.b1, t.b2, t.eps = 0.9, 0.98, 1e-6  # Paper, Table 10.
+  t.lr = 1e-3
+  t.warmup_steps = 100
+  t.log_every = 20
+  t.checkpoint_every = 500
+  c.distributed = distributed_defaults()
+
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.shape = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
+  c.mesh.rules = tuple(DEFAULT_RULES)
+  c.mesh.batch_axes = ("data", "fsdp")
+
+  c.init = ml_collections.ConfigDict()
+  c.init.checkpoint = ""  # An orbax checkpoint to start from.
+  c.init.hf_llm = ""  # An HF Llama / Qwen2 folder for model.llm (vocab padded to fit).
+
+  s = c.sample = ml_collections.ConfigDict()
+  s.num_steps = 6
+  s.temperature = 0.0
+  s.top_p = 1.0
+  s.max_action_tokens = 32
+  s.max_caption_tokens = 128
+  s.loop = "device"
+  return c

@@ -1,0 +1,68 @@
+"""Toy-kitchen causal video VAE (Wan 2.1 layout, small widths), on this CPU machine.
+
+8x spatial / 4x temporal compression: 9 frames of 64 x 64 -> latents [3, 8, 8, 16].
+Train it, then write latents into the clip TFRecords for the DiT:
+  auteur train --config configs/toy/vae.py --workdir runs/vae
+  auteur encode --config configs/toy/vae.py --config.init.checkpoint=runs/vae
+The encode job prints a progress bar per split and then
+`encoded N clip shards (0 skipped) -> toy_data/tfrecords_vae: latents (3, 8, 8, 16) float32`.
+With no init set it encodes with random weights (a smoke test of the plumbing).
+"""
+
+import os
+
+import ml_collections
+
+from auteur_jax.config import load_module_config
+from auteur_jax.parallel.rules import DEFAULT_RULES
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.task = "vae"
+
+  # models/vae.py VAEConfig; channels 16-32-64-64 (Wan 2.1: 96-192-384-384).
+  c.model = ml_collections.ConfigDict(dict(
+      base_dim=16, decoder_base_dim=0, z_dim=16, dim_mult=(1, 2, 4, 4), num_res_blocks=1,
+      temporal_downsample=(False, True, True), in_channels=3, out_channels=3,
+      latents_mean=(), latents_std=(),  # Trained with a KL prior: no re-normalisation.
+      conv_impl="auto", dtype="float32", param_dtype="float32"))
+
+  here = os.path.dirname(os.path.abspath(__file__))
+  c.data = load_module_config(os.path.join(here, "data.py:clips")).data
+  c.data.num_frames = 9  # 1 + 4k: latents [3, 8, 8, 16].
+  c.data.tokenizer = ""  # The VAE needs no text.
+
+  t = c.train = ml_collections.ConfigDict()
+  t.steps = 3000
+  t.optimizer = "adamw"
+  t.b1, t.b2, t.eps = 0.9, 0.99, 1e-8
+  t.weight_decay = 0.0
+  t.lr = 3e-4
+  t.warmup_steps = 100
+  t.schedule = "cosine"
+  t.grad_clip = 1.0
+  t.kl_weight = 1e-6  # Reconstruction (L1 + MSE) + kl_weight * KL, per element.
+  t.log_every = 50
+  t.checkpoint_every = 500
+  t.keep_checkpoints = 3
+  t.seed = 0
+
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.shape = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
+  c.mesh.rules = tuple(DEFAULT_RULES)
+  c.mesh.batch_axes = ("data", "fsdp")
+
+  c.init = ml_collections.ConfigDict()
+  c.init.checkpoint = ""  # A training run of this config (auteur train --workdir).
+  c.init.diffusers_vae = ""  # Or a diffusers AutoencoderKLWan folder.
+
+  e = c.encode = ml_collections.ConfigDict()
+  e.in_dir = "toy_data/tfrecords"  # From `auteur data build`.
+  e.out_dir = "toy_data/tfrecords_vae"
+  e.splits = ()  # () = every split in in_dir/dataset.json.
+  e.batch_size = 8  # Clips per batch (a multiple of the local device count).
+  e.num_frames = 9  # The centred window encoded per clip (1 + 4k).
+  e.dtype = "float32"  # Stored dtype of the latents.
+  e.seed = 0  # Random weights when no init is set.
+  return c

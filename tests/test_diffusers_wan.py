@@ -1,0 +1,167 @@
+"""diffusers WanTransformer3DModel -> VideoDiT: parity (text-only and image-conditioned
+layouts, two video shapes each), sharded / bfloat16 checkpoints, refused mismatches."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from diffusers import WanTransformer3DModel
+from flax import nnx
+
+from auteur_jax.convert import diffusers_wan as W
+
+TINY = dict(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=4,
+            out_channels=3, text_dim=16, freq_dim=8, ffn_dim=32, num_layers=2,
+            rope_max_seq_len=32)
+# Image-conditioned: added_kv_proj_dim must be heads x head_dim; image_dim is the raw width.
+LAYOUTS = {"t2v": {}, "i2v": dict(image_dim=20, added_kv_proj_dim=24),
+           "flf2v": dict(image_dim=20, added_kv_proj_dim=24, pos_embed_seq_len=6)}
+_fwd = nnx.jit(lambda model, *args: model(*args))
+
+
+@pytest.fixture(scope="module")
+def references(tmp_path_factory):
+  """layout -> (torch model, saved folder); weights perturbed so no tensor is trivial."""
+  torch.manual_seed(0)
+  out = {}
+  for name, extra in LAYOUTS.items():
+    model = WanTransformer3DModel(**TINY, **extra).eval()
+    with torch.no_grad():
+      for p in model.parameters():
+        p.add_(0.1 * torch.randn_like(p))
+    path = str(tmp_path_factory.mktemp(name))
+    model.save_pretrained(path)
+    out[name] = (model, path)
+  return out
+
+
+def _run_both(model, ours, thw, image, text_len, seed=0, batch=2):
+  g = torch.Generator().manual_seed(seed)
+  x = torch.randn(batch, 4, *thw, generator=g)
+  t = torch.rand(batch, generator=g)
+  text = torch.randn(batch, text_len, 16, generator=g)
+  with torch.no_grad():
+    ref = model(x, t * 1000, text, encoder_hidden_states_image=image, return_dict=False)[0]
+  vis = None if image is None else jnp.asarray(image.numpy()).reshape(batch, -1, 20)
+  got = _fwd(ours, jnp.asarray(x.numpy().transpose(0, 2, 3, 4, 1)), jnp.asarray(t.numpy()),
+             jnp.asarray(text.numpy()), vis)
+  return np.asarray(got).transpose(0, 4, 1, 2, 3), ref.numpy()
+
+
+@pytest.mark.parametrize("layout", ["t2v", "i2v"])
+@pytest.mark.parametrize("thw", [(3, 4, 6), (2, 8, 4)])
+def test_parity(references, layout, thw):
+  model, path = references[layout]
+  ours = W.load_diffusers_wan(path)
+  assert ours.cfg.visual_dim == (20 if layout == "i2v" else 0)
+  image = None
+  text_len = 7
+  if layout == "i2v":
+    image = torch.randn(2, 5, 20, generator=torch.Generator().manual_seed(1))
+    text_len = 512  # diffusers 0.42 takes exactly the last 512 tokens as text.
+  got, ref = _run_both(model, ours, thw, image, text_len)
+  assert got.shape == ref.shape == (2, 3, *thw)
+  np.testing.assert_allclose(got, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_parity_position_embedded_visual_tokens(references):
+  """FLF2V layout: diffusers folds [2B, L/2, D] into [B, L, D] and adds pos_embed[L]."""
+  model, path = references["flf2v"]
+  ours = W.load_diffusers_wan(path)
+  assert ours.cfg.visual_pos_len == 6
+  image = torch.randn(2, 3, 20, generator=torch.Generator().manual_seed(2))
+  got, ref = _run_both(model, ours, (2, 4, 4), image, 512, batch=1)
+  np.testing.assert_allclose(got, ref, atol=1e-4, rtol=1e-4)
+  with pytest.raises(ValueError, match="exactly 6 tokens"):
+    ours(jnp.zeros((1, 2, 4, 4, 4)), jnp.zeros((1,)), jnp.zeros((1, 3, 16)),
+         jnp.zeros((1, 5, 20)))
+
+
+def test_visual_branch_added_to_text_to_video_checkpoint(references):
+  _, path = references["t2v"]
+  ours = W.load_diffusers_wan(path, add_visual_dim=20, seed=3)
+  assert ours.cfg.visual_dim == 20
+  image = torch.randn(2, 5, 20, generator=torch.Generator().manual_seed(1))
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 2, 4, 4, 4)), jnp.float32)
+  t, text = jnp.array([0.2, 0.9]), jnp.ones((2, 7, 16))
+  vis = jnp.asarray(image.numpy())
+  plain = W.load_diffusers_wan(path)
+  # Untrained visual branch: same prediction as the text-to-video model ...
+  np.testing.assert_allclose(_fwd(ours, x, t, text, vis), _fwd(plain, x, t, text, None),
+                             atol=1e-5)
+  # ... but its keys are random and its values train: the gradient reaches them.
+  grads = nnx.jit(nnx.grad(lambda m: jnp.sum(m(x, t, text, vis) ** 2)))(ours)
+  assert float(jnp.abs(grads.blocks.ca_vkv[...][:, :, 1]).sum()) > 0
+  with pytest.raises(ValueError, match="text-to-video checkpoints"):
+    W.load_diffusers_wan(references["i2v"][1], add_visual_dim=20)
+
+
+def test_sharded_and_bfloat16_checkpoints(references, tmp_path):
+  model, path = references["i2v"]
+  whole = nnx.state(W.load_diffusers_wan(path), nnx.Param)
+  sharded = str(tmp_path / "sharded")
+  model.save_pretrained(sharded, max_shard_size="20KB")
+  assert len([n for n in os.listdir(sharded) if n.endswith(".safetensors")]) > 1
+  jax.tree.map(np.testing.assert_array_equal, nnx.state(W.load_diffusers_wan(sharded), nnx.Param),
+               whole)
+  bf16 = str(tmp_path / "bf16")
+  model.to(torch.bfloat16).save_pretrained(bf16)
+  model.to(torch.float32)
+  loaded = W.load_diffusers_wan(bf16, param_dtype="bfloat16", dtype="float32")
+  assert loaded.blocks.ffn_up[...].dtype == jnp.bfloat16
+  want = model.blocks[1].ffn.net[0].proj.weight.detach().to(torch.bfloat16).float().numpy().T
+  np.testing.assert_array_equal(np.asarray(loaded.blocks.ffn_up[...][1], np.float32), want)
+
+
+def test_refuses_mismatches(references, tmp_path):
+  _, path = references["i2v"]
+  config, tensors = W.open_checkpoint(path)
+  cfg = W.config_from_diffusers(config)
+  missing = {k: v for k, v in tensors.items() if k != "blocks.1.attn2.add_k_proj.weight"}
+  with pytest.raises(KeyError, match="blocks.1.attn2.add_k_proj.weight"):
+    W.convert_tensors(missing, cfg)
+  t2v_cfg = W.config_from_diffusers({k: v for k, v in config.items()
+                                     if k not in ("image_dim", "added_kv_proj_dim")})
+  with pytest.raises(ValueError, match="unexpected tensors"):
+    W.convert_tensors(tensors, t2v_cfg)
+  with pytest.raises(ValueError, match="added_kv_proj_dim must equal heads x head_dim = 24"):
+    W.config_from_diffusers({**config, "added_kv_proj_dim": 20})
+  with pytest.raises(ValueError, match="qk_norm"):
+    W.config_from_diffusers({**config, "qk_norm": "rms_norm"})
+  bad = tmp_path / "bad"
+  bad.mkdir()
+  (bad / "config.json").write_text(json.dumps({**config, "ffn_dim": 40}))
+  os.symlink(os.path.join(path, "diffusion_pytorch_model.safetensors"),
+             bad / "diffusion_pytorch_model.safetensors")
+  with pytest.raises(ValueError, match=r"ffn_down: expected shape \(2, 40, 24\), got \(2, 32"):
+    W.load_diffusers_wan(str(bad))
+  with pytest.raises(FileNotFoundError, match="no config.json"):
+    W.open_checkpoint(str(tmp_path))
+
+
+@pytest.mark.parametrize("path", ["configs/paper/dit_wan_1_3b.py", "configs/paper/dit_wan_14b.py",
+                                  "configs/toy/dit.py"])
+def test_configs_match_diffusers_shapes(path):
+  """Our model of each config has exactly the parameters of the diffusers model with
+  the same shapes (built on torch's meta device: no memory)."""
+  from auteur_jax.config import load_config
+  from auteur_jax.models.dit import DiTConfig, VideoDiT, count_params
+
+  cfg = DiTConfig.from_dict(load_config(path).model)
+  with nnx.use_eager_sharding(False):
+    ours = count_params(nnx.eval_shape(lambda: VideoDiT(cfg, rngs=nnx.Rngs(0))))
+  with torch.device("meta"):
+    theirs = WanTransformer3DModel(
+        patch_size=cfg.patch_size, num_attention_heads=cfg.num_heads,
+        attention_head_dim=cfg.head_dim, in_channels=cfg.in_channels,
+        out_channels=cfg.out_channels, text_dim=cfg.text_dim, freq_dim=cfg.freq_dim,
+        ffn_dim=cfg.ffn_dim, num_layers=cfg.num_layers, cross_attn_norm=cfg.cross_attn_norm,
+        eps=cfg.eps, image_dim=cfg.visual_dim or None,
+        added_kv_proj_dim=cfg.width if cfg.visual_dim else None)
+  # diffusers also creates norm_added_q weights that its own attention never uses.
+  unused = sum(p.numel() for n, p in theirs.named_parameters() if "norm_added_q" in n)
+  assert ours == sum(p.numel() for p in theirs.parameters()) - unused
