@@ -45,7 +45,7 @@ def main() -> None:
           jnp.tanh,
           nnx.Linear(32, 1, kernel_init=nnx.with_partitioning(init, ("mlp", None)), rngs=rngs))
 
-    def loss(self, model, batch, rng):
+    def loss(self, config, model, batch, rng):
       x = batch["latents"]
       err = model(x)[..., 0] - jnp.sin(x).sum(-1)
       return jnp.mean(err ** 2), {}

@@ -45,7 +45,7 @@ class RegressionTask:
   def build(self, config, rngs):
     return _Mlp(config.model.width, rngs)
 
-  def loss(self, model, batch, rng):
+  def loss(self, config, model, batch, rng):
     err = model(batch["x"]) - batch["y"]
     mse = jnp.mean(err ** 2)
     noise = 1e-3 * jax.random.normal(rng, ())  # Uses the per-step rng: resume must match.

@@ -20,7 +20,7 @@ class DirectorTask:
   def build(self, config, rngs: nnx.Rngs) -> Director:
     return Director(DirectorConfig.from_config(config.model.to_dict()), rngs=rngs)
 
-  def loss(self, model: Director, batch: dict, rng: jax.Array):
+  def loss(self, config, model: Director, batch: dict, rng: jax.Array):
     loss, parts = model.loss(batch)
     parts = dict(parts)
     parts.pop("loss", None)

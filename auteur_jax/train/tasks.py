@@ -24,8 +24,8 @@ class Task(Protocol):
   def build(self, config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> nnx.Module:
     """The model, from config.model (parameters carry logical axis names)."""
 
-  def loss(self, model: nnx.Module, batch: dict[str, jax.Array],
-           rng: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+  def loss(self, config: ml_collections.ConfigDict, model: nnx.Module,
+           batch: dict[str, jax.Array], rng: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Scalar loss and its parts (logged). A `num_tokens` part gives tokens/s."""
 
   def dataset(self, config: ml_collections.ConfigDict, process_index: int,

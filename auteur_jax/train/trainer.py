@@ -98,7 +98,7 @@ def setup(config: ml_collections.ConfigDict, task: tasks.Task,
     rng = jax.random.fold_in(jax.random.key(config.train.seed), step)
 
     def loss_fn(model):
-      return task.loss(model, batch, rng)
+      return task.loss(config, model, batch, rng)
 
     (loss, parts), grads = nnx.value_and_grad(loss_fn, has_aux=True)(ts.model)
     ts.opt.update(ts.model, grads)
