@@ -31,10 +31,9 @@ class TextConditionedDiT(nnx.Module):
 
   def __init__(self, cfg: DiTConfig, vocab_size: int, *, rngs: nnx.Rngs):
     self.dit = VideoDiT(cfg, rngs=rngs)
-    self.text_embed = None
-    if vocab_size:
-      self.text_embed = nnx.Embed(vocab_size, cfg.text_dim, rngs=rngs, embedding_init=(
-          nnx.with_partitioning(nnx.initializers.normal(0.02), ("vocab", "embed"))))
+    self.text_embed = nnx.data(None if not vocab_size else nnx.Embed(
+        vocab_size, cfg.text_dim, rngs=rngs,
+        embedding_init=nnx.with_partitioning(nnx.initializers.normal(0.02), ("vocab", "embed"))))
 
 
 @functools.lru_cache(maxsize=8)

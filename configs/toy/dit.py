@@ -17,7 +17,9 @@ import os
 import ml_collections
 
 from auteur_jax.config import load_module_config
+from auteur_jax.parallel.distributed import distributed_defaults
 from auteur_jax.parallel.rules import DEFAULT_RULES
+from auteur_jax.train.optim import train_defaults
 
 K, D = 16, 64  # Visual tokens per clip x width: the toy director's visual state.
 TEXT_DIM = 64  # Width of the toy text encoder's token embeddings.
@@ -45,19 +47,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.tokenizer = "toy_data/tokenizer"  # Caption ids for the text encoder.
   c.data.max_text_len = 64
 
-  t = c.train = ml_collections.ConfigDict()
+  t = c.train = train_defaults()
   t.steps = 2000
-  t.optimizer = "adamw"
   t.b1, t.b2, t.eps = 0.9, 0.95, 1e-8  # Paper, Table 12.
-  t.weight_decay = 0.0
   t.lr = 1e-4  # Paper: 1e-5 at batch 64 for a pretrained model; the toy starts from scratch.
   t.warmup_steps = 100
   t.schedule = "constant"  # After warm-up (paper).
-  t.grad_clip = 1.0
   t.log_every = 20
   t.checkpoint_every = 500
-  t.keep_checkpoints = 3
-  t.seed = 0
   # Flow matching (diffusion/flow.py): training times and condition dropout for CFG.
   t.flow = ml_collections.ConfigDict(dict(
       time_sampling="logit_normal", logit_mean=0.0, logit_std=1.0, shift=1.0,
@@ -67,6 +64,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   t.visual_reg = ml_collections.ConfigDict(dict(
       mask_prob=0.25, shuffle_prob=0.25, noise_scale=0.5, embedding_std=-1.0,
       std_samples=2000))
+
+  # The caption condition: "ids" embeds caption_ids with a table trained with the DiT
+  # (no pretrained text encoder in the toy world); "embedding" reads the stored
+  # text_embedding [L, text_dim] of a frozen umT5 (`auteur encode`).
+  c.text = ml_collections.ConfigDict(dict(source="ids", vocab_size=2048))
+  c.distributed = distributed_defaults()
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.shape = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
