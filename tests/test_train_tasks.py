@@ -76,3 +76,126 @@ def test_director_task_mesh_equivalence(tmp_path):
       "--config.train.steps=3", "--config.train.log_every=1", "--config.train.warmup_steps=1",
       "--config.train.async_checkpoints=false"])
   _compare(config, tmp_path)
+
+
+# -- vae and clip: clip shards of tiny JPEG frames (a coloured square drifting sideways)
+
+COLORS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (40, 60, 220),
+          "yellow": (230, 220, 40)}
+
+
+def _clips(tmp_path, num_frames: int, size: int) -> tuple[str, str]:
+  """16 clips in 4 shards (odd ones a frame short) + a BPE tokenizer of their captions."""
+  from auteur_jax.data import video_io
+  texts = []
+  with tfrecord.ShardedWriter(tmp_path / "tfr" / "train", "clips", 4) as w:
+    for i in range(16):
+      color, side = list(COLORS)[i % 4], ("left", "right")[i // 4 % 2]
+      caption = f"a {color} square on the {side}" + " moving" * (i // 8)
+      texts.append(caption)
+      n = num_frames - i % 2
+      frames = []
+      for j in range(n):
+        img = np.full((size, size, 3), 96 + 8 * (i // 8), np.uint8)
+        x0 = (0 if side == "left" else size // 2) + j % 3
+        img[size // 4:3 * size // 4, x0:x0 + size // 3] = COLORS[color]
+        frames.append(video_io.encode_jpeg(img, 90))
+      clip = Clip(f"c{i}", 0.0, n / 8.0, "cook", caption)
+      w.write(examples.encode_clip(f"v{i}", clip, frames, 8.0))
+  tok_dir = str(tmp_path / "tok")
+  train_bpe(texts * 3, vocab_size=300, out_dir=tok_dir)
+  return str(tmp_path / "tfr"), tok_dir
+
+
+def _restore(config, workdir, mesh, step: int) -> list[np.ndarray]:
+  s = trainer.setup(config, tasks.get(config.task), mesh)
+  ck = Checkpoints(workdir, config.train)
+  state = ck.restore(step, s.abstract, None)
+  ck.close()
+  return [np.asarray(x) for x in jax.tree.leaves(state)]
+
+
+def _compare_and_learn(config, tmp_path, steps: int = 20) -> list[float]:
+  """3 steps on the 8-device mesh == the first 3 of a `steps`-step run on 1 device
+  (losses and step-3 parameters, _compare's tolerances); returns the 1-device losses.
+  One run per mesh: each compiles its init and step once."""
+  one = make_mesh({"data": 1}, devices=jax.devices()[:1])
+  eight = make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+  config.train.steps, config.train.checkpoint_every, config.train.keep_last = steps, 3, steps
+  w1, w8 = str(tmp_path / "one"), str(tmp_path / "eight")
+  trainer.train(config, w1, progress=False, mesh=one)
+  trainer.train(config, w8, progress=False, mesh=eight, max_steps=3)
+  l1 = [r["loss"] for r in read_metrics(w1)]
+  l8 = [r["loss"] for r in read_metrics(w8)]
+  assert len(l1) == steps and len(l8) == 3
+  np.testing.assert_allclose(l1[:3], l8, rtol=2e-5)
+  for a, b in zip(_restore(config, w1, one, 3), _restore(config, w8, eight, 3)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+  return l1
+
+
+# Temporal and spatial factor 2 (3 frames); fold_in convs compile fastest at these sizes.
+# Adam eps 1e-6: the attention's key bias has a zero gradient (softmax is shift-invariant),
+# and eps 1e-8 would turn its summation-order noise into full-size, mesh-dependent steps.
+VAE_TINY = ["--config.model.base_dim=4", "--config.model.z_dim=4",
+            "--config.model.dim_mult=(1, 2)", "--config.model.temporal_downsample=(True,)",
+            "--config.model.conv_impl=fold_in", "--config.data.num_frames=3",
+            "--config.data.batch_size=4", "--config.data.num_workers=0",
+            "--config.train.log_every=1", "--config.train.warmup_steps=1",
+            "--config.train.schedule=constant", "--config.train.eps=1e-6",
+            "--config.train.async_checkpoints=false"]
+
+
+@pytest.mark.slow
+def test_vae_task_mesh_equivalence_and_learning(tmp_path):
+  data_dir, _ = _clips(tmp_path, num_frames=3, size=16)
+  config = load_config(os.path.join(CONFIGS, "vae.py"), [
+      f"--config.data.dir={data_dir}", "--config.train.lr=3e-3", *VAE_TINY])
+  losses = _compare_and_learn(config, tmp_path)
+  assert np.mean(losses[-3:]) < 0.7 * np.mean(losses[:3]), losses
+
+
+def test_vae_task_rejects_frames_the_vae_cannot_take():
+  from flax import nnx
+
+  from auteur_jax.config import ConfigError
+  config = load_config(os.path.join(CONFIGS, "vae.py"), ["--config.data.num_frames=8"])
+  with pytest.raises(ConfigError, match="config.data.num_frames.*1 \\+ 4k.*5 or 9"):
+    tasks.get("vae").build(config, nnx.Rngs(0))
+
+
+CLIP_TINY = [
+    "--config.model.vision.image_size=16", "--config.model.vision.patch_size=4",
+    "--config.model.vision.width=32", "--config.model.vision.depth=2",
+    "--config.model.vision.num_heads=2", "--config.model.vision.mlp_dim=64",
+    "--config.model.vision.projection_dim=16", "--config.model.vision.num_tokens=4",
+    "--config.model.text.vocab_size=320", "--config.model.text.width=32",
+    "--config.model.text.depth=2", "--config.model.text.num_heads=2",
+    "--config.model.text.mlp_dim=64", "--config.model.text.max_len=16",
+    "--config.model.text.projection_dim=16", "--config.data.max_text_len=16",
+    "--config.data.num_frames=3", "--config.data.batch_size=8", "--config.data.num_workers=0",
+    "--config.train.log_every=1", "--config.train.warmup_steps=1",
+    "--config.train.schedule=constant", "--config.train.async_checkpoints=false"]
+
+
+@pytest.mark.slow
+def test_clip_task_mesh_equivalence_and_learning(tmp_path):
+  data_dir, tok_dir = _clips(tmp_path, num_frames=3, size=16)
+  config = load_config(os.path.join(CONFIGS, "clip.py"), [
+      f"--config.data.dir={data_dir}", f"--config.data.tokenizer={tok_dir}",
+      "--config.train.lr=2e-3", *CLIP_TINY])
+  losses = _compare_and_learn(config, tmp_path)
+  assert np.mean(losses[-3:]) < 0.7 * np.mean(losses[:3]), losses
+
+
+def test_clip_task_keyframe_and_eos():
+  from auteur_jax.train.task_clip import keyframes, with_eos
+  frames = np.arange(2 * 4, dtype=np.uint8).reshape(2, 4, 1, 1, 1) * np.ones((1, 1, 2, 2, 3),
+                                                                             np.uint8)
+  mask = np.array([[1, 1, 1, 1], [1, 1, 1, 0]], bool)
+  np.testing.assert_array_equal(np.asarray(keyframes(frames, mask))[:, 0, 0, 0], [1, 5])
+  ids = np.array([[7, 8, 0, 0], [7, 8, 9, 6]], np.int32)
+  m = ids > 0
+  new_ids, new_mask = with_eos(ids, m, 2)
+  np.testing.assert_array_equal(np.asarray(new_ids), [[7, 8, 2, 0], [7, 8, 9, 2]])
+  np.testing.assert_array_equal(np.asarray(new_mask), [[1, 1, 1, 0], [1, 1, 1, 1]])

@@ -8,6 +8,11 @@ D = 64 per keyframe: the 8 x 8 patch grid average-pooled to 4 x 4, then projecte
 The encode job adds `visual_embedding` [16, 64] to every clip and [steps, 16, 64] to every
 story, then prints `encoded N clip shards (0 skipped) -> toy_data/tfrecords_enc:
 visual_embedding (16, 64) float32`.
+
+Training (train/task_clip.py) pairs each clip's middle frame with its caption and logs
+the contrastive loss, in-batch retrieval accuracy (i2t_acc, t2i_acc) and temperature
+every 50 steps to runs/clip/metrics.jsonl and TensorBoard, shows a progress bar
+`train clip`, and ends with `runs/clip: stopped at step 3000, loss X`.
 """
 
 import os
@@ -15,7 +20,9 @@ import os
 import ml_collections
 
 from auteur_jax.config import load_module_config
+from auteur_jax.parallel.distributed import distributed_defaults
 from auteur_jax.parallel.rules import DEFAULT_RULES
+from auteur_jax.train.optim import train_defaults
 
 K, D = 16, 64  # Must match configs/toy/director.py.
 
@@ -42,19 +49,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.batch_size = 64  # Contrastive losses want large batches.
   c.data.max_text_len = 128
 
-  t = c.train = ml_collections.ConfigDict()
+  t = c.train = train_defaults()
   t.steps = 3000
-  t.optimizer = "adamw"
   t.b1, t.b2, t.eps = 0.9, 0.98, 1e-6
-  t.weight_decay = 0.1
+  t.weight_decay = 0.1  # Matrices only (optim.py): not norms, biases or logit_scale.
   t.lr = 5e-4
   t.warmup_steps = 200
   t.schedule = "cosine"
   t.grad_clip = 1.0
   t.log_every = 50
   t.checkpoint_every = 500
-  t.keep_checkpoints = 3
-  t.seed = 0
+  t.keep_last = 3
+  c.distributed = distributed_defaults()
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.shape = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})

@@ -7,6 +7,10 @@ Train it, then write latents into the clip TFRecords for the DiT:
 The encode job prints a progress bar per split and then
 `encoded N clip shards (0 skipped) -> toy_data/tfrecords_vae: latents (3, 8, 8, 16) float32`.
 With no init set it encodes with random weights (a smoke test of the plumbing).
+
+Training (train/task_vae.py) logs loss = recon + loss.kl_weight * kl and its parts
+(recon, kl, psnr in dB) every 50 steps to runs/vae/metrics.jsonl and TensorBoard, shows
+a progress bar `train vae`, and ends with `runs/vae: stopped at step 3000, loss X`.
 """
 
 import os
@@ -14,7 +18,8 @@ import os
 import ml_collections
 
 from auteur_jax.config import load_module_config
-from auteur_jax.parallel.rules import DEFAULT_RULES
+from auteur_jax.parallel.distributed import distributed_defaults
+from auteur_jax.train.optim import train_defaults
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -33,24 +38,28 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.num_frames = 9  # 1 + 4k: latents [3, 8, 8, 16].
   c.data.tokenizer = ""  # The VAE needs no text.
 
-  t = c.train = ml_collections.ConfigDict()
+  # Reconstruction ("l1" | "mse" | "l1+mse", per pixel element in [-1, 1]) + kl_weight *
+  # the posterior's KL summed over the latent per pixel element (LDM / Wan weighting).
+  c.loss = ml_collections.ConfigDict(dict(recon="l1+mse", kl_weight=1e-6))
+
+  t = c.train = train_defaults()
   t.steps = 3000
-  t.optimizer = "adamw"
   t.b1, t.b2, t.eps = 0.9, 0.99, 1e-8
   t.weight_decay = 0.0
   t.lr = 3e-4
   t.warmup_steps = 100
   t.schedule = "cosine"
   t.grad_clip = 1.0
-  t.kl_weight = 1e-6  # Reconstruction (L1 + MSE) + kl_weight * KL, per element.
   t.log_every = 50
   t.checkpoint_every = 500
-  t.keep_checkpoints = 3
-  t.seed = 0
+  t.keep_last = 3
+  c.distributed = distributed_defaults()
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.shape = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
-  c.mesh.rules = tuple(DEFAULT_RULES)
+  # The RGB-facing convs (3 channels) cannot split over a mesh axis, and the VAE is small:
+  # replicate it (conv_in is replicated by default), data parallel only.
+  c.mesh.rules = (("conv_out", None),)
   c.mesh.batch_axes = ("data", "fsdp")
 
   c.init = ml_collections.ConfigDict()

@@ -1,0 +1,78 @@
+"""The `vae` task: the causal video VAE (models/vae.py) on clip batches (data/pipeline.py).
+
+The clip pipeline gives frames uint8 [B, T, H, W, 3]; the VAE sees the first
+1 + f k of them (f: its temporal factor) scaled to [-1, 1] (a short clip's window ends
+in copies of its last frame, reconstructed like the rest). Loss:
+
+  recon (config.loss.recon: "l1" | "mse" | "l1+mse", mean per pixel element)
+  + config.loss.kl_weight * kl
+
+with z sampled from the posterior with the step's rng, and `kl` the posterior's KL to
+N(0, 1) summed over the latent and divided by the number of pixel elements, so that
+kl_weight weighs a summed KL against a summed reconstruction as LDM / Wan do (1e-6).
+The decoder output is not clipped to [-1, 1] here (`decode_chunk` clips for sampling),
+so pixels outside the range keep their gradient. Logged parts: recon, kl, psnr (dB, of
+the clipped output, peak-to-peak 2).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+
+from auteur_jax.config import ConfigError
+from auteur_jax.data import pipeline
+from auteur_jax.models.vae import VAEConfig, VideoVAE, kl_divergence, sample_posterior
+from auteur_jax.models.vae_blocks import Stream
+
+RECON = ("l1", "mse", "l1+mse")
+
+
+def _check(config: ml_collections.ConfigDict, cfg: VAEConfig) -> None:
+  f = cfg.temporal_factor
+  t = config.data.num_frames
+  if t < 1 or (t - 1) % f:
+    k = max((t - 1) // f, 0)
+    raise ConfigError(f"config.data.num_frames: the VAE takes 1 + {f}k frames, got {t} "
+                      f"(e.g. {1 + f * k} or {1 + f * (k + 1)})")
+  if config.data.kind != "clips":
+    raise ConfigError(f"config.data.kind: the vae task trains on 'clips', got {config.data.kind!r}")
+  if config.loss.recon not in RECON:
+    raise ConfigError(f"config.loss.recon: expected one of {RECON}, got {config.loss.recon!r}")
+
+
+class VAETask:
+  """config.model: VAEConfig fields; config.loss: recon, kl_weight; config.data: clips."""
+
+  def build(self, config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> VideoVAE:
+    try:
+      cfg = VAEConfig.from_dict(config.model)
+    except ValueError as e:
+      raise ConfigError(str(e)) from e
+    _check(config, cfg)
+    return VideoVAE(cfg, rngs=rngs)
+
+  def loss(self, config: ml_collections.ConfigDict, model: VideoVAE, batch: dict,
+           rng: jax.Array):
+    cfg = model.cfg
+    frames = batch["frames"]
+    t = 1 + cfg.temporal_factor * ((frames.shape[1] - 1) // cfg.temporal_factor)
+    x = frames[:, :t].astype(jnp.float32) / 127.5 - 1.0
+    mean, logvar, _ = model.encode_chunk(x)
+    z = sample_posterior(mean, logvar, rng)
+    h = model.post_quant_conv(z.astype(jnp.dtype(cfg.dtype)))
+    y = model.decoder(h, Stream(None)).astype(jnp.float32)  # Unclipped (see docstring).
+    err = y - x
+    l1, mse = jnp.mean(jnp.abs(err)), jnp.mean(err ** 2)
+    recon = {"l1": l1, "mse": mse, "l1+mse": l1 + mse}[config.loss.recon]
+    kl = jnp.mean(kl_divergence(mean, logvar)) / (x.size // x.shape[0])
+    psnr = 10.0 * jnp.log10(4.0 / jnp.mean((jnp.clip(y, -1.0, 1.0) - x) ** 2))  # As sampled.
+    return recon + config.loss.kl_weight * kl, {"recon": recon, "kl": kl, "psnr": psnr}
+
+  def dataset(self, config: ml_collections.ConfigDict, process_index: int, process_count: int):
+    return pipeline.dataset_from_config(config.data, process_index, process_count)
+
+
+TASK = VAETask()
