@@ -131,7 +131,7 @@ def test_config_and_input_errors():
 
 
 def test_layer_loop_variants_agree():
-  """Scanned + rematerialised layers give the plain unrolled loss and gradients."""
+  """Scanned, rematerialised layers give the plain unrolled loss and gradients."""
   x, t, text, vis = _inputs()
   results = {}
   for scan, remat in ((False, "none"), (True, "names")):
@@ -142,7 +142,7 @@ def test_layer_loop_variants_agree():
       return jnp.mean(nnx.merge(graphdef, p)(x, t, text, vis) ** 2)
 
     results[(scan, remat)] = jax.jit(jax.value_and_grad(loss))(params)
-  ref_loss, ref_grad = results[(False, "none")]  # Plain autodiff of unrolled layers.
+  ref_loss, ref_grad = results[(False, "none")]  # Plain autodiff, unrolled layers.
   for key, (val, grad) in results.items():
     np.testing.assert_allclose(val, ref_loss, rtol=1e-5, err_msg=str(key))
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-6),

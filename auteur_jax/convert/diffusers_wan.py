@@ -26,7 +26,8 @@ import ml_dtypes
 import numpy as np
 from flax import nnx
 
-from auteur_jax.models.dit import DiTConfig, VideoDiT, new_visual_branch
+from auteur_jax.models.dit import (DiTConfig, VideoDiT, VisualEmbedder, block_param_specs,
+                                   per_layer_init)
 from auteur_jax.parallel.rules import DEFAULT_RULES, Rules, state_shardings
 
 _DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16,
@@ -207,6 +208,33 @@ def _convert_block(get, pre: str, cfg: DiTConfig) -> dict[str, np.ndarray]:
   return p
 
 
+def new_visual_branch(cfg: DiTConfig, seed: int = 0) -> dict[str, jax.Array]:
+  """Fresh weights "path/to/param" -> array of the visual branch (embedder and per-block
+  visual keys/values) for adding visual conditioning to a text-only model. The visual
+  value projection starts at zero: the model first predicts what the text-only one did.
+  """
+  if not cfg.visual_dim:
+    raise ValueError("new_visual_branch: config.model.visual_dim must be > 0")
+
+  @jax.jit  # One compiled init instead of one per parameter shape.
+  def init():
+    rngs = nnx.Rngs(seed)
+    with nnx.use_eager_sharding(False):
+      embed = VisualEmbedder(cfg, rngs)
+    out = {f"visual_embed/{'/'.join(str(k) for k in key)}": v[...]
+           for key, v in nnx.to_flat_state(nnx.state(embed, nnx.Param))}
+    shapes = block_param_specs(cfg)
+    for name in ("ca_vkv", "ca_vkv_bias", "ca_vk_norm"):
+      shape, _, fn = shapes[name]
+      out[f"blocks/{name}"] = per_layer_init(fn)(rngs.params(), (cfg.num_layers, *shape),
+                                             jnp.dtype(cfg.param_dtype))
+    out["blocks/ca_vkv"] = out["blocks/ca_vkv"].at[:, :, 1].set(0.0)  # [L, D, (k, v), H, K]
+    out["blocks/ca_vkv_bias"] = out["blocks/ca_vkv_bias"].at[:, 1].set(0.0)
+    return out
+
+  return init()
+
+
 def load_diffusers_wan(path: str, *, mesh: jax.sharding.Mesh | None = None,
                        rules: Rules = DEFAULT_RULES, add_visual_dim: int = 0, seed: int = 0,
                        **overrides: Any) -> VideoDiT:
@@ -215,7 +243,7 @@ def load_diffusers_wan(path: str, *, mesh: jax.sharding.Mesh | None = None,
   overrides: DiTConfig fields that do not change shapes (dtype, param_dtype, remat,
   scan_layers). With `mesh`, each weight is placed with its logical sharding (`rules`).
   add_visual_dim: start VideoAuteur's visual conditioning from a text-to-video checkpoint:
-  adds a visual branch for tokens of this width (`dit.new_visual_branch`, seeded by
+  adds a visual branch for tokens of this width (`new_visual_branch`, seeded by
   `seed`) that leaves the predictions unchanged until it is trained.
   """
   config, tensors = open_checkpoint(path)

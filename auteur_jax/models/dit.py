@@ -35,13 +35,10 @@ from auteur_jax.parallel.rules import constrain
 REMAT_POLICIES = {
     "none": None,
     "full": jax.checkpoint_policies.nothing_saveable,
-    "dots": jax.checkpoint_policies.dots_saveable,
     "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
     # Keep the matmul outputs tagged in `_block`; recompute norms, softmax, GELU.
     "names": jax.checkpoint_policies.save_only_these_names(
         "sa_qkv", "sa_o", "sa_proj", "ca_q", "ca_o", "ca_proj", "ffn_u", "ffn_y"),
-    "names_probs": jax.checkpoint_policies.save_only_these_names(
-        "sa_qkv", "sa_o", "sa_proj", "ca_q", "ca_o", "ca_proj", "ffn_u", "ffn_y", "probs"),
 }
 
 
@@ -53,8 +50,7 @@ class DiTConfig:
     the text-only (text-to-video) model. visual_pos_len: learned position embedding
     added to exactly that many visual tokens (diffusers `pos_embed_seq_len`); 0 = none.
   timestep_scale: the model takes flow time t in [0, 1]; Wan embeds t * 1000.
-  scan_layers / scan_unroll / remat: how the stacked blocks run (remat: a key of
-    REMAT_POLICIES; scan_unroll: blocks per scan iteration).
+  scan_layers / remat: how the stacked blocks run (remat: a key of REMAT_POLICIES).
   """
   patch_size: tuple[int, int, int] = (1, 2, 2)
   in_channels: int = 16
@@ -75,7 +71,6 @@ class DiTConfig:
   dtype: str = "float32"
   param_dtype: str = "float32"
   scan_layers: bool = True
-  scan_unroll: int = 1
   remat: str = "none"
 
   @property
@@ -163,6 +158,9 @@ def timestep_embedding(t: jax.Array, dim: int) -> jax.Array:
 # --- parameters ------------------------------------------------------------------------
 
 
+_ZEROS, _ONES = nnx.initializers.zeros, nnx.initializers.ones
+
+
 def _fan_in(in_axes: int):
   """Variance scaling over the first `in_axes` axes (our kernels are [in..., out...])."""
   def init(key, shape, dtype):
@@ -171,21 +169,13 @@ def _fan_in(in_axes: int):
   return init
 
 
-def _zeros(key, shape, dtype):
-  return jnp.zeros(shape, dtype)
-
-
-def _ones(key, shape, dtype):
-  return jnp.ones(shape, dtype)
-
-
 class Dense(nnx.Module):
   """x @ kernel + bias; kernel [in, out] with logical names (in_axis, out_axis)."""
 
   def __init__(self, d_in: int, d_out: int, axes: tuple[str | None, str | None], dtype,
                rngs: nnx.Rngs):
     self.kernel = param(rngs, _fan_in(1), (d_in, d_out), axes, dtype)
-    self.bias = param(rngs, _zeros, (d_out,), axes[1:], dtype)
+    self.bias = param(rngs, _ZEROS, (d_out,), axes[1:], dtype)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     return x @ self.kernel[...].astype(x.dtype) + self.bias[...].astype(x.dtype)
@@ -208,13 +198,13 @@ class VisualEmbedder(nnx.Module):
 
   def __init__(self, cfg: DiTConfig, rngs: nnx.Rngs):
     dv, d, pd = cfg.visual_dim, cfg.width, cfg.param_dtype
-    self.norm1_scale = param(rngs, _ones, (dv,), ("norm",), pd)
-    self.norm1_bias = param(rngs, _zeros, (dv,), ("norm",), pd)
+    self.norm1_scale = param(rngs, _ONES, (dv,), ("norm",), pd)
+    self.norm1_bias = param(rngs, _ZEROS, (dv,), ("norm",), pd)
     self.fc1 = Dense(dv, dv, (None, "mlp"), pd, rngs)
     self.fc2 = Dense(dv, d, ("mlp", "embed"), pd, rngs)
-    self.norm2_scale = param(rngs, _ones, (d,), ("norm",), pd)
-    self.norm2_bias = param(rngs, _zeros, (d,), ("norm",), pd)
-    self.pos_embed = (param(rngs, _zeros, (cfg.visual_pos_len, dv), (None, "norm"), pd)
+    self.norm2_scale = param(rngs, _ONES, (d,), ("norm",), pd)
+    self.norm2_bias = param(rngs, _ZEROS, (d,), ("norm",), pd)
+    self.pos_embed = (param(rngs, _ZEROS, (cfg.visual_pos_len, dv), (None, "norm"), pd)
                       if cfg.visual_pos_len else None)
 
   def __call__(self, z: jax.Array, dtype) -> jax.Array:
@@ -231,7 +221,7 @@ class VisualEmbedder(nnx.Module):
 # --- blocks ----------------------------------------------------------------------------
 
 
-def _block_shapes(cfg: DiTConfig) -> dict[str, tuple[tuple[int, ...], tuple, Any]]:
+def block_param_specs(cfg: DiTConfig) -> dict[str, tuple[tuple[int, ...], tuple, Any]]:
   """name -> (per-layer shape, logical axes, init) of one block's weights.
 
   Projections that read the same input are fused (self-attention q/k/v: [D, 3, H, K];
@@ -244,11 +234,11 @@ def _block_shapes(cfg: DiTConfig) -> dict[str, tuple[tuple[int, ...], tuple, Any
     return ((d, n, h, k), ("embed", None, *hk), _fan_in(1))
 
   def zeros(n):
-    return ((n, h, k), (None, *hk), _zeros)
+    return ((n, h, k), (None, *hk), _ZEROS)
 
-  hk_one = ((h, k), hk, _ones)
+  hk_one = ((h, k), hk, _ONES)
   out = ((h, k, d), (*hk, "embed"), _fan_in(2))
-  d_zero = ((d,), ("norm",), _zeros)
+  d_zero = ((d,), ("norm",), _ZEROS)
   shapes = {
       "modulation": ((6, d), (None, "norm"),
                      lambda key, s, t: jax.random.normal(key, s, t) / math.sqrt(d)),
@@ -257,11 +247,11 @@ def _block_shapes(cfg: DiTConfig) -> dict[str, tuple[tuple[int, ...], tuple, Any
       "ca_q": proj(1), "ca_q_bias": zeros(1), "ca_kv": proj(2), "ca_kv_bias": zeros(2),
       "ca_q_norm": hk_one, "ca_k_norm": hk_one, "ca_out": out, "ca_out_bias": d_zero}
   if cfg.cross_attn_norm:
-    shapes.update(ca_norm_scale=((d,), ("norm",), _ones), ca_norm_bias=d_zero)
+    shapes.update(ca_norm_scale=((d,), ("norm",), _ONES), ca_norm_bias=d_zero)
   if cfg.visual_dim:
     shapes.update(ca_vkv=proj(2), ca_vkv_bias=zeros(2), ca_vk_norm=hk_one)
   shapes.update(ffn_up=((d, f), ("embed", "mlp"), _fan_in(1)),
-                ffn_up_bias=((f,), ("mlp",), _zeros),
+                ffn_up_bias=((f,), ("mlp",), _ZEROS),
                 ffn_down=((f, d), ("mlp", "embed"), _fan_in(1)), ffn_down_bias=d_zero)
   return shapes
 
@@ -292,16 +282,36 @@ def _out(o: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
 
 
 def _attend(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
-  """Full softmax attention; q [B, N, H, K], k/v [B, M, H, K] -> [B, N, H, K]."""
+  """Full softmax attention; q [B, N, H, K], k/v [B, M, H, K] -> [B, N, H, K].
+
+  Two einsums around a float32 softmax (on CPU faster than dot_product_attention; a
+  variant in cached (batch, head) groups gained nothing in the whole step).
+  """
   s = jnp.einsum("bnhk,bmhk->bhnm", q * (q.shape[-1] ** -0.5), k)
-  p = checkpoint_name(jax.nn.softmax(s.astype(jnp.float32), axis=-1).astype(v.dtype), "probs")
+  p = jax.nn.softmax(s.astype(jnp.float32), axis=-1).astype(v.dtype)
   return jnp.einsum("bhnm,bmhk->bnhk", p, v)
 
 
-def _block(cfg: DiTConfig, p: dict[str, jax.Array], x: jax.Array, ctx: jax.Array,
-           vis: jax.Array | None, mod: jax.Array, cos: jax.Array, sin: jax.Array
-           ) -> jax.Array:
-  """One block. x [B, N, D]; ctx [B, Lt, D]; vis [B, K, D] | None; mod [B, 6, D] f32.
+def _context_kv(cfg: DiTConfig, tokens: jax.Array, w: jax.Array, b: jax.Array,
+                norm: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Keys (RMS-normed) and values of context tokens [B, M, D] for every layer at once:
+  w [L, D, 2, H, K] -> k, v [L, B, M, H, K]. One wide matmul outside the layer loop
+  instead of one per layer (recomputed again by the backward under remat)."""
+  n_layers, d, _, h, hd = w.shape
+  bsz, m, _ = tokens.shape
+  y = tokens.reshape(bsz * m, d) @ w.transpose(1, 0, 2, 3, 4).reshape(d, -1).astype(tokens.dtype)
+  y = y.reshape(bsz, m, n_layers, 2, h, hd).transpose(2, 3, 0, 1, 4, 5)
+  y = y + b.astype(y.dtype)[:, :, None, None]
+  k = jax.vmap(lambda k, g: _rms_heads(k, g, cfg.eps))(y[:, 0], norm)
+  axes = ("layers", "batch", None, "heads", "head_dim")  # Context tokens stay whole.
+  return constrain(k, axes), constrain(y[:, 1], axes)
+
+
+def _block(cfg: DiTConfig, p: dict[str, jax.Array], x: jax.Array,
+           ctx: tuple[jax.Array, jax.Array], vis: tuple[jax.Array, jax.Array] | None,
+           mod: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+  """One block. x [B, N, D]; ctx / vis: this layer's (keys, values) [B, M, H, K] of the
+  text / visual tokens (`_context_kv`); mod [B, 6, D] float32.
 
   checkpoint_name tags mark what the "names" remat policy keeps for the backward.
   """
@@ -322,11 +332,9 @@ def _block(cfg: DiTConfig, p: dict[str, jax.Array], x: jax.Array, ctx: jax.Array
     h = layer_norm(x, eps, p["ca_norm_scale"], p["ca_norm_bias"]).astype(dt)
   (q,) = _project(h, p["ca_q"], p["ca_q_bias"], "ca_q")
   q = _rms_heads(q, p["ca_q_norm"], eps)
-  k, v = _project(ctx, p["ca_kv"], p["ca_kv_bias"])
-  o = _attend(q, _rms_heads(k, p["ca_k_norm"], eps), v)
+  o = _attend(q, *ctx)
   if vis is not None:  # Visual tokens: own keys/values, own softmax, outputs summed.
-    k, v = _project(vis, p["ca_vkv"], p["ca_vkv_bias"])
-    o = o + _attend(q, _rms_heads(k, p["ca_vk_norm"], eps), v)
+    o = o + _attend(q, *vis)
   o = checkpoint_name(o, "ca_o")
   x = x + checkpoint_name(_out(o, p["ca_out"], p["ca_out_bias"]), "ca_proj")
 
@@ -338,7 +346,7 @@ def _block(cfg: DiTConfig, p: dict[str, jax.Array], x: jax.Array, ctx: jax.Array
   return constrain(x, ("batch", "length", "act_embed"))
 
 
-def _per_layer(init):
+def per_layer_init(init):
   """An init for [L, ...] that draws each layer as `init` draws one (fans per layer)."""
   def stacked(key, shape, dtype):
     keys = jax.random.split(key, shape[0])
@@ -351,23 +359,34 @@ class Blocks(nnx.Module):
 
   def __init__(self, cfg: DiTConfig, rngs: nnx.Rngs):
     self.cfg = cfg
-    self.names = tuple(_block_shapes(cfg))
-    for name, (shape, axes, init) in _block_shapes(cfg).items():
-      setattr(self, name, param(rngs, _per_layer(init), (cfg.num_layers, *shape),
+    self.names = tuple(block_param_specs(cfg))
+    for name, (shape, axes, init) in block_param_specs(cfg).items():
+      setattr(self, name, param(rngs, per_layer_init(init), (cfg.num_layers, *shape),
                                 ("layers", *axes), cfg.param_dtype))
 
   def __call__(self, x, ctx, vis, mod, cos, sin) -> jax.Array:
+    """x [B, N, D]; ctx [B, Lt, D] / vis [B, K, D] | None embedded text / visual tokens."""
     cfg = self.cfg
-    stacked = {n: getattr(self, n)[...] for n in self.names}
-    body = lambda x, p: (_block(cfg, p, x, ctx, vis, mod, cos, sin), None)  # noqa: E731
+    context = ("ca_kv", "ca_kv_bias", "ca_k_norm", "ca_vkv", "ca_vkv_bias", "ca_vk_norm")
+    stacked = {n: getattr(self, n)[...] for n in self.names if n not in context}
+    stacked["ctx"] = _context_kv(cfg, ctx, self.ca_kv[...], self.ca_kv_bias[...],
+                                 self.ca_k_norm[...])
+    if vis is not None:
+      stacked["vis"] = _context_kv(cfg, vis, self.ca_vkv[...], self.ca_vkv_bias[...],
+                                   self.ca_vk_norm[...])
+
+    def body(x, p):
+      return _block(cfg, p, x, p["ctx"], p.get("vis"), mod, cos, sin), None
+
     if cfg.remat != "none":
       body = jax.checkpoint(body, policy=REMAT_POLICIES[cfg.remat], prevent_cse=False)
     if cfg.scan_layers:
-      return jax.lax.scan(body, x, stacked, unroll=cfg.scan_unroll)[0]
+      return jax.lax.scan(body, x, stacked)[0]
     # Unrolled: split (whose transpose is one concatenate; indexing would pad per layer).
-    layers = {n: [a[0] for a in jnp.split(v, cfg.num_layers)] for n, v in stacked.items()}
+    leaves, tree = jax.tree.flatten(stacked)
+    layers = [[a[0] for a in jnp.split(v, cfg.num_layers)] for v in leaves]
     for i in range(cfg.num_layers):
-      x = body(x, {n: v[i] for n, v in layers.items()})[0]
+      x = body(x, jax.tree.unflatten(tree, [v[i] for v in layers]))[0]
     return x
 
 
@@ -385,7 +404,7 @@ class VideoDiT(nnx.Module):
     self.time_fc2 = Dense(d, d, ("mlp", "embed"), pd, rngs)
     # Shared projection of the time embedding to the six per-block modulations.
     self.time_proj = param(rngs, _fan_in(1), (d, 6, d), ("mlp", None, "embed"), pd)
-    self.time_proj_bias = param(rngs, _zeros, (6, d), (None, "embed"), pd)
+    self.time_proj_bias = param(rngs, _ZEROS, (6, d), (None, "embed"), pd)
     self.text_fc1 = Dense(cfg.text_dim, d, (None, "embed"), pd, rngs)
     self.text_fc2 = Dense(d, d, ("mlp", "embed"), pd, rngs)
     self.visual_embed = VisualEmbedder(cfg, rngs) if cfg.visual_dim else None
@@ -447,33 +466,6 @@ class VideoDiT(nnx.Module):
                                or visual.shape[-1] != cfg.visual_dim):
       raise ValueError(f"visual: expected [{latents.shape[0]}, K, {cfg.visual_dim}], "
                        f"got {visual.shape}")
-
-
-def new_visual_branch(cfg: DiTConfig, seed: int = 0) -> dict[str, jax.Array]:
-  """Fresh weights "path/to/param" -> array of the visual branch (embedder and per-block
-  visual keys/values) for adding visual conditioning to a text-only model. The visual
-  value projection starts at zero: the model first predicts what the text-only one did.
-  """
-  if not cfg.visual_dim:
-    raise ValueError("new_visual_branch: config.model.visual_dim must be > 0")
-
-  @jax.jit  # One compiled init instead of one per parameter shape.
-  def init():
-    rngs = nnx.Rngs(seed)
-    with nnx.use_eager_sharding(False):
-      embed = VisualEmbedder(cfg, rngs)
-    out = {f"visual_embed/{'/'.join(str(k) for k in key)}": v[...]
-           for key, v in nnx.to_flat_state(nnx.state(embed, nnx.Param))}
-    shapes = _block_shapes(cfg)
-    for name in ("ca_vkv", "ca_vkv_bias", "ca_vk_norm"):
-      shape, _, fn = shapes[name]
-      out[f"blocks/{name}"] = _per_layer(fn)(rngs.params(), (cfg.num_layers, *shape),
-                                             jnp.dtype(cfg.param_dtype))
-    out["blocks/ca_vkv"] = out["blocks/ca_vkv"].at[:, :, 1].set(0.0)  # [L, D, (k, v), H, K]
-    out["blocks/ca_vkv_bias"] = out["blocks/ca_vkv_bias"].at[:, 1].set(0.0)
-    return out
-
-  return init()
 
 
 def count_params(model: nnx.Module) -> int:
