@@ -61,7 +61,7 @@ def test_build_verify_inspect_batches(tmp_path, stories_file, capsys):
   assert "sample story v3 (val): soup, 3 steps" in text
   cli.main(["data", "batches", "--config", CONFIG, "--num", "2", f"--config.data.dir={out}",
             "--config.data.batch_size=4", "--config.data.num_frames=6",
-            "--config.data.num_workers=0"])
+            "--config.data.num_workers=0", "--config.data.tokenizer="])
   assert "frames: (4, 6, 32, 32, 3) uint8" in capsys.readouterr().out
 
 
