@@ -117,6 +117,19 @@ def test_sharded_and_bfloat16_checkpoints(references, tmp_path):
   np.testing.assert_array_equal(np.asarray(loaded.blocks.ffn_up[...][1], np.float32), want)
 
 
+def test_load_onto_mesh(references):
+  from auteur_jax.parallel.mesh import make_mesh
+
+  _, path = references["i2v"]
+  plain = W.load_diffusers_wan(path)
+  sharded = W.load_diffusers_wan(path, mesh=make_mesh({"data": 2, "fsdp": 2, "tensor": 2}))
+  up = sharded.blocks.ffn_up[...]
+  assert tuple(up.sharding.spec) == (None, "fsdp", "tensor")
+  assert len(up.addressable_shards) == 8
+  jax.tree.map(np.testing.assert_array_equal, nnx.state(sharded, nnx.Param),
+               nnx.state(plain, nnx.Param))
+
+
 def test_refuses_mismatches(references, tmp_path):
   _, path = references["i2v"]
   config, tensors = W.open_checkpoint(path)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import struct
 from collections.abc import Iterator, Mapping
@@ -274,14 +273,11 @@ def load_diffusers_wan(path: str, *, mesh: jax.sharding.Mesh | None = None,
                        "(config.json does not describe these tensors)")
     arr = np.asarray(arr, dtype=var.dtype)
     sharding = flat_shardings.get(key)
+    if isinstance(sharding, nnx.Variable):  # state_shardings keeps the Variable wrappers.
+      sharding = sharding.get_value()
     var.set_value(jax.device_put(arr, sharding) if sharding is not None else jnp.asarray(arr))
     seen.add(name)
   extra = sorted(set(converted) - seen)
   if extra:  # A converter bug, not a user error: the two layouts disagree.
     raise AssertionError(f"converted weights the model does not have: {extra}")
   return nnx.merge(graphdef, nnx.from_flat_state(flat))
-
-
-def num_tensor_params(tensors: Mapping[str, np.ndarray]) -> int:
-  """Total element count of a checkpoint (for reports)."""
-  return sum(math.prod(tensors[n].shape) for n in tensors)

@@ -392,7 +392,8 @@ class Blocks(nnx.Module):
 
 class VideoDiT(nnx.Module):
   """The DiT. Call: (latents [B,T,H,W,C], t [B] in [0,1], text [B,Lt,text_dim],
-  visual [B,K,visual_dim] or None) -> velocity [B,T,H,W,out_channels]."""
+  visual [B,K,visual_dim] or None) -> velocity [B,T,H,W,out_channels]. Without visual
+  tokens the visual attention is skipped (the text-to-video model)."""
 
   def __init__(self, cfg: DiTConfig, *, rngs: nnx.Rngs):
     cfg.validate()
@@ -419,7 +420,6 @@ class VideoDiT(nnx.Module):
     cfg = self.cfg
     dtype = jnp.dtype(cfg.dtype)
     grid = patch_grid(latents.shape, cfg.patch_size)
-    b = latents.shape[0]
     self._check_inputs(latents, t, text, visual, grid)
 
     x = self.patch_embed(patchify(latents.astype(dtype), cfg.patch_size))
@@ -445,9 +445,7 @@ class VideoDiT(nnx.Module):
     shift, scale = jnp.split(self.head_modulation[...][None] + temb[:, None].astype(jnp.float32),
                              2, axis=1)
     h = (layer_norm(x, cfg.eps) * (1 + scale) + shift).astype(dtype)
-    out = self.head(h)
-    return unpatchify(out, grid, cfg.patch_size).reshape(
-        b, *latents.shape[1:4], cfg.out_channels)
+    return unpatchify(self.head(h), grid, cfg.patch_size)
 
   def _check_inputs(self, latents, t, text, visual, grid) -> None:
     cfg = self.cfg
