@@ -10,6 +10,7 @@ import math
 from collections.abc import Mapping, Sequence
 
 import jax
+import ml_collections
 from jax.sharding import AxisType, Mesh
 
 AXES = ("data", "fsdp", "tensor", "context")
@@ -39,3 +40,10 @@ def make_mesh(shape: Mapping[str, int], devices: Sequence[jax.Device] | None = N
   names = tuple(a for a in AXES if a in sizes)
   return jax.make_mesh(tuple(sizes[a] for a in names), names,
                        axis_types=(AxisType.Auto,) * len(names), devices=devices)
+
+
+def mesh_config(shape: Mapping[str, int], rules: Sequence[tuple] = ()):
+  """`config.mesh` of a config: axis sizes, the logical rules it changes (the trainer
+  applies them over DEFAULT_RULES) and the batch axes."""
+  return ml_collections.ConfigDict(dict(shape=ml_collections.ConfigDict(dict(shape)),
+                                        rules=tuple(rules), batch_axes=("data", "fsdp")))

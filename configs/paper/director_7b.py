@@ -16,7 +16,7 @@ import os
 import ml_collections
 
 from auteur_jax.config import load_module_config
-from auteur_jax.parallel.rules import DEFAULT_RULES
+from auteur_jax.parallel.mesh import mesh_config
 
 K, D = 64, 4096
 
@@ -65,10 +65,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   t.keep_checkpoints = 3
   t.seed = 0
 
-  c.mesh = ml_collections.ConfigDict()
-  c.mesh.shape = ml_collections.ConfigDict({"data": 1, "fsdp": -1, "tensor": 1})
-  c.mesh.rules = tuple(DEFAULT_RULES)
-  c.mesh.batch_axes = ("data", "fsdp")
+  c.mesh = mesh_config({"data": 1, "fsdp": -1, "tensor": 1})
 
   c.init = ml_collections.ConfigDict()
   c.init.checkpoint = ""

@@ -13,7 +13,7 @@ On a mesh, weights shard over fsdp (width) and tensor (heads, MLP, vocabulary) b
 
 import ml_collections
 
-from auteur_jax.parallel.rules import DEFAULT_RULES
+from auteur_jax.parallel.mesh import mesh_config
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -31,10 +31,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train.steps = 0
   c.train.seed = 0
 
-  c.mesh = ml_collections.ConfigDict()
-  c.mesh.shape = ml_collections.ConfigDict({"data": 1, "fsdp": -1, "tensor": 1})
-  c.mesh.rules = tuple(DEFAULT_RULES)
-  c.mesh.batch_axes = ("data", "fsdp")
+  c.mesh = mesh_config({"data": 1, "fsdp": -1, "tensor": 1})
 
   c.init = ml_collections.ConfigDict()
   c.init.checkpoint = ""

@@ -21,7 +21,7 @@ import ml_collections
 
 from auteur_jax.config import load_module_config
 from auteur_jax.parallel.distributed import distributed_defaults
-from auteur_jax.parallel.rules import DEFAULT_RULES
+from auteur_jax.parallel.mesh import mesh_config
 from auteur_jax.train.optim import train_defaults
 
 K, D = 16, 64  # Must match configs/toy/director.py.
@@ -62,10 +62,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   t.keep_last = 3
   c.distributed = distributed_defaults()
 
-  c.mesh = ml_collections.ConfigDict()
-  c.mesh.shape = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
-  c.mesh.rules = tuple(DEFAULT_RULES)
-  c.mesh.batch_axes = ("data", "fsdp")
+  c.mesh = mesh_config({"data": -1, "fsdp": 1, "tensor": 1})
 
   c.init = ml_collections.ConfigDict()
   c.init.checkpoint = ""  # A training run of this config.

@@ -18,7 +18,7 @@ import ml_collections
 
 from auteur_jax.config import load_module_config
 from auteur_jax.parallel.distributed import distributed_defaults
-from auteur_jax.parallel.rules import DEFAULT_RULES
+from auteur_jax.parallel.mesh import mesh_config
 from auteur_jax.train.optim import train_defaults
 
 K, D = 16, 64  # Visual tokens per clip x width: the toy director's visual state.
@@ -71,10 +71,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.text = ml_collections.ConfigDict(dict(source="ids", vocab_size=2048))
   c.distributed = distributed_defaults()
 
-  c.mesh = ml_collections.ConfigDict()
-  c.mesh.shape = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
-  c.mesh.rules = tuple(DEFAULT_RULES)
-  c.mesh.batch_axes = ("data", "fsdp")
+  c.mesh = mesh_config({"data": -1, "fsdp": 1, "tensor": 1})
 
   c.init = ml_collections.ConfigDict()
   c.init.checkpoint = ""  # An orbax checkpoint to start from.

@@ -19,6 +19,7 @@ import ml_collections
 
 from auteur_jax.config import load_module_config
 from auteur_jax.parallel.distributed import distributed_defaults
+from auteur_jax.parallel.mesh import mesh_config
 from auteur_jax.train.optim import train_defaults
 
 
@@ -55,12 +56,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   t.keep_last = 3
   c.distributed = distributed_defaults()
 
-  c.mesh = ml_collections.ConfigDict()
-  c.mesh.shape = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
   # The RGB-facing convs (3 channels) cannot split over a mesh axis, and the VAE is small:
   # replicate it (conv_in is replicated by default), data parallel only.
-  c.mesh.rules = (("conv_out", None),)
-  c.mesh.batch_axes = ("data", "fsdp")
+  c.mesh = mesh_config({"data": -1, "fsdp": 1, "tensor": 1}, rules=(("conv_out", None),))
 
   c.init = ml_collections.ConfigDict()
   c.init.checkpoint = ""  # A training run of this config (auteur train --workdir).
