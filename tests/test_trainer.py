@@ -72,8 +72,8 @@ def _config(steps=6, **train) -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict(dict(width=16))
   c.data = ml_collections.ConfigDict(dict(batch_size=8))
   c.train = optim.train_defaults()
-  c.train.update(steps=steps, lr=0.05, warmup_steps=2, log_every=1, checkpoint_every=3,
-                 async_checkpoints=False, **train)
+  c.train.update(dict(dict(steps=steps, lr=0.05, warmup_steps=2, log_every=1,
+                           checkpoint_every=3, async_checkpoints=False), **train))
   c.mesh = ml_collections.ConfigDict(dict(shape={"data": -1}, batch_axes=("data", "fsdp"),
                                           rules=()))
   c.distributed = distributed.distributed_defaults()
@@ -160,3 +160,28 @@ def test_fsdp_state_bytes_per_device():
   mem = trainer.step_memory(s, batch)
   ratio = mem["state"] / (mem["state_replicated"] / 8)
   assert 0.95 <= ratio <= 1.05, mem
+
+
+def test_grad_accumulation_equals_one_big_batch():
+  """grad_accum_steps=2 over two half batches == one step on the whole batch."""
+  mesh = make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+  examples = [_example(i) for i in range(8)]
+  whole = {k: np.stack([e[k] for e in examples]) for k in ("x", "y")}
+  whole["step"] = np.zeros(8, np.int32)
+  halves = [{k: v[i * 4:(i + 1) * 4] for k, v in whole.items()} for i in range(2)]
+
+  def run(config, batches):
+    s = trainer.setup(config, tasks.get("regression"), mesh)
+    state = s.init()
+    for i, b in enumerate(batches):
+      state, _ = s.step(state, jax.device_put(b, s.batch_sharding), i)
+    return [np.asarray(x) for x in jax.tree.leaves(state["model"])]
+
+  big = run(_config(warmup_steps=0), [whole])
+  accum = run(_config(warmup_steps=0, grad_accum_steps=2), halves)
+  first = run(_config(warmup_steps=0, grad_accum_steps=2), halves[:1])  # Not applied yet.
+  init = run(_config(), [])
+  for a, b, f, i in zip(big, accum, first, init):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(f, i)
+  assert any(not np.array_equal(a, i) for a, i in zip(big, init))
