@@ -170,7 +170,8 @@ class Decoder(nnx.Module):
       levels.append(_Level(blocks, mode, cfg, rngs, up_out=cout // 2))
     self.levels = nnx.List(levels)
     self.norm_out = WanRMSNorm(dims[-1], pd, rngs)
-    self.conv_out = CausalConv3d(dims[-1], cfg.out_channels, 3, impl, pd, rngs)
+    # RGB out (3 channels): no mesh axis divides it, so it is never split.
+    self.conv_out = CausalConv3d(dims[-1], cfg.out_channels, 3, impl, pd, rngs, out_axis=None)
 
   def __call__(self, x: jax.Array, s: Stream) -> jax.Array:
     x = self.conv_in(x, s)

@@ -68,12 +68,13 @@ class Stream:
 class CausalConv3d(nnx.Module):
   """k x k x k conv, causal in time (kt - 1 frames of state), 'SAME' in space."""
 
-  def __init__(self, cin: int, cout: int, k: int, impl: str, param_dtype, rngs: nnx.Rngs):
+  def __init__(self, cin: int, cout: int, k: int, impl: str, param_dtype, rngs: nnx.Rngs,
+               out_axis: str | None = "conv_out"):
     self.impl = impl
     shape = (k, k, k, cin, cout)
-    self.kernel = param(rngs, _fan_in(4), shape, (None, None, None, "conv_in", "conv_out"),
+    self.kernel = param(rngs, _fan_in(4), shape, (None, None, None, "conv_in", out_axis),
                         param_dtype)
-    self.bias = param(rngs, _zeros, (cout,), ("conv_out",), param_dtype)
+    self.bias = param(rngs, _zeros, (cout,), (out_axis,), param_dtype)
 
   def __call__(self, x: jax.Array, s: Stream) -> jax.Array:
     """x [B, T, H, W, C_in] -> [B, T, H, W, C_out]."""

@@ -56,9 +56,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   t.keep_last = 3
   c.distributed = distributed_defaults()
 
-  # The RGB-facing convs (3 channels) cannot split over a mesh axis, and the VAE is small:
-  # replicate it (conv_in is replicated by default), data parallel only.
-  c.mesh = mesh_config({"data": -1, "fsdp": 1, "tensor": 1}, rules=(("conv_out", None),))
+  c.mesh = mesh_config({"data": -1, "fsdp": 1, "tensor": 1})  # Small: data parallel.
 
   c.init = ml_collections.ConfigDict()
   c.init.checkpoint = ""  # A training run of this config (auteur train --workdir).
