@@ -38,7 +38,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   d.shuffle = True
   d.shuffle_window = 256  # Records shuffled together after the file shuffle.
   d.num_epochs = -1  # -1 = repeat forever.
-  d.num_workers = 2  # grain worker processes (0 = in this process).
+  # JPEG decoding releases the GIL: read threads decode in parallel with no shared-memory
+  # copies (benchmarks/data_pipeline.py). Worker processes suit GIL-bound transforms.
+  d.num_workers = 0  # grain worker processes (0 = in this process).
   d.num_threads = 2  # Reader threads per process.
   c.mesh = ml_collections.ConfigDict()
   c.mesh.batch_axes = ("data", "fsdp")
