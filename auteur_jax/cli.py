@@ -9,6 +9,8 @@
   auteur data verify           check every record's CRCs
   auteur data inspect          counts and a sample story of a built data set
   auteur encode                add VAE latents / visual embeddings to clip TFRecords
+  auteur convert import|export|reshard|inspect
+                               HF / diffusers safetensors <-> sharded orbax checkpoints
 """
 
 from __future__ import annotations
@@ -152,6 +154,31 @@ def cmd_encode(args) -> None:
         + ("" if r["complete"] else "; more shards to do (run again)"))
 
 
+def cmd_convert(args) -> None:
+  from auteur_jax.convert import exporter, importer, reshard
+  mesh = importer.parse_mesh(args.mesh) if getattr(args, "mesh", None) else None
+  if args.convert_command == "import":
+    r = importer.import_weights(args.family, args.src, args.dst, config=args.config,
+                                mesh_shape=mesh, dtype=args.dtype)
+    print(f"{r['dst']}: {r['family']}, {r['params']} params, {r['bytes']:,} bytes under "
+          f"{r['prefix']}/ on mesh {r['mesh']}")
+    for line in r["config_differences"]:
+      print(f"  note: {line}")
+    if r["fresh"]:
+      print(f"  not in the checkpoint (the model initialises them): {r['fresh']}")
+  elif args.convert_command == "export":
+    r = exporter.export_weights(args.family, args.src, args.dst, dtype=args.dtype,
+                                max_shard_bytes=int(args.max_shard_gb * 1e9))
+    print(f"{r['dst']}: {r['tensors']} tensors, {r['bytes']:,} bytes in {len(r['files'])} files")
+  elif args.convert_command == "reshard":
+    r = reshard.reshard(args.src, args.dst, mesh, drop_optimizer=args.drop_optimizer,
+                        dtype=args.dtype)
+    print(f"{r['dst']}: step {r['step']}, {r['leaves']} arrays, {r['bytes']:,} bytes on mesh "
+          f"{r['mesh']}")
+  else:
+    print(reshard.inspect(args.ckpt))
+
+
 def _add_rule_flags(p: argparse.ArgumentParser) -> None:
   p.add_argument("--iou", type=float, default=0.5, help="match when IoU > this")
   p.add_argument("--loose-iou", type=float, default=0.25,
@@ -167,7 +194,12 @@ def _user_errors() -> tuple[type[Exception], ...]:
   from auteur_jax.data.tfrecord import TFRecordError
   from auteur_jax.data.video_io import VideoError
   return (ConfigError, SchemaError, AnnotationError, TFRecordError, ExampleError, VideoError,
-          FileNotFoundError)
+          FileNotFoundError, _weight_error())
+
+
+def _weight_error() -> type[Exception]:
+  from auteur_jax.convert.weights import WeightError
+  return WeightError
 
 
 def parser() -> argparse.ArgumentParser:
@@ -245,6 +277,36 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument("--config", required=True, help="e.g. configs/toy/vae.py (config.encode.*)")
   p.add_argument("--max-shards", type=int, help="stop after this many clip shards")
   p.set_defaults(fn=cmd_encode)
+
+  families = ("llama", "qwen2", "wan_dit", "wan_vae", "clip_vision", "siglip_vision",
+              "clip_text", "t5", "umt5")  # convert/families.py (not imported to parse)
+  conv = top.add_parser("convert", help="HF / diffusers weights <-> sharded orbax checkpoints"
+                        ).add_subparsers(dest="convert_command", required=True)
+  p = conv.add_parser("import", help="safetensors folder -> orbax checkpoint (params only)")
+  p.add_argument("--family", required=True, choices=families)
+  p.add_argument("--src", required=True, help="model folder: config.json + *.safetensors")
+  p.add_argument("--dst", required=True, help="checkpoint folder to create")
+  p.add_argument("--config", help="run config: shapes, mesh, rules and where the params go")
+  p.add_argument("--mesh", help="e.g. data=1,fsdp=8 (default: the config's, else fsdp=all)")
+  p.add_argument("--dtype", help="params dtype, e.g. bfloat16 (default: the config's / source)")
+  p.set_defaults(fn=cmd_convert)
+  p = conv.add_parser("export", help="orbax checkpoint -> HF / diffusers safetensors folder")
+  p.add_argument("--family", required=True, choices=families)
+  p.add_argument("--src", required=True, help="converted checkpoint or training run")
+  p.add_argument("--dst", required=True, help="folder to create")
+  p.add_argument("--dtype", help="tensor dtype (default: as stored)")
+  p.add_argument("--max-shard-gb", type=float, default=5.0, help="safetensors shard limit")
+  p.set_defaults(fn=cmd_convert)
+  p = conv.add_parser("reshard", help="restore onto another mesh and save again")
+  p.add_argument("--src", required=True)
+  p.add_argument("--dst", required=True)
+  p.add_argument("--mesh", required=True, help="e.g. data=2,fsdp=4")
+  p.add_argument("--drop-optimizer", action="store_true", help="keep the model params only")
+  p.add_argument("--dtype", help="cast floating arrays, e.g. bfloat16")
+  p.set_defaults(fn=cmd_convert)
+  p = conv.add_parser("inspect", help="names, shapes, dtypes, shardings, bytes")
+  p.add_argument("ckpt")
+  p.set_defaults(fn=cmd_convert)
   return ap
 
 

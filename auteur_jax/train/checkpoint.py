@@ -96,3 +96,58 @@ def abstract_like(tree: Any, shardings: Any) -> Any:
   """ShapeDtypeStructs of `tree` (arrays or ShapeDtypeStructs) with `shardings`."""
   return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                       tree, shardings)
+
+
+def _key_str(k: Any) -> str:
+  return str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))))
+
+
+def step_dir_of(path: str) -> str | None:
+  """The step folder holding `state/` of a run workdir, its checkpoints/ folder, a
+  converted checkpoint or one step folder (the latest step where there are several)."""
+  for base in (path, os.path.join(path, "checkpoints")):
+    if os.path.isdir(os.path.join(base, "state")):
+      return base
+    steps = [int(n) for n in os.listdir(base) if n.isdigit()] if os.path.isdir(base) else []
+    if steps and os.path.isdir(os.path.join(base, str(max(steps)), "state")):
+      return os.path.join(base, str(max(steps)))
+  return None
+
+
+def init_params(path: str, state: Any, abstract: Any) -> tuple[Any, list[str]]:
+  """`state` with the model params that the checkpoint at `path` holds (a converted
+  checkpoint from `auteur convert import`, or another run) restored onto `abstract`'s
+  shardings and dtypes; the optimizer state and params the checkpoint lacks stay as
+  given. Returns (state, names of the params left as given)."""
+  from auteur_jax.config import ConfigError
+  step_dir = step_dir_of(path)
+  if step_dir is None:
+    raise ConfigError(f"config.init.checkpoint: {path} holds no orbax checkpoint")
+  state_dir = os.path.join(step_dir, "state")
+  saved = ocp.PyTreeCheckpointer().metadata(state_dir).item_metadata.tree
+  saved = {tuple(_key_str(k) for k in p): m
+           for p, m in jax.tree_util.tree_flatten_with_path(saved)[0]}
+  wanted = {tuple(_key_str(k) for k in p): x
+            for p, x in jax.tree_util.tree_flatten_with_path(abstract)[0]}
+  wanted = {k: x for k, x in wanted.items() if k[0] == "model"}
+  found = {k: x for k, x in wanted.items() if k in saved}
+  bad = [f"{'/'.join(k)}: checkpoint {tuple(saved[k].shape)}, model {x.shape}"
+         for k, x in found.items() if tuple(saved[k].shape) != tuple(x.shape)]
+  if not found or bad:
+    raise ConfigError(f"config.init.checkpoint: {state_dir} does not fit this run's model: "
+                      + ("; ".join(bad[:8]) if bad else "none of its params are there "
+                         f"(it has e.g. {['/'.join(k) for k in list(saved)[:3]]})"))
+  item: dict = {}
+  for key, x in found.items():
+    node = item
+    for k in key[:-1]:
+      node = node.setdefault(k, {})
+    node[key[-1]] = x
+  restored = ocp.PyTreeCheckpointer().restore(state_dir, args=ocp.args.PyTreeRestore(
+      item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+      partial_restore=True))
+  restored = {tuple(_key_str(k) for k in p): x
+              for p, x in jax.tree_util.tree_flatten_with_path(restored)[0]}
+  state = jax.tree_util.tree_map_with_path(
+      lambda p, x: restored.get(tuple(_key_str(k) for k in p), x), state)
+  return state, sorted("/".join(k[1:-1]) for k in wanted if k not in found)

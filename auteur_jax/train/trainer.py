@@ -31,7 +31,7 @@ from auteur_jax.data.pipeline import GlobalBatches
 from auteur_jax.parallel import distributed, rules as rules_lib
 from auteur_jax.parallel.mesh import make_mesh
 from auteur_jax.train import optim, tasks
-from auteur_jax.train.checkpoint import Checkpoints, abstract_like
+from auteur_jax.train.checkpoint import Checkpoints, abstract_like, init_params
 from auteur_jax.train.metrics import MetricsWriter
 
 
@@ -169,6 +169,11 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = T
   start = ckpts.latest_step()
   if start is None:
     state, start = s.init(), 0
+    if (config.get("init") or {}).get("checkpoint"):  # Start from converted / other weights.
+      state, fresh = init_params(config.init.checkpoint, state, s.abstract)
+      if jax.process_index() == 0 and progress:
+        print(f"init: params from {config.init.checkpoint}"
+              + (f"; {len(fresh)} keep their initialisation: {fresh[:6]}" if fresh else ""))
   else:
     state = ckpts.restore(start, s.abstract, data)
   writer = MetricsWriter(workdir)

@@ -1,0 +1,175 @@
+"""`auteur convert import`: an HF / diffusers safetensors folder -> a sharded orbax checkpoint.
+
+  folder -> headers only (safetensors_io) -> family map (families) checked against our
+  model's abstract params: every mismatch listed before anything is written ->
+  per parameter, per chunk of its target shards: memory-map the source tensors that
+  chunk needs, rename / transpose / stack / cast into the chunk, write it (orbax_io)
+  -> tree metadata -> rename the temporary folder to the destination.
+
+Peak memory is about one source tensor (its mapped pages) plus a few chunks
+(`chunk_bytes`), whatever the model's size. On any error the temporary folder is
+removed: the destination is either complete or absent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+import tqdm
+
+from auteur_jax.convert import families, mapping, orbax_io, records
+from auteur_jax.convert.safetensors_io import SafetensorsFolder
+from auteur_jax.convert.weights import WeightError
+from auteur_jax.parallel.mesh import make_mesh
+from auteur_jax.parallel.rules import DEFAULT_RULES
+
+STEP = 0  # Converted weights are step 0 of their folder.
+
+
+def parse_mesh(text: str) -> dict[str, int]:
+  """"data=1,fsdp=8" -> {"data": 1, "fsdp": 8}."""
+  try:
+    return {k.strip(): int(v) for k, v in (item.split("=") for item in text.split(","))}
+  except ValueError:
+    raise WeightError(f"--mesh {text!r}: expected axis=size pairs, e.g. data=1,fsdp=8") from None
+
+
+def read_hf_config(src: str) -> dict:
+  path = os.path.join(src, "config.json")
+  if not os.path.isfile(path):
+    raise WeightError(f"{src}: no config.json (expected an HF / diffusers model folder)")
+  with open(path) as f:
+    return json.load(f)
+
+
+def check_divisible(name: str, shape: tuple[int, ...], sharding: jax.sharding.NamedSharding
+                    ) -> None:
+  for dim, (size, axes) in enumerate(zip(shape, sharding.spec)):
+    axes = (axes,) if isinstance(axes, str) else tuple(axes or ())
+    ways = int(np.prod([sharding.mesh.shape[a] for a in axes]))
+    if size % ways:
+      raise WeightError(f"parameter {name} {shape}: dimension {dim} ({size}) does not divide "
+                        f"over mesh axes {axes} ({ways} ways); choose another --mesh")
+
+
+def _differences(a: Any, b: Any) -> list[str]:
+  """Fields where two configs of one class differ (config.json vs the run's config)."""
+  return [f"{f.name}: config.json {getattr(a, f.name)!r}, config {getattr(b, f.name)!r}"
+          for f in dataclasses.fields(a) if getattr(a, f.name) != getattr(b, f.name)]
+
+
+def _temporary(dst: str) -> str:
+  dst = os.path.abspath(dst.rstrip("/"))
+  if os.path.exists(dst):
+    raise WeightError(f"{dst} exists; remove it or choose another destination")
+  os.makedirs(os.path.dirname(dst), exist_ok=True)
+  # Every process of a multi-host conversion writes into the same folder.
+  return f"{dst}.tmp-{os.getpid() if jax.process_count() == 1 else 'multihost'}"
+
+
+def commit(tmp: str, dst: str) -> None:
+  """Moves a finished temporary folder to `dst` (process 0)."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices("auteur_convert_commit")
+  if jax.process_index() == 0:
+    os.rename(tmp, os.path.abspath(dst.rstrip("/")))
+
+
+def import_weights(family: str, src: str, dst: str, *,
+                   config: ml_collections.ConfigDict | None = None,
+                   mesh_shape: Mapping[str, int] | None = None, dtype: str | None = None,
+                   chunk_bytes: int = 64 << 20, progress: bool = True) -> dict:
+  """Converts the folder `src` into the orbax checkpoint `dst`.
+
+  Args:
+    config: a run config: the model's shapes, mesh, rules and params dtype come from it
+      and the params go where its task's model keeps them (e.g. model/llm); without one,
+      the model is config.json's, stored under model/.
+    mesh_shape: overrides the mesh (default: config.mesh.shape, else all devices on fsdp).
+    dtype: params dtype (default: the config's param_dtype, else each tensor's own).
+  Returns:
+    A summary: dst, family, params, bytes, mesh, fresh (params left to the model's
+    initialiser), config_differences (config.json vs the run config).
+  """
+  fam = families.get(family)
+  tmp = _temporary(dst)
+  folder = SafetensorsFolder(src)
+  hf = read_hf_config(src)
+  families.check_kind(fam, hf, src)
+  hf_cfg = fam.from_hf(hf)
+  differences: list[str] = []
+  if config is not None:
+    if fam.task is None or config.task != fam.task[0]:
+      raise WeightError(f"config.task {config.task!r}: family {family} goes into "
+                        f"{fam.task[0] if fam.task else 'no'} runs")
+    _, prefix, get_cfg = fam.task
+    cfg = get_cfg(config)
+    differences = _differences(hf_cfg, cfg)
+    from auteur_jax.train.trainer import mesh_rules
+    rules = mesh_rules(config)
+    mesh_shape = mesh_shape or dict(config.mesh.shape)
+  else:
+    prefix, cfg, rules = ("model",), hf_cfg, DEFAULT_RULES
+  mesh = make_mesh(dict(mesh_shape or {"fsdp": -1}))
+  ours, shardings = records.abstract_params(fam, cfg, mesh, rules)
+  source = {n: folder.shape(n) for n in folder.keys()}
+  pieces = fam.pieces(cfg, {k: v.shape for k, v in ours.items()}, source)
+  mapping.check(pieces, {k: v.shape for k, v in ours.items()}, source, src, fresh=fam.fresh,
+                ignore=fam.ignore)
+  by_param: dict[str, list[mapping.Piece]] = {}
+  for p in pieces:
+    by_param.setdefault(p.ours, []).append(p)
+  for name in by_param:
+    check_divisible(name, ours[name].shape, shardings[name])
+
+  def target_dtype(name: str) -> np.dtype:
+    if dtype:
+      return np.dtype(jax.numpy.dtype(dtype))
+    if config is not None:
+      return np.dtype(ours[name].dtype)
+    return folder.dtype(by_param[name][0].theirs)
+
+  total = 0
+  try:
+    step_dir = os.path.join(tmp, str(STEP))
+    writer = orbax_io.ParamWriter(os.path.join(step_dir, "state"), chunk_bytes)
+    bar = tqdm.tqdm(by_param.items(), desc=f"import {family}", unit="param",
+                    disable=not progress or jax.process_index() != 0)
+    for name, ps in bar:
+      shape = ours[name].shape
+
+      def fill(out, block, ps=ps, shape=shape):
+        mapping.fill(out, block, shape, ps, folder.view)
+
+      splits = [sorted({b for p in ps for b in _edges(shape, p.at, d)}) for d in range(len(shape))]
+      total += writer.write(records.leaf_key(prefix, name), shape, target_dtype(name),
+                            shardings[name], fill, splits)
+    writer.finish()
+    stored = dataclasses.replace(cfg, param_dtype=dtype) if dtype else cfg
+    if jax.process_index() == 0:
+      orbax_io.write_config_item(step_dir, {orbax_io.RECORD: dict(
+          family=family, prefix=list(prefix), hf_config=hf, source=os.path.abspath(src),
+          mesh=dict(mesh.shape), **records.cfg_to_json(stored))})
+    commit(tmp, dst)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  fresh = sorted(n for n in ours if n not in by_param)
+  return dict(dst=os.path.abspath(dst), family=family, params=len(by_param), bytes=total,
+              mesh=dict(mesh.shape), prefix="/".join(prefix), fresh=fresh,
+              config_differences=differences)
+
+
+def _edges(shape, at, dim) -> list[int]:
+  """Offsets along `dim` where a piece placed at `at` starts and stops."""
+  start, stop, _ = mapping.region(shape, at)[dim]
+  return [start, stop] if (start, stop) != (0, shape[dim]) else []

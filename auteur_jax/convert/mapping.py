@@ -1,0 +1,246 @@
+"""One declarative name map per model family, read in both directions.
+
+A family's map is a list of `Piece`s. Each says: source tensor `theirs` (with `shape`),
+optionally a part of it (`take`, e.g. one third of a fused in-projection), goes through
+`ops` (transposes and reshapes, all views of a memory-mapped tensor) and lands at `at`
+inside our parameter `ours` (e.g. layer i of a stacked parameter, or slot j of a fused
+q/k/v kernel). Import runs the ops forward; export runs them backward; the checks
+(`check`) run on shapes alone, before any data is touched.
+
+  ops:  ("t", perm)      transpose (np.transpose axes)
+        ("r", shape)     reshape (one -1 allowed)
+        ("mean", n)      n rows equal to the mean row (vocabulary growth; import only)
+
+Families build their maps with `Map`, from our parameters' shapes: `Map.add(ours,
+theirs, kind)` where a kind (LINEAR, HEADS_IN, transpose(...), flat(...)) gives the
+source shape and the ops.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from auteur_jax.convert.weights import WeightError
+
+Op = tuple
+Index = tuple  # ints (axis dropped) and slices
+
+
+@dataclasses.dataclass(frozen=True)
+class Piece:
+  """Source tensor `theirs` [shape] -> `ops` -> our parameter `ours` at index `at`."""
+
+  ours: str
+  theirs: str
+  shape: tuple[int, ...]
+  ops: tuple[Op, ...] = ()
+  at: Index = ()
+  take: Index = ()
+
+
+# ------------------------------------------------------------------ building a family map
+
+# A kind maps the shape of our slot to (the source tensor's shape, ops source -> ours).
+Kind = Callable[[tuple[int, ...]], tuple[tuple[int, ...], tuple[Op, ...]]]
+
+
+def transpose(*perm: int) -> Kind:
+  """Ours = theirs.transpose(perm), e.g. torch conv [O, I, kt, kh, kw] -> [kt, kh, kw, I, O]."""
+  return lambda s: (tuple(s[i] for i in np.argsort(perm)), (("t", perm),))
+
+
+def flat(theirs: Callable[[tuple[int, ...]], tuple[int, ...]]) -> Kind:
+  """Ours = theirs.reshape(slot), with theirs' shape computed from our slot."""
+  return lambda s: (tuple(theirs(s)), (("r", s),))
+
+
+IDENT: Kind = lambda s: (s, ())
+LINEAR = transpose(1, 0)  # torch Linear [out, in] -> ours [in, out].
+# torch Linear [H*K, D] -> ours [D, H, K]; [D, H*K] -> ours [H, K, D].
+HEADS_IN: Kind = lambda s: ((s[1] * s[2], s[0]), (("t", (1, 0)), ("r", s)))
+HEADS_OUT: Kind = lambda s: ((s[2], s[0] * s[1]), (("t", (1, 0)), ("r", s)))
+
+
+class Map:
+  """Collects the pieces of a family map; shapes come from our parameters' shapes."""
+
+  def __init__(self, params: Mapping[str, tuple[int, ...]]):
+    self.params = params
+    self.pieces: list[Piece] = []
+
+  def has(self, ours: str) -> bool:
+    return ours in self.params
+
+  def add(self, ours: str, theirs: str, kind: Kind = IDENT, at: Index = (),
+          take: Index = (), full: tuple[int, ...] | None = None) -> None:
+    """`theirs` (or its part `take` of a tensor of shape `full`) -> `ours`[at]."""
+    if ours not in self.params:
+      raise AssertionError(f"map names a parameter the model does not have: {ours}")
+    shape, ops = kind(_index_shape(self.params[ours], at))
+    self.pieces.append(Piece(ours, theirs, tuple(full if take else shape), tuple(ops),
+                             tuple(at), tuple(take)))
+
+  def stack(self, ours: str, theirs: str, n: int, kind: Kind = IDENT, at: Index = ()) -> None:
+    """Layers 0..n-1 (`theirs` holds "{i}") on the leading axis of `ours`."""
+    for i in range(n):
+      self.add(ours, theirs.format(i=i), kind, (i, *at))
+
+
+def _resolve(shape: Sequence[int], size: int) -> tuple[int, ...]:
+  shape = tuple(shape)
+  if -1 in shape:
+    known = math.prod(s for s in shape if s != -1)
+    shape = tuple(size // known if s == -1 else s for s in shape)
+  if math.prod(shape) != size:
+    raise WeightError(f"cannot reshape {size} values to {shape}")
+  return shape
+
+
+def _index_shape(shape: Sequence[int], index: Index) -> tuple[int, ...]:
+  """Shape of x[index] for x of `shape` (ints drop an axis, slices keep it)."""
+  out = []
+  for dim, size in enumerate(shape):
+    i = index[dim] if dim < len(index) else slice(None)
+    if isinstance(i, slice):
+      out.append(len(range(*i.indices(size))))
+  return tuple(out)
+
+
+def shapes(piece: Piece) -> list[tuple[int, ...]]:
+  """Shapes of the source part and after each op (the last: what lands at `at`)."""
+  out = [_index_shape(piece.shape, piece.take)]
+  for op, arg in piece.ops:
+    s = out[-1]
+    if op == "t":
+      out.append(tuple(s[a] for a in arg))
+    elif op == "r":
+      out.append(_resolve(arg, math.prod(s)))
+    elif op == "mean":
+      out.append((arg, *s[1:]))
+    else:
+      raise ValueError(f"unknown op {op!r}")
+  return out
+
+
+def forward(x: np.ndarray, piece: Piece) -> np.ndarray:
+  """Source tensor -> our layout (views where numpy can; `mean` reads the tensor)."""
+  if piece.take:
+    x = x[piece.take]
+  for op, arg in piece.ops:
+    if op == "t":
+      x = x.transpose(arg)
+    elif op == "r":
+      x = x.reshape(arg)
+    else:
+      mean = np.asarray(x, np.float64).mean(axis=0, keepdims=True).astype(x.dtype)
+      x = np.broadcast_to(mean, (arg, *x.shape[1:]))
+  return x
+
+
+def backward(y: np.ndarray, piece: Piece) -> np.ndarray:
+  """Our slot values -> the source part (the inverse of `forward`)."""
+  chain = shapes(piece)
+  for k in range(len(piece.ops) - 1, -1, -1):
+    op, arg = piece.ops[k]
+    if op == "t":
+      y = y.transpose(np.argsort(arg))
+    elif op == "r":
+      y = y.reshape(chain[k])
+    else:
+      raise ValueError(f"{piece.theirs}: op {op!r} has no inverse")
+  return y
+
+
+def invertible(piece: Piece) -> bool:
+  return all(op != "mean" for op, _ in piece.ops)
+
+
+# ------------------------------------------------------------------------------- checks
+
+
+def _listed(names: Sequence, n: int = 12) -> str:
+  names = list(names)
+  return f"{names[:n]}" + (f" ... ({len(names)} in all)" if len(names) > n else "")
+
+
+def check(pieces: Sequence[Piece], params: Mapping[str, tuple[int, ...]],
+          source: Mapping[str, tuple[int, ...]], where: str, *, fresh: Iterable[str] = (),
+          ignore: Callable[[str], bool] = lambda name: False) -> None:
+  """Raises WeightError listing every mismatch between a map, our parameters (path ->
+  shape) and a checkpoint's tensors (name -> shape): missing tensors, tensors with
+  another shape (both shapes named), tensors nobody reads, parameters nobody fills."""
+  problems = []
+  missing = sorted({p.theirs for p in pieces if p.theirs not in source})
+  if missing:
+    problems.append(f"{len(missing)} tensors the config needs are missing: {_listed(missing)}")
+  bad = {}
+  for p in pieces:
+    if p.theirs in source and tuple(source[p.theirs]) != tuple(p.shape):
+      bad[p.theirs] = f"{p.theirs!r} has shape {tuple(source[p.theirs])}, the config expects " \
+                      f"{tuple(p.shape)}"
+  if bad:
+    problems.append("shape mismatch: tensor " + "; tensor ".join(list(bad.values())[:12])
+                    + (f" ... ({len(bad)} in all)" if len(bad) > 12 else ""))
+  read = {p.theirs for p in pieces}
+  unused = sorted(n for n in source if n not in read and not ignore(n))
+  if unused:
+    problems.append(f"{len(unused)} tensors are not used by this model config (wrong "
+                    f"config.json or family?): {_listed(unused)}")
+  fresh = tuple(fresh)
+  is_fresh = lambda n: any(n == f or n.startswith(f + "/") for f in fresh)
+  covered: dict[str, int] = {}
+  for p in pieces:
+    if p.ours not in params:
+      raise AssertionError(f"map names a parameter the model does not have: {p.ours}")
+    slot = _index_shape(params[p.ours], p.at)
+    got = shapes(p)[-1]
+    if p.theirs not in bad and got != slot:
+      problems.append(f"tensor {p.theirs!r} (-> {p.ours}) has shape {got} after conversion; "
+                      f"the model expects {slot}")
+    covered[p.ours] = covered.get(p.ours, 0) + math.prod(slot)
+  unfilled = sorted(n for n, s in params.items()
+                    if not is_fresh(n) and covered.get(n, 0) != math.prod(s))
+  if unfilled and not missing:
+    problems.append(f"no weights for {len(unfilled)} model parameters: {_listed(unfilled)}")
+  if problems:
+    raise WeightError(f"{where}: " + "\n  ".join(problems))
+
+
+# ------------------------------------------------------------------------ blocks of params
+
+
+def region(shape: Sequence[int], at: Index) -> list[tuple[int, int, bool]]:
+  """Per axis of our parameter: (start, stop, kept) of a piece placed at `at`."""
+  out = []
+  for dim, size in enumerate(shape):
+    i = at[dim] if dim < len(at) else slice(None)
+    if isinstance(i, slice):
+      start, stop, step = i.indices(size)
+      assert step == 1, "pieces are placed at contiguous ranges"
+      out.append((start, stop, True))
+    else:
+      out.append((i, i + 1, False))
+  return out
+
+
+def fill(out: np.ndarray, block: Sequence[slice], shape: Sequence[int],
+         pieces: Sequence[Piece], view: Callable[[str], np.ndarray]) -> None:
+  """Writes into `out` (= our parameter[block], shape `shape`) every overlapping piece,
+  reading each source tensor through `view(name)` (a fresh memory map, dropped after)."""
+  for p in pieces:
+    src, dst = [], []
+    for (start, stop, kept), b in zip(region(shape, p.at), block):
+      lo, hi = max(start, b.start), min(stop, b.stop)
+      if lo >= hi:
+        break
+      if kept:
+        src.append(slice(lo - start, hi - start))
+        dst.append(slice(lo - b.start, hi - b.start))
+      else:  # The piece has no such axis: index it away on our side.
+        dst.append(lo - b.start)
+    else:
+      out[tuple(dst)] = forward(view(p.theirs), p)[tuple(src)]

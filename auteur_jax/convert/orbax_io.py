@@ -1,0 +1,198 @@
+"""Orbax checkpoints for conversion: find them, read their tree, write params one at a time.
+
+Layout (the trainer's, train/checkpoint.py): `ROOT/<step>/state` (a PyTree checkpoint)
+and `ROOT/<step>/config` (JSON). A converted checkpoint is `ROOT/0/` with `state` holding
+params only, under the key path where the run's model keeps them (e.g. `model/llm/...`,
+each leaf ending in nnx's `value`), and `config` holding the conversion record:
+{"auteur_convert": {family, prefix, cfg, cfg_class, hf_config, source}}.
+
+`ParamWriter` writes the `state` item without ever holding a whole model: each
+parameter is a zarr array in orbax's non-OCDBT layout (`state/model.llm.embed.value/`,
+zstd-compressed chunks), filled chunk by chunk, where chunks are aligned with the
+target sharding's shards (each process writes the shards of its own devices); then
+`_METADATA` (the tree) and `_sharding` (each leaf's NamedSharding) are written as orbax
+writes them, so orbax restores the result like any checkpoint (tests check that).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import os
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import tensorstore as ts
+
+from auteur_jax.convert.weights import WeightError
+
+RECORD = "auteur_convert"
+Key = tuple[str, ...]
+
+
+def find_step_dir(path: str) -> str:
+  """The step folder (holding `state/`) of a checkpoint root, run workdir or step folder
+  (the latest step where there are several)."""
+  from auteur_jax.train.checkpoint import step_dir_of
+  found = step_dir_of(path)
+  if found is not None:
+    return found
+  raise WeightError(f"{path}: no orbax checkpoint (expected a folder with <step>/state, a "
+                    "training run's workdir or one step folder)")
+
+
+def read_config_item(step_dir: str) -> dict | None:
+  """The step's `config` item (a run's config or a conversion record), if any."""
+  item = os.path.join(step_dir, "config")
+  if not os.path.isdir(item):
+    return None
+  return ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(item)
+
+
+def write_config_item(step_dir: str, value: dict) -> None:
+  ocp.Checkpointer(ocp.JsonCheckpointHandler()).save(os.path.join(step_dir, "config"),
+                                                      args=ocp.args.JsonSave(value))
+
+
+def tree_metadata(state_dir: str) -> dict[Key, Any]:
+  """Flat {key path: orbax ArrayMetadata (shape, dtype, sharding)} of a `state` item."""
+  tree = ocp.PyTreeCheckpointer().metadata(state_dir).item_metadata.tree
+  out = {}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    out[tuple(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)] = leaf
+  return out
+
+
+def nest(flat: dict[Key, Any]) -> dict:
+  """{("a", "b"): x} -> {"a": {"b": x}}."""
+  out: dict = {}
+  for key, value in flat.items():
+    node = out
+    for k in key[:-1]:
+      node = node.setdefault(k, {})
+    node[key[-1]] = value
+  return out
+
+
+def flatten(tree: dict, prefix: Key = ()) -> dict[Key, Any]:
+  out = {}
+  for k, v in tree.items():
+    if isinstance(v, dict):
+      out.update(flatten(v, (*prefix, k)))
+    else:
+      out[(*prefix, k)] = v
+  return out
+
+
+def restore(state_dir: str, targets: dict[Key, jax.ShapeDtypeStruct]) -> dict[Key, jax.Array]:
+  """The leaves `targets` names (a subset of the checkpoint's), restored onto their
+  shardings and dtypes."""
+  item = nest(targets)
+  try:
+    out = ocp.PyTreeCheckpointer().restore(state_dir, args=ocp.args.PyTreeRestore(
+        item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+        partial_restore=True))
+  except (ValueError, KeyError, FileNotFoundError) as e:
+    raise WeightError(f"{state_dir}: cannot restore {len(targets)} leaves "
+                      f"({type(e).__name__}: {e})") from e
+  return flatten(out)
+
+
+def _zarr_dtype(dtype: np.dtype) -> str:
+  return "bfloat16" if dtype == jax.numpy.bfloat16 else np.dtype(dtype).str
+
+
+def chunk_shape(shape: Sequence[int], sharding: jax.sharding.Sharding, itemsize: int,
+                limit: int, splits: Sequence[Sequence[int]] = ()) -> tuple[int, ...]:
+  """A chunk shape that divides the shard shape, every offset in `splits[d]` (where
+  pieces of the parameter meet along axis d) and holds at most `limit` bytes where it can."""
+  chunk = list(sharding.shard_shape(tuple(shape)))
+  for d, offsets in enumerate(splits):
+    for o in offsets:
+      chunk[d] = math.gcd(chunk[d], o) if o else chunk[d]
+  d = 0
+  while math.prod(chunk) * itemsize > limit and d < len(chunk):
+    if chunk[d] == 1:
+      d += 1
+      continue
+    p = next(p for p in range(2, chunk[d] + 1) if chunk[d] % p == 0)
+    chunk[d] //= p
+  return tuple(chunk)
+
+
+def _blocks(shape: Sequence[int], chunk: Sequence[int]) -> Iterator[tuple[slice, ...]]:
+  grid = [range(0, s, c) for s, c in zip(shape, chunk)]
+  for starts in np.ndindex(*[len(g) for g in grid]) if shape else [()]:
+    yield tuple(slice(g[i], min(g[i] + c, s)) for g, i, c, s in zip(grid, starts, chunk, shape))
+
+
+def _owned(shape: Sequence[int], sharding: jax.sharding.Sharding) -> set[tuple]:
+  """Starts of the shards this process writes (one replica per shard)."""
+  owners: dict[tuple, jax.Device] = {}
+  for device, index in sharding.devices_indices_map(tuple(shape)).items():
+    start = tuple(i.indices(s)[0] for i, s in zip(index, shape))
+    if start not in owners or device.id < owners[start].id:
+      owners[start] = device
+  return {s for s, dev in owners.items() if dev.process_index == jax.process_index()}
+
+
+class ParamWriter:
+  """Writes a params-only `state` item, one parameter at a time (see the module doc)."""
+
+  def __init__(self, state_dir: str, chunk_bytes: int = 64 << 20):
+    os.makedirs(state_dir, exist_ok=jax.process_count() > 1)
+    self.dir = state_dir
+    self.chunk_bytes = chunk_bytes
+    self.tree: dict[str, dict] = {}
+    self.shardings: dict[str, str] = {}
+
+  def write(self, key: Key, shape: Sequence[int], dtype: Any,
+            sharding: jax.sharding.NamedSharding,
+            fill: Callable[[np.ndarray, tuple[slice, ...]], None],
+            splits: Sequence[Sequence[int]] = ()) -> int:
+    """Creates leaf `key` [shape] and writes it chunk by chunk: `fill(out, block)` puts
+    our values of `block` (global slices) into the zeroed buffer `out`. Returns bytes."""
+    dtype = np.dtype(dtype)
+    shape = tuple(int(s) for s in shape)
+    name = ".".join(key)
+    chunk = chunk_shape(shape, sharding, dtype.itemsize, self.chunk_bytes, splits)
+    store = ts.open({"driver": "zarr", "kvstore": {"driver": "file",
+                                                    "path": os.path.join(self.dir, name)},
+                     "metadata": {"shape": list(shape), "chunks": list(chunk),
+                                  "dtype": _zarr_dtype(dtype),
+                                  "compressor": {"id": "zstd", "level": 1}},
+                     "create": True}).result()
+    shard = sharding.shard_shape(shape)
+    owned = _owned(shape, sharding)
+    for block in _blocks(shape, chunk):
+      start = tuple(b.start // s * s for b, s in zip(block, shard))
+      if start not in owned:
+        continue
+      out = np.zeros([b.stop - b.start for b in block], dtype)
+      fill(out, block)
+      store[block].write(out).result()
+      del out
+    self.tree[str(key)] = {"key_metadata": [{"key": k, "key_type": 2} for k in key],
+                           "value_metadata": {"value_type": "jax.Array",
+                                              "skip_deserialize": False,
+                                              "write_shape": list(chunk)}}
+    self.shardings[base64.urlsafe_b64encode(name.encode()).decode()] = (
+        ocp.metadata.NamedShardingMetadata.from_jax_sharding(sharding).to_serialized_string())
+    return math.prod(shape) * dtype.itemsize
+
+  def finish(self) -> None:
+    """Writes the tree metadata (process 0); the item is readable after this."""
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+      multihost_utils.sync_global_devices("auteur_convert_params_written")
+    if jax.process_index():
+      return
+    with open(os.path.join(self.dir, "_METADATA"), "w") as f:
+      json.dump({"tree_metadata": self.tree, "use_ocdbt": False, "use_zarr3": False,
+                 "store_array_data_equal_to_fill_value": True, "custom_metadata": None}, f)
+    with open(os.path.join(self.dir, "_sharding"), "w") as f:
+      json.dump(self.shardings, f)

@@ -1,0 +1,83 @@
+"""What a checkpoint says about its model: the family config and where its params sit.
+
+A converted checkpoint's `config` item is a conversion record (orbax_io.RECORD): the
+family, the key path of the params (`prefix`) and our model config. A training run's
+`config` item is the run's config: the family's task entry (families.Family.task) gives
+the prefix and the model config. `abstract_params` turns a config into parameter paths,
+shapes, dtypes and (given a mesh) shardings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from typing import Any
+
+import jax
+import ml_collections
+from flax import nnx
+
+from auteur_jax.convert import families
+from auteur_jax.convert.orbax_io import RECORD
+from auteur_jax.convert.weights import WeightError
+from auteur_jax.parallel.rules import DEFAULT_RULES, Rules, state_shardings
+
+
+def cfg_to_json(cfg: Any) -> dict:
+  return {"cfg_class": f"{type(cfg).__module__}:{type(cfg).__qualname__}",
+          "cfg": dataclasses.asdict(cfg)}
+
+
+def cfg_from_json(d: dict) -> Any:
+  module, name = d["cfg_class"].split(":")
+  cls = getattr(importlib.import_module(module), name)
+  fields = dict(d["cfg"])
+  if hasattr(cls, "from_dict"):
+    return cls.from_dict(fields)
+  hints = {f.name: f.type for f in dataclasses.fields(cls)}
+  for k, v in fields.items():  # Nested dataclasses (LLMConfig.rope_scaling) and tuples.
+    if isinstance(v, dict) and "RopeScaling" in str(hints.get(k)):
+      from auteur_jax.models.layers import RopeScaling
+      fields[k] = RopeScaling(**v)
+    elif isinstance(v, list):
+      fields[k] = tuple(v)
+  return cls(**fields)
+
+
+def model_of(family: families.Family, item: dict | None, where: str
+             ) -> tuple[Any, tuple[str, ...], dict]:
+  """(our config, params prefix, source config.json or {}) from a `config` item."""
+  if item and RECORD in item:
+    rec = item[RECORD]
+    if rec["family"] != family.name:
+      raise WeightError(f"{where}: converted from family {rec['family']!r}, not "
+                        f"{family.name!r}")
+    return cfg_from_json(rec), tuple(rec["prefix"]), rec.get("hf_config") or {}
+  if item and "task" in item:
+    task, prefix, get = family.task
+    if item["task"] != task:
+      raise WeightError(f"{where}: a {item['task']!r} run; family {family.name} comes from "
+                        f"{task!r} runs")
+    return get(ml_collections.ConfigDict(item)), prefix, {}
+  raise WeightError(f"{where}: no conversion record or run config in the checkpoint's "
+                    "`config` item; cannot tell the model's shapes")
+
+
+def abstract_params(family: families.Family, cfg: Any, mesh: jax.sharding.Mesh | None = None,
+                    rules: Rules = DEFAULT_RULES) -> tuple[dict[str, Any], dict[str, Any]]:
+  """({param path "a/b": ShapeDtypeStruct}, {path: NamedSharding}) of the family's model."""
+  with nnx.use_eager_sharding(False):
+    model = nnx.eval_shape(lambda: family.build(cfg))
+  state = nnx.state(model, nnx.Param)
+  flat = {"/".join(str(k) for k in key): v for key, v in nnx.to_flat_state(state)}
+  shapes = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in flat.items()}
+  if mesh is None:
+    return shapes, {}
+  sh = {"/".join(str(k) for k in key): s.get_value() if isinstance(s, nnx.Variable) else s
+        for key, s in nnx.to_flat_state(state_shardings(state, mesh, rules))}
+  return shapes, sh
+
+
+def leaf_key(prefix: tuple[str, ...], path: str) -> tuple[str, ...]:
+  """Checkpoint key of our parameter `path` ("a/b") under `prefix` (nnx's `value` leaf)."""
+  return (*prefix, *path.split("/"), "value")

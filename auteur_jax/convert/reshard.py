@@ -1,0 +1,119 @@
+"""`auteur convert reshard` and `auteur convert inspect`.
+
+Reshard restores a checkpoint's `state` onto a new mesh by abstract targets and saves it
+again with orbax (optionally without the optimizer state, or in another dtype). Target
+shardings: for a converted checkpoint, the family model's logical shardings on the new
+mesh (so a `tensor` axis that the old mesh lacked is used); otherwise each leaf keeps
+its saved PartitionSpec, with mesh axes the new mesh lacks dropped. Other items
+(`data`, the grain iterator) are copied as they are, and `config` is carried over.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from collections.abc import Mapping
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from jax.sharding import NamedSharding, PartitionSpec
+
+from auteur_jax.convert import families, orbax_io, records
+from auteur_jax.convert.importer import _temporary, check_divisible, commit
+from auteur_jax.convert.orbax_io import RECORD
+from auteur_jax.convert.weights import WeightError
+from auteur_jax.parallel.mesh import make_mesh
+
+
+def _saved_spec(meta, mesh: jax.sharding.Mesh) -> PartitionSpec:
+  spec = getattr(getattr(meta, "sharding", None), "partition_spec", None) or ()
+  keep = lambda p: (p if p in mesh.axis_names else None) if isinstance(p, str) else (
+      tuple(a for a in p if a in mesh.axis_names) or None) if p else None
+  return PartitionSpec(*[keep(p) for p in spec])
+
+
+def reshard(src: str, dst: str, mesh_shape: Mapping[str, int], *, drop_optimizer: bool = False,
+            dtype: str | None = None) -> dict:
+  """Writes `src`'s latest step to the new checkpoint `dst` on mesh `mesh_shape`.
+
+  Returns a summary: dst, step, leaves, bytes (of the state as restored).
+  """
+  tmp = _temporary(dst)
+  step_dir = orbax_io.find_step_dir(src)
+  step = int(os.path.basename(step_dir)) if os.path.basename(step_dir).isdigit() else 0
+  state_dir = os.path.join(step_dir, "state")
+  meta = orbax_io.tree_metadata(state_dir)
+  item = orbax_io.read_config_item(step_dir)
+  mesh = make_mesh(dict(mesh_shape))
+  logical = {}
+  if item and RECORD in item:
+    rec = item[RECORD]
+    fam = families.get(rec["family"])
+    cfg, prefix, _ = records.model_of(fam, item, src)
+    _, shardings = records.abstract_params(fam, cfg, mesh)
+    logical = {records.leaf_key(prefix, k): v for k, v in shardings.items()}
+  cast = np.dtype(jax.numpy.dtype(dtype)) if dtype else None
+  targets = {}
+  for key, m in meta.items():
+    if drop_optimizer and key[0] != "model":
+      continue
+    sharding = logical.get(key) or NamedSharding(mesh, _saved_spec(m, mesh))
+    name = "/".join(key)
+    check_divisible(name, tuple(m.shape), sharding)
+    leaf_dtype = np.dtype(m.dtype)
+    if cast is not None and np.issubdtype(leaf_dtype, np.floating):
+      leaf_dtype = cast
+    targets[key] = jax.ShapeDtypeStruct(tuple(m.shape), leaf_dtype, sharding=sharding)
+  if not targets:
+    raise WeightError(f"{src}: no `model` leaves to keep")
+  state = orbax_io.restore(state_dir, targets)
+  try:
+    new_step = os.path.join(tmp, str(step))
+    ocp.Checkpointer(ocp.StandardCheckpointHandler()).save(
+        os.path.join(new_step, "state"), args=ocp.args.StandardSave(orbax_io.nest(state)))
+    if item is not None and jax.process_index() == 0:
+      if RECORD in item:
+        item[RECORD]["mesh"] = dict(mesh.shape)
+        if dtype:
+          item[RECORD]["cfg"]["param_dtype"] = dtype
+      orbax_io.write_config_item(new_step, item)
+    for extra in sorted(os.listdir(step_dir)):  # e.g. `data`: the grain iterator state.
+      if (not drop_optimizer and extra not in ("state", "config")
+          and os.path.isdir(os.path.join(step_dir, extra)) and jax.process_index() == 0):
+        shutil.copytree(os.path.join(step_dir, extra), os.path.join(new_step, extra))
+    commit(tmp, dst)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  total = sum(math.prod(t.shape) * t.dtype.itemsize for t in targets.values())
+  return dict(dst=os.path.abspath(dst), step=step, leaves=len(targets), bytes=total,
+              mesh=dict(mesh.shape))
+
+
+def inspect(path: str) -> str:
+  """A table of the checkpoint's leaves (name, shape, dtype, sharding, bytes) + totals."""
+  step_dir = orbax_io.find_step_dir(path)
+  meta = orbax_io.tree_metadata(os.path.join(step_dir, "state"))
+  item = orbax_io.read_config_item(step_dir) or {}
+  lines = [f"{step_dir}"]
+  if RECORD in item:
+    r = item[RECORD]
+    lines.append(f"converted: family {r['family']} from {r.get('source')}, params under "
+                 f"{'/'.join(r['prefix'])}, mesh {r.get('mesh')}")
+  elif "task" in item:
+    lines.append(f"training run: task {item['task']}")
+  total = 0
+  width = max(len("/".join(k)) for k in meta)
+  for key, m in sorted(meta.items()):
+    dtype = np.dtype(m.dtype)
+    nbytes = math.prod(m.shape) * dtype.itemsize
+    total += nbytes
+    sh = getattr(m, "sharding", None)
+    spec = (f"{tuple(sh.partition_spec)} on {dict(zip(sh.axis_names, map(int, sh.shape)))}"
+            if hasattr(sh, "partition_spec") else "-")
+    lines.append(f"  {'/'.join(key):<{width}}  {str(tuple(m.shape)):<20} {str(dtype):<9} "
+                 f"{spec}  {nbytes:,} B")
+  lines.append(f"{len(meta)} arrays, {total:,} bytes ({total / 2 ** 30:.3f} GiB)")
+  return "\n".join(lines)
