@@ -11,8 +11,10 @@ import pytest
 import torch
 from diffusers import WanTransformer3DModel
 from flax import nnx
+from safetensors.numpy import load_file, save_file
 
 from auteur_jax.convert import diffusers_wan as W
+from auteur_jax.convert.weights import WeightError
 
 TINY = dict(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=4,
             out_channels=3, text_dim=16, freq_dim=8, ffn_dim=32, num_layers=2,
@@ -130,30 +132,40 @@ def test_load_onto_mesh(references):
                nnx.state(plain, nnx.Param))
 
 
+def _folder(tmp_path, name, config, tensors=None, like=None):
+  """A model folder with `config`, and `tensors` or (linked) the weights of folder `like`."""
+  folder = tmp_path / name
+  folder.mkdir()
+  (folder / "config.json").write_text(json.dumps(config))
+  weights = "diffusion_pytorch_model.safetensors"
+  if tensors is not None:
+    save_file(tensors, str(folder / weights))
+  else:
+    os.symlink(os.path.join(like, weights), folder / weights)
+  return str(folder)
+
+
 def test_refuses_mismatches(references, tmp_path):
   _, path = references["i2v"]
-  config, tensors = W.open_checkpoint(path)
-  cfg = W.config_from_diffusers(config)
+  with open(os.path.join(path, "config.json")) as f:
+    config = json.load(f)
+  tensors = load_file(os.path.join(path, "diffusion_pytorch_model.safetensors"))
   missing = {k: v for k, v in tensors.items() if k != "blocks.1.attn2.add_k_proj.weight"}
-  with pytest.raises(KeyError, match="blocks.1.attn2.add_k_proj.weight"):
-    W.convert_tensors(missing, cfg)
-  t2v_cfg = W.config_from_diffusers({k: v for k, v in config.items()
-                                     if k not in ("image_dim", "added_kv_proj_dim")})
-  with pytest.raises(ValueError, match="unexpected tensors"):
-    W.convert_tensors(tensors, t2v_cfg)
+  with pytest.raises(WeightError, match=r"missing: \['blocks.1.attn2.add_k_proj.weight'\]"):
+    W.load_diffusers_wan(_folder(tmp_path, "missing", config, missing))
+  t2v = {k: v for k, v in config.items() if k not in ("image_dim", "added_kv_proj_dim")}
+  with pytest.raises(WeightError, match="not used by this model config.*add_k_proj"):
+    W.load_diffusers_wan(_folder(tmp_path, "t2v", t2v, like=path))
   with pytest.raises(ValueError, match="added_kv_proj_dim must equal heads x head_dim = 24"):
     W.config_from_diffusers({**config, "added_kv_proj_dim": 20})
   with pytest.raises(ValueError, match="qk_norm"):
     W.config_from_diffusers({**config, "qk_norm": "rms_norm"})
-  bad = tmp_path / "bad"
-  bad.mkdir()
-  (bad / "config.json").write_text(json.dumps({**config, "ffn_dim": 40}))
-  os.symlink(os.path.join(path, "diffusion_pytorch_model.safetensors"),
-             bad / "diffusion_pytorch_model.safetensors")
-  with pytest.raises(ValueError, match=r"ffn_down: expected shape \(2, 40, 24\), got \(2, 32"):
-    W.load_diffusers_wan(str(bad))
-  with pytest.raises(FileNotFoundError, match="no config.json"):
-    W.open_checkpoint(str(tmp_path))
+  bad = _folder(tmp_path, "bad", {**config, "ffn_dim": 40}, like=path)
+  shapes = r"ffn.net.2.weight' has shape \(24, 32\), the config expects \(24, 40\)"
+  with pytest.raises(WeightError, match=shapes):
+    W.load_diffusers_wan(bad)
+  with pytest.raises(WeightError, match="no config.json"):
+    W.load_diffusers_wan(str(tmp_path))
 
 
 @pytest.mark.parametrize("path", ["configs/paper/dit_wan_1_3b.py", "configs/paper/dit_wan_14b.py",

@@ -1,7 +1,8 @@
-"""diffusers `AutoencoderKLWan` (Wan 2.1 layout) weights -> `models.vae.VideoVAE`.
+"""diffusers `AutoencoderKLWan` (Wan 2.1 layout) weights <-> `models.vae.VideoVAE`.
 
-Name map (diffusers -> ours), per tensor, with the transposes torch's NCTHW kernels
-need ([C_out, C_in, kt, kh, kw] -> [kt, kh, kw, C_in, C_out]):
+Name map (`_pieces`, read by `load_diffusers_vae` and `auteur convert`; diffusers ->
+ours), per tensor, with the transposes torch's NCTHW kernels need ([C_out, C_in, kt, kh,
+kw] -> [kt, kh, kw, C_in, C_out]):
 
   {enc,dec}oder.conv_in / conv_out            -> {enc,dec}oder/conv_{in,out}/{kernel,bias}
   encoder.down_blocks.k (residual)            -> encoder/levels/i/blocks/j/...
@@ -22,11 +23,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import jax
-import numpy as np
 from flax import nnx
 
-from auteur_jax.convert.diffusers_wan import open_checkpoint
-from auteur_jax.convert.weights import Converted, SourceTensors, WeightError, load_into
+from auteur_jax.convert.mapping import (Family, Map, Piece, Shapes, class_name, flat, from_run,
+                                        load_model, transpose)
+from auteur_jax.convert.safetensors_io import read_hf_config
+from auteur_jax.convert.weights import WeightError
 from auteur_jax.models.vae import WAN21_LATENTS_MEAN, VAEConfig, VideoVAE
 from auteur_jax.parallel.rules import DEFAULT_RULES, Rules
 
@@ -63,90 +65,92 @@ def config_from_diffusers(config: Mapping[str, Any], **overrides: Any) -> VAECon
   return cfg
 
 
-def _conv3d(w: np.ndarray) -> np.ndarray:
-  return w.transpose(2, 3, 4, 1, 0)
+_CONV3D = transpose(2, 3, 4, 1, 0)  # torch [O, I, kt, kh, kw] -> [kt, kh, kw, I, O]
 
 
-def _pointwise(w: np.ndarray) -> np.ndarray:
-  """[C_out, C_in, 1, ...] -> [C_in, C_out]."""
-  return w.reshape(w.shape[0], w.shape[1]).T
+def _pointwise(ones: int = 3):  # torch conv [O, I, 1, 1(, 1)] -> [I, O]
+  return lambda s: ((s[1], s[0], *(1,) * ones), (("r", (s[1], s[0])), ("t", (1, 0))))
 
 
-class _Map:
-  """Accumulates ours <- theirs entries with their transforms."""
+_POINTWISE = _pointwise()
+# time_conv [O, I, 3, 1, 1] -> [3, I, O]
+_TIME = lambda s: ((s[2], s[1], s[0], 1, 1), (("r", (s[2], s[1], s[0])), ("t", (2, 1, 0))))
 
-  def __init__(self, src: SourceTensors):
-    self.src = src
-    self.out: Converted = {}
 
-  def put(self, ours: str, theirs: str, fn=lambda w: w) -> None:
-    self.out[ours] = (fn(self.src.get(theirs)), theirs)
+def _pieces(cfg: VAEConfig, ours: Shapes, source: Shapes | None) -> list[Piece]:
+  m = Map(ours)
 
-  def conv(self, ours: str, theirs: str, fn=_conv3d) -> None:
-    self.put(f"{ours}/kernel", f"{theirs}.weight", fn)
-    self.put(f"{ours}/bias", f"{theirs}.bias")
+  def conv(x, theirs, kind=_CONV3D):
+    m.add(f"{x}/kernel", f"{theirs}.weight", kind)
+    m.add(f"{x}/bias", f"{theirs}.bias")
 
-  def norm(self, ours: str, theirs: str) -> None:
-    self.put(f"{ours}/scale", f"{theirs}.gamma", lambda w: w.reshape(-1))
+  def norm(x, theirs, ones=3):  # gamma [C, 1, 1(, 1)]
+    m.add(f"{x}/scale", f"{theirs}.gamma", flat(lambda s: (*s, *(1,) * ones)))
 
-  def resblock(self, ours: str, theirs: str) -> None:
-    for n in ("norm1", "norm2"):
-      self.norm(f"{ours}/{n}", f"{theirs}.{n}")
-    for n in ("conv1", "conv2"):
-      self.conv(f"{ours}/{n}", f"{theirs}.{n}")
-    if f"{theirs}.conv_shortcut.weight" in self.src:
-      self.conv(f"{ours}/shortcut", f"{theirs}.conv_shortcut", _pointwise)
+  def resblock(x, theirs):
+    for k in ("norm1", "norm2"):
+      norm(f"{x}/{k}", f"{theirs}.{k}")
+    for k in ("conv1", "conv2"):
+      conv(f"{x}/{k}", f"{theirs}.{k}")
+    if m.has(f"{x}/shortcut/kernel"):
+      conv(f"{x}/shortcut", f"{theirs}.conv_shortcut", _POINTWISE)
 
-  def mid(self, ours: str, theirs: str) -> None:
-    self.resblock(f"{ours}/res0", f"{theirs}.resnets.0")
-    self.resblock(f"{ours}/res1", f"{theirs}.resnets.1")
+  def mid(x, theirs):
+    resblock(f"{x}/res0", f"{theirs}.resnets.0")
+    resblock(f"{x}/res1", f"{theirs}.resnets.1")
     a = f"{theirs}.attentions.0"
-    self.norm(f"{ours}/attn/norm", f"{a}.norm")
-    self.conv(f"{ours}/attn/qkv", f"{a}.to_qkv", _pointwise)
-    self.conv(f"{ours}/attn/proj", f"{a}.proj", _pointwise)
+    norm(f"{x}/attn/norm", f"{a}.norm", ones=2)
+    conv(f"{x}/attn/qkv", f"{a}.to_qkv", _pointwise(2))
+    conv(f"{x}/attn/proj", f"{a}.proj", _pointwise(2))
 
-  def resample(self, ours: str, theirs: str, temporal: bool) -> None:
-    self.put(f"{ours}/conv_kernel", f"{theirs}.resample.1.weight",
-             lambda w: w.transpose(2, 3, 1, 0))
-    self.put(f"{ours}/conv_bias", f"{theirs}.resample.1.bias")
-    if temporal:  # [C_out, C_in, 3, 1, 1] -> [3, C_in, C_out]
-      self.put(f"{ours}/time_kernel", f"{theirs}.time_conv.weight",
-               lambda w: w[:, :, :, 0, 0].transpose(2, 1, 0))
-      self.put(f"{ours}/time_bias", f"{theirs}.time_conv.bias")
+  def resample(x, theirs):
+    m.add(f"{x}/conv_kernel", f"{theirs}.resample.1.weight", transpose(2, 3, 1, 0))
+    m.add(f"{x}/conv_bias", f"{theirs}.resample.1.bias")
+    if m.has(f"{x}/time_kernel"):
+      m.add(f"{x}/time_kernel", f"{theirs}.time_conv.weight", _TIME)
+      m.add(f"{x}/time_bias", f"{theirs}.time_conv.bias")
 
-
-def convert_tensors(src: SourceTensors, cfg: VAEConfig) -> Converted:
-  """Our parameter path -> (array, diffusers tensor name); see the module docstring."""
-  m = _Map(src)
   last = len(cfg.dim_mult) - 1
-  m.conv("encoder/conv_in", "encoder.conv_in")
+  conv("encoder/conv_in", "encoder.conv_in")
   k = 0  # diffusers numbers the encoder's residual blocks and resamplers in one list.
   for i in range(len(cfg.dim_mult)):
     for j in range(cfg.num_res_blocks):
-      m.resblock(f"encoder/levels/{i}/blocks/{j}", f"encoder.down_blocks.{k}")
+      resblock(f"encoder/levels/{i}/blocks/{j}", f"encoder.down_blocks.{k}")
       k += 1
     if i != last:
-      m.resample(f"encoder/levels/{i}/resample", f"encoder.down_blocks.{k}",
-                 cfg.temporal_downsample[i])
+      resample(f"encoder/levels/{i}/resample", f"encoder.down_blocks.{k}")
       k += 1
-  m.mid("encoder/mid", "encoder.mid_block")
-  m.norm("encoder/norm_out", "encoder.norm_out")
-  m.conv("encoder/conv_out", "encoder.conv_out")
-  m.conv("quant_conv", "quant_conv", _pointwise)
-  m.conv("post_quant_conv", "post_quant_conv", _pointwise)
-  m.conv("decoder/conv_in", "decoder.conv_in")
-  m.mid("decoder/mid", "decoder.mid_block")
-  up_temporal = cfg.temporal_downsample[::-1]
+  mid("encoder/mid", "encoder.mid_block")
+  norm("encoder/norm_out", "encoder.norm_out")
+  conv("encoder/conv_out", "encoder.conv_out")
+  conv("quant_conv", "quant_conv", _POINTWISE)
+  conv("post_quant_conv", "post_quant_conv", _POINTWISE)
+  conv("decoder/conv_in", "decoder.conv_in")
+  mid("decoder/mid", "decoder.mid_block")
   for i in range(len(cfg.dim_mult)):
     for j in range(cfg.num_res_blocks + 1):
-      m.resblock(f"decoder/levels/{i}/blocks/{j}", f"decoder.up_blocks.{i}.resnets.{j}")
+      resblock(f"decoder/levels/{i}/blocks/{j}", f"decoder.up_blocks.{i}.resnets.{j}")
     if i != last:
-      m.resample(f"decoder/levels/{i}/resample", f"decoder.up_blocks.{i}.upsamplers.0",
-                 up_temporal[i])
-  m.norm("decoder/norm_out", "decoder.norm_out")
-  m.conv("decoder/conv_out", "decoder.conv_out")
-  src.check_all_used()
-  return m.out
+      resample(f"decoder/levels/{i}/resample", f"decoder.up_blocks.{i}.upsamplers.0")
+  norm("decoder/norm_out", "decoder.norm_out")
+  conv("decoder/conv_out", "decoder.conv_out")
+  return m.pieces
+
+
+def _to_hf(cfg: VAEConfig) -> dict:
+  out = dict(_class_name="AutoencoderKLWan", base_dim=cfg.base_dim,
+             decoder_base_dim=cfg.decoder_base_dim or None, z_dim=cfg.z_dim,
+             dim_mult=list(cfg.dim_mult), num_res_blocks=cfg.num_res_blocks, attn_scales=[],
+             temperal_downsample=list(cfg.temporal_downsample), dropout=0.0,
+             in_channels=cfg.in_channels, out_channels=cfg.out_channels)
+  if cfg.latents_mean:
+    out.update(latents_mean=list(cfg.latents_mean), latents_std=list(cfg.latents_std))
+  return out
+
+
+FAMILY = Family("wan_vae", "diffusion_pytorch_model", class_name, ("AutoencoderKLWan",),
+                config_from_diffusers, _to_hf, lambda cfg: VideoVAE(cfg, rngs=nnx.Rngs(0)),
+                _pieces, task=("vae", ("model",), from_run(VAEConfig)))
 
 
 def load_diffusers_vae(path: str, *, mesh: jax.sharding.Mesh | None = None,
@@ -155,8 +159,5 @@ def load_diffusers_vae(path: str, *, mesh: jax.sharding.Mesh | None = None,
 
   overrides: VAEConfig fields that do not change shapes (dtype, param_dtype, conv_impl).
   """
-  config, tensors = open_checkpoint(path)
-  cfg = config_from_diffusers(config, **overrides)
-  converted = convert_tensors(SourceTensors(tensors, path), cfg)
-  return load_into(lambda: VideoVAE(cfg, rngs=nnx.Rngs(0)), converted, path, mesh=mesh,
-                   rules=rules)
+  cfg = config_from_diffusers(read_hf_config(path), **overrides)
+  return load_model(FAMILY, cfg, path, mesh=mesh, rules=rules)

@@ -1,92 +1,30 @@
-"""diffusers `WanTransformer3DModel` weights -> `models.dit.VideoDiT`.
+"""diffusers `WanTransformer3DModel` weights <-> `models.dit.VideoDiT`.
 
-Reads a diffusers model folder (config.json + one safetensors file, or several listed
-by a `*.safetensors.index.json`), for the text-to-video and the image-conditioned
-(`image_dim` / `added_kv_proj_dim`) layouts. Steps: rename -> transpose ([out, in] torch
-Linear to our [in, out]) -> reshape heads -> stack the blocks on a leading layer axis ->
-check every tensor against the model's abstract state -> place (optionally sharded).
-
-Safetensors are parsed here (header + memory map) so bfloat16 checkpoints load without
-torch; each tensor is read when it is converted.
+A diffusers model folder (config.json + one safetensors file, or several listed by a
+`*.safetensors.index.json`; memory-mapped, so bfloat16 loads without torch), for the
+text-to-video and the image-conditioned (`image_dim` / `added_kv_proj_dim`) layouts.
+The name map (`_pieces`, used by `load_diffusers_wan` and `auteur convert`): rename ->
+transpose ([out, in] torch Linear to our [in, out]) -> reshape heads -> place in the
+stacked (and q/k/v-fused) block parameters; every tensor is checked against the model's
+abstract state before any is read.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import struct
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_dtypes
-import numpy as np
 from flax import nnx
 
+from auteur_jax.convert.mapping import (HEADS_IN, HEADS_OUT, LINEAR, Family, Map, Piece,
+                                        Shapes, class_name, flat, from_run, load_model)
+from auteur_jax.convert.safetensors_io import read_hf_config
 from auteur_jax.models.dit import (DiTConfig, VideoDiT, VisualEmbedder, block_param_specs,
                                    per_layer_init)
-from auteur_jax.parallel.rules import DEFAULT_RULES, Rules, state_shardings
-
-_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16,
-           "BF16": ml_dtypes.bfloat16, "I64": np.int64, "I32": np.int32}
-# Tensors diffusers itself ignores when loading.
-_IGNORED_SUFFIXES = ("norm_added_q.weight",)
-
-
-class SafetensorsReader(Mapping):
-  """name -> np.ndarray (memory-mapped) over one or more .safetensors files."""
-
-  def __init__(self, files: list[str]):
-    self._where: dict[str, tuple[str, dict]] = {}
-    for path in files:
-      with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(n))
-      header.pop("__metadata__", None)
-      for name, info in header.items():
-        self._where[name] = (path, dict(info, base=8 + n))
-
-  def __getitem__(self, name: str) -> np.ndarray:
-    if name not in self._where:
-      raise KeyError(f"tensor {name!r} not in the checkpoint")
-    path, info = self._where[name]
-    if info["dtype"] not in _DTYPES:
-      raise ValueError(f"{path}: tensor {name} has unsupported dtype {info['dtype']}")
-    start, end = info["data_offsets"]
-    dtype = np.dtype(_DTYPES[info["dtype"]])
-    count = (end - start) // dtype.itemsize
-    arr = np.memmap(path, dtype=dtype, mode="r", offset=info["base"] + start, shape=(count,))
-    return arr.reshape(info["shape"])
-
-  def __iter__(self) -> Iterator[str]:
-    return iter(self._where)
-
-  def __len__(self) -> int:
-    return len(self._where)
-
-
-def open_checkpoint(path: str) -> tuple[dict[str, Any], SafetensorsReader]:
-  """(config.json dict, tensor reader) of a diffusers model folder."""
-  config_path = os.path.join(path, "config.json")
-  if not os.path.isfile(config_path):
-    raise FileNotFoundError(f"{path}: no config.json (expected a diffusers model folder)")
-  with open(config_path) as f:
-    config = json.load(f)
-  index = [n for n in os.listdir(path) if n.endswith(".safetensors.index.json")]
-  if index:
-    with open(os.path.join(path, index[0])) as f:
-      weight_map = json.load(f)["weight_map"]
-    files = sorted({os.path.join(path, v) for v in weight_map.values()})
-  else:
-    files = sorted(os.path.join(path, n) for n in os.listdir(path) if n.endswith(".safetensors"))
-  if not files:
-    raise FileNotFoundError(f"{path}: no .safetensors files")
-  missing = [f for f in files if not os.path.isfile(f)]
-  if missing:
-    raise FileNotFoundError(f"{path}: shards listed in the index are missing: {missing}")
-  return config, SafetensorsReader(files)
+from auteur_jax.parallel.rules import DEFAULT_RULES, Rules
 
 
 def config_from_diffusers(config: Mapping[str, Any], **overrides: Any) -> DiTConfig:
@@ -119,30 +57,12 @@ def config_from_diffusers(config: Mapping[str, Any], **overrides: Any) -> DiTCon
   return DiTConfig.from_dict(fields)
 
 
-def _linear(w: np.ndarray) -> np.ndarray:
-  return np.asarray(w).T
-
-
-def _heads_in(w: np.ndarray, h: int) -> np.ndarray:
-  """torch [H*K, D] -> ours [D, H, K]."""
-  return np.asarray(w).T.reshape(w.shape[1], h, -1)
-
-
-def convert_tensors(tensors: Mapping[str, np.ndarray], cfg: DiTConfig) -> dict[str, np.ndarray]:
-  """Flat dict 'a/b/c' -> array in our layout; raises on missing or unexpected tensors."""
-  used: set[str] = set()
-
-  def get(name: str) -> np.ndarray:
-    if name not in tensors:
-      raise KeyError(f"diffusers checkpoint: missing tensor {name!r}")
-    used.add(name)
-    return np.asarray(tensors[name])
-
-  h, d = cfg.num_heads, cfg.width
-  out: dict[str, np.ndarray] = {}
-  pe = get("patch_embedding.weight")  # [D, C, pt, ph, pw] -> [pt*ph*pw*C, D]
-  out["patch_embed/kernel"] = pe.transpose(2, 3, 4, 1, 0).reshape(-1, pe.shape[0])
-  out["patch_embed/bias"] = get("patch_embedding.bias")
+def _pieces(cfg: DiTConfig, ours: Shapes, source: Shapes | None) -> list[Piece]:
+  m = Map(ours)
+  d, (pt, ph, pw) = cfg.width, cfg.patch_size
+  m.add("patch_embed/kernel", "patch_embedding.weight",
+        lambda s: ((d, cfg.in_channels, pt, ph, pw), (("t", (2, 3, 4, 1, 0)), ("r", s))))
+  m.add("patch_embed/bias", "patch_embedding.bias")
   ce = "condition_embedder."
   pairs = {"time_fc1": ce + "time_embedder.linear_1", "time_fc2": ce + "time_embedder.linear_2",
            "text_fc1": ce + "text_embedder.linear_1", "text_fc2": ce + "text_embedder.linear_2",
@@ -150,61 +70,58 @@ def convert_tensors(tensors: Mapping[str, np.ndarray], cfg: DiTConfig) -> dict[s
   if cfg.visual_dim:
     ie = ce + "image_embedder."
     pairs.update({"visual_embed/fc1": ie + "ff.net.0.proj", "visual_embed/fc2": ie + "ff.net.2"})
-    for ours, theirs in (("norm1", "norm1"), ("norm2", "norm2")):
-      out[f"visual_embed/{ours}_scale"] = get(f"{ie}{theirs}.weight")
-      out[f"visual_embed/{ours}_bias"] = get(f"{ie}{theirs}.bias")
+    for x in ("norm1", "norm2"):
+      m.add(f"visual_embed/{x}_scale", f"{ie}{x}.weight")
+      m.add(f"visual_embed/{x}_bias", f"{ie}{x}.bias")
     if cfg.visual_pos_len:
-      out["visual_embed/pos_embed"] = get(ie + "pos_embed")[0]
-  for ours, theirs in pairs.items():
-    out[f"{ours}/kernel"] = _linear(get(theirs + ".weight"))
-    out[f"{ours}/bias"] = get(theirs + ".bias")
-  out["time_proj"] = _linear(get(ce + "time_proj.weight")).reshape(d, 6, d)
-  out["time_proj_bias"] = get(ce + "time_proj.bias").reshape(6, d)
-  out["head_modulation"] = get("scale_shift_table").reshape(2, d)
-
-  layers = [_convert_block(get, f"blocks.{i}.", cfg) for i in range(cfg.num_layers)]
-  for name in layers[0]:
-    out[f"blocks/{name}"] = np.stack([layer[name] for layer in layers])
-
-  unexpected = sorted(n for n in tensors if n not in used and not n.endswith(_IGNORED_SUFFIXES))
-  if unexpected:
-    raise ValueError(f"diffusers checkpoint: {len(unexpected)} unexpected tensors for this "
-                     f"config (visual_dim={cfg.visual_dim}, num_layers={cfg.num_layers}): "
-                     f"{unexpected[:8]}")
-  return out
-
-
-def _convert_block(get, pre: str, cfg: DiTConfig) -> dict[str, np.ndarray]:
-  h = cfg.num_heads
-  hk = (h, cfg.head_dim)
-
-  def fused(names: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """torch Linears [H*K, D] -> our fused kernel [D, n, H, K] and bias [n, H, K]."""
-    w = np.stack([_heads_in(get(pre + n + ".weight"), h) for n in names], axis=1)
-    b = np.stack([get(pre + n + ".bias").reshape(hk) for n in names])
-    return w, b
-
-  p = {"modulation": get(pre + "scale_shift_table").reshape(6, cfg.width)}
-  p["sa_qkv"], p["sa_qkv_bias"] = fused(["attn1.to_q", "attn1.to_k", "attn1.to_v"])
-  p["ca_q"], p["ca_q_bias"] = fused(["attn2.to_q"])
-  p["ca_kv"], p["ca_kv_bias"] = fused(["attn2.to_k", "attn2.to_v"])
-  for ours, theirs in (("sa", "attn1."), ("ca", "attn2.")):
-    p[f"{ours}_q_norm"] = get(f"{pre}{theirs}norm_q.weight").reshape(hk)
-    p[f"{ours}_k_norm"] = get(f"{pre}{theirs}norm_k.weight").reshape(hk)
-    w = get(f"{pre}{theirs}to_out.0.weight")  # [D, H*K] -> [H, K, D]
-    p[f"{ours}_out"] = w.T.reshape(*hk, w.shape[0])
-    p[f"{ours}_out_bias"] = get(f"{pre}{theirs}to_out.0.bias")
-  if cfg.cross_attn_norm:
-    p["ca_norm_scale"] = get(pre + "norm2.weight")
-    p["ca_norm_bias"] = get(pre + "norm2.bias")
+      m.add("visual_embed/pos_embed", ie + "pos_embed", flat(lambda s: (1, *s)))
+  for x, theirs in pairs.items():
+    m.add(f"{x}/kernel", theirs + ".weight", LINEAR)
+    m.add(f"{x}/bias", theirs + ".bias")
+  m.add("time_proj", ce + "time_proj.weight", lambda s: ((6 * d, d), (("t", (1, 0)), ("r", s))))
+  m.add("time_proj_bias", ce + "time_proj.bias", flat(lambda s: (6 * d,)))
+  m.add("head_modulation", "scale_shift_table", flat(lambda s: (1, *s)))
+  n, b = cfg.num_layers, "blocks.{i}."
+  vec = flat(lambda s: (s[0] * s[1],))  # [H*K] -> ours [H, K]
+  fused = {"sa_qkv": ["attn1.to_q", "attn1.to_k", "attn1.to_v"], "ca_q": ["attn2.to_q"],
+           "ca_kv": ["attn2.to_k", "attn2.to_v"]}
   if cfg.visual_dim:
-    p["ca_vkv"], p["ca_vkv_bias"] = fused(["attn2.add_k_proj", "attn2.add_v_proj"])
-    p["ca_vk_norm"] = get(pre + "attn2.norm_added_k.weight").reshape(hk)
-  p["ffn_up"] = _linear(get(pre + "ffn.net.0.proj.weight"))
-  p["ffn_up_bias"] = get(pre + "ffn.net.0.proj.bias")
-  p["ffn_down"] = _linear(get(pre + "ffn.net.2.weight"))
-  p["ffn_down_bias"] = get(pre + "ffn.net.2.bias")
-  return p
+    fused["ca_vkv"] = ["attn2.add_k_proj", "attn2.add_v_proj"]
+    m.stack("blocks/ca_vk_norm", b + "attn2.norm_added_k.weight", n, vec)
+  for x, names in fused.items():  # torch Linears [H*K, D] -> slot j of [L, D, n, H, K]
+    for j, theirs in enumerate(names):
+      m.stack(f"blocks/{x}", f"{b}{theirs}.weight", n, HEADS_IN, at=(slice(None), j))
+      m.stack(f"blocks/{x}_bias", f"{b}{theirs}.bias", n, vec, at=(j,))
+  m.stack("blocks/modulation", b + "scale_shift_table", n, flat(lambda s: (1, *s)))
+  for x, theirs in (("sa", "attn1."), ("ca", "attn2.")):
+    m.stack(f"blocks/{x}_q_norm", f"{b}{theirs}norm_q.weight", n, vec)
+    m.stack(f"blocks/{x}_k_norm", f"{b}{theirs}norm_k.weight", n, vec)
+    m.stack(f"blocks/{x}_out", f"{b}{theirs}to_out.0.weight", n, HEADS_OUT)
+    m.stack(f"blocks/{x}_out_bias", f"{b}{theirs}to_out.0.bias", n)
+  if cfg.cross_attn_norm:
+    m.stack("blocks/ca_norm_scale", b + "norm2.weight", n)
+    m.stack("blocks/ca_norm_bias", b + "norm2.bias", n)
+  for x, theirs in (("ffn_up", "ffn.net.0.proj"), ("ffn_down", "ffn.net.2")):
+    m.stack(f"blocks/{x}", f"{b}{theirs}.weight", n, LINEAR)
+    m.stack(f"blocks/{x}_bias", f"{b}{theirs}.bias", n)
+  return m.pieces
+
+
+def _to_hf(cfg: DiTConfig) -> dict:
+  return dict(_class_name="WanTransformer3DModel", patch_size=list(cfg.patch_size),
+              num_attention_heads=cfg.num_heads, attention_head_dim=cfg.head_dim,
+              in_channels=cfg.in_channels, out_channels=cfg.out_channels,
+              text_dim=cfg.text_dim, freq_dim=cfg.freq_dim, ffn_dim=cfg.ffn_dim,
+              num_layers=cfg.num_layers, cross_attn_norm=cfg.cross_attn_norm,
+              qk_norm="rms_norm_across_heads", eps=cfg.eps, image_dim=cfg.visual_dim or None,
+              added_kv_proj_dim=cfg.width if cfg.visual_dim else None,
+              rope_max_seq_len=cfg.rope_max_len, pos_embed_seq_len=cfg.visual_pos_len or None)
+
+
+FAMILY = Family("wan_dit", "diffusion_pytorch_model", class_name, ("WanTransformer3DModel",),
+                config_from_diffusers, _to_hf, lambda cfg: VideoDiT(cfg, rngs=nnx.Rngs(0)),
+                _pieces, ignore=lambda n: n.endswith("norm_added_q.weight"),  # diffusers too
+                task=("dit", ("model", "dit"), from_run(DiTConfig)))
 
 
 def new_visual_branch(cfg: DiTConfig, seed: int = 0) -> dict[str, jax.Array]:
@@ -245,39 +162,12 @@ def load_diffusers_wan(path: str, *, mesh: jax.sharding.Mesh | None = None,
   adds a visual branch for tokens of this width (`new_visual_branch`, seeded by
   `seed`) that leaves the predictions unchanged until it is trained.
   """
-  config, tensors = open_checkpoint(path)
-  cfg = config_from_diffusers(config, **overrides)
-  if add_visual_dim:
-    if cfg.visual_dim:
-      raise ValueError(f"{path}: add_visual_dim is for text-to-video checkpoints; this one "
-                       f"has an image branch (image_dim={cfg.visual_dim})")
-    converted = convert_tensors(tensors, cfg)
-    cfg = dataclasses.replace(cfg, visual_dim=add_visual_dim)
-    converted.update({k: np.asarray(v) for k, v in new_visual_branch(cfg, seed).items()})
-  else:
-    converted = convert_tensors(tensors, cfg)
-  with nnx.use_eager_sharding(False):
-    abstract = nnx.eval_shape(lambda: VideoDiT(cfg, rngs=nnx.Rngs(0)))
-  graphdef, state = nnx.split(abstract)
-  shardings = state_shardings(state, mesh, rules) if mesh is not None else None
-  flat_shardings = dict(nnx.to_flat_state(shardings)) if shardings is not None else {}
-  flat = nnx.to_flat_state(state)
-  seen = set()
-  for key, var in flat:
-    name = "/".join(str(k) for k in key)
-    if name not in converted:
-      raise KeyError(f"{path}: no converted weight for model parameter {name!r}")
-    arr = converted[name]
-    if arr.shape != var.shape:
-      raise ValueError(f"{path}: weight {name}: expected shape {var.shape}, got {arr.shape} "
-                       "(config.json does not describe these tensors)")
-    arr = np.asarray(arr, dtype=var.dtype)
-    sharding = flat_shardings.get(key)
-    if isinstance(sharding, nnx.Variable):  # state_shardings keeps the Variable wrappers.
-      sharding = sharding.get_value()
-    var.set_value(jax.device_put(arr, sharding) if sharding is not None else jnp.asarray(arr))
-    seen.add(name)
-  extra = sorted(set(converted) - seen)
-  if extra:  # A converter bug, not a user error: the two layouts disagree.
-    raise AssertionError(f"converted weights the model does not have: {extra}")
-  return nnx.merge(graphdef, nnx.from_flat_state(flat))
+  cfg = config_from_diffusers(read_hf_config(path), **overrides)
+  if not add_visual_dim:
+    return load_model(FAMILY, cfg, path, mesh=mesh, rules=rules)
+  if cfg.visual_dim:
+    raise ValueError(f"{path}: add_visual_dim is for text-to-video checkpoints; this one "
+                     f"has an image branch (image_dim={cfg.visual_dim})")
+  full = dataclasses.replace(cfg, visual_dim=add_visual_dim)
+  return load_model(FAMILY, full, path, mesh=mesh, rules=rules, map_cfg=cfg,
+                    values=new_visual_branch(full, seed))

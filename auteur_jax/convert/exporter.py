@@ -1,6 +1,6 @@
 """`auteur convert export`: an orbax checkpoint -> an HF / diffusers folder.
 
-The family map (families.py) runs backward: each source tensor is rebuilt from our
+The family map (see families.py) runs backward: each source tensor is rebuilt from our
 params (transposes and reshapes undone, stacked layers split, fused projections cut
 apart) and streamed into safetensors shards of at most `max_shard_bytes`, with the index
 JSON and a config.json the reference class reads (`from_pretrained`). Our params are
@@ -25,7 +25,7 @@ from auteur_jax.convert.safetensors_io import write_sharded
 from auteur_jax.convert.weights import WeightError
 
 
-def hf_config(family: families.Family, cfg: Any, source: dict, dtype: np.dtype) -> dict:
+def hf_config(family: mapping.Family, cfg: Any, source: dict, dtype: np.dtype) -> dict:
   """config.json for `cfg`: generated from our config; keys only the original config.json
   had (token ids, library versions, ...) are kept from it."""
   out = family.to_hf(cfg)

@@ -1,8 +1,10 @@
-"""HF transformers text encoders -> ours: CLIP text tower, T5 / mT5 / umT5 encoders.
+"""HF transformers text encoders <-> ours: CLIP text tower, T5 / mT5 / umT5 encoders.
+
+Name maps (`_clip_pieces`, `_t5_pieces`; read by the loaders and `auteur convert`):
 
 CLIP (`CLIPTextModelWithProjection`, or the text half of a `CLIPModel`):
   text_model.embeddings.{token,position}_embedding.weight -> {token,pos}_embedding
-  text_model.encoder.layers.i.*        -> blocks/* (stacked; convert/hf_vision.stack_tensors)
+  text_model.encoder.layers.i.*        -> blocks/* (stacked; hf_vision.encoder_blocks)
   text_model.final_layer_norm          -> final_norm_{scale,bias}
   text_projection.weight [P, D]        -> projection [D, P]
 
@@ -23,12 +25,13 @@ from collections.abc import Mapping
 from typing import Any
 
 import jax
-import numpy as np
 from flax import nnx
 
-from auteur_jax.convert.diffusers_wan import open_checkpoint
-from auteur_jax.convert.hf_vision import _heads_in, _heads_out, stack_tensors
-from auteur_jax.convert.weights import Converted, SourceTensors, WeightError, linear, load_into
+from auteur_jax.convert.hf_vision import encoder_blocks
+from auteur_jax.convert.mapping import (HEADS_IN, HEADS_OUT, LINEAR, Family, Map, Piece,
+                                        Shapes, from_run, load_model, model_type)
+from auteur_jax.convert.safetensors_io import read_hf_config
+from auteur_jax.convert.weights import WeightError
 from auteur_jax.models.clip_text import ClipTextTower, TextConfig
 from auteur_jax.models.text_encoder import T5Config, T5Encoder
 from auteur_jax.models.vit_blocks import ACTIVATIONS
@@ -68,33 +71,40 @@ def clip_config_from_hf(config: Mapping[str, Any], **overrides: Any) -> TextConf
   return TextConfig.from_dict(fields)
 
 
-def convert_clip_tensors(src: SourceTensors, cfg: TextConfig) -> Converted:
-  out: Converted = {}
-
-  def put(ours: str, theirs: str, fn=None) -> None:
-    w = src.get(theirs)
-    out[ours] = (fn(w) if fn else w, theirs)
-
+def _clip_pieces(cfg: TextConfig, ours: Shapes, source: Shapes | None) -> list[Piece]:
+  m = Map(ours)
   t = "text_model."
-  put("token_embedding", f"{t}embeddings.token_embedding.weight")
-  put("pos_embedding", f"{t}embeddings.position_embedding.weight")
-  out.update(stack_tensors(src, f"{t}encoder", cfg.depth, cfg.num_heads))
-  put("final_norm_scale", f"{t}final_layer_norm.weight")
-  put("final_norm_bias", f"{t}final_layer_norm.bias")
+  m.add("token_embedding", t + "embeddings.token_embedding.weight")
+  m.add("pos_embedding", t + "embeddings.position_embedding.weight")
+  encoder_blocks(m, t + "encoder", cfg.depth)
+  m.add("final_norm_scale", t + "final_layer_norm.weight")
+  m.add("final_norm_bias", t + "final_layer_norm.bias")
   if cfg.projection_dim:
-    put("projection", "text_projection.weight", linear)
-  src.check_all_used(ignore=("vision_model.", "visual_projection", "logit_scale", "logit_bias"))
-  return out
+    m.add("projection", "text_projection.weight", LINEAR)
+  return m.pieces
+
+
+def _clip_to_hf(cfg: TextConfig) -> dict:
+  return dict(model_type="clip_text_model", architectures=["CLIPTextModelWithProjection"],
+              vocab_size=cfg.vocab_size, hidden_size=cfg.width, intermediate_size=cfg.mlp_dim,
+              num_hidden_layers=cfg.depth, num_attention_heads=cfg.num_heads,
+              max_position_embeddings=cfg.max_len, projection_dim=cfg.projection_dim,
+              hidden_act=cfg.act, layer_norm_eps=cfg.eps, eos_token_id=cfg.eos_token_id)
+
+
+CLIP_TEXT = Family("clip_text", "model", model_type, ("clip_text_model", "clip"),
+                   clip_config_from_hf, _clip_to_hf,
+                   lambda cfg: ClipTextTower(cfg, rngs=nnx.Rngs(0)), _clip_pieces,
+                   ignore=lambda n: n.startswith(("vision_model.", "visual_projection",
+                                                  "logit_scale", "logit_bias")),
+                   task=("clip", ("model", "text"), from_run(TextConfig, "text")))
 
 
 def load_hf_clip_text(path: str, *, mesh: jax.sharding.Mesh | None = None,
                       rules: Rules = DEFAULT_RULES, **overrides: Any) -> ClipTextTower:
   """A ClipTextTower holding the weights of the HF model folder `path`."""
-  config, tensors = open_checkpoint(path)
-  cfg = clip_config_from_hf(config, **overrides)
-  converted = convert_clip_tensors(SourceTensors(tensors, path), cfg)
-  return load_into(lambda: ClipTextTower(cfg, rngs=nnx.Rngs(0)), converted, path, mesh=mesh,
-                   rules=rules)
+  cfg = clip_config_from_hf(read_hf_config(path), **overrides)
+  return load_model(CLIP_TEXT, cfg, path, mesh=mesh, rules=rules)
 
 
 # --------------------------------------------------------------------------------- T5
@@ -123,35 +133,45 @@ def t5_config_from_hf(config: Mapping[str, Any], **overrides: Any) -> T5Config:
   return T5Config.from_dict(fields)
 
 
-def convert_t5_tensors(src: SourceTensors, cfg: T5Config) -> Converted:
-  out: Converted = {}
-  h = cfg.num_heads
-  emb = "shared.weight" if "shared.weight" in src else "encoder.embed_tokens.weight"
-  out["embed"] = (src.get(emb), emb)
-  if emb == "shared.weight" and "encoder.embed_tokens.weight" in src:
-    src.get("encoder.embed_tokens.weight")  # The tied copy of shared.weight.
-
-  def stacked(ours: str, suffix: str, fn, num_layers: int = cfg.depth) -> None:
-    arrs = [fn(src.get(f"encoder.block.{i}.{suffix}")) for i in range(num_layers)]
-    out[ours] = (np.stack(arrs), f"encoder.block.*.{suffix}")
-
+def _t5_pieces(cfg: T5Config, ours: Shapes, source: Shapes | None) -> list[Piece]:
+  m = Map(ours)
+  shared = source is None or "shared.weight" in source
+  m.add("embed", "shared.weight" if shared else "encoder.embed_tokens.weight")
+  n, b = cfg.depth, "encoder.block.{i}."
   a, f = "layer.0.SelfAttention.", "layer.1.DenseReluDense."
-  ident = lambda w: w
-  for n in "qkv":
-    stacked(n, f"{a}{n}.weight", lambda w: _heads_in(w, h))
-  stacked("o", f"{a}o.weight", lambda w: _heads_out(w, h))
-  stacked("ln_attn", "layer.0.layer_norm.weight", ident)
-  stacked("ln_ff", "layer.1.layer_norm.weight", ident)
-  for n in (("wi_0", "wi_1") if cfg.gated else ("wi",)) + ("wo",):
-    stacked(n, f"{f}{n}.weight", linear)
-  bias_layers = cfg.depth if cfg.per_layer_bias else 1  # T5: block 0's table only.
-  stacked("rel_bias", f"{a}relative_attention_bias.weight", ident, bias_layers)
-  if f"encoder.block.{cfg.depth}.{a}q.weight" in src:
-    raise WeightError(f"{src.where}: the checkpoint has more than num_layers={cfg.depth} "
-                      "encoder blocks")
-  out["final_norm"] = (src.get("encoder.final_layer_norm.weight"), "encoder.final_layer_norm")
-  src.check_all_used(ignore=("decoder.", "lm_head."))
-  return out
+  for x in "qkv":
+    m.stack(x, f"{b}{a}{x}.weight", n, HEADS_IN)
+  m.stack("o", f"{b}{a}o.weight", n, HEADS_OUT)
+  m.stack("ln_attn", b + "layer.0.layer_norm.weight", n)
+  m.stack("ln_ff", b + "layer.1.layer_norm.weight", n)
+  for x in (("wi_0", "wi_1") if cfg.gated else ("wi",)) + ("wo",):
+    m.stack(x, f"{b}{f}{x}.weight", n, LINEAR)
+  m.stack("rel_bias", f"{b}{a}relative_attention_bias.weight",
+          n if cfg.per_layer_bias else 1)  # T5: block 0's table only.
+  m.add("final_norm", "encoder.final_layer_norm.weight")
+  return m.pieces
+
+
+def _t5_family(name: str, kinds: tuple[str, ...]) -> Family:
+  def to_hf(cfg: T5Config) -> dict:
+    act = "gelu" if cfg.gated and cfg.act == "gelu_new" else cfg.act
+    return dict(model_type=name, vocab_size=cfg.vocab_size, d_model=cfg.width,
+                d_kv=cfg.head_dim, num_heads=cfg.num_heads, d_ff=cfg.mlp_dim,
+                num_layers=cfg.depth, relative_attention_num_buckets=cfg.num_buckets,
+                relative_attention_max_distance=cfg.max_distance,
+                feed_forward_proj=("gated-" if cfg.gated else "") + act,
+                dense_act_fn=cfg.act, is_gated_act=cfg.gated,
+                layer_norm_epsilon=cfg.eps, is_encoder_decoder=False,
+                architectures=["T5EncoderModel" if name == "t5" else "UMT5EncoderModel"])
+  # The decoder of a seq2seq folder and the tied copy of shared.weight are not read.
+  return Family(name, "model", model_type, kinds, t5_config_from_hf, to_hf,
+                lambda cfg: T5Encoder(cfg, rngs=nnx.Rngs(0)), _t5_pieces,
+                ignore=lambda n: n.startswith(("decoder.", "lm_head.")) or
+                n == "encoder.embed_tokens.weight",
+                task=("text_encoder", ("model",), from_run(T5Config)))
+
+
+T5, UMT5 = _t5_family("t5", ("t5", "mt5")), _t5_family("umt5", ("umt5",))
 
 
 def load_hf_t5(path: str, *, mesh: jax.sharding.Mesh | None = None,
@@ -160,8 +180,6 @@ def load_hf_t5(path: str, *, mesh: jax.sharding.Mesh | None = None,
 
   overrides: T5Config fields that do not change shapes (dtype, param_dtype, remat).
   """
-  config, tensors = open_checkpoint(path)
-  cfg = t5_config_from_hf(config, **overrides)
-  converted = convert_t5_tensors(SourceTensors(tensors, path), cfg)
-  return load_into(lambda: T5Encoder(cfg, rngs=nnx.Rngs(0)), converted, path, mesh=mesh,
-                   rules=rules)
+  cfg = t5_config_from_hf(read_hf_config(path), **overrides)
+  return load_model(UMT5 if cfg.per_layer_bias else T5, cfg, path, mesh=mesh,
+                    rules=rules)

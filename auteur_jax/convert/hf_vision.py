@@ -1,8 +1,9 @@
-"""HF transformers CLIP / SigLIP vision weights -> `models.vision.VisionTower`.
+"""HF transformers CLIP / SigLIP vision weights <-> `models.vision.VisionTower`.
 
 Reads `CLIPVisionModelWithProjection`, `CLIPVisionModel`, `SiglipVisionModel` folders
 and the vision half of full `CLIPModel` / `SiglipModel` folders (their text tensors and
-logit scale / bias are skipped). Name map (HF -> ours), `P` = `vision_model.` (or none):
+logit scale / bias are skipped). Name map (`_pieces`, read by `load_hf_vision` and
+`auteur convert`; HF -> ours), `P` = `vision_model.` (or none):
 
   P.embeddings.patch_embedding.{weight,bias}  -> patch_kernel [p, p, 3, D], patch_bias
   P.embeddings.class_embedding                -> class_embedding (CLIP)
@@ -12,7 +13,7 @@ logit scale / bias are skipped). Name map (HF -> ours), `P` = `vision_model.` (o
   visual_projection.weight [P, D]             -> projection [D, P] (CLIP)
   P.head.{probe, attention, layernorm, mlp}   -> head_attn / head_norm / head_mlp (SigLIP)
 
-`stack_tensors` (the pre-LN block map) is shared with the CLIP text converter.
+`encoder_blocks` (the pre-LN block map) is shared with the CLIP text converter.
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ from collections.abc import Mapping
 from typing import Any
 
 import jax
-import numpy as np
 from flax import nnx
 
-from auteur_jax.convert.diffusers_wan import open_checkpoint
-from auteur_jax.convert.weights import Converted, SourceTensors, WeightError, linear, load_into
+from auteur_jax.convert.mapping import (HEADS_IN, HEADS_OUT, LINEAR, Family, Map, Piece,
+                                        Shapes, flat, from_run, load_model, model_type,
+                                        transpose)
+from auteur_jax.convert.safetensors_io import read_hf_config
+from auteur_jax.convert.weights import WeightError
 from auteur_jax.models.vision import VisionConfig, VisionTower
 from auteur_jax.parallel.rules import DEFAULT_RULES, Rules
 
@@ -74,81 +77,89 @@ def config_from_hf(config: Mapping[str, Any], **overrides: Any) -> VisionConfig:
     raise WeightError(f"config.json: {e}") from None
 
 
-def _heads_in(w: np.ndarray, heads: int) -> np.ndarray:
-  """torch Linear [H*Dh, D] -> ours [D, H, Dh]."""
-  return w.T.reshape(w.shape[1], heads, -1)
+def encoder_blocks(m: Map, prefix: str, n: int) -> None:
+  """HF pre-LN encoder layers `{prefix}.layers.i.*` -> models/vit_blocks.EncoderStack."""
+  layer = prefix + ".layers.{i}."
+  for x in ("1", "2"):
+    m.stack(f"blocks/ln{x}_scale", f"{layer}layer_norm{x}.weight", n)
+    m.stack(f"blocks/ln{x}_bias", f"{layer}layer_norm{x}.bias", n)
+  for x in "qkv":
+    m.stack(f"blocks/{x}", f"{layer}self_attn.{x}_proj.weight", n, HEADS_IN)
+    m.stack(f"blocks/{x}_bias", f"{layer}self_attn.{x}_proj.bias", n,
+            flat(lambda s: (s[0] * s[1],)))
+  m.stack("blocks/o", layer + "self_attn.out_proj.weight", n, HEADS_OUT)
+  m.stack("blocks/o_bias", layer + "self_attn.out_proj.bias", n)
+  for x in ("fc1", "fc2"):
+    m.stack(f"blocks/{x}", f"{layer}mlp.{x}.weight", n, LINEAR)
+    m.stack(f"blocks/{x}_bias", f"{layer}mlp.{x}.bias", n)
 
 
-def _heads_out(w: np.ndarray, heads: int) -> np.ndarray:
-  """torch Linear [D, H*Dh] -> ours [H, Dh, D]."""
-  return w.T.reshape(heads, -1, w.shape[0])
-
-
-def stack_tensors(src: SourceTensors, prefix: str, depth: int, heads: int,
-                  ours: str = "blocks") -> Converted:
-  """HF `{prefix}.layers.i.*` pre-LN blocks -> models/vit_blocks.EncoderStack weights."""
-  names = {  # ours -> (HF suffix, transform)
-      "ln1_scale": ("layer_norm1.weight", None), "ln1_bias": ("layer_norm1.bias", None),
-      "ln2_scale": ("layer_norm2.weight", None), "ln2_bias": ("layer_norm2.bias", None),
-      "o": ("self_attn.out_proj.weight", lambda w: _heads_out(w, heads)),
-      "o_bias": ("self_attn.out_proj.bias", None),
-      "fc1": ("mlp.fc1.weight", linear), "fc1_bias": ("mlp.fc1.bias", None),
-      "fc2": ("mlp.fc2.weight", linear), "fc2_bias": ("mlp.fc2.bias", None)}
-  for n in "qkv":
-    names[n] = (f"self_attn.{n}_proj.weight", lambda w: _heads_in(w, heads))
-    names[f"{n}_bias"] = (f"self_attn.{n}_proj.bias", lambda b: b.reshape(heads, -1))
-  out: Converted = {}
-  for name, (suffix, fn) in names.items():
-    layers = []
-    for i in range(depth):
-      w = src.get(f"{prefix}.layers.{i}.{suffix}")
-      layers.append(fn(w) if fn else w)
-    out[f"{ours}/{name}"] = (np.stack(layers), f"{prefix}.layers.*.{suffix}")
-  if f"{prefix}.layers.{depth}.{names['fc1'][0]}" in src:
-    raise WeightError(f"{src.where}: the checkpoint has more than num_hidden_layers={depth} "
-                      f"layers under {prefix}.layers")
-  return out
-
-
-def convert_tensors(src: SourceTensors, cfg: VisionConfig) -> Converted:
-  """Our parameter path -> (array, HF tensor name); see the module docstring."""
-  p = "vision_model." if "vision_model.embeddings.patch_embedding.weight" in src else ""
-  out: Converted = {}
-
-  def put(ours: str, theirs: str, fn=None) -> None:
-    w = src.get(theirs)
-    out[ours] = (fn(w) if fn else w, theirs)
-
-  e = f"{p}embeddings."
-  put("patch_kernel", f"{e}patch_embedding.weight", lambda w: w.transpose(2, 3, 1, 0))
-  put("pos_embedding", f"{e}position_embedding.weight")
-  for ours, theirs in (("post_norm", "post_layernorm"),
-                       *((("pre_norm", "pre_layrnorm"),) if cfg.family == "clip" else ())):
-    put(f"{ours}/scale", f"{p}{theirs}.weight")
-    put(f"{ours}/bias", f"{p}{theirs}.bias")
-  out.update(stack_tensors(src, f"{p}encoder", cfg.depth, cfg.num_heads))
+def _pieces(cfg: VisionConfig, ours: Shapes, source: Shapes | None) -> list[Piece]:
+  m = Map(ours)
+  # transformers 5 writes SiglipVisionModel without the `vision_model.` prefix.
+  bare = ("embeddings.patch_embedding.weight" in source if source is not None
+          else cfg.family == "siglip")
+  p = "" if bare else "vision_model."
+  e = p + "embeddings."
+  m.add("patch_kernel", e + "patch_embedding.weight", transpose(2, 3, 1, 0))
+  m.add("pos_embedding", e + "position_embedding.weight")
+  norms = [("post_norm", "post_layernorm")]
   if cfg.family == "clip":
-    put("class_embedding", f"{e}class_embedding")
+    norms.append(("pre_norm", "pre_layrnorm"))
+  for x, theirs in norms:
+    m.add(f"{x}/scale", f"{p}{theirs}.weight")
+    m.add(f"{x}/bias", f"{p}{theirs}.bias")
+  encoder_blocks(m, p + "encoder", cfg.depth)
+  if cfg.family == "clip":
+    m.add("class_embedding", e + "class_embedding")
     if cfg.projection_dim:
-      put("projection", "visual_projection.weight", linear)
-  else:
-    put("patch_bias", f"{e}patch_embedding.bias")
-    h, d = f"{p}head.", cfg.width
-    put("head_attn/probe", f"{h}probe", lambda w: w.reshape(1, d))
-    for i, n in enumerate("qkv"):
-      put(f"head_attn/{n}", f"{h}attention.in_proj_weight",
-          lambda w, i=i: _heads_in(w[i * d:(i + 1) * d], cfg.num_heads))
-      put(f"head_attn/{n}_bias", f"{h}attention.in_proj_bias",
-          lambda b, i=i: b[i * d:(i + 1) * d].reshape(cfg.num_heads, -1))
-    put("head_attn/o", f"{h}attention.out_proj.weight", lambda w: _heads_out(w, cfg.num_heads))
-    put("head_attn/o_bias", f"{h}attention.out_proj.bias")
-    put("head_norm/scale", f"{h}layernorm.weight")
-    put("head_norm/bias", f"{h}layernorm.bias")
-    for n in ("fc1", "fc2"):
-      put(f"head_mlp/{n}", f"{h}mlp.{n}.weight", linear)
-      put(f"head_mlp/{n}_bias", f"{h}mlp.{n}.bias")
-  src.check_all_used(ignore=_OTHER_HALF)
-  return out
+      m.add("projection", "visual_projection.weight", LINEAR)
+    return m.pieces
+  m.add("patch_bias", e + "patch_embedding.bias")
+  h, d = p + "head.", cfg.width
+  m.add("head_attn/probe", h + "probe", flat(lambda s: (1, *s)))
+  for i, x in enumerate("qkv"):  # Slices of the fused in-projection.
+    rows = slice(i * d, (i + 1) * d)
+    m.add(f"head_attn/{x}", h + "attention.in_proj_weight", HEADS_IN, take=(rows,),
+          full=(3 * d, d))
+    m.add(f"head_attn/{x}_bias", h + "attention.in_proj_bias", flat(lambda s: (s[0] * s[1],)),
+          take=(rows,), full=(3 * d,))
+  m.add("head_attn/o", h + "attention.out_proj.weight", HEADS_OUT)
+  m.add("head_attn/o_bias", h + "attention.out_proj.bias")
+  m.add("head_norm/scale", h + "layernorm.weight")
+  m.add("head_norm/bias", h + "layernorm.bias")
+  for x in ("fc1", "fc2"):
+    m.add(f"head_mlp/{x}", f"{h}mlp.{x}.weight", LINEAR)
+    m.add(f"head_mlp/{x}_bias", f"{h}mlp.{x}.bias")
+  return m.pieces
+
+
+def _to_hf(cfg: VisionConfig) -> dict:
+  out = dict(hidden_size=cfg.width, intermediate_size=cfg.mlp_dim,
+             num_hidden_layers=cfg.depth, num_attention_heads=cfg.num_heads,
+             image_size=cfg.image_size, patch_size=cfg.patch_size, hidden_act=cfg.act,
+             layer_norm_eps=cfg.eps, num_channels=3)
+  if cfg.family == "clip":
+    return dict(out, model_type="clip_vision_model", projection_dim=cfg.projection_dim,
+                architectures=["CLIPVisionModelWithProjection"])
+  return dict(out, model_type="siglip_vision_model", vision_use_head=True,
+              architectures=["SiglipVisionModel"])
+
+
+def _family(name: str, kinds: tuple[str, ...]) -> Family:
+  def from_hf(hf, **overrides):
+    cfg = config_from_hf(hf, **overrides)
+    if cfg.family != name:
+      raise WeightError(f"config.json: a {cfg.family} model, not {name}")
+    return cfg
+  return Family(f"{name}_vision", "model", model_type, kinds, from_hf, _to_hf,
+                lambda cfg: VisionTower(cfg, rngs=nnx.Rngs(0)), _pieces,
+                ignore=lambda n: n.startswith(_OTHER_HALF), fresh=("resampler", "resampler_norm"),
+                task=("clip", ("model", "vision"), from_run(VisionConfig, "vision")))
+
+
+FAMILIES = {"clip": _family("clip", ("clip_vision_model", "clip")),
+            "siglip": _family("siglip", ("siglip_vision_model", "siglip"))}
 
 
 def load_hf_vision(path: str, *, mesh: jax.sharding.Mesh | None = None,
@@ -159,8 +170,5 @@ def load_hf_vision(path: str, *, mesh: jax.sharding.Mesh | None = None,
   feature_layer, resampler, num_tokens, project_tokens, ...). An attention resampler
   is not in the checkpoint: it keeps its random initialisation.
   """
-  config, tensors = open_checkpoint(path)
-  cfg = config_from_hf(config, **overrides)
-  converted = convert_tensors(SourceTensors(tensors, path), cfg)
-  return load_into(lambda: VisionTower(cfg, rngs=nnx.Rngs(0)), converted, path, mesh=mesh,
-                   rules=rules, fresh=("resampler", "resampler_norm"))
+  cfg = config_from_hf(read_hf_config(path), **overrides)
+  return load_model(FAMILIES[cfg.family], cfg, path, mesh=mesh, rules=rules)

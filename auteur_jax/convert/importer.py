@@ -14,7 +14,6 @@ removed: the destination is either complete or absent.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
 from collections.abc import Mapping
@@ -26,12 +25,13 @@ import numpy as np
 import tqdm
 
 from auteur_jax.convert import families, mapping, orbax_io, records
-from auteur_jax.convert.safetensors_io import SafetensorsFolder
+from auteur_jax.convert.safetensors_io import SafetensorsFolder, read_hf_config
 from auteur_jax.convert.weights import WeightError
 from auteur_jax.parallel.mesh import make_mesh
 from auteur_jax.parallel.rules import DEFAULT_RULES
 
 STEP = 0  # Converted weights are step 0 of their folder.
+MESH_HINT = "; choose another --mesh"
 
 
 def parse_mesh(text: str) -> dict[str, int]:
@@ -40,24 +40,6 @@ def parse_mesh(text: str) -> dict[str, int]:
     return {k.strip(): int(v) for k, v in (item.split("=") for item in text.split(","))}
   except ValueError:
     raise WeightError(f"--mesh {text!r}: expected axis=size pairs, e.g. data=1,fsdp=8") from None
-
-
-def read_hf_config(src: str) -> dict:
-  path = os.path.join(src, "config.json")
-  if not os.path.isfile(path):
-    raise WeightError(f"{src}: no config.json (expected an HF / diffusers model folder)")
-  with open(path) as f:
-    return json.load(f)
-
-
-def check_divisible(name: str, shape: tuple[int, ...], sharding: jax.sharding.NamedSharding
-                    ) -> None:
-  for dim, (size, axes) in enumerate(zip(shape, sharding.spec)):
-    axes = (axes,) if isinstance(axes, str) else tuple(axes or ())
-    ways = int(np.prod([sharding.mesh.shape[a] for a in axes]))
-    if size % ways:
-      raise WeightError(f"parameter {name} {shape}: dimension {dim} ({size}) does not divide "
-                        f"over mesh axes {axes} ({ways} ways); choose another --mesh")
 
 
 def _differences(a: Any, b: Any) -> list[str]:
@@ -129,7 +111,7 @@ def import_weights(family: str, src: str, dst: str, *,
   for p in pieces:
     by_param.setdefault(p.ours, []).append(p)
   for name in by_param:
-    check_divisible(name, ours[name].shape, shardings[name])
+    mapping.check_divisible(name, ours[name].shape, shardings[name], MESH_HINT)
 
   def target_dtype(name: str) -> np.dtype:
     if dtype:

@@ -13,7 +13,9 @@ q/k/v kernel). Import runs the ops forward; export runs them backward; the check
 
 Families build their maps with `Map`, from our parameters' shapes: `Map.add(ours,
 theirs, kind)` where a kind (LINEAR, HEADS_IN, transpose(...), flat(...)) gives the
-source shape and the ops.
+source shape and the ops. Each converter module (hf_llm, diffusers_wan, ...) holds its
+`Family`: the map plus config.json <-> our config; `auteur convert` (importer, exporter)
+and the in-memory loaders (`load_model`, behind load_hf_llm & co.) both read it.
 """
 
 from __future__ import annotations
@@ -21,10 +23,16 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
+from auteur_jax.convert.safetensors_io import SafetensorsFolder
 from auteur_jax.convert.weights import WeightError
+from auteur_jax.parallel.rules import DEFAULT_RULES, Rules, state_shardings
 
 Op = tuple
 Index = tuple  # ints (axis dropped) and slices
@@ -40,6 +48,43 @@ class Piece:
   ops: tuple[Op, ...] = ()
   at: Index = ()
   take: Index = ()
+
+
+Shapes = Mapping[str, tuple[int, ...]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+  """What import / export / loading need to know about one model family."""
+
+  name: str
+  stem: str  # Weight file stem: "model" (transformers) or "diffusion_pytorch_model".
+  kind: Callable[[Mapping[str, Any]], str]  # config.json -> its kind (model_type / class)
+  kinds: tuple[str, ...]  # the kinds this family accepts
+  from_hf: Callable[..., Any]  # (config.json dict, **overrides) -> our config
+  to_hf: Callable[[Any], dict]  # our config -> config.json dict
+  build: Callable[[Any], nnx.Module]
+  pieces: Callable[[Any, Shapes, Shapes | None], list[Piece]]  # (cfg, ours, source)
+  ignore: Callable[[str], bool] = lambda name: False  # source tensors nobody needs
+  fresh: tuple[str, ...] = ()  # our parameters no checkpoint of the family has
+  task: tuple[str, tuple[str, ...], Callable[[Any], Any]] | None = None
+  # (config.task, where the run's model keeps this family, config -> our config)
+
+
+def model_type(hf: Mapping[str, Any]) -> str:
+  return hf.get("model_type", "")
+
+
+def class_name(hf: Mapping[str, Any]) -> str:
+  return hf.get("_class_name", "")
+
+
+def from_run(cls: type, key: str | None = None) -> Callable[[Any], Any]:
+  """A run config -> `cls` from config.model (or config.model[key])."""
+  def get(config):
+    sub = config.model if key is None else config.model[key]
+    return cls.from_dict(sub.to_dict() if hasattr(sub, "to_dict") else sub)
+  return get
 
 
 # ------------------------------------------------------------------ building a family map
@@ -244,3 +289,61 @@ def fill(out: np.ndarray, block: Sequence[slice], shape: Sequence[int],
         dst.append(lo - b.start)
     else:
       out[tuple(dst)] = forward(view(p.theirs), p)[tuple(src)]
+
+
+# ------------------------------------------------------------------ loading into a model
+
+
+def check_divisible(name: str, shape: tuple[int, ...], sharding: jax.sharding.NamedSharding,
+                    hint: str = "") -> None:
+  for dim, (size, axes) in enumerate(zip(shape, sharding.spec)):
+    axes = (axes,) if isinstance(axes, str) else tuple(axes or ())
+    ways = int(np.prod([sharding.mesh.shape[a] for a in axes]))
+    if size % ways:
+      raise WeightError(f"parameter {name} {shape}: dimension {dim} ({size}) does not divide "
+                        f"over mesh axes {axes} ({ways} ways){hint}")
+
+
+def load_model(family: Family, cfg: Any, path: str, *, mesh: jax.sharding.Mesh | None = None,
+               rules: Rules = DEFAULT_RULES, map_cfg: Any = None,
+               values: Mapping[str, Any] | None = None,
+               hints: Mapping[str, str] | None = None) -> nnx.Module:
+  """`family.build(cfg)` holding the weights of the safetensors folder `path`, read
+  through the family map (of `map_cfg`, default `cfg`) and cast to each parameter's dtype.
+
+  Every mismatch (missing or unused tensors, shapes) is listed before anything is read.
+  With `mesh`, each weight is placed with its logical sharding under `rules`; `hints`
+  (param -> text) extends the error for a dimension the mesh does not divide. Params in
+  `values` (path -> array) are taken from there; the family's `fresh` params keep the
+  model's random initialisation (the model is then built for real first).
+  """
+  folder, values = SafetensorsFolder(path), dict(values or {})
+  with nnx.use_eager_sharding(False):
+    model = family.build(cfg) if family.fresh else nnx.eval_shape(lambda: family.build(cfg))
+  graphdef, state = nnx.split(model)
+  flat = nnx.to_flat_state(state)
+  names = {key: "/".join(str(k) for k in key) for key, _ in flat}
+  ours = {names[key]: tuple(var.shape) for key, var in flat}
+  assert set(values) <= set(ours), f"values for no parameter: {sorted(set(values) - set(ours))}"
+  source = {n: folder.shape(n) for n in folder.keys()}
+  pieces = family.pieces(map_cfg if map_cfg is not None else cfg, ours, source)
+  check(pieces, ours, source, path, fresh=(*family.fresh, *values), ignore=family.ignore)
+  by_param: dict[str, list[Piece]] = {}
+  for p in pieces:
+    by_param.setdefault(p.ours, []).append(p)
+  shardings = {} if mesh is None else {
+      key: s.get_value() if isinstance(s, nnx.Variable) else s
+      for key, s in nnx.to_flat_state(state_shardings(state, mesh, rules))}
+  for key, var in flat:
+    name, sharding = names[key], shardings.get(key)
+    if name in by_param:
+      arr = np.empty(var.shape, var.dtype)
+      fill(arr, tuple(slice(0, n) for n in var.shape), var.shape, by_param[name], folder.view)
+    elif name in values:
+      arr = np.asarray(values[name], var.dtype)
+    else:  # fresh: as initialised.
+      arr = var[...]
+    if sharding is not None:
+      check_divisible(name, tuple(var.shape), sharding, (hints or {}).get(name, ""))
+    var.set_value(jax.device_put(arr, sharding) if sharding is not None else jnp.asarray(arr))
+  return nnx.merge(graphdef, nnx.from_flat_state(flat))

@@ -2,7 +2,7 @@
 
 A converted checkpoint's `config` item is a conversion record (orbax_io.RECORD): the
 family, the key path of the params (`prefix`) and our model config. A training run's
-`config` item is the run's config: the family's task entry (families.Family.task) gives
+`config` item is the run's config: the family's task entry (mapping.Family.task) gives
 the prefix and the model config. `abstract_params` turns a config into parameter paths,
 shapes, dtypes and (given a mesh) shardings.
 """
@@ -17,7 +17,7 @@ import jax
 import ml_collections
 from flax import nnx
 
-from auteur_jax.convert import families
+from auteur_jax.convert.mapping import Family
 from auteur_jax.convert.orbax_io import RECORD
 from auteur_jax.convert.weights import WeightError
 from auteur_jax.parallel.rules import DEFAULT_RULES, Rules, state_shardings
@@ -44,7 +44,7 @@ def cfg_from_json(d: dict) -> Any:
   return cls(**fields)
 
 
-def model_of(family: families.Family, item: dict | None, where: str
+def model_of(family: Family, item: dict | None, where: str
              ) -> tuple[Any, tuple[str, ...], dict]:
   """(our config, params prefix, source config.json or {}) from a `config` item."""
   if item and RECORD in item:
@@ -63,7 +63,7 @@ def model_of(family: families.Family, item: dict | None, where: str
                     "`config` item; cannot tell the model's shapes")
 
 
-def abstract_params(family: families.Family, cfg: Any, mesh: jax.sharding.Mesh | None = None,
+def abstract_params(family: Family, cfg: Any, mesh: jax.sharding.Mesh | None = None,
                     rules: Rules = DEFAULT_RULES) -> tuple[dict[str, Any], dict[str, Any]]:
   """({param path "a/b": ShapeDtypeStruct}, {path: NamedSharding}) of the family's model."""
   with nnx.use_eager_sharding(False):

@@ -21,7 +21,8 @@ import orbax.checkpoint as ocp
 from jax.sharding import NamedSharding, PartitionSpec
 
 from auteur_jax.convert import families, orbax_io, records
-from auteur_jax.convert.importer import _temporary, check_divisible, commit
+from auteur_jax.convert.importer import MESH_HINT, _temporary, commit
+from auteur_jax.convert.mapping import check_divisible
 from auteur_jax.convert.orbax_io import RECORD
 from auteur_jax.convert.weights import WeightError
 from auteur_jax.parallel.mesh import make_mesh
@@ -61,7 +62,7 @@ def reshard(src: str, dst: str, mesh_shape: Mapping[str, int], *, drop_optimizer
       continue
     sharding = logical.get(key) or NamedSharding(mesh, _saved_spec(m, mesh))
     name = "/".join(key)
-    check_divisible(name, tuple(m.shape), sharding)
+    check_divisible(name, tuple(m.shape), sharding, MESH_HINT)
     leaf_dtype = np.dtype(m.dtype)
     if cast is not None and np.issubdtype(leaf_dtype, np.floating):
       leaf_dtype = cast

@@ -36,6 +36,15 @@ class SafetensorsError(WeightError):
   """A folder or file is not a usable safetensors checkpoint; the message names it."""
 
 
+def read_hf_config(path: str) -> dict:
+  """The model folder's config.json as a dict."""
+  file = os.path.join(path, "config.json")
+  if not os.path.isfile(file):
+    raise SafetensorsError(f"{path}: no config.json (expected an HF / diffusers model folder)")
+  with open(file) as f:
+    return json.load(f)
+
+
 def read_header(path: str) -> tuple[dict, int]:
   """(tensor name -> {dtype, shape, data_offsets}, byte offset of the data) of one file,
   checked against the file's size."""

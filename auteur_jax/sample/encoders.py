@@ -34,6 +34,7 @@ from auteur_jax.config import ConfigError
 from auteur_jax.convert.weights import WeightError
 from auteur_jax.models import vae as vae_lib
 from auteur_jax.models.vision import VisionConfig, VisionTower, normalize_pixels
+from auteur_jax.train.checkpoint import step_dir_of
 
 
 @dataclasses.dataclass
@@ -44,17 +45,6 @@ class Encoder:
   inputs: str  # "clip" (frames [B, T, H, W, 3]) or "keyframe" ([B, H, W, 3]).
   run: Callable[[np.ndarray], np.ndarray]
   description: dict
-
-
-def _checkpoint_state_dir(path: str) -> str | None:
-  """The `state` item folder of the latest checkpoint under `path`, if it is a run."""
-  for base in (path, os.path.join(path, "checkpoints")):
-    if os.path.isdir(os.path.join(base, "state")):
-      return os.path.join(base, "state")
-    steps = [int(n) for n in os.listdir(base) if n.isdigit()] if os.path.isdir(base) else []
-    if steps and os.path.isdir(os.path.join(base, str(max(steps)), "state")):
-      return os.path.join(base, str(max(steps)), "state")
-  return None
 
 
 def restore_params(state_dir: str, abstract: nnx.Module, key_path: tuple[str, ...]) -> None:
@@ -102,13 +92,13 @@ def _build(config: ml_collections.ConfigDict, make: Callable[[nnx.Rngs], nnx.Mod
       return convert(path)
     except WeightError as e:  # A checkpoint that does not fit: a user error, no traceback.
       raise ConfigError(f"{key}: {e}") from e
-  state_dir = _checkpoint_state_dir(path)
-  if state_dir is None:
+  step_dir = step_dir_of(path)
+  if step_dir is None:
     raise ConfigError(f"{key}: {path} holds no orbax checkpoint (expected a training "
                       "run's workdir, its checkpoints/ folder or one step folder)")
   with nnx.use_eager_sharding(False):
     model = nnx.eval_shape(lambda: make(nnx.Rngs(0)))
-  restore_params(state_dir, model, key_path)
+  restore_params(os.path.join(step_dir, "state"), model, key_path)
   return model
 
 
