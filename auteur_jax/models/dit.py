@@ -200,7 +200,7 @@ class VisualEmbedder(nnx.Module):
     dv, d, pd = cfg.visual_dim, cfg.width, cfg.param_dtype
     self.norm1_scale = param(rngs, _ONES, (dv,), ("norm",), pd)
     self.norm1_bias = param(rngs, _ZEROS, (dv,), ("norm",), pd)
-    self.fc1 = Dense(dv, dv, (None, "mlp"), pd, rngs)
+    self.fc1 = Dense(dv, dv, ("embed", "mlp"), pd, rngs)  # "embed": FSDP splits it.
     self.fc2 = Dense(dv, d, ("mlp", "embed"), pd, rngs)
     self.norm2_scale = param(rngs, _ONES, (d,), ("norm",), pd)
     self.norm2_bias = param(rngs, _ZEROS, (d,), ("norm",), pd)
