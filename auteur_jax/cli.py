@@ -9,8 +9,12 @@
   auteur data verify           check every record's CRCs
   auteur data inspect          counts and a sample story of a built data set
   auteur encode                add VAE latents / visual embeddings to clip TFRecords
+  auteur sample                render the stories of a prompts JSONL (resumable batch job)
+  auteur demo                  the toy kitchen end to end: data, 4 trainings, 2 stories, metrics
   auteur convert import|export|reshard|inspect
                                HF / diffusers safetensors <-> sharded orbax checkpoints
+  auteur plan                  AOT-compile a config's train step for a TPU / GPU topology:
+                               per-device memory vs HBM, FLOPs, roofline step time
 """
 
 from __future__ import annotations
@@ -146,6 +150,33 @@ def cmd_train(args) -> None:
         + (f", loss {last['loss']:.4f}" if "loss" in last else ""))
 
 
+def cmd_sample(args) -> None:
+  from auteur_jax.sample.batch import ERRORS, run_batch
+  r = run_batch(args.config, args.prompts, args.out)
+  print(f"{r['out_dir']}: {len(r['rendered'])} rendered, {r['skipped']} already done, "
+        f"{r['errors']} bad prompt lines ({os.path.join(r['out_dir'], ERRORS)})"
+        + (f" [process {r['process']} of {r['processes']}]" if r["processes"] > 1 else ""))
+  print(json.dumps({k: r[k] for k in ("process", "rendered")}))
+
+
+def cmd_demo(args) -> None:
+  from auteur_jax.demo import run
+  m = run(args.out, quick=args.quick, from_scratch=args.from_scratch)
+  t = m["targets"]
+  print(f"{args.out}: metrics.json, contact_sheet.png, "
+        + ", ".join(f"{s['id']}.mp4/.gif" for s in m["stories"])
+        + f" in {m['timings_s']['total']:.0f} s")
+  print(f"  director step top-1 {_pct(t['director_step_top1'])}; state agreement "
+        f"{_pct(t['state_agreement'])}; CLIP-T given text {m['clip_t']['given_text']:.3f} "
+        f"(true clips {m['clip_t']['true_clips']:.3f})")
+
+
+def _pct(target: dict) -> str:
+  return ", ".join(f"{k} {100 * v:.0f} %" for k, v in target.items()
+                   if k not in ("target", "met") and v is not None) + \
+      f" (target {100 * target['target']:.0f} %)"
+
+
 def cmd_encode(args) -> None:
   from auteur_jax.sample.encode import encode_dataset
   r = encode_dataset(args.config, max_shards=args.max_shards)
@@ -177,6 +208,38 @@ def cmd_convert(args) -> None:
           f"{r['mesh']}")
   else:
     print(reshard.inspect(args.ckpt))
+
+
+def cmd_plan(args) -> None:
+  import jax
+
+  from auteur_jax.plan import dry_run, report, topology
+  if not jax.config.jax_platforms:  # Compile-only: no local accelerator (or CUDA) needed.
+    jax.config.update("jax_platforms", "cpu")
+  try:
+    topo = topology.get_topology(args.topology, args.num_slices)
+    mesh = topology.parse_mesh(args.mesh) if args.mesh else None
+    name = os.path.splitext(os.path.basename(args.config_path))[0]
+    if args.sweep:
+      meshes = [topology.parse_mesh(m) for m in args.meshes.split(";")] if args.meshes else None
+      remats = args.remats.split(",") if args.remats else None
+      print(f"sweep {name} on {args.topology}:")
+      results = dry_run.sweep(args.config, topo, meshes or ([mesh] if mesh else None), remats)
+      plans = [r for r in results if isinstance(r, dry_run.Plan)]
+      print(report.sweep_table(results))
+      if plans and plans[0].fits:
+        print("best:\n" + report.report(plans[0], name))
+    else:
+      plans = [dry_run.dry_run(args.config, topo, mesh, args.remat, args.save_executable)]
+      print(report.report(plans[0], name))
+      if args.save_executable:
+        print(f"executable: {args.save_executable} (+ .hlo.txt)")
+  except (topology.PlanUnavailable, ValueError) as e:
+    sys.exit(f"auteur plan: {e}")
+  if args.json:
+    report.write_json(args.json, plans)
+  if not any(p.fits for p in plans):
+    sys.exit(1)  # Nothing fits: a script can stop before booking the hardware.
 
 
 def _add_rule_flags(p: argparse.ArgumentParser) -> None:
@@ -278,6 +341,20 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument("--max-shards", type=int, help="stop after this many clip shards")
   p.set_defaults(fn=cmd_encode)
 
+  p = top.add_parser("sample", help="render stories (director -> DiT -> VAE) from prompts")
+  p.add_argument("--config", required=True, help="e.g. configs/toy/sample.py")
+  p.add_argument("--prompts", required=True, help='JSONL: {"id", "task", "num_steps"} lines')
+  p.add_argument("--out", required=True, help="output folder (a rerun resumes it)")
+  p.set_defaults(fn=cmd_sample)
+
+  p = top.add_parser("demo", help="the toy kitchen end to end -> OUT/ videos, contact "
+                     "sheet, metrics.json")
+  p.add_argument("--out", default="demo_out", help="output folder (work/ and runs/ inside)")
+  p.add_argument("--quick", action="store_true", help="tiny data and steps (CI, ~3 min)")
+  p.add_argument("--from-scratch", action="store_true",
+                 help="retrain every model (default: use checkpoints/toy/ when shipped)")
+  p.set_defaults(fn=cmd_demo)
+
   families = ("llama", "qwen2", "wan_dit", "wan_vae", "clip_vision", "siglip_vision",
               "clip_text", "t5", "umt5")  # convert/families.py (not imported to parse)
   conv = top.add_parser("convert", help="HF / diffusers weights <-> sharded orbax checkpoints"
@@ -307,6 +384,21 @@ def parser() -> argparse.ArgumentParser:
   p = conv.add_parser("inspect", help="names, shapes, dtypes, shardings, bytes")
   p.add_argument("ckpt")
   p.set_defaults(fn=cmd_convert)
+  p = top.add_parser("plan", help="AOT-compile the train step for a TPU / GPU topology")
+  p.add_argument("--config", required=True, help="e.g. configs/paper/director_7b.py")
+  p.add_argument("--topology", required=True,
+                 help="CHIP:AxBxC: v4 / v5e / v5p / v6e slices (v5p:8x8x8), h100 / h200 "
+                      "SLICESxHOSTSxGPUS (h100:1x4x8)")
+  p.add_argument("--num-slices", type=int, default=1, help="TPU slices joined by DCN")
+  p.add_argument("--mesh", help="e.g. data=1,fsdp=64,tensor=8 (default: config.mesh.shape)")
+  p.add_argument("--remat", help="remat policy of the model (default: the config's)")
+  p.add_argument("--sweep", action="store_true", help="try meshes x remat policies, ranked")
+  p.add_argument("--meshes", help="sweep meshes separated by ';' (default: fsdp with "
+                 "tensor 1, 2, 4, 8)")
+  p.add_argument("--remats", help="sweep remat policies separated by ',' (default: all)")
+  p.add_argument("--save-executable", help="write the serialized executable (+ .hlo.txt)")
+  p.add_argument("--json", help="also write the plan(s) as JSON")
+  p.set_defaults(fn=cmd_plan)
   return ap
 
 
@@ -327,6 +419,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.error(f"{overrides[0]}: this command takes no --config")
   try:
     if isinstance(getattr(args, "config", None), str):
+      args.config_path = args.config
       args.config = load_config(args.config, overrides)
     args.fn(args)
   except USER_ERRORS as e:  # Bad input: the message names the file / key; no traceback.

@@ -1,0 +1,215 @@
+"""`auteur sample`: a resumable batch job rendering the stories of a prompts JSONL file.
+
+  auteur sample --config configs/toy/sample.py --prompts prompts.jsonl --out OUT
+
+Prompt lines: {"id": "v1", "task": "...", "num_steps": 4} or, with the steps' text,
+{"id", "task", "actions": [...], "captions": [...]}; optional "seed" (int). Blank lines
+are skipped. Ids name output folders: one path component of letters, digits, '.', '_'
+and '-', not starting with '.' (so never "..", an absolute path or a hidden name).
+
+Layout (DESIGN.md "Sampling outputs"):
+  OUT/<id>/clip_<t>.mp4, story.mp4, story.json, embeddings.npy   one finished item
+  OUT/manifest.jsonl     one line per finished item (appended when it is complete)
+  OUT/errors.jsonl       one line per bad prompt line: {"line", "error"} (process 0)
+  OUT/.partial-<id>/     an item being written; renamed to OUT/<id> when complete
+
+The valid items are dealt to processes round-robin (item i -> process i % count); each
+process renders its share on a mesh of its own devices, independently of the others.
+An item's output is the same whatever the batch it shares, the process count or a
+restart (story.py: fixed row counts, per-item seeds from the id). A restarted job skips
+items whose folder exists (adding a manifest line if the kill came between the rename
+and the append) and deletes and redoes partial ones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from collections.abc import Iterator
+
+import jax
+import ml_collections
+import tqdm
+
+from auteur_jax.config import ConfigError
+from auteur_jax.models.director import CHAINS
+from auteur_jax.parallel import distributed
+from auteur_jax.sample.story import StoryRequest, StorySampler, write_story
+
+MANIFEST, ERRORS, PARTIAL = "manifest.jsonl", "errors.jsonl", ".partial-"
+_ID = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9._\-]{0,199}")
+_RESERVED = {MANIFEST, ERRORS}
+_KEYS = {"id", "task", "num_steps", "actions", "captions", "seed"}
+
+
+def check_id(item_id) -> str:
+  """The id if it is safe as a folder name under OUT, else ValueError saying why."""
+  if not isinstance(item_id, str) or not item_id:
+    raise ValueError(f"'id' must be a non-empty string, got {item_id!r}")
+  if not _ID.fullmatch(item_id) or item_id in _RESERVED:
+    raise ValueError(f"id {item_id!r} is not a safe folder name (one path component of "
+                     "letters, digits, '.', '_', '-', not starting with '.', at most 200 "
+                     f"characters, not {sorted(_RESERVED)}): refused")
+  return item_id
+
+
+def parse_line(text: str) -> StoryRequest:
+  """One prompt line -> StoryRequest; ValueError naming the problem."""
+  try:
+    d = json.loads(text)
+  except json.JSONDecodeError as e:
+    raise ValueError(f"not JSON ({e})") from None
+  if not isinstance(d, dict):
+    raise ValueError(f"expected a JSON object, got {type(d).__name__}")
+  unknown = sorted(set(d) - _KEYS)
+  if unknown:
+    raise ValueError(f"unknown keys {unknown}; expected some of {sorted(_KEYS)}")
+  item_id = check_id(d.get("id"))
+  task = d.get("task")
+  if not isinstance(task, str) or not task.strip():
+    raise ValueError("'task' must be a non-empty string")
+  texts = {}
+  for key in ("actions", "captions"):
+    v = d.get(key)
+    if v is not None and (not isinstance(v, list) or not v
+                          or not all(isinstance(x, str) for x in v)):
+      raise ValueError(f"{key!r} must be a non-empty list of strings")
+    texts[key] = tuple(v) if v is not None else None
+  given = [len(v) for v in texts.values() if v is not None]
+  if len(set(given)) > 1:
+    raise ValueError(f"'actions' and 'captions' have different lengths {given}")
+  steps = d.get("num_steps")
+  if steps is not None and (type(steps) is not int or steps < 1):
+    raise ValueError(f"'num_steps' must be a positive integer, got {steps!r}")
+  if steps is not None and given and steps != given[0]:
+    raise ValueError(f"'num_steps' {steps} != the {given[0]} given steps")
+  seed = d.get("seed")
+  if seed is not None and (type(seed) is not int or not 0 <= seed < 2**31):
+    raise ValueError(f"'seed' must be an integer in [0, 2^31), got {seed!r}")
+  return StoryRequest(item_id, task, steps, texts["actions"], texts["captions"], seed)
+
+
+def read_prompts(path: str, max_steps: int | None = None, text_keys: tuple[str, ...] = ()
+                 ) -> tuple[list[tuple[int, StoryRequest]], list[dict]]:
+  """(line number, request) of the valid lines, and {"line", "error"} of the bad ones.
+
+  A repeated id is an error on its later lines; lines are numbered from 1. text_keys:
+  what a line that gives text must give (the director chain's "actions" / "captions").
+  """
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"--prompts: {path} does not exist")
+  items, errors, seen = [], [], {}
+  with open(path, encoding="utf-8", errors="replace") as f:
+    for n, text in enumerate(f, 1):
+      if not text.strip():
+        continue
+      try:
+        req = parse_line(text)
+        if req.id in seen:
+          raise ValueError(f"id {req.id!r} already used on line {seen[req.id]}")
+        steps = len(req.actions or req.captions or ()) or req.num_steps
+        if max_steps is not None and steps is not None and steps > max_steps:
+          raise ValueError(f"{steps} steps; at most {max_steps} (config.sample.max_steps)")
+        missing = [k for k in text_keys if req.given_text and getattr(req, k) is None]
+        if missing:
+          raise ValueError(f"gives text but not {missing} (the director's chain needs them)")
+      except ValueError as e:
+        errors.append({"line": n, "error": str(e)})
+        continue
+      seen[req.id] = n
+      items.append((n, req))
+  return items, errors
+
+
+def _write_atomic(path: str, text: str) -> None:
+  tmp = f"{path}.{os.getpid()}.tmp"
+  with open(tmp, "w") as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
+def read_manifest(out_dir: str) -> set[str]:
+  """Ids with a manifest line (a torn last line from a kill is ignored)."""
+  path = os.path.join(out_dir, MANIFEST)
+  ids = set()
+  if os.path.exists(path):
+    with open(path) as f:
+      for text in f:
+        try:
+          ids.add(json.loads(text)["id"])
+        except (json.JSONDecodeError, KeyError, TypeError):
+          continue
+  return ids
+
+
+def _append_manifest(out_dir: str, entry: dict) -> None:
+  """One write() of one line with O_APPEND: lines from several processes never mix."""
+  line = (json.dumps(entry, ensure_ascii=False) + "\n").encode()
+  fd = os.open(os.path.join(out_dir, MANIFEST), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+  try:
+    os.write(fd, line)
+  finally:
+    os.close(fd)
+
+
+def _chunks(items: list, size: int) -> Iterator[list]:
+  for i in range(0, len(items), size):
+    yield items[i:i + size]
+
+
+def run_batch(config: ml_collections.ConfigDict, prompts: str, out_dir: str, *,
+              progress: bool = True, sampler: StorySampler | None = None) -> dict:
+  """Renders this process's share of `prompts` into out_dir (see the module docstring).
+
+  Returns {"rendered": [ids], "skipped": n, "errors": n, "process": i, "processes": n}.
+  """
+  distributed.initialize(config.distributed)
+  pi, pc = jax.process_index(), jax.process_count()
+  s = config.sample
+  if s.batch_size < 1:
+    raise ConfigError(f"config.sample.batch_size must be >= 1, got {s.batch_size}")
+  chain = CHAINS.get(config.director.model.chain, ())
+  items, errors = read_prompts(prompts, s.max_steps, tuple(f"{n}s" for n in chain))
+  os.makedirs(out_dir, exist_ok=True)
+  if pi == 0:
+    _write_atomic(os.path.join(out_dir, ERRORS),
+                  "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in errors))
+  mine = [(n, r) for i, (n, r) in enumerate(items) if i % pc == pi]
+  listed = read_manifest(out_dir)
+  todo, skipped = [], 0
+  for n, r in mine:
+    final, partial = os.path.join(out_dir, r.id), os.path.join(out_dir, PARTIAL + r.id)
+    if os.path.isdir(partial):  # Killed while writing: redo from scratch.
+      shutil.rmtree(partial)
+    if os.path.isdir(final):
+      skipped += 1
+      if r.id not in listed:  # Killed between the rename and the manifest append.
+        _append_manifest(out_dir, _entry(n, r, final))
+    else:
+      todo.append((n, r))
+  if sampler is None and todo:
+    sampler = StorySampler.from_config(config)
+  rendered = []
+  with tqdm.tqdm(total=len(mine), initial=skipped, desc=f"sample (process {pi})",
+                 unit="item", disable=not progress, smoothing=0.1) as bar:
+    for chunk in _chunks(todo, s.batch_size):
+      results = sampler.render([r for _, r in chunk])
+      for (n, r), result in zip(chunk, results):
+        partial, final = os.path.join(out_dir, PARTIAL + r.id), os.path.join(out_dir, r.id)
+        write_story(result, partial, s.fps)
+        os.rename(partial, final)
+        _append_manifest(out_dir, _entry(n, r, final))
+        rendered.append(r.id)
+        bar.update(1)
+  return {"rendered": rendered, "skipped": skipped, "errors": len(errors), "process": pi,
+          "processes": pc, "out_dir": out_dir}
+
+
+def _entry(line: int, r: StoryRequest, final: str) -> dict:
+  """The manifest line of a finished item (no times or process ids: reruns match)."""
+  with open(os.path.join(final, "story.json")) as f:
+    meta = json.load(f)
+  return {"id": r.id, "line": line, "dir": r.id, "num_steps": meta["num_steps"],
+          "seed": meta["seed"]}

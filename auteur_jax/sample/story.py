@@ -1,0 +1,405 @@
+"""Story -> video: the director writes the steps, the DiT renders each clip, the VAE decodes.
+
+  sampler = StorySampler.from_config(load_config("configs/toy/sample.py"))
+  results = sampler.render([StoryRequest("v1", "make a tomato salad", num_steps=4)])
+  write_story(results[0], "out/v1", fps=8.0)
+
+Per story (an item): the director (models/director.py) writes an action, a caption and a
+visual state z_t [K, D] for each of N steps from the task prompt; or, given the actions
+and captions, it reads them teacher-forced and only regresses the z_t. Each clip t is
+rendered by the DiT from its caption (token ids through the DiT's own embedding table,
+as `train/task_dit.py` trains it) and z_t, integrating the flow ODE from noise (euler or
+heun, config.dit.sample) under classifier-free guidance with separate text and visual
+scales (three condition sets: none / visual / text + visual, zeros as null conditions,
+as in training). The VAE decodes each clip's latents chunk by chunk in time.
+
+Determinism: an item's output depends only on the item (task, steps, text, seed) and the
+config. Every model call has a fixed number of rows (config.sample.rows_per_device x the
+mesh's `data` size, padded with copies of a real row), rows never mix, and every row
+draws its randomness from its own key: the director from split(key(seed))[0], clip t's
+noise from fold_in(split(key(seed))[1], t). So an item renders bit for bit the same
+whatever else shares its batch, the job's batch size, the process count or a restart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
+
+from auteur_jax.config import ConfigError
+from auteur_jax.data import video_io
+from auteur_jax.data.tokenizer import Tokenizer
+from auteur_jax.diffusion import flow
+from auteur_jax.models import vae as vae_lib
+from auteur_jax.models.director import Director
+from auteur_jax.parallel import rules as rules_lib
+from auteur_jax.parallel.mesh import make_mesh
+from auteur_jax.sample import director as director_lib
+from auteur_jax.sample.encoders import restore_params
+from auteur_jax.train.checkpoint import step_dir_of
+from auteur_jax.train.task_dit import TextConditionedDiT
+
+
+@dataclasses.dataclass(frozen=True)
+class StoryRequest:
+  """One story to render. With `actions` / `captions` (one per step) the director does
+  not write text; it only regresses the visual states. seed None: derived from the id."""
+
+  id: str
+  task: str
+  num_steps: int | None = None
+  actions: tuple[str, ...] | None = None
+  captions: tuple[str, ...] | None = None
+  seed: int | None = None
+
+  @property
+  def given_text(self) -> bool:
+    return self.actions is not None or self.captions is not None
+
+
+@dataclasses.dataclass
+class StoryResult:
+  """A rendered story: texts per step, z [S, K, D] float32, clips uint8 [S, T, H, W, 3]."""
+
+  request: StoryRequest
+  seed: int
+  actions: list[str]
+  captions: list[str]
+  embeddings: np.ndarray
+  clips: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  """What the render needs besides the models (config.sample + config.dit.sample)."""
+
+  num_steps: int = 6  # Story steps when a request gives none.
+  max_steps: int = 16
+  seed: int = 0  # Mixed into every item's seed.
+  rows_per_device: int = 1
+  num_frames: int = 9  # Frames per clip (1 + 4k).
+  size: int = 64  # Frame side (pixels).
+  vae_chunk_frames: int = 1  # Latent frames per VAE decoding chunk (0: the whole clip).
+  solver: str = "euler"
+  sampler_steps: int = 30
+  shift: float = 3.0
+  text_scale: float = 5.0
+  visual_scale: float = 3.0
+  max_task_tokens: int = 32  # Task prompt tokens (the director's data.max_action_tokens).
+  max_text_len: int = 64  # Caption tokens for the DiT (its data.max_text_len).
+
+
+# The models' logical rules with the batch on `data` only: fsdp / tensor split weights
+# (a DiT too big for one device), never the rows of a call.
+RULES = tuple((name, "data" if name == "batch" else axes)
+              for name, axes in rules_lib.DEFAULT_RULES)
+
+
+def item_seed(item_id: str, base_seed: int = 0) -> int:
+  """A 31-bit seed from the item's id (and the job's base seed); stable across runs."""
+  digest = hashlib.sha256(f"{base_seed}:{item_id}".encode()).digest()
+  return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def _fixed_rows(n: int, rows: int) -> list[list[int]]:
+  """Indices 0..n-1 in groups of exactly `rows`, the last padded with its last index."""
+  groups = [list(range(i, min(i + rows, n))) for i in range(0, n, rows)]
+  if groups:
+    groups[-1] += [groups[-1][-1]] * (rows - len(groups[-1]))
+  return groups
+
+
+class StorySampler:
+  """The three models on a mesh plus the jitted pieces of story rendering."""
+
+  def __init__(self, director: Director, dit: TextConditionedDiT, vae: vae_lib.VideoVAE,
+               tokenizer: Tokenizer, settings: Settings,
+               sampling: director_lib.Sampling = director_lib.Sampling(),
+               mesh: jax.sharding.Mesh | None = None, rules: rules_lib.Rules = RULES):
+    self.settings, self.tokenizer = settings, tokenizer
+    self.mesh = mesh or make_mesh({"data": -1}, jax.local_devices())
+    self.rules = tuple(rules)
+    self.rows = settings.rows_per_device * dict(self.mesh.shape).get("data", 1)
+    self._check(director, dit, vae, settings)
+    # Weights on the mesh by their logical axes (the DiT may be split over fsdp / tensor).
+    for model in (director, dit, vae):
+      state = nnx.state(model)
+      nnx.update(model, jax.device_put(state, rules_lib.state_shardings(
+          state, self.mesh, self.rules)))
+    self.director = director_lib.DirectorSampler(director, sampling)
+    self.dit_cfg, self.vae_cfg = dit.dit.cfg, vae.cfg
+    self._dit_graph, self._dit_params = nnx.split(dit)
+    self._vae = vae
+    self._rows_sharding = NamedSharding(self.mesh, PartitionSpec("data"))
+    self._generate = jax.jit(self._generate_fn, static_argnums=(4,))
+    self._regress = jax.jit(self._regress_fn, static_argnums=(5,))
+    self._denoise = jax.jit(self._denoise_fn)
+
+  # -- set-up ---------------------------------------------------------------------------
+
+  @staticmethod
+  def _check(director: Director, dit: TextConditionedDiT, vae: vae_lib.VideoVAE,
+             s: Settings) -> None:
+    dc, vc = dit.dit.cfg, vae.cfg
+    if dit.text_embed is None:
+      raise ConfigError("config.dit.text.source: `auteur sample` renders with caption ids "
+                        "(source 'ids'); a DiT on stored text embeddings needs its text "
+                        "encoder, which sampling does not run")
+    if dc.in_channels != vc.z_dim or dc.out_channels != vc.z_dim:
+      raise ConfigError(f"config.dit.model in/out_channels ({dc.in_channels}, "
+                        f"{dc.out_channels}) must equal config.vae.model.z_dim ({vc.z_dim})")
+    if dc.visual_dim and dc.visual_dim != director.cfg.visual_dim:
+      raise ConfigError(f"config.dit.model.visual_dim={dc.visual_dim} != "
+                        f"config.director.model.visual_dim={director.cfg.visual_dim}")
+    if (s.num_frames - 1) % vc.temporal_factor or s.size % (vc.spatial_factor *
+                                                           dc.patch_size[1]):
+      raise ConfigError(f"config.sample: num_frames={s.num_frames} must be 1 + "
+                        f"{vc.temporal_factor}k and size={s.size} a multiple of "
+                        f"{vc.spatial_factor * dc.patch_size[1]}")
+    if s.solver not in flow.SAMPLERS:
+      raise ConfigError(f"config.dit.sample.solver: expected one of {sorted(flow.SAMPLERS)}, "
+                        f"got {s.solver!r}")
+
+  @classmethod
+  def from_config(cls, config: ml_collections.ConfigDict) -> StorySampler:
+    """From a sampling config (configs/toy/sample.py): restores each model's params from
+    the training run in its init.checkpoint, on the mesh of config.mesh (local devices)."""
+    from auteur_jax.train import tasks
+    from auteur_jax.train.trainer import mesh_rules
+    mesh = make_mesh(dict(config.mesh.shape), jax.local_devices())
+    models = [load_model(config[name], tasks.get(task), f"config.{name}",
+                         config.allow_random_init)
+              for name, task in (("director", "director"), ("dit", "dit"), ("vae", "vae"))]
+    s, d, t = config.sample, config.director.sample, config.dit.sample
+    settings = Settings(
+        num_steps=d.num_steps, max_steps=s.max_steps, seed=s.seed,
+        rows_per_device=s.rows_per_device, num_frames=s.num_frames, size=s.size,
+        vae_chunk_frames=s.vae_chunk_frames, solver=t.solver, sampler_steps=t.num_steps,
+        shift=t.shift, text_scale=t.text_scale, visual_scale=t.visual_scale,
+        max_task_tokens=config.director.data.max_action_tokens,
+        max_text_len=config.dit.data.max_text_len)
+    sampling = director_lib.Sampling(d.temperature, d.top_p, d.max_action_tokens,
+                                     d.max_caption_tokens)
+    tokenizer = Tokenizer.load(config.tokenizer)
+    return cls(*models, tokenizer, settings, sampling, mesh, mesh_rules(config))
+
+  # -- jitted pieces (pure functions of params and row arrays) --------------------------
+
+  def _generate_fn(self, params, layer_states, task_ids, task_mask, num_steps, keys):
+    """Rows [R] of task prompts -> StoryOutput; each row with its own key."""
+    def one(ids, mask, key):
+      out = self.director._device(params, layer_states, ids[None], mask[None], num_steps, key)
+      return jax.tree.map(lambda a: a[0], out)
+    return jax.vmap(one)(task_ids, task_mask, keys)
+
+  def _regress_fn(self, params, layer_states, task_ids, task_mask, text, num_steps):
+    """Teacher-forced text (name -> (ids, mask) [R, S, L]) -> z [R, S, K, D]."""
+    d = self.director
+    model, llm, layers = d.merge(params, layer_states)
+    state = d._prefill_fn(params, layer_states, task_ids, task_mask, num_steps)
+    b = task_ids.shape[0]
+    cfg = model.cfg
+
+    def step(t, c):
+      state, z_all = c
+      for name in cfg.segments:
+        open_, close = cfg.markup.segment(name)
+        ids, mask = (jax.lax.dynamic_index_in_dim(a, t, 1, keepdims=False) for a in text[name])
+        full = lambda i, like: jnp.full((b, 1), i, like.dtype)  # noqa: E731
+        toks = jnp.concatenate([full(open_, ids), ids, full(close, ids)], 1)
+        valid = jnp.concatenate([jnp.ones((b, 1), bool), mask, jnp.ones((b, 1), bool)], 1)
+        state, _ = director_lib.feed(llm, layers, state, llm.embed_tokens(toks), valid)
+      state, z = d._visual_fn(params, layer_states, state)
+      return state, jax.lax.dynamic_update_slice(z_all, z[:, None], (0, t, 0, 0))
+
+    z0 = jnp.zeros((b, num_steps, cfg.num_queries, cfg.visual_dim), jnp.float32)
+    return jax.lax.fori_loop(0, num_steps, step, (state, z0))[1]
+
+  def latent_shape(self) -> tuple[int, int, int, int]:
+    s, v = self.settings, self.vae_cfg
+    side = s.size // v.spatial_factor
+    return (v.latent_frames(s.num_frames), side, side, v.z_dim)
+
+  def _denoise_fn(self, params, keys, ids, mask, z):
+    """Rows [R]: caption ids [R, L] + mask, z [R, K, D] -> latents [R, T', h, w, C]."""
+    s = self.settings
+    model = nnx.merge(self._dit_graph, params)
+    text = model.text_embed(ids) * mask[..., None].astype(jnp.float32)
+    visual = z if self.dit_cfg.visual_dim else None
+    null_visual = None if visual is None else jnp.zeros_like(visual)
+    velocity = flow.guided_velocity(lambda x, t, c, v: model.dit(x, t, c, v), text, visual,
+                                    jnp.zeros_like(text), null_visual, s.text_scale,
+                                    s.visual_scale)
+    noise = jax.vmap(lambda k: jax.random.normal(k, self.latent_shape()))(keys)
+    return flow.SAMPLERS[s.solver](velocity, noise, s.sampler_steps, s.shift)
+
+  # -- rendering ------------------------------------------------------------------------
+
+  def _rows(self, arrays):
+    return jax.device_put(arrays, self._rows_sharding)
+
+  def _keys(self, seeds: Sequence[int]) -> list[tuple[jax.Array, jax.Array]]:
+    return [tuple(jax.random.split(jax.random.key(s))) for s in seeds]
+
+  def _steps(self, r: StoryRequest) -> int:
+    """The request's number of steps, after checking its given text fits the chain."""
+    if r.given_text:
+      missing = [f"{name}s" for name in self.director.cfg.segments
+                 if getattr(r, f"{name}s") is None]
+      if missing:
+        raise ValueError(f"story {r.id!r}: the director's chain "
+                         f"{self.director.cfg.chain!r} needs the given {missing} too")
+    n = len(r.actions if r.actions is not None else r.captions) if r.given_text else (
+        r.num_steps or self.settings.num_steps)
+    if not 1 <= n <= self.settings.max_steps:
+      raise ValueError(f"story {r.id!r}: {n} steps; expected 1..{self.settings.max_steps} "
+                       "(config.sample.max_steps)")
+    return n
+
+  def _text_ids(self, texts: Sequence[Sequence[str]], n: int, length: int):
+    """Per row, n texts -> (ids [R, n, length], mask): tokenized, padded, cut at length."""
+    flat = [t for row in texts for t in row]
+    ids, mask = self.tokenizer.encode_batch(flat, length)
+    return ids.reshape(len(texts), n, length), mask.reshape(len(texts), n, length)
+
+  def _direct(self, reqs: list[StoryRequest], keys) -> list[tuple[list, list, np.ndarray]]:
+    """Director pass: (actions, captions, z [S, K, D]) per request, in groups by mode and
+    number of steps (static shapes), each group in calls of exactly `self.rows` rows."""
+    out: list = [None] * len(reqs)
+    groups: dict[tuple[bool, int], list[int]] = {}
+    for i, r in enumerate(reqs):
+      groups.setdefault((r.given_text, self._steps(r)), []).append(i)
+    d, segs = self.director, self.director.cfg.segments
+    for (given, n), members in groups.items():
+      for rows in _fixed_rows(len(members), self.rows):
+        idx = [members[j] for j in rows]
+        task_ids, task_mask = self._rows(self.tokenizer.encode_batch(
+            [reqs[i].task for i in idx], self.settings.max_task_tokens))
+        if given:
+          text = {}
+          for name in segs:
+            text[name] = self._rows(self._text_ids([getattr(reqs[i], f"{name}s") for i in idx],
+                                                   n, d.max_len(name)))
+          z = self._regress(d.params, d.layer_states(), task_ids, task_mask, text, n)
+          z = np.asarray(z)
+        else:
+          keys_ = self._rows(jnp.stack([keys[i][0] for i in idx]))
+          res = jax.device_get(self._generate(d.params, d.layer_states(), task_ids,
+                                              task_mask, n, keys_))
+          z = res.visual_embedding
+        for j, i in enumerate(idx[:len(set(idx))]):  # The real rows (not the padding).
+          r = reqs[i]
+          if given:
+            acts, caps = list(r.actions or ()), list(r.captions or ())
+          else:
+            acts = self._decode(res.action_ids[j], res.action_mask[j], "action" in segs)
+            caps = self._decode(res.caption_ids[j], res.caption_mask[j], "caption" in segs)
+          out[i] = (acts, caps, np.asarray(z[j], np.float32))
+    return out
+
+  def _decode(self, ids: np.ndarray, mask: np.ndarray, used: bool) -> list[str]:
+    """Per-step texts of one row: ids [S, L] and mask -> S strings ([] if not written)."""
+    return [self.tokenizer.decode(a[m]) for a, m in zip(ids, mask)] if used else []
+
+  def _clips(self, jobs: list[tuple[str, np.ndarray, jax.Array]]) -> np.ndarray:
+    """(caption, z [K, D], noise key) per clip -> uint8 frames [N, T, H, W, 3]."""
+    frames = []
+    for rows in _fixed_rows(len(jobs), self.rows):
+      ids, mask = self.tokenizer.encode_batch([jobs[i][0] for i in rows],
+                                              self.settings.max_text_len)
+      z = np.stack([jobs[i][1] for i in rows])
+      keys = jnp.stack([jobs[i][2] for i in rows])
+      with rules_lib.use_mesh(self.mesh, self.rules):  # Traced under the DiT's rules.
+        latents = self._denoise(self._dit_params, *self._rows((keys, ids, mask, z)))
+      video = vae_lib.decode(self._vae, self._vae.denormalize(latents),
+                             self.settings.vae_chunk_frames or None)
+      video = np.asarray(jnp.round((video + 1.0) * 127.5).astype(jnp.uint8))
+      frames.append(video[:len(set(rows))])
+    return np.concatenate(frames)[:len(jobs)]
+
+  def render(self, requests: Sequence[StoryRequest]) -> list[StoryResult]:
+    """Renders every request (see the module docstring); results in request order."""
+    reqs = list(requests)
+    if not reqs:
+      return []
+    seeds = [r.seed if r.seed is not None else item_seed(r.id, self.settings.seed)
+             for r in reqs]
+    keys = self._keys(seeds)
+    texts = self._direct(reqs, keys)
+    jobs = []
+    for i, (acts, caps, z) in enumerate(texts):
+      words = caps or acts  # The caption conditions the DiT (the action if no captions).
+      jobs += [(words[t], z[t], jax.random.fold_in(keys[i][1], t)) for t in range(len(z))]
+    clips = self._clips(jobs)
+    out, at = [], 0
+    for r, seed, (acts, caps, z) in zip(reqs, seeds, texts):
+      out.append(StoryResult(r, seed, acts, caps, z, clips[at:at + len(z)]))
+      at += len(z)
+    return out
+
+
+def build_jitted(make: Callable[[], nnx.Module]) -> nnx.Module:
+  """make() run as one compiled init (eager initialisation costs seconds per model)."""
+  with nnx.use_eager_sharding(False):
+    graphdef = nnx.graphdef(nnx.eval_shape(make))
+    return nnx.merge(graphdef, jax.jit(lambda: nnx.state(make()))())
+
+
+def load_model(config: ml_collections.ConfigDict, task, where: str,
+               allow_random: bool = False, seed: int = 0) -> nnx.Module:
+  """The model of a training config, params restored from its init.checkpoint (a run's
+  workdir, its checkpoints/ folder or a step folder). Empty init.checkpoint: random
+  weights if `allow_random` (smoke tests), else a ConfigError naming `where`."""
+  path = (config.get("init") or {}).get("checkpoint", "")
+  if not path:
+    if not allow_random:
+      raise ConfigError(f"{where}.init.checkpoint is empty: set it to the model's training "
+                        "run (auteur train --workdir), or allow_random_init=True for a "
+                        "smoke test")
+    return build_jitted(lambda: task.build(config, nnx.Rngs(seed)))
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{where}.init.checkpoint: {path} does not exist")
+  step_dir = step_dir_of(path)
+  if step_dir is None:
+    raise ConfigError(f"{where}.init.checkpoint: {path} holds no orbax checkpoint "
+                      "(expected a training run's workdir, checkpoints/ or a step folder)")
+  with nnx.use_eager_sharding(False):
+    model = nnx.eval_shape(lambda: task.build(config, nnx.Rngs(0)))
+  restore_params(os.path.join(step_dir, "state"), model, ("model",))
+  return model
+
+
+def write_story(result: StoryResult, out_dir: str, fps: float,
+                write: Callable[[str, np.ndarray, float], None] = video_io.write_video) -> dict:
+  """Writes clip_<t>.mp4, story.mp4 (the clips joined), embeddings.npy and story.json
+  (written last; with each clip's uint8 frames' SHA-256) into out_dir; returns the
+  story.json content."""
+  os.makedirs(out_dir, exist_ok=True)
+  names = []
+  for t, clip in enumerate(result.clips):
+    names.append(f"clip_{t}.mp4")
+    write(os.path.join(out_dir, names[-1]), clip, fps)
+  write(os.path.join(out_dir, "story.mp4"), np.concatenate(list(result.clips)), fps)
+  np.save(os.path.join(out_dir, "embeddings.npy"), result.embeddings)
+  r = result.request
+  meta = {"id": r.id, "task": r.task, "seed": result.seed, "num_steps": len(result.clips),
+          "given_text": r.given_text, "actions": result.actions, "captions": result.captions,
+          "clips": names, "story": "story.mp4", "embeddings": "embeddings.npy",
+          # The rendered frames as computed: x264 output bytes are not reproducible under
+          # concurrent CPU load (rare; even single-threaded), the frames are.
+          "frames_sha256": [hashlib.sha256(c.tobytes()).hexdigest() for c in result.clips],
+          "embeddings_shape": list(result.embeddings.shape), "fps": fps,
+          "frames_per_clip": int(result.clips.shape[1])}
+  with open(os.path.join(out_dir, "story.json"), "w") as f:
+    json.dump(meta, f, indent=1, ensure_ascii=False)
+  return meta

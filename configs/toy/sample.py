@@ -1,0 +1,51 @@
+"""Story sampling with the toy director, DiT and VAE: `auteur sample` and story.py.
+
+  auteur sample --config configs/toy/sample.py --prompts prompts.jsonl --out samples
+Each prompts line is {"id": "v1", "task": "make a tomato salad", "num_steps": 4} or
+gives the steps' text ({"id", "task", "actions": [...], "captions": [...]}) so that the
+director only regresses the visual states. The job prints a progress bar (items/s, ETA)
+and `samples: N rendered, M already done, E bad prompt lines (samples/errors.jsonl)`;
+every item gets samples/<id>/clip_<t>.mp4, story.mp4, story.json and embeddings.npy.
+
+The three models are the training configs configs/toy/{director,dit,vae}.py, restored
+from the runs in their init.checkpoint (runs/director, runs/dit, runs/vae by default;
+`--config.dit.init.checkpoint=...` etc. point elsewhere). Settings: the director's
+`director.sample` (temperature, top_p, max tokens, default num_steps), the DiT's
+`dit.sample` (solver, num_steps, shift, text_scale, visual_scale) and `sample` below.
+"""
+
+import os
+
+import ml_collections
+
+from auteur_jax.config import load_module_config
+from auteur_jax.parallel.distributed import distributed_defaults
+from auteur_jax.parallel.mesh import mesh_config
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  here = os.path.dirname(os.path.abspath(__file__))
+  c = ml_collections.ConfigDict()
+  c.task = "sample"
+  for name, workdir in (("director", "runs/director"), ("dit", "runs/dit"),
+                        ("vae", "runs/vae")):
+    c[name] = load_module_config(os.path.join(here, f"{name}.py"))
+    c[name].init.checkpoint = workdir
+  c.tokenizer = "toy_data/tokenizer"  # The director's (and the DiT's caption) tokenizer.
+  c.allow_random_init = False  # True: a model with no init.checkpoint gets random weights.
+
+  s = c.sample = ml_collections.ConfigDict()
+  s.seed = 0  # Mixed with each item's id into its seed (unless the prompt line gives one).
+  s.batch_size = 8  # Items per job batch (written together; a restart redoes at most one).
+  s.rows_per_device = 1  # Stories / clips per device per model call (fixed: determinism).
+  s.max_steps = 16  # Longest story accepted.
+  s.num_frames = 9  # Frames per clip (1 + 4k): what the DiT was trained on.
+  s.size = 64  # Frame side in pixels.
+  s.fps = 8.0  # Of the written videos (the toy data's frame rate).
+  s.vae_chunk_frames = 1  # Latent frames per VAE decoding chunk (0 = the whole clip).
+
+  # Local devices of each process; items split over `data`. A DiT that does not fit one
+  # device splits over fsdp / tensor (the model's logical rules); the batch stays on data.
+  c.mesh = mesh_config({"data": -1, "fsdp": 1, "tensor": 1}, rules=(("batch", "data"),))
+  c.distributed = distributed_defaults()
+  return c
