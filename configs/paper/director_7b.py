@@ -16,7 +16,9 @@ import os
 import ml_collections
 
 from auteur_jax.config import load_module_config
+from auteur_jax.parallel.distributed import distributed_defaults
 from auteur_jax.parallel.mesh import mesh_config
+from auteur_jax.train.optim import train_defaults
 
 K, D = 64, 4096
 
@@ -51,7 +53,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.max_caption_tokens = 128  # Captions: up to 120 tokens.
   c.data.num_workers = 8
 
-  t = c.train = ml_collections.ConfigDict()
+  t = c.train = train_defaults()
   t.steps = 2500
   t.optimizer = "adamw"
   t.b1, t.b2, t.eps = 0.9, 0.98, 1e-6
@@ -64,6 +66,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   t.checkpoint_every = 250
   t.keep_checkpoints = 3
   t.seed = 0
+
+  c.distributed = distributed_defaults()
 
   c.mesh = mesh_config({"data": 1, "fsdp": -1, "tensor": 1})
 

@@ -20,7 +20,9 @@ import os
 import ml_collections
 
 from auteur_jax.config import load_module_config
+from auteur_jax.parallel.distributed import distributed_defaults
 from auteur_jax.parallel.mesh import mesh_config
+from auteur_jax.train.optim import train_defaults
 
 K, D = 64, 4096  # Director's visual tokens per clip x width.
 
@@ -49,9 +51,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.num_frames = 81  # 1 + 4k for the VAE: 5 s at 16 fps.
   c.data.batch_size = 64
   c.data.max_text_len = 512
+  c.data.embedding_shape = (K, D)  # Stored visual_embedding per clip.
   c.data.num_workers = 8
 
-  t = c.train = ml_collections.ConfigDict()
+  t = c.train = train_defaults()
   t.steps = 20000
   t.optimizer = "adamw"
   t.b1, t.b2, t.eps = 0.9, 0.95, 1e-8
@@ -70,6 +73,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   t.visual_reg = ml_collections.ConfigDict(dict(  # Paper: 0.25 / 0.25 / 0.5 x std.
       mask_prob=0.25, shuffle_prob=0.25, noise_scale=0.5, embedding_std=-1.0,
       std_samples=2000))
+
+  # The caption condition: umT5-XXL embeddings stored by `auteur encode`.
+  c.text = ml_collections.ConfigDict(dict(source="embedding", vocab_size=0))
+  c.distributed = distributed_defaults()
 
   c.mesh = mesh_config({"data": 1, "fsdp": -1, "tensor": 1, "context": 1})
 
