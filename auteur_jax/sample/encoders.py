@@ -60,9 +60,10 @@ def restore_params(state_dir: str, abstract: nnx.Module, key_path: tuple[str, ..
   for k in reversed(key_path):
     item = {k: item}
   try:
-    restored = ocp.PyTreeCheckpointer().restore(state_dir, args=ocp.args.PyTreeRestore(
-        item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
-        partial_restore=True))
+    restored = ocp.PyTreeCheckpointer().restore(  # orbax wants an absolute path.
+        os.path.abspath(state_dir), args=ocp.args.PyTreeRestore(
+            item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+            partial_restore=True))
   except (ValueError, KeyError, FileNotFoundError) as e:
     raise ConfigError(f"config.init.checkpoint: cannot restore {'/'.join(key_path)} params "
                       f"from {state_dir} ({type(e).__name__}: {e})") from e

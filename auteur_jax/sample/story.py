@@ -323,7 +323,7 @@ class StorySampler:
         latents = self._denoise(self._dit_params, *self._rows((keys, ids, mask, z)))
       video = vae_lib.decode(self._vae, self._vae.denormalize(latents),
                              self.settings.vae_chunk_frames or None)
-      video = np.asarray(jnp.round((video + 1.0) * 127.5).astype(jnp.uint8))
+      video = np.asarray(jnp.round(jnp.clip(video + 1.0, 0.0, 2.0) * 127.5).astype(jnp.uint8))
       frames.append(video[:len(set(rows))])
     return np.concatenate(frames)[:len(jobs)]
 

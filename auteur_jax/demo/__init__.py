@@ -1,0 +1,3 @@
+"""`auteur demo`: the embedded default end to end (see pipeline.py)."""
+
+from auteur_jax.demo.pipeline import run  # noqa: F401

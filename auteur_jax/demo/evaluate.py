@@ -1,0 +1,267 @@
+"""The demo's renders and metrics on the validation stories (eval/narrative.py, CLIP-T).
+
+Validation stories use ingredient sets that no training story uses (toy_world.py).
+Measured, each on the first `plan.score` validation stories (all by default):
+
+director
+  free_run        the director writes every step from the dish name (greedy, the number
+                  of steps given): step_top1 (its z_t's nearest true keyframe embedding of
+                  the story is step t's), action_exact / action_parsed (eval/narrative.py)
+  given_text      given the true actions and captions it only regresses z_t, fed back its
+                  own earlier z (story.py's teacher-forced mode): step_top1
+  teacher_forced  one training-style pass with the true z history: step_top1 and the
+                  next-token accuracy of the text (text_acc)
+video (state reader on each clip's last frame vs the true state after its step)
+  given_text      the clips story.py renders from the true texts and the regressed z_t
+  free_run        the clips of the stories the director writes (the first plan.render
+                  of them are the demo's videos and contact sheet)
+  references      the same reading of the true clips' last frames (through JPEG) and of
+                  their VAE reconstructions (the ceiling the DiT can reach); and
+                  `unchanged`: the true state *before* each step scored as if it were the
+                  frame (what a clip showing no change would get: one object changes per
+                  step, so per-object agreement starts high; `changed` is the accuracy on
+                  the objects the step changes, 0 for that baseline)
+clip_t            CLIP-T (eval/clip_score.py) of the given-text clips with their captions,
+                  of the free-run clips with the captions the director wrote, and of the
+                  true clips with theirs (reference)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from auteur_jax.data import examples, pipeline, tfrecord, video_io
+from auteur_jax.data.toy_world import State
+from auteur_jax.demo import data as demo_data
+from auteur_jax.demo import media
+from auteur_jax.eval import narrative
+from auteur_jax.eval.clip_score import ClipScorer, load_clip
+from auteur_jax.eval.toy_state import object_matches, read_state
+from auteur_jax.models import vae as vae_lib
+from auteur_jax.sample.encode import keyframe_index
+
+
+def read_val(paths: dict) -> tuple[list[dict], dict]:
+  """Validation stories (sorted by id, with true states) and their clips by (video, start).
+
+  Each story: video_id, task, actions, captions, z [S, K, D], before / after (States
+  per step, from the toy kitchen's states/<id>.json, steps matched by start time).
+  Each clip: frames uint8 [9, H, W, 3] (the DiT's window), keyframe [H, W, 3], latents.
+  """
+  stories = []
+  for path in pipeline.split_files(paths["enc"], "val", "stories"):
+    for record in tfrecord.iter_records(path):
+      s = examples.decode_story(record, path)
+      with open(os.path.join(paths["states"], f"{s['video_id']}.json")) as f:
+        truth = json.load(f)
+      states = [State.from_json(x) for x in truth["states"]]
+      idx = [int(np.argmin([abs(st["start"] - a) for st in truth["steps"]])) for a in s["start"]]
+      stories.append({"video_id": s["video_id"], "task": s["task"], "actions": s["actions"],
+                      "captions": s["captions"], "start": s["start"],
+                      "z": np.asarray(s["visual_embedding"], np.float32),
+                      "before": [states[truth["steps"][i]["state"] - 1] for i in idx],
+                      "after": [states[truth["steps"][i]["state"]] for i in idx]})
+  clips = {}
+  decoder = pipeline.ClipDecoder(9)
+  for path in pipeline.split_files(paths["enc"], "val", "clips"):
+    for record in tfrecord.iter_records(path):
+      ex = examples.decode_clip(record, path)
+      frames = decoder(record)["frames"]
+      key = video_io.decode_jpeg(ex["frames"][keyframe_index(ex)])
+      clips[ex["video_id"], round(float(ex["start"]), 3)] = {
+          "frames": frames, "keyframe": key, "latents": ex["latents"]}
+  return sorted(stories, key=lambda s: s["video_id"]), clips
+
+
+def _clip(clips: dict, story: dict, t: int) -> dict:
+  return clips[story["video_id"], round(float(story["start"][t]), 3)]
+
+
+def video_scores(frames: list[np.ndarray], before: list[State], after: list[State]) -> dict:
+  """Last frames vs true states: mean object agreement, exact, changed-object accuracy."""
+  objects, exact, changed = [], [], []
+  for frame, b, a in zip(frames, before, after):
+    read = read_state(frame)
+    m = object_matches(read, a)
+    objects.append(np.mean(list(m.values())))
+    exact.append(float(all(m.values())))
+    diff = [k for k, ok in object_matches(b, a).items() if not ok]
+    changed += [m.get(k, False) for k in diff]
+  return {"state_agreement": narrative.mean(objects), "exact_state": narrative.mean(exact),
+          "changed_objects": narrative.mean(changed), "clips": len(frames)}
+
+
+def _unchanged(before: list[State], after: list[State]) -> dict:
+  objects = [np.mean(list(object_matches(b, a).values())) for b, a in zip(before, after)]
+  return {"state_agreement": narrative.mean(objects), "exact_state": 0.0,
+          "changed_objects": 0.0, "clips": len(before)}
+
+
+def director_scores(sampler, stories: list[dict], free: list) -> dict:
+  """free_run (from story.py's results `free`) and teacher_forced director metrics."""
+  from auteur_jax.data.pipeline import StoryDecoder
+  top1, exact, parsed = [], [], []
+  for r, s in zip(free, stories):
+    top1 += narrative.step_top1(r.embeddings, s["z"]).tolist()
+    for p, t in zip(r.actions, s["actions"]):
+      m = narrative.action_match(p, t)
+      exact.append(m["exact"])
+      parsed.append(m["parsed"])
+  # Teacher-forced: one training-style pass over the stories with their true z.
+  d = sampler.director
+  model = nnx.merge(d.graphdef, d.params)
+  dec = StoryDecoder(sampler.tokenizer, max(len(s["actions"]) for s in stories),
+                     d.sampling.max_action_tokens, d.sampling.max_caption_tokens)
+  rows = [_story_row(dec, s) for s in stories]
+  batch = {k: jnp.asarray(np.stack([r[k] for r in rows])) for k in rows[0]}
+  res = model(batch)
+  _, parts = model.loss(batch)
+  tf_top1 = []
+  for i, s in enumerate(stories):
+    tf_top1 += narrative.step_top1(np.asarray(res.visual[i, :len(s["actions"])]), s["z"]).tolist()
+  return {"free_run": {"step_top1": narrative.mean(top1), "action_exact": narrative.mean(exact),
+                       "action_parsed": narrative.mean(parsed), "steps": len(top1),
+                       "chance_top1": narrative.mean([1 / len(s["actions"]) for s in stories
+                                                      for _ in s["actions"]])},
+          "teacher_forced": {"step_top1": narrative.mean(tf_top1),
+                             "text_acc": float(parts["text_acc"])}}
+
+
+def _story_row(dec, s: dict) -> dict:
+  """The StoryDecoder arrays of a story dict (its texts, task and z, padded to dec.max_steps)."""
+  tok, S = dec.tokenizer, len(s["actions"])
+  out = {}
+  for name, texts, length in (("action", s["actions"], dec.max_action_tokens),
+                              ("caption", s["captions"], dec.max_caption_tokens)):
+    ids = np.full((dec.max_steps, length), tok.pad_id, np.int32)
+    mask = np.zeros((dec.max_steps, length), bool)
+    ids[:S], mask[:S] = tok.encode_batch(texts, length)
+    out[f"{name}_ids"], out[f"{name}_mask"] = ids, mask
+  out["step_mask"] = np.arange(dec.max_steps) < S
+  ids, mask = tok.encode_batch([s["task"]], dec.max_action_tokens)
+  out["task_ids"], out["task_mask"] = ids[0], mask[0]
+  z = np.zeros((dec.max_steps, *s["z"].shape[1:]), np.float32)
+  z[:S] = s["z"]
+  out["visual_embedding"] = z
+  return out
+
+
+def sample_config(plan, paths: dict, models: dict):
+  """configs/toy/sample.py with the demo's three model configs, runs and settings."""
+  import jax
+
+  from auteur_jax.config import load_config
+  from auteur_jax.demo.pipeline import CONFIGS, task_config
+  cfg = load_config(os.path.join(CONFIGS, "toy", "sample.py"), [])
+  for task in ("director", "dit", "vae"):
+    c = task_config(task, plan, paths)
+    c.init.checkpoint = models[task]["workdir"]
+    cfg[task] = c
+  cfg.tokenizer = paths["tokenizer"]
+  cfg.sample.fps = demo_data.DEMO_FPS
+  cfg.sample.seed = plan.seed
+  cfg.sample.rows_per_device = max(1, 8 // jax.local_device_count())  # Batched on CPU.
+  cfg.dit.sample.num_steps = plan.sample_steps
+  return cfg
+
+
+def _decode_latents(vae, latents: np.ndarray, batch: int = 8) -> np.ndarray:
+  """Stored (normalised) latents [N, t, h, w, z] -> uint8 frames [N, T, H, W, 3]."""
+  out = []
+  for i in range(0, len(latents), batch):
+    video = vae_lib.decode(vae, vae.denormalize(jnp.asarray(latents[i:i + batch])))
+    out.append(np.asarray(jnp.clip(jnp.round((video + 1.0) * 127.5), 0, 255).astype(jnp.uint8)))
+  return np.concatenate(out)
+
+
+def evaluate(plan, paths: dict, models: dict, out_dir: str, timings: dict,
+             progress: bool = True) -> dict:
+  """Renders, scores and writes the demo's outputs (see the module docstring)."""
+  from auteur_jax.demo.pipeline import task_config
+  from auteur_jax.sample.story import StoryRequest, StorySampler, load_model, write_story
+  from auteur_jax.train import tasks
+  t0 = time.perf_counter()
+  stories, clips = read_val(paths)
+  scored = stories[:plan.score] if plan.score else stories
+  shown = stories[:plan.render]
+  cfg = sample_config(plan, paths, models)
+  sampler = StorySampler.from_config(cfg)
+  say = print if progress else (lambda *a, **k: None)
+  say(f"demo: scoring {len(scored)} validation stories, showing {len(shown)}; models loaded "
+      f"({time.perf_counter() - t0:.0f} s)", flush=True)
+  free = sampler.render([StoryRequest(s["video_id"], s["task"], num_steps=len(s["actions"]))
+                         for s in scored])
+  say(f"demo: stories written by the director rendered ({time.perf_counter() - t0:.0f} s)",
+      flush=True)
+  given = sampler.render([StoryRequest(f"{s['video_id']}_given", s["task"],
+                                       actions=tuple(s["actions"]), captions=tuple(s["captions"]))
+                          for s in scored])
+  say(f"demo: stories with the true texts rendered ({time.perf_counter() - t0:.0f} s)",
+      flush=True)
+  director = director_scores(sampler, scored, free)
+  top1 = [x for r, s in zip(given, scored) for x in narrative.step_top1(r.embeddings, s["z"])]
+  director["given_text"] = {"step_top1": narrative.mean(top1)}
+  timings["render"] = round(time.perf_counter() - t0, 1)
+
+  per_step = lambda ss, key: [x for s in ss for x in s[key]]  # noqa: E731
+  true_clips = [_clip(clips, s, t) for s in scored for t in range(len(s["actions"]))]
+  vae = load_model(cfg.vae, tasks.get("vae"), "config.vae")
+  recon = _decode_latents(vae, np.stack([c["latents"] for c in true_clips]))
+  b, a = per_step(scored, "before"), per_step(scored, "after")
+  video = {
+      "given_text": video_scores([c[-1] for r in given for c in r.clips], b, a),
+      "free_run": video_scores([c[-1] for r in free for c in r.clips], b, a),
+      "references": {"true_clips": video_scores([c["frames"][-1] for c in true_clips], b, a),
+                     "vae_reconstruction": video_scores([v[-1] for v in recon], b, a),
+                     "unchanged": _unchanged(b, a)}}
+
+  clip_cfg = task_config("clip", plan, paths)
+  scorer = ClipScorer(load_clip(clip_cfg, models["clip"]["workdir"]), sampler.tokenizer,
+                      clip_cfg.data.max_text_len)
+  caps = per_step(scored, "captions")
+  clip_t = {"given_text": narrative.mean(scorer.clip_t([c for r in given for c in r.clips], caps)),
+            "free_run": narrative.mean(scorer.clip_t([c for r in free for c in r.clips],
+                                                     [c for r in free for c in r.captions])),
+            "true_clips": narrative.mean(scorer.clip_t([c["frames"] for c in true_clips], caps))}
+
+  shutil.rmtree(os.path.join(out_dir, "stories"), ignore_errors=True)
+  sheets, shown_meta = [], []
+  for r, s in zip(free, shown):  # The first plan.render of the scored stories.
+    sid = s["video_id"]
+    write_story(r, os.path.join(out_dir, "stories", sid), fps=demo_data.DEMO_FPS)
+    shutil.copyfile(os.path.join(out_dir, "stories", sid, "story.mp4"),
+                    os.path.join(out_dir, f"{sid}.mp4"))
+    media.write_gif(os.path.join(out_dir, f"{sid}.gif"), np.concatenate(list(r.clips)),
+                    demo_data.DEMO_FPS)
+    notes = []
+    for clip, after in zip(r.clips, s["after"]):
+      m = object_matches(read_state(clip[-1]), after)
+      notes.append(f"[state reader: {sum(m.values())}/{len(m)} objects as true]")
+    sheets.append({"title": f"{sid}: {s['task']} (validation; generated from the dish name)",
+                   "true_frames": [_clip(clips, s, t)["keyframe"] for t in range(len(r.clips))],
+                   "generated_frames": [c[-1] for c in r.clips], "actions": r.actions,
+                   "captions": r.captions, "true_actions": s["actions"], "notes": notes})
+    shown_meta.append({"id": sid, "task": s["task"], "actions": r.actions,
+                       "captions": r.captions, "true_actions": s["actions"],
+                       "video": f"{sid}.mp4", "gif": f"{sid}.gif", "clips": f"stories/{sid}"})
+  media.contact_sheet(sheets).save(os.path.join(out_dir, "contact_sheet.png"))
+  timings["evaluate"] = round(time.perf_counter() - t0, 1)
+  targets = {
+      "director_step_top1": {"target": 0.8, **{k: director[k]["step_top1"] for k in
+                                               ("free_run", "given_text", "teacher_forced")}},
+      "state_agreement": {"target": 0.5, **{k: video[k]["state_agreement"] for k in
+                                            ("given_text", "free_run")}}}
+  for t in targets.values():
+    t["met"] = {k: v is not None and v >= t["target"] for k, v in t.items()
+                if k not in ("target", "met")}
+  return {"targets": targets, "director": director, "video": video, "clip_t": clip_t,
+          "stories": shown_meta, "validation_stories_scored": len(scored),
+          "free_run_actions": {s["video_id"]: r.actions for s, r in zip(scored, free)},
+          "timings_s": timings}

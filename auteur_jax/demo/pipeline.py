@@ -1,0 +1,193 @@
+"""`auteur demo`: the embedded default end to end — data, four trainings, two stories.
+
+  auteur demo [--quick] [--from-scratch] [--out demo_out]
+
+1. data   (demo/data.py): a toy-kitchen data set through import -> build -> tokenizer.
+2. models: the toy configs (configs/toy/*.py) trained in the README's chain, with the
+   demo's step counts (PLANS) and these overrides, stated in metrics.json:
+     vae       batch 4 (CPU time), then `auteur encode` -> latents [3, 8, 8, 16]
+     clip      then `auteur encode` -> visual_embedding [16, 64] per clip and story step
+     director  on the stories with embeddings; batch 4, text segments cut to the toy
+               texts' lengths (16 action, 72 caption tokens)
+     dit       on the clips with latents and embeddings
+   Each run goes to OUT/runs/<task>; a run that already reached its steps is kept
+   (the trainer resumes a shorter one), so a second `auteur demo` only re-renders.
+   Without --from-scratch, a model whose params ship in SHIPPED (see
+   checkpoints/toy/README.md) starts from them instead of training.
+3. stories (sample/story.py): two validation stories written by the director from their
+   dish name and rendered by the DiT and VAE -> OUT/stories/<id>/ (clips, story.mp4,
+   story.json, embeddings.npy), OUT/<id>.mp4 and OUT/<id>.gif, OUT/contact_sheet.png.
+4. metrics (demo/evaluate.py) -> OUT/metrics.json.
+
+--quick: the same path with a tiny data set and a few steps per model (CI; the numbers
+are then meaningless, the files and keys are not).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import time
+
+import jax
+import ml_collections
+
+from auteur_jax.config import load_config
+from auteur_jax.demo import data as demo_data
+from auteur_jax.parallel.mesh import make_mesh
+from auteur_jax.train.checkpoint import step_dir_of
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CONFIGS = os.path.join(REPO, "configs")  # The toy configs the demo trains.
+SHIPPED = os.path.join(REPO, "checkpoints", "toy")  # Params of the four toy models, if shipped.
+TASKS = ("vae", "clip", "director", "dit")
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  """How big the demo is: data, train steps per task, what is rendered and scored."""
+
+  videos: int
+  steps: dict  # task -> train steps
+  sample_steps: int  # Flow-matching steps per clip.
+  render: int = 2  # Validation stories shown (videos, contact sheet).
+  score: int | None = None  # Validation stories scored (None: all).
+  seed: int = 0
+
+
+PLANS = {
+    "default": Plan(videos=120, steps={"vae": 2200, "clip": 600, "director": 1200, "dit": 8000},
+                    sample_steps=30),
+    "quick": Plan(videos=10, steps={"vae": 2, "clip": 2, "director": 2, "dit": 2},
+                  sample_steps=2, score=2),
+}
+
+# Per-task overrides of the toy configs (besides paths and steps), all in metrics.json.
+OVERRIDES = {
+    "vae": {"data.batch_size": 4},
+    "clip": {},
+    # Toy actions are <= 14 tokens, captions <= 67 (the demo's BPE): shorter blocks.
+    "director": {"data.batch_size": 4, "data.max_action_tokens": 16,
+                 "data.max_caption_tokens": 72, "sample.max_action_tokens": 16,
+                 "sample.max_caption_tokens": 72},
+    "dit": {},
+}
+
+
+def task_config(task: str, plan: Plan, paths: dict) -> ml_collections.ConfigDict:
+  """configs/toy/<task>.py with the demo's data paths, step count and overrides."""
+  data_dir = {"vae": paths["tfrecords"], "clip": paths["tfrecords"],
+              "director": paths["enc"], "dit": paths["enc"]}[task]
+  steps = plan.steps[task]
+  values = {"data.dir": data_dir, "train.steps": steps, "train.log_every": max(1, min(25, steps)),
+            "train.checkpoint_every": max(1, steps), "train.keep_last": 1, **OVERRIDES[task]}
+  if task != "vae":
+    values["data.tokenizer"] = paths["tokenizer"]
+  if task == "vae":
+    values.update({"encode.in_dir": paths["tfrecords"], "encode.out_dir": paths["vae"]})
+  if task == "clip":
+    values.update({"encode.in_dir": paths["vae"], "encode.out_dir": paths["enc"]})
+  return load_config(os.path.join(CONFIGS, "toy", f"{task}.py"),
+                     [f"--config.{k}={v}" for k, v in values.items()])
+
+
+def _mesh(config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
+  """Data parallel over as many devices as divide the batch (all of them, usually)."""
+  n = math.gcd(jax.device_count(), config.data.batch_size)
+  return make_mesh({"data": n, "fsdp": 1, "tensor": 1}, jax.devices()[:n])
+
+
+def _trained_steps(workdir: str) -> int:
+  step = step_dir_of(workdir)
+  return int(os.path.basename(step)) if step and os.path.basename(step).isdigit() else 0
+
+
+def train_chain(plan: Plan, paths: dict, runs: str, from_scratch: bool,
+                progress: bool = True) -> dict:
+  """Trains (or takes from SHIPPED) the four models and writes the encoded data sets.
+
+  Returns per task: workdir, source ("trained" | "shipped" | "kept"), steps, seconds,
+  the last logged metrics.
+  """
+  from auteur_jax.sample.encode import encode_dataset
+  from auteur_jax.train.trainer import train
+  out = {}
+  all_shipped = not from_scratch and all(step_dir_of(os.path.join(SHIPPED, t)) for t in TASKS)
+  for task in TASKS:
+    config = task_config(task, plan, paths)
+    workdir = os.path.join(runs, task)
+    t0 = time.perf_counter()
+    shipped = os.path.join(SHIPPED, task)
+    if from_scratch:
+      shutil.rmtree(workdir, ignore_errors=True)
+    info = {"workdir": workdir, "steps": plan.steps[task],
+            "overrides": OVERRIDES[task]}
+    if not from_scratch and step_dir_of(shipped):
+      info.update(source="shipped", workdir=shipped)
+      workdir = shipped
+    elif _trained_steps(workdir) >= plan.steps[task]:
+      info["source"] = "kept"
+    else:
+      if progress:
+        print(f"demo: training {task} for {plan.steps[task]} steps -> {workdir}", flush=True)
+      last = train(config, workdir, progress=progress, mesh=_mesh(config))
+      info.update(source="trained", last={k: v for k, v in last.items()
+                                          if isinstance(v, (int, float))})
+    if task in ("vae", "clip"):  # Encode the data set for the next models.
+      enc = config.copy_and_resolve_references()
+      enc.init.checkpoint = workdir
+      if all_shipped:  # Nothing trains: only the validation split is scored.
+        enc.encode.splits = ("val",)
+      if from_scratch or info["source"] != "kept":
+        shutil.rmtree(enc.encode.out_dir, ignore_errors=True)
+      info["encode"] = {k: v for k, v in encode_dataset(enc, progress=progress).items()
+                        if k in ("field", "shape", "out_dir")}
+    info["seconds"] = round(time.perf_counter() - t0, 1)
+    out[task] = info
+  return out
+
+
+def run(out_dir: str = "demo_out", quick: bool = False, from_scratch: bool = False,
+        progress: bool = True) -> dict:
+  """The whole demo (see the module docstring); returns the metrics written."""
+  from auteur_jax.demo import evaluate as demo_eval
+  plan = PLANS["quick" if quick else "default"]
+  out_dir = os.path.abspath(out_dir)  # orbax restores absolute paths only.
+  t0 = time.perf_counter()
+  work = os.path.join(out_dir, "work")
+  timings = {}
+  if from_scratch:
+    shutil.rmtree(work, ignore_errors=True)
+  paths = demo_data.prepare(work, plan.videos, plan.seed, progress=progress)
+  paths.update(vae=os.path.join(work, "tfrecords_vae"), enc=os.path.join(work, "tfrecords_enc"))
+  timings["data"] = round(time.perf_counter() - t0, 1)
+  models = train_chain(plan, paths, os.path.join(out_dir, "runs"), from_scratch, progress)
+  timings.update({t: m["seconds"] for t, m in models.items()})
+  metrics = demo_eval.evaluate(plan, paths, models, out_dir, timings, progress=progress)
+  metrics["timings_s"]["total"] = round(time.perf_counter() - t0, 1)
+  metrics["plan"] = dict(dataclasses.asdict(plan), name="quick" if quick else "default",
+                         from_scratch=from_scratch)
+  metrics["models"] = models
+  path = os.path.join(out_dir, "metrics.json")
+  tmp = f"{path}.tmp-{os.getpid()}"
+  with open(tmp, "w") as f:
+    json.dump(metrics, f, indent=1)
+  os.replace(tmp, path)
+  return metrics
+
+
+def ship(runs: str, dst: str = SHIPPED) -> dict:
+  """Writes the params of runs/<task> to dst/<task> in bfloat16, without optimizer state
+  (restored into the float32 models): the files that a default `auteur demo` starts
+  from, about half of 20 MB. Returns bytes per task."""
+  from auteur_jax.convert.reshard import reshard
+  sizes = {}
+  for task in TASKS:
+    shutil.rmtree(os.path.join(dst, task), ignore_errors=True)  # reshard makes it anew.
+    src, out = (os.path.abspath(os.path.join(d, task)) for d in (runs, dst))
+    r = reshard(src, out, {"data": 1}, drop_optimizer=True, dtype="bfloat16")
+    sizes[task] = r["bytes"]
+  return sizes

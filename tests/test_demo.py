@@ -1,0 +1,84 @@
+"""`auteur demo --quick --from-scratch`: the whole chain runs and writes every output.
+
+Runs the CLI in a subprocess on one CPU device (the demo's set-up, not the suite's 8
+simulated devices), so the test also covers the sub-command's wiring. The numbers of a
+2-step training are meaningless; the files, keys and their consistency are checked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from auteur_jax.demo import data as demo_data
+from auteur_jax.demo.pipeline import PLANS
+
+
+def test_end_keyframes_sit_on_the_last_sampled_frame(tmp_path):
+  from auteur_jax.data import video_io
+  from auteur_jax.data.schema import Clip, Story
+  story = Story("v", "toy_kitchen", "train", "soup", 6.0, 8.0, None,
+                (Clip("0", 0.0, 2.0, "a", "c"), Clip("1", 2.0, 5.25, "a", "c")))
+  got = demo_data.end_keyframes(story, 2.0)
+  for c, want in zip(got.clips, (1.75, 4.75)):  # Samples at start + (i + 0.5) / fps.
+    assert c.keyframe == pytest.approx(want)
+    assert c.keyframe == pytest.approx(video_io.sample_times(c.start, c.end, 2.0)[-1])
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+  out = str(tmp_path_factory.mktemp("demo") / "demo_out")
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env["XLA_FLAGS"] = env.get("XLA_FLAGS", "").replace(
+      "--xla_force_host_platform_device_count=8", "")
+  r = subprocess.run([sys.executable, "-m", "auteur_jax.cli", "demo", "--quick",
+                      "--from-scratch", "--out", out], env=env, capture_output=True,
+                     text=True, timeout=1200)
+  assert r.returncode == 0, r.stderr[-3000:]
+  return out, r.stdout
+
+
+def test_quick_demo_writes_everything(demo):
+  out, stdout = demo
+  m = json.load(open(os.path.join(out, "metrics.json")))
+  assert f"{out}: metrics.json" in stdout and "director step top-1" in stdout
+  plan = PLANS["quick"]
+  assert len(m["stories"]) == plan.render
+  for s in m["stories"]:
+    for f in (s["video"], s["gif"]):
+      assert os.path.getsize(os.path.join(out, f)) > 1000, f
+    meta = json.load(open(os.path.join(out, s["clips"], "story.json")))
+    assert meta["num_steps"] == len(s["actions"]) == len(s["true_actions"]) >= 4
+    emb = np.load(os.path.join(out, s["clips"], "embeddings.npy"))
+    assert emb.shape == (meta["num_steps"], 16, 64)
+    gif = Image.open(os.path.join(out, s["gif"]))
+    # Pillow merges identical consecutive frames (a clip's padded end may repeat).
+    assert meta["num_steps"] <= gif.n_frames <= 9 * meta["num_steps"]
+  sheet = Image.open(os.path.join(out, "contact_sheet.png"))
+  assert sheet.width >= 2 * 128 and sheet.height >= 128 * sum(len(s["actions"])
+                                                              for s in m["stories"])
+  # Every metric is there and is a number in its range (never a placeholder).
+  d, v, c = m["director"], m["video"], m["clip_t"]
+  for k in ("free_run", "given_text", "teacher_forced"):
+    assert 0.0 <= d[k]["step_top1"] <= 1.0
+  # True actions always parse, so an exact match is also a parsed one.
+  assert 0.0 <= d["free_run"]["action_exact"] <= d["free_run"]["action_parsed"] <= 1.0
+  assert 0.0 < d["free_run"]["chance_top1"] <= 0.25  # Stories have 4-8 steps.
+  for k in ("given_text", "free_run"):
+    assert 0.0 <= v[k]["state_agreement"] <= 1.0 and 0.0 <= v[k]["exact_state"] <= 1.0
+  refs = v["references"]
+  assert refs["true_clips"]["state_agreement"] == 1.0  # The reader on the real last frames.
+  assert refs["unchanged"]["changed_objects"] == 0.0
+  assert v["given_text"]["clips"] == refs["true_clips"]["clips"] == d["free_run"]["steps"]
+  for k in ("given_text", "free_run", "true_clips"):
+    assert -1.0 <= c[k] <= 1.0
+  assert set(m["targets"]) == {"director_step_top1", "state_agreement"}
+  assert set(m["models"]) == {"vae", "clip", "director", "dit"}
+  assert all(x["source"] == "trained" for x in m["models"].values())
+  assert m["timings_s"]["total"] > 0
