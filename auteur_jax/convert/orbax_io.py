@@ -93,9 +93,10 @@ def restore(state_dir: str, targets: dict[Key, jax.ShapeDtypeStruct]) -> dict[Ke
   shardings and dtypes."""
   item = nest(targets)
   try:
-    out = ocp.PyTreeCheckpointer().restore(state_dir, args=ocp.args.PyTreeRestore(
-        item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
-        partial_restore=True))
+    out = ocp.PyTreeCheckpointer().restore(  # orbax wants an absolute path.
+        os.path.abspath(state_dir), args=ocp.args.PyTreeRestore(
+            item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+            partial_restore=True))
   except (ValueError, KeyError, FileNotFoundError) as e:
     raise WeightError(f"{state_dir}: cannot restore {len(targets)} leaves "
                       f"({type(e).__name__}: {e})") from e

@@ -26,15 +26,15 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from auteur_jax.config import ConfigError
+from auteur_jax.convert import orbax_io
 from auteur_jax.convert.weights import WeightError
 from auteur_jax.models import vae as vae_lib
 from auteur_jax.models.vision import VisionConfig, VisionTower, normalize_pixels
-from auteur_jax.train.checkpoint import step_dir_of
+from auteur_jax.train.checkpoint import key_str, step_dir_of
 
 
 @dataclasses.dataclass
@@ -54,22 +54,16 @@ def restore_params(state_dir: str, abstract: nnx.Module, key_path: tuple[str, ..
   ("model", "vision"); the optimizer state and everything else are not read.
   """
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
-                        nnx.state(abstract, nnx.Param))
-  item = target
-  for k in reversed(key_path):
-    item = {k: item}
+  leaves, treedef = jax.tree_util.tree_flatten_with_path(nnx.state(abstract, nnx.Param))
+  keys = [(*key_path, *(key_str(k) for k in p)) for p, _ in leaves]
+  targets = {k: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device)
+             for k, (_, x) in zip(keys, leaves)}
   try:
-    restored = ocp.PyTreeCheckpointer().restore(  # orbax wants an absolute path.
-        os.path.abspath(state_dir), args=ocp.args.PyTreeRestore(
-            item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
-            partial_restore=True))
-  except (ValueError, KeyError, FileNotFoundError) as e:
+    restored = orbax_io.restore(state_dir, targets)
+  except WeightError as e:
     raise ConfigError(f"config.init.checkpoint: cannot restore {'/'.join(key_path)} params "
-                      f"from {state_dir} ({type(e).__name__}: {e})") from e
-  for k in key_path:
-    restored = restored[k]
-  nnx.update(abstract, restored)
+                      f"({e})") from e
+  nnx.update(abstract, jax.tree_util.tree_unflatten(treedef, [restored[k] for k in keys]))
 
 
 def _build(config: ml_collections.ConfigDict, make: Callable[[nnx.Rngs], nnx.Module],

@@ -98,7 +98,8 @@ def abstract_like(tree: Any, shardings: Any) -> Any:
                       tree, shardings)
 
 
-def _key_str(k: Any) -> str:
+def key_str(k: Any) -> str:
+  """One step of a jax key path as the string orbax names it by."""
   return str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))))
 
 
@@ -120,14 +121,14 @@ def init_params(path: str, state: Any, abstract: Any) -> tuple[Any, list[str]]:
   shardings and dtypes; the optimizer state and params the checkpoint lacks stay as
   given. Returns (state, names of the params left as given)."""
   from auteur_jax.config import ConfigError
+  from auteur_jax.convert import orbax_io
+  from auteur_jax.convert.weights import WeightError
   step_dir = step_dir_of(path)
   if step_dir is None:
     raise ConfigError(f"config.init.checkpoint: {path} holds no orbax checkpoint")
   state_dir = os.path.join(step_dir, "state")
-  saved = ocp.PyTreeCheckpointer().metadata(state_dir).item_metadata.tree
-  saved = {tuple(_key_str(k) for k in p): m
-           for p, m in jax.tree_util.tree_flatten_with_path(saved)[0]}
-  wanted = {tuple(_key_str(k) for k in p): x
+  saved = orbax_io.tree_metadata(state_dir)
+  wanted = {tuple(key_str(k) for k in p): x
             for p, x in jax.tree_util.tree_flatten_with_path(abstract)[0]}
   wanted = {k: x for k, x in wanted.items() if k[0] == "model"}
   found = {k: x for k, x in wanted.items() if k in saved}
@@ -137,17 +138,10 @@ def init_params(path: str, state: Any, abstract: Any) -> tuple[Any, list[str]]:
     raise ConfigError(f"config.init.checkpoint: {state_dir} does not fit this run's model: "
                       + ("; ".join(bad[:8]) if bad else "none of its params are there "
                          f"(it has e.g. {['/'.join(k) for k in list(saved)[:3]]})"))
-  item: dict = {}
-  for key, x in found.items():
-    node = item
-    for k in key[:-1]:
-      node = node.setdefault(k, {})
-    node[key[-1]] = x
-  restored = ocp.PyTreeCheckpointer().restore(state_dir, args=ocp.args.PyTreeRestore(
-      item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
-      partial_restore=True))
-  restored = {tuple(_key_str(k) for k in p): x
-              for p, x in jax.tree_util.tree_flatten_with_path(restored)[0]}
+  try:
+    restored = orbax_io.restore(state_dir, found)
+  except WeightError as e:
+    raise ConfigError(f"config.init.checkpoint: {e}") from e
   state = jax.tree_util.tree_map_with_path(
-      lambda p, x: restored.get(tuple(_key_str(k) for k in p), x), state)
+      lambda p, x: restored.get(tuple(key_str(k) for k in p), x), state)
   return state, sorted("/".join(k[1:-1]) for k in wanted if k not in found)
