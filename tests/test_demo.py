@@ -7,6 +7,7 @@ simulated devices), so the test also covers the sub-command's wiring. The number
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -31,6 +32,20 @@ def test_end_keyframes_sit_on_the_last_sampled_frame(tmp_path):
     assert c.keyframe == pytest.approx(video_io.sample_times(c.start, c.end, 2.0)[-1])
 
 
+def test_director_data_extends_the_demo_set_with_its_tokenizer(tmp_path):
+  from auteur_jax.data.schema import read_stories
+  small = demo_data.prepare(str(tmp_path / "demo"), 5, progress=False)
+  big = demo_data.prepare(str(tmp_path / "director"), 7, progress=False,
+                          tokenizer=small["tokenizer"])
+  assert big["tokenizer"] == small["tokenizer"]
+  assert not os.path.exists(tmp_path / "director" / "tokenizer")
+  # Equal stories (their video files live in each set's own folder).
+  read = lambda p: {s.video_id: dataclasses.replace(s, video_path=None)  # noqa: E731
+                    for s in read_stories(p)}
+  first, more = read(small["stories"]), read(big["stories"])
+  assert len(more) > len(first) and all(more[k] == s for k, s in first.items())
+
+
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
   out = str(tmp_path_factory.mktemp("demo") / "demo_out")
@@ -50,6 +65,7 @@ def test_quick_demo_writes_everything(demo):
   assert f"{out}: metrics.json" in stdout and "director step top-1" in stdout
   plan = PLANS["quick"]
   assert len(m["stories"]) == plan.render
+  assert m["models"]["director"]["data"] == os.path.join(out, "work", "director", "tfrecords_enc")
   for s in m["stories"]:
     for f in (s["video"], s["gif"]):
       assert os.path.getsize(os.path.join(out, f)) > 1000, f

@@ -14,6 +14,11 @@ state its step ends in (what the director must predict and the DiT must show):
   * each clip's keyframe (where `auteur encode` takes z_t) is its last sampled frame, at
     rest after the motion, not the middle of the clip (mid-motion in the toy kitchen).
 Stories have 4-8 steps (MAX_STEPS), so the director sees whole stories.
+
+The director trains on a larger set made the same way (`tokenizer=` the demo's): the
+first N videos of the same seed, a superset of the demo's (video i depends only on the
+seed and i), with the same validation stories. It needs only CLIP embeddings, so more
+stories cost seconds, and with 96 training stories the director memorised them.
 """
 
 from __future__ import annotations
@@ -45,17 +50,19 @@ def end_keyframes(story: Story, fps: float) -> Story:
 
 
 def prepare(work: str, videos: int, seed: int = 0, noise: float = 0.2,
-            progress: bool = True) -> dict:
+            progress: bool = True, tokenizer: str | None = None) -> dict:
   """Writes the demo data set under `work` (see the module docstring); returns paths.
 
-  Kept when `work/prepared.json` says it was made with the same arguments.
+  tokenizer: an existing tokenizer folder to use instead of training one here (the
+  director's larger data set shares the demo's tokenizer). Kept when
+  `work/prepared.json` says it was made with the same arguments.
   """
   raw = os.path.join(work, "toy")
   args = {"videos": videos, "seed": seed, "noise": noise, "fps": DEMO_FPS,
-          "steps": [MIN_STEPS, MAX_STEPS]}
+          "steps": [MIN_STEPS, MAX_STEPS], **({"tokenizer": tokenizer} if tokenizer else {})}
   paths = {"raw": raw, "stories": os.path.join(work, "stories.jsonl"),
            "tfrecords": os.path.join(work, "tfrecords"),
-           "tokenizer": os.path.join(work, "tokenizer"), "states": os.path.join(raw, "states")}
+           "tokenizer": tokenizer or os.path.join(work, "tokenizer"), "states": os.path.join(raw, "states")}
   marker = os.path.join(work, "prepared.json")
   if os.path.isfile(marker):
     with open(marker) as f:
@@ -75,9 +82,10 @@ def prepare(work: str, videos: int, seed: int = 0, noise: float = 0.2,
   tfrecords = paths["tfrecords"]
   build(stories_path, tfrecords, FrameSpec(DEMO_FPS, SIZE, 90), num_shards=2,
         workers=1 if videos <= 16 else 0, progress=progress)
-  texts = [t for s in read_stories(stories_path)
-           for t in [s.task] + [x for c in s.clips for x in (c.action, c.caption)]]
-  train_bpe(texts, VOCAB, out_dir=paths["tokenizer"])
+  if tokenizer is None:
+    texts = [t for s in read_stories(stories_path)
+             for t in [s.task] + [x for c in s.clips for x in (c.action, c.caption)]]
+    train_bpe(texts, VOCAB, out_dir=paths["tokenizer"])
   with open(marker, "w") as f:
     json.dump(args, f)
   return paths

@@ -7,8 +7,9 @@
    demo's step counts (PLANS) and these overrides, stated in metrics.json:
      vae       batch 4 (CPU time), then `auteur encode` -> latents [3, 8, 8, 16]
      clip      then `auteur encode` -> visual_embedding [16, 64] per clip and story step
-     director  on the stories with embeddings; batch 4, text segments cut to the toy
-               texts' lengths (16 action, 72 caption tokens)
+     director  on the stories of the first Plan.director_videos toy videos (the demo's
+               and more, demo/data.py) with embeddings; batch 4, text segments cut to
+               the toy texts' lengths (16 action, 72 caption tokens)
      dit       on the clips with latents and embeddings
    Each run goes to OUT/runs/<task>; a run that already reached its steps is kept
    (the trainer resumes a shorter one), so a second `auteur demo` only re-renders.
@@ -52,6 +53,7 @@ class Plan:
 
   videos: int
   steps: dict  # task -> train steps
+  director_videos: int  # The director's data set: the first N videos (0: the demo's own).
   sample_steps: int  # Flow-matching steps per clip.
   render: int = 2  # Validation stories shown (videos, contact sheet).
   score: int | None = None  # Validation stories scored (None: all).
@@ -59,9 +61,10 @@ class Plan:
 
 
 PLANS = {
-    "default": Plan(videos=120, steps={"vae": 2200, "clip": 600, "director": 1200, "dit": 8000},
-                    sample_steps=30),
+    "default": Plan(videos=120, steps={"vae": 2200, "clip": 600, "director": 2000, "dit": 8000},
+                    director_videos=600, sample_steps=30),
     "quick": Plan(videos=10, steps={"vae": 2, "clip": 2, "director": 2, "dit": 2},
+                  director_videos=12,
                   sample_steps=2, score=2),
 }
 
@@ -80,7 +83,7 @@ OVERRIDES = {
 def task_config(task: str, plan: Plan, paths: dict) -> ml_collections.ConfigDict:
   """configs/toy/<task>.py with the demo's data paths, step count and overrides."""
   data_dir = {"vae": paths["tfrecords"], "clip": paths["tfrecords"],
-              "director": paths["enc"], "dit": paths["enc"]}[task]
+              "director": paths.get("director_enc", paths["enc"]), "dit": paths["enc"]}[task]
   steps = plan.steps[task]
   values = {"data.dir": data_dir, "train.steps": steps, "train.log_every": max(1, min(25, steps)),
             "train.checkpoint_every": max(1, steps), "train.keep_last": 1, **OVERRIDES[task]}
@@ -110,24 +113,24 @@ def train_chain(plan: Plan, paths: dict, runs: str, from_scratch: bool,
   """Trains (or takes from SHIPPED) the four models and writes the encoded data sets.
 
   Returns per task: workdir, source ("trained" | "shipped" | "kept"), steps, seconds,
-  the last logged metrics.
+  the last logged metrics. Sets paths["director_enc"] when it makes the director's data.
   """
   from auteur_jax.sample.encode import encode_dataset
   from auteur_jax.train.trainer import train
   out = {}
-  all_shipped = not from_scratch and all(step_dir_of(os.path.join(SHIPPED, t)) for t in TASKS)
+  shipped = {t: not from_scratch and bool(step_dir_of(os.path.join(SHIPPED, t))) for t in TASKS}
+  all_shipped = all(shipped.values())
   for task in TASKS:
     config = task_config(task, plan, paths)
     workdir = os.path.join(runs, task)
     t0 = time.perf_counter()
-    shipped = os.path.join(SHIPPED, task)
     if from_scratch:
       shutil.rmtree(workdir, ignore_errors=True)
-    info = {"workdir": workdir, "steps": plan.steps[task],
+    info = {"workdir": workdir, "steps": plan.steps[task], "data": config.data.dir,
             "overrides": OVERRIDES[task]}
-    if not from_scratch and step_dir_of(shipped):
-      info.update(source="shipped", workdir=shipped)
-      workdir = shipped
+    if shipped[task]:
+      workdir = os.path.join(SHIPPED, task)
+      info.update(source="shipped", workdir=workdir)
     elif _trained_steps(workdir) >= plan.steps[task]:
       info["source"] = "kept"
     else:
@@ -145,9 +148,27 @@ def train_chain(plan: Plan, paths: dict, runs: str, from_scratch: bool,
         shutil.rmtree(enc.encode.out_dir, ignore_errors=True)
       info["encode"] = {k: v for k, v in encode_dataset(enc, progress=progress).items()
                         if k in ("field", "shape", "out_dir")}
+      if task == "clip" and plan.director_videos and not shipped["director"]:
+        paths["director_enc"] = _director_data(plan, paths, enc, progress)
     info["seconds"] = round(time.perf_counter() - t0, 1)
     out[task] = info
   return out
+
+
+def _director_data(plan: Plan, paths: dict, clip_config: ml_collections.ConfigDict,
+                   progress: bool) -> str:
+  """Makes the director's data set (demo/data.py) and encodes it with the CLIP of
+  clip_config; returns the encoded folder."""
+  from auteur_jax.sample.encode import encode_dataset
+  work = os.path.join(os.path.dirname(paths["tfrecords"]), "director")
+  made = demo_data.prepare(work, plan.director_videos, plan.seed, progress=progress,
+                           tokenizer=paths["tokenizer"])
+  c = clip_config.copy_and_resolve_references()
+  c.encode.in_dir, c.encode.out_dir = made["tfrecords"], os.path.join(work, "tfrecords_enc")
+  c.encode.splits = ("train",)
+  shutil.rmtree(c.encode.out_dir, ignore_errors=True)
+  encode_dataset(c, progress=progress)
+  return c.encode.out_dir
 
 
 def run(out_dir: str = "demo_out", quick: bool = False, from_scratch: bool = False,
