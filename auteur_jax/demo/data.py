@@ -62,7 +62,8 @@ def prepare(work: str, videos: int, seed: int = 0, noise: float = 0.2,
           "steps": [MIN_STEPS, MAX_STEPS], **({"tokenizer": tokenizer} if tokenizer else {})}
   paths = {"raw": raw, "stories": os.path.join(work, "stories.jsonl"),
            "tfrecords": os.path.join(work, "tfrecords"),
-           "tokenizer": tokenizer or os.path.join(work, "tokenizer"), "states": os.path.join(raw, "states")}
+           "tokenizer": tokenizer or os.path.join(work, "tokenizer"),
+           "states": os.path.join(raw, "states")}
   marker = os.path.join(work, "prepared.json")
   if os.path.isfile(marker):
     with open(marker) as f:
