@@ -64,8 +64,7 @@ PLANS = {
     "default": Plan(videos=120, steps={"vae": 2200, "clip": 600, "director": 2000, "dit": 8000},
                     director_videos=600, sample_steps=30),
     "quick": Plan(videos=10, steps={"vae": 2, "clip": 2, "director": 2, "dit": 2},
-                  director_videos=12,
-                  sample_steps=2, score=2),
+                  director_videos=12, sample_steps=2, score=2),
 }
 
 # Per-task overrides of the toy configs (besides paths and steps), all in metrics.json.
