@@ -60,10 +60,11 @@ def write_config_item(step_dir: str, value: dict) -> None:
 
 def tree_metadata(state_dir: str) -> dict[Key, Any]:
   """Flat {key path: orbax ArrayMetadata (shape, dtype, sharding)} of a `state` item."""
+  from auteur_jax.train.checkpoint import key_str
   tree = ocp.PyTreeCheckpointer().metadata(state_dir).item_metadata.tree
   out = {}
   for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-    out[tuple(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)] = leaf
+    out[tuple(key_str(k) for k in path)] = leaf
   return out
 
 
