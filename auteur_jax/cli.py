@@ -187,7 +187,8 @@ def cmd_encode(args) -> None:
 
 def cmd_convert(args) -> None:
   from auteur_jax.convert import exporter, importer, reshard
-  mesh = importer.parse_mesh(args.mesh) if getattr(args, "mesh", None) else None
+  from auteur_jax.parallel.mesh import parse_mesh
+  mesh = parse_mesh(args.mesh) if getattr(args, "mesh", None) else None
   if args.convert_command == "import":
     r = importer.import_weights(args.family, args.src, args.dst, config=args.config,
                                 mesh_shape=mesh, dtype=args.dtype)
@@ -213,15 +214,16 @@ def cmd_convert(args) -> None:
 def cmd_plan(args) -> None:
   import jax
 
+  from auteur_jax.parallel.mesh import parse_mesh
   from auteur_jax.plan import dry_run, report, topology
   if not jax.config.jax_platforms:  # Compile-only: no local accelerator (or CUDA) needed.
     jax.config.update("jax_platforms", "cpu")
   try:
     topo = topology.get_topology(args.topology, args.num_slices)
-    mesh = topology.parse_mesh(args.mesh) if args.mesh else None
+    mesh = parse_mesh(args.mesh) if args.mesh else None
     name = os.path.splitext(os.path.basename(args.config_path))[0]
     if args.sweep:
-      meshes = [topology.parse_mesh(m) for m in args.meshes.split(";")] if args.meshes else None
+      meshes = [parse_mesh(m) for m in args.meshes.split(";")] if args.meshes else None
       remats = args.remats.split(",") if args.remats else None
       print(f"sweep {name} on {args.topology}:")
       results = dry_run.sweep(args.config, topo, meshes or ([mesh] if mesh else None), remats)
@@ -251,18 +253,14 @@ def _add_rule_flags(p: argparse.ArgumentParser) -> None:
 
 def _user_errors() -> tuple[type[Exception], ...]:
   from auteur_jax.config import ConfigError
+  from auteur_jax.convert.weights import WeightError
   from auteur_jax.data.examples import ExampleError
   from auteur_jax.data.importers import AnnotationError
   from auteur_jax.data.schema import SchemaError
   from auteur_jax.data.tfrecord import TFRecordError
   from auteur_jax.data.video_io import VideoError
   return (ConfigError, SchemaError, AnnotationError, TFRecordError, ExampleError, VideoError,
-          FileNotFoundError, _weight_error())
-
-
-def _weight_error() -> type[Exception]:
-  from auteur_jax.convert.weights import WeightError
-  return WeightError
+          FileNotFoundError, WeightError)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -10,7 +10,7 @@ import pytest
 from auteur_jax import cli
 from auteur_jax.config import load_config
 from auteur_jax.parallel import rules
-from auteur_jax.parallel.mesh import make_mesh
+from auteur_jax.parallel.mesh import make_mesh, parse_mesh
 from auteur_jax.plan import batch as batch_lib, costs, dry_run, report, topology
 from auteur_jax.train import tasks, trainer
 
@@ -98,7 +98,7 @@ def test_meshes_must_fit_the_topology():
   mesh = topology.plan_mesh({"data": 2, "fsdp": 2, "tensor": 2}, two)
   assert topology.slow_axes(mesh) == {"data"}  # The slices join over the data axis.
   with pytest.raises(ValueError, match="unknown axes"):
-    topology.parse_mesh("data=1,pipeline=4")
+    parse_mesh("data=1,pipeline=4")
 
 
 def test_gpu_plan_compiles_or_says_what_is_missing(tmp_path):

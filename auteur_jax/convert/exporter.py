@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from typing import Any
 
 import jax
@@ -20,7 +19,7 @@ import numpy as np
 import tqdm
 
 from auteur_jax.convert import families, mapping, orbax_io, records
-from auteur_jax.convert.importer import _temporary, commit
+from auteur_jax.convert.importer import committed, temporary
 from auteur_jax.convert.safetensors_io import write_sharded
 from auteur_jax.convert.weights import WeightError
 
@@ -45,7 +44,7 @@ def export_weights(family: str, src: str, dst: str, *, dtype: str | None = None,
   Returns a summary: dst, files, tensors, bytes.
   """
   fam = families.get(family)
-  tmp = _temporary(dst)
+  tmp = temporary(dst)
   step_dir = orbax_io.find_step_dir(src)
   cfg, prefix, source_config = records.model_of(fam, orbax_io.read_config_item(step_dir), src)
   state_dir = os.path.join(step_dir, "state")
@@ -105,14 +104,10 @@ def export_weights(family: str, src: str, dst: str, *, dtype: str | None = None,
           arr[...] = part
       yield t, arr
 
-  try:
+  with committed(tmp, dst):
     os.makedirs(tmp)
     files = write_sharded(tmp, fam.stem, decl, produce, max_shard_bytes)
     with open(os.path.join(tmp, "config.json"), "w") as f:
       json.dump(hf_config(fam, cfg, source_config, decl[0][2]), f, indent=2)
-    commit(tmp, dst)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
   total = sum(int(np.prod(s)) * d.itemsize for _, s, d in decl)
   return dict(dst=os.path.abspath(dst), files=files, tensors=len(decl), bytes=total)

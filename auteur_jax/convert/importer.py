@@ -13,10 +13,11 @@ removed: the destination is either complete or absent.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import jax
@@ -34,21 +35,14 @@ STEP = 0  # Converted weights are step 0 of their folder.
 MESH_HINT = "; choose another --mesh"
 
 
-def parse_mesh(text: str) -> dict[str, int]:
-  """"data=1,fsdp=8" -> {"data": 1, "fsdp": 8}."""
-  try:
-    return {k.strip(): int(v) for k, v in (item.split("=") for item in text.split(","))}
-  except ValueError:
-    raise WeightError(f"--mesh {text!r}: expected axis=size pairs, e.g. data=1,fsdp=8") from None
-
-
 def _differences(a: Any, b: Any) -> list[str]:
   """Fields where two configs of one class differ (config.json vs the run's config)."""
   return [f"{f.name}: config.json {getattr(a, f.name)!r}, config {getattr(b, f.name)!r}"
           for f in dataclasses.fields(a) if getattr(a, f.name) != getattr(b, f.name)]
 
 
-def _temporary(dst: str) -> str:
+def temporary(dst: str) -> str:
+  """The folder a conversion writes before it becomes `dst` (refused if `dst` exists)."""
   dst = os.path.abspath(dst.rstrip("/"))
   if os.path.exists(dst):
     raise WeightError(f"{dst} exists; remove it or choose another destination")
@@ -57,13 +51,20 @@ def _temporary(dst: str) -> str:
   return f"{dst}.tmp-{os.getpid() if jax.process_count() == 1 else 'multihost'}"
 
 
-def commit(tmp: str, dst: str) -> None:
-  """Moves a finished temporary folder to `dst` (process 0)."""
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
-    multihost_utils.sync_global_devices("auteur_convert_commit")
-  if jax.process_index() == 0:
-    os.rename(tmp, os.path.abspath(dst.rstrip("/")))
+@contextlib.contextmanager
+def committed(tmp: str, dst: str) -> Iterator[None]:
+  """Runs the body that writes `tmp`, then moves it to `dst` (process 0); on any failure
+  `tmp` is removed, so nothing half-written is left."""
+  try:
+    yield
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+      multihost_utils.sync_global_devices("auteur_convert_commit")
+    if jax.process_index() == 0:
+      os.rename(tmp, os.path.abspath(dst.rstrip("/")))
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
 
 
 def import_weights(family: str, src: str, dst: str, *,
@@ -83,7 +84,7 @@ def import_weights(family: str, src: str, dst: str, *,
     initialiser), config_differences (config.json vs the run config).
   """
   fam = families.get(family)
-  tmp = _temporary(dst)
+  tmp = temporary(dst)
   folder = SafetensorsFolder(src)
   hf = read_hf_config(src)
   families.check_kind(fam, hf, src)
@@ -103,13 +104,8 @@ def import_weights(family: str, src: str, dst: str, *,
     prefix, cfg, rules = ("model",), hf_cfg, DEFAULT_RULES
   mesh = make_mesh(dict(mesh_shape or {"fsdp": -1}))
   ours, shardings = records.abstract_params(fam, cfg, mesh, rules)
-  source = {n: folder.shape(n) for n in folder.keys()}
-  pieces = fam.pieces(cfg, {k: v.shape for k, v in ours.items()}, source)
-  mapping.check(pieces, {k: v.shape for k, v in ours.items()}, source, src, fresh=fam.fresh,
-                ignore=fam.ignore)
-  by_param: dict[str, list[mapping.Piece]] = {}
-  for p in pieces:
-    by_param.setdefault(p.ours, []).append(p)
+  by_param = mapping.pieces_by_param(fam, cfg, {k: v.shape for k, v in ours.items()}, folder,
+                                     src)
   for name in by_param:
     mapping.check_divisible(name, ours[name].shape, shardings[name], MESH_HINT)
 
@@ -121,7 +117,7 @@ def import_weights(family: str, src: str, dst: str, *,
     return folder.dtype(by_param[name][0].theirs)
 
   total = 0
-  try:
+  with committed(tmp, dst):
     step_dir = os.path.join(tmp, str(STEP))
     writer = orbax_io.ParamWriter(os.path.join(step_dir, "state"), chunk_bytes)
     bar = tqdm.tqdm(by_param.items(), desc=f"import {family}", unit="param",
@@ -141,10 +137,6 @@ def import_weights(family: str, src: str, dst: str, *,
       orbax_io.write_config_item(step_dir, {orbax_io.RECORD: dict(
           family=family, prefix=list(prefix), hf_config=hf, source=os.path.abspath(src),
           mesh=dict(mesh.shape), **records.cfg_to_json(stored))})
-    commit(tmp, dst)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
   fresh = sorted(n for n in ours if n not in by_param)
   return dict(dst=os.path.abspath(dst), family=family, params=len(by_param), bytes=total,
               mesh=dict(mesh.shape), prefix="/".join(prefix), fresh=fresh,

@@ -255,6 +255,19 @@ def check(pieces: Sequence[Piece], params: Mapping[str, tuple[int, ...]],
     raise WeightError(f"{where}: " + "\n  ".join(problems))
 
 
+def pieces_by_param(family: Family, cfg: Any, params: Shapes, folder: SafetensorsFolder,
+                    where: str, fresh: Iterable[str] = ()) -> dict[str, list[Piece]]:
+  """The family map of `cfg` for the checkpoint `folder`, checked against our `params`
+  (path -> shape; `check`, with the family's fresh params and `fresh`), per our param."""
+  source = {n: folder.shape(n) for n in folder.keys()}
+  pieces = family.pieces(cfg, params, source)
+  check(pieces, params, source, where, fresh=(*family.fresh, *fresh), ignore=family.ignore)
+  by_param: dict[str, list[Piece]] = {}
+  for p in pieces:
+    by_param.setdefault(p.ours, []).append(p)
+  return by_param
+
+
 # ------------------------------------------------------------------------ blocks of params
 
 
@@ -325,12 +338,8 @@ def load_model(family: Family, cfg: Any, path: str, *, mesh: jax.sharding.Mesh |
   names = {key: "/".join(str(k) for k in key) for key, _ in flat}
   ours = {names[key]: tuple(var.shape) for key, var in flat}
   assert set(values) <= set(ours), f"values for no parameter: {sorted(set(values) - set(ours))}"
-  source = {n: folder.shape(n) for n in folder.keys()}
-  pieces = family.pieces(map_cfg if map_cfg is not None else cfg, ours, source)
-  check(pieces, ours, source, path, fresh=(*family.fresh, *values), ignore=family.ignore)
-  by_param: dict[str, list[Piece]] = {}
-  for p in pieces:
-    by_param.setdefault(p.ours, []).append(p)
+  by_param = pieces_by_param(family, map_cfg if map_cfg is not None else cfg, ours, folder,
+                             path, fresh=values)
   shardings = {} if mesh is None else {
       key: s.get_value() if isinstance(s, nnx.Variable) else s
       for key, s in nnx.to_flat_state(state_shardings(state, mesh, rules))}

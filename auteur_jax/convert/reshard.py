@@ -21,7 +21,7 @@ import orbax.checkpoint as ocp
 from jax.sharding import NamedSharding, PartitionSpec
 
 from auteur_jax.convert import families, orbax_io, records
-from auteur_jax.convert.importer import MESH_HINT, _temporary, commit
+from auteur_jax.convert.importer import MESH_HINT, committed, temporary
 from auteur_jax.convert.mapping import check_divisible
 from auteur_jax.convert.orbax_io import RECORD
 from auteur_jax.convert.weights import WeightError
@@ -41,7 +41,7 @@ def reshard(src: str, dst: str, mesh_shape: Mapping[str, int], *, drop_optimizer
 
   Returns a summary: dst, step, leaves, bytes (of the state as restored).
   """
-  tmp = _temporary(dst)
+  tmp = temporary(dst)
   step_dir = orbax_io.find_step_dir(src)
   step = int(os.path.basename(step_dir)) if os.path.basename(step_dir).isdigit() else 0
   state_dir = os.path.join(step_dir, "state")
@@ -70,7 +70,7 @@ def reshard(src: str, dst: str, mesh_shape: Mapping[str, int], *, drop_optimizer
   if not targets:
     raise WeightError(f"{src}: no `model` leaves to keep")
   state = orbax_io.restore(state_dir, targets)
-  try:
+  with committed(tmp, dst):
     new_step = os.path.join(tmp, str(step))
     ocp.Checkpointer(ocp.StandardCheckpointHandler()).save(
         os.path.join(new_step, "state"), args=ocp.args.StandardSave(orbax_io.nest(state)))
@@ -84,10 +84,6 @@ def reshard(src: str, dst: str, mesh_shape: Mapping[str, int], *, drop_optimizer
       if (not drop_optimizer and extra not in ("state", "config")
           and os.path.isdir(os.path.join(step_dir, extra)) and jax.process_index() == 0):
         shutil.copytree(os.path.join(step_dir, extra), os.path.join(new_step, extra))
-    commit(tmp, dst)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
   total = sum(math.prod(t.shape) * t.dtype.itemsize for t in targets.values())
   return dict(dst=os.path.abspath(dst), step=step, leaves=len(targets), bytes=total,
               mesh=dict(mesh.shape))

@@ -16,6 +16,19 @@ from jax.sharding import AxisType, Mesh
 AXES = ("data", "fsdp", "tensor", "context")
 
 
+def parse_mesh(text: str) -> dict[str, int]:
+  """A --mesh flag: "data=1,fsdp=8" -> {"data": 1, "fsdp": 8} (-1: the rest)."""
+  from auteur_jax.config import ConfigError
+  try:
+    shape = {k.strip(): int(v) for k, v in (item.split("=") for item in text.split(","))}
+  except ValueError:
+    raise ConfigError(f"--mesh {text!r}: expected axis=size pairs, e.g. data=1,fsdp=8") from None
+  unknown = sorted(set(shape) - set(AXES))
+  if unknown:
+    raise ConfigError(f"--mesh {text!r}: unknown axes {unknown}; expected some of {AXES}")
+  return shape
+
+
 def make_mesh(shape: Mapping[str, int], devices: Sequence[jax.Device] | None = None) -> Mesh:
   """A mesh with `shape` (axis -> size; one size may be -1 for "the rest"), Auto axes.
 

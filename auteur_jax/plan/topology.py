@@ -39,19 +39,6 @@ class Topology:
     return len(self.devices)
 
 
-def parse_mesh(text: str) -> dict[str, int]:
-  """"data=1,fsdp=64,tensor=8" -> {"data": 1, "fsdp": 64, "tensor": 8} (-1: the rest)."""
-  try:
-    shape = {k.strip(): int(v) for k, v in (item.split("=") for item in text.split(","))}
-  except ValueError:
-    raise ValueError(f"--mesh {text!r}: expected axis=size pairs, e.g. data=1,fsdp=64,tensor=8"
-                     ) from None
-  unknown = sorted(set(shape) - set(AXES))
-  if unknown:
-    raise ValueError(f"--mesh {text!r}: unknown axes {unknown}; expected some of {AXES}")
-  return shape
-
-
 def gpu_target_config(chip: chips.Chip) -> str:
   """The GpuTargetConfigProto text the CUDA compiler targets for `chip`."""
   return resources.files("auteur_jax.plan").joinpath("targets", f"{chip.name}.txtpb").read_text()
