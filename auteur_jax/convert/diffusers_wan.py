@@ -19,8 +19,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from auteur_jax.convert.mapping import (HEADS_IN, HEADS_OUT, LINEAR, Family, Map, Piece,
-                                        Shapes, class_name, flat, from_run, load_model)
+from auteur_jax.convert.mapping import (HEADS_IN, HEADS_OUT, HEADS_VEC, LINEAR, UNIT_LEAD, Family,
+                                        Map, Piece, Shapes, class_name, flat, from_run, load_model)
 from auteur_jax.convert.safetensors_io import read_hf_config
 from auteur_jax.models.dit import (DiTConfig, VideoDiT, VisualEmbedder, block_param_specs,
                                    per_layer_init)
@@ -74,28 +74,27 @@ def _pieces(cfg: DiTConfig, ours: Shapes, source: Shapes | None) -> list[Piece]:
       m.add(f"visual_embed/{x}_scale", f"{ie}{x}.weight")
       m.add(f"visual_embed/{x}_bias", f"{ie}{x}.bias")
     if cfg.visual_pos_len:
-      m.add("visual_embed/pos_embed", ie + "pos_embed", flat(lambda s: (1, *s)))
+      m.add("visual_embed/pos_embed", ie + "pos_embed", UNIT_LEAD)
   for x, theirs in pairs.items():
     m.add(f"{x}/kernel", theirs + ".weight", LINEAR)
     m.add(f"{x}/bias", theirs + ".bias")
   m.add("time_proj", ce + "time_proj.weight", lambda s: ((6 * d, d), (("t", (1, 0)), ("r", s))))
   m.add("time_proj_bias", ce + "time_proj.bias", flat(lambda s: (6 * d,)))
-  m.add("head_modulation", "scale_shift_table", flat(lambda s: (1, *s)))
+  m.add("head_modulation", "scale_shift_table", UNIT_LEAD)
   n, b = cfg.num_layers, "blocks.{i}."
-  vec = flat(lambda s: (s[0] * s[1],))  # [H*K] -> ours [H, K]
   fused = {"sa_qkv": ["attn1.to_q", "attn1.to_k", "attn1.to_v"], "ca_q": ["attn2.to_q"],
            "ca_kv": ["attn2.to_k", "attn2.to_v"]}
   if cfg.visual_dim:
     fused["ca_vkv"] = ["attn2.add_k_proj", "attn2.add_v_proj"]
-    m.stack("blocks/ca_vk_norm", b + "attn2.norm_added_k.weight", n, vec)
+    m.stack("blocks/ca_vk_norm", b + "attn2.norm_added_k.weight", n, HEADS_VEC)
   for x, names in fused.items():  # torch Linears [H*K, D] -> slot j of [L, D, n, H, K]
     for j, theirs in enumerate(names):
       m.stack(f"blocks/{x}", f"{b}{theirs}.weight", n, HEADS_IN, at=(slice(None), j))
-      m.stack(f"blocks/{x}_bias", f"{b}{theirs}.bias", n, vec, at=(j,))
-  m.stack("blocks/modulation", b + "scale_shift_table", n, flat(lambda s: (1, *s)))
+      m.stack(f"blocks/{x}_bias", f"{b}{theirs}.bias", n, HEADS_VEC, at=(j,))
+  m.stack("blocks/modulation", b + "scale_shift_table", n, UNIT_LEAD)
   for x, theirs in (("sa", "attn1."), ("ca", "attn2.")):
-    m.stack(f"blocks/{x}_q_norm", f"{b}{theirs}norm_q.weight", n, vec)
-    m.stack(f"blocks/{x}_k_norm", f"{b}{theirs}norm_k.weight", n, vec)
+    m.stack(f"blocks/{x}_q_norm", f"{b}{theirs}norm_q.weight", n, HEADS_VEC)
+    m.stack(f"blocks/{x}_k_norm", f"{b}{theirs}norm_k.weight", n, HEADS_VEC)
     m.stack(f"blocks/{x}_out", f"{b}{theirs}to_out.0.weight", n, HEADS_OUT)
     m.stack(f"blocks/{x}_out_bias", f"{b}{theirs}to_out.0.bias", n)
   if cfg.cross_attn_norm:

@@ -23,8 +23,8 @@ from typing import Any
 import jax
 from flax import nnx
 
-from auteur_jax.convert.mapping import (HEADS_IN, HEADS_OUT, LINEAR, Family, Map, Piece,
-                                        Shapes, flat, load_model, model_type)
+from auteur_jax.convert.mapping import (HEADS_IN, HEADS_OUT, HEADS_VEC, LINEAR, Family, Map, Piece,
+                                        Shapes, load_model, model_type)
 from auteur_jax.convert.safetensors_io import read_hf_config
 from auteur_jax.convert.weights import WeightError
 from auteur_jax.models.layers import RopeScaling
@@ -107,7 +107,7 @@ def _pieces(cfg: LLMConfig, ours: Shapes, source: Shapes | None) -> list[Piece]:
     m.stack(f"layers/attn/{x}", f"{layer}self_attn.{x}_proj.weight", n, HEADS_IN)
     if cfg.qkv_bias:
       m.stack(f"layers/attn/{x}_bias", f"{layer}self_attn.{x}_proj.bias", n,
-              flat(lambda s: (s[0] * s[1],)))
+              HEADS_VEC)
   m.stack("layers/attn/o", layer + "self_attn.o_proj.weight", n, HEADS_OUT)
   for x in ("gate", "up", "down"):
     m.stack(f"layers/mlp/{x}", f"{layer}mlp.{x}_proj.weight", n, LINEAR)

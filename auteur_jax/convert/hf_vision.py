@@ -24,8 +24,8 @@ from typing import Any
 import jax
 from flax import nnx
 
-from auteur_jax.convert.mapping import (HEADS_IN, HEADS_OUT, LINEAR, Family, Map, Piece,
-                                        Shapes, flat, from_run, load_model, model_type,
+from auteur_jax.convert.mapping import (HEADS_IN, HEADS_OUT, HEADS_VEC, LINEAR, UNIT_LEAD, Family,
+                                        Map, Piece, Shapes, from_run, load_model, model_type,
                                         transpose)
 from auteur_jax.convert.safetensors_io import read_hf_config
 from auteur_jax.convert.weights import WeightError
@@ -86,7 +86,7 @@ def encoder_blocks(m: Map, prefix: str, n: int) -> None:
   for x in "qkv":
     m.stack(f"blocks/{x}", f"{layer}self_attn.{x}_proj.weight", n, HEADS_IN)
     m.stack(f"blocks/{x}_bias", f"{layer}self_attn.{x}_proj.bias", n,
-            flat(lambda s: (s[0] * s[1],)))
+            HEADS_VEC)
   m.stack("blocks/o", layer + "self_attn.out_proj.weight", n, HEADS_OUT)
   m.stack("blocks/o_bias", layer + "self_attn.out_proj.bias", n)
   for x in ("fc1", "fc2"):
@@ -117,12 +117,12 @@ def _pieces(cfg: VisionConfig, ours: Shapes, source: Shapes | None) -> list[Piec
     return m.pieces
   m.add("patch_bias", e + "patch_embedding.bias")
   h, d = p + "head.", cfg.width
-  m.add("head_attn/probe", h + "probe", flat(lambda s: (1, *s)))
+  m.add("head_attn/probe", h + "probe", UNIT_LEAD)
   for i, x in enumerate("qkv"):  # Slices of the fused in-projection.
     rows = slice(i * d, (i + 1) * d)
     m.add(f"head_attn/{x}", h + "attention.in_proj_weight", HEADS_IN, take=(rows,),
           full=(3 * d, d))
-    m.add(f"head_attn/{x}_bias", h + "attention.in_proj_bias", flat(lambda s: (s[0] * s[1],)),
+    m.add(f"head_attn/{x}_bias", h + "attention.in_proj_bias", HEADS_VEC,
           take=(rows,), full=(3 * d,))
   m.add("head_attn/o", h + "attention.out_proj.weight", HEADS_OUT)
   m.add("head_attn/o_bias", h + "attention.out_proj.bias")

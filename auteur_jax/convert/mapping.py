@@ -108,6 +108,8 @@ LINEAR = transpose(1, 0)  # torch Linear [out, in] -> ours [in, out].
 # torch Linear [H*K, D] -> ours [D, H, K]; [D, H*K] -> ours [H, K, D].
 HEADS_IN: Kind = lambda s: ((s[1] * s[2], s[0]), (("t", (1, 0)), ("r", s)))
 HEADS_OUT: Kind = lambda s: ((s[2], s[0] * s[1]), (("t", (1, 0)), ("r", s)))
+HEADS_VEC = flat(lambda s: (s[0] * s[1],))  # torch [H*K] (bias, norm) -> ours [H, K].
+UNIT_LEAD = flat(lambda s: (1, *s))  # torch [1, ...] -> ours [...] (a leading unit axis).
 
 
 class Map:
