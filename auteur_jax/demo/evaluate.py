@@ -177,7 +177,7 @@ def _decode_latents(vae, latents: np.ndarray, batch: int = 8) -> np.ndarray:
   out = []
   for i in range(0, len(latents), batch):
     video = vae_lib.decode(vae, vae.denormalize(jnp.asarray(latents[i:i + batch])))
-    out.append(np.asarray(jnp.clip(jnp.round((video + 1.0) * 127.5), 0, 255).astype(jnp.uint8)))
+    out.append(vae_lib.to_uint8(video))
   return np.concatenate(out)
 
 

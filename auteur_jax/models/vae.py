@@ -25,6 +25,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from auteur_jax.models import vae_ops as ops
@@ -304,6 +305,11 @@ def decode(model: VideoVAE, latents: jax.Array, chunk_frames: int | None = None)
     out, state = _decode_step(graphdef, params, latents[:, a:b], state)
     outs.append(out)
   return jnp.concatenate(outs, axis=1)
+
+
+def to_uint8(video: jax.Array) -> np.ndarray:
+  """A decoded video in [-1, 1] (values beyond are clipped) -> uint8 frames on the host."""
+  return np.asarray(jnp.round(jnp.clip(video + 1.0, 0.0, 2.0) * 127.5).astype(jnp.uint8))
 
 
 def _check_video(cfg: VAEConfig, video: jax.Array) -> None:

@@ -66,6 +66,23 @@ def restore_params(state_dir: str, abstract: nnx.Module, key_path: tuple[str, ..
   nnx.update(abstract, jax.tree_util.tree_unflatten(treedef, [restored[k] for k in keys]))
 
 
+def restore_model(path: str, make: Callable[[], nnx.Module], key_path: tuple[str, ...],
+                  where: str) -> nnx.Module:
+  """make()'s model (built abstractly) with its params restored from the latest
+  checkpoint of `path`: a training run's workdir, its checkpoints/ folder or one step
+  folder. key_path: as in `restore_params`; where: the config key errors name."""
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{where}: {path} does not exist")
+  step_dir = step_dir_of(path)
+  if step_dir is None:
+    raise ConfigError(f"{where}: {path} holds no orbax checkpoint (expected a training "
+                      "run's workdir, its checkpoints/ folder or one step folder)")
+  with nnx.use_eager_sharding(False):
+    model = nnx.eval_shape(make)
+  restore_params(os.path.join(step_dir, "state"), model, key_path)
+  return model
+
+
 def _build(config: ml_collections.ConfigDict, make: Callable[[nnx.Rngs], nnx.Module],
            convert: Callable[[str], nnx.Module], key_path: tuple[str, ...],
            folder_key: str) -> nnx.Module:
@@ -76,25 +93,17 @@ def _build(config: ml_collections.ConfigDict, make: Callable[[nnx.Rngs], nnx.Mod
   if not ckpt and not folder:
     with nnx.use_eager_sharding(False):
       return make(nnx.Rngs(config.encode.seed))
-  path = ckpt or folder
-  key = f"config.init.{'checkpoint' if ckpt else folder_key}"
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{key}: {path} does not exist")
-  if folder:
-    if not os.path.isfile(os.path.join(path, "config.json")):
-      raise FileNotFoundError(f"{key}: {path} has no config.json (expected a model folder)")
-    try:
-      return convert(path)
-    except WeightError as e:  # A checkpoint that does not fit: a user error, no traceback.
-      raise ConfigError(f"{key}: {e}") from e
-  step_dir = step_dir_of(path)
-  if step_dir is None:
-    raise ConfigError(f"{key}: {path} holds no orbax checkpoint (expected a training "
-                      "run's workdir, its checkpoints/ folder or one step folder)")
-  with nnx.use_eager_sharding(False):
-    model = nnx.eval_shape(lambda: make(nnx.Rngs(0)))
-  restore_params(os.path.join(step_dir, "state"), model, key_path)
-  return model
+  if ckpt:
+    return restore_model(ckpt, lambda: make(nnx.Rngs(0)), key_path, "config.init.checkpoint")
+  key = f"config.init.{folder_key}"
+  if not os.path.exists(folder):
+    raise FileNotFoundError(f"{key}: {folder} does not exist")
+  if not os.path.isfile(os.path.join(folder, "config.json")):
+    raise FileNotFoundError(f"{key}: {folder} has no config.json (expected a model folder)")
+  try:
+    return convert(folder)
+  except WeightError as e:  # A checkpoint that does not fit: a user error, no traceback.
+    raise ConfigError(f"{key}: {e}") from e
 
 
 def _runner(model: nnx.Module, fn: Callable, mesh: jax.sharding.Mesh

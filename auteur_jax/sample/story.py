@@ -45,8 +45,7 @@ from auteur_jax.models.director import Director
 from auteur_jax.parallel import rules as rules_lib
 from auteur_jax.parallel.mesh import make_mesh
 from auteur_jax.sample import director as director_lib
-from auteur_jax.sample.encoders import restore_params
-from auteur_jax.train.checkpoint import step_dir_of
+from auteur_jax.sample.encoders import restore_model
 from auteur_jax.train.task_dit import TextConditionedDiT
 
 
@@ -323,8 +322,7 @@ class StorySampler:
         latents = self._denoise(self._dit_params, *self._rows((keys, ids, mask, z)))
       video = vae_lib.decode(self._vae, self._vae.denormalize(latents),
                              self.settings.vae_chunk_frames or None)
-      video = np.asarray(jnp.round(jnp.clip(video + 1.0, 0.0, 2.0) * 127.5).astype(jnp.uint8))
-      frames.append(video[:len(set(rows))])
+      frames.append(vae_lib.to_uint8(video)[:len(set(rows))])
     return np.concatenate(frames)[:len(jobs)]
 
   def render(self, requests: Sequence[StoryRequest]) -> list[StoryResult]:
@@ -367,16 +365,8 @@ def load_model(config: ml_collections.ConfigDict, task, where: str,
                         "run (auteur train --workdir), or allow_random_init=True for a "
                         "smoke test")
     return build_jitted(lambda: task.build(config, nnx.Rngs(seed)))
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{where}.init.checkpoint: {path} does not exist")
-  step_dir = step_dir_of(path)
-  if step_dir is None:
-    raise ConfigError(f"{where}.init.checkpoint: {path} holds no orbax checkpoint "
-                      "(expected a training run's workdir, checkpoints/ or a step folder)")
-  with nnx.use_eager_sharding(False):
-    model = nnx.eval_shape(lambda: task.build(config, nnx.Rngs(0)))
-  restore_params(os.path.join(step_dir, "state"), model, ("model",))
-  return model
+  return restore_model(path, lambda: task.build(config, nnx.Rngs(0)), ("model",),
+                       f"{where}.init.checkpoint")
 
 
 def write_story(result: StoryResult, out_dir: str, fps: float,
