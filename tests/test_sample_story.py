@@ -124,7 +124,7 @@ def test_clip_equals_reference_sampling(sampler):
     key = jax.random.fold_in(jax.random.split(jax.random.key(7))[1], t)
     noise = jax.random.normal(key, sampler.latent_shape())[None]
     latents = flow.euler_sample(v_fn, noise, s.sampler_steps, s.shift)
-    video = V.decode(sampler._vae, sampler._vae.denormalize(latents))  # Whole clip at once.
+    video = V.decode(sampler.vae, sampler.vae.denormalize(latents))  # Whole clip at once.
     want = np.asarray(jnp.round((video[0] + 1.0) * 127.5)).astype(np.int32)
     assert np.abs(want - res.clips[t].astype(np.int32)).max() <= 1
 

@@ -185,8 +185,7 @@ def evaluate(plan, paths: dict, models: dict, out_dir: str, timings: dict,
              progress: bool = True) -> dict:
   """Renders, scores and writes the demo's outputs (see the module docstring)."""
   from auteur_jax.demo.pipeline import task_config
-  from auteur_jax.sample.story import StoryRequest, StorySampler, load_model, write_story
-  from auteur_jax.train import tasks
+  from auteur_jax.sample.story import StoryRequest, StorySampler, write_story
   t0 = time.perf_counter()
   stories, clips = read_val(paths)
   scored = stories[:plan.score] if plan.score else stories
@@ -212,8 +211,7 @@ def evaluate(plan, paths: dict, models: dict, out_dir: str, timings: dict,
 
   per_step = lambda ss, key: [x for s in ss for x in s[key]]  # noqa: E731
   true_clips = [_clip(clips, s, t) for s in scored for t in range(len(s["actions"]))]
-  vae = load_model(cfg.vae, tasks.get("vae"), "config.vae")
-  recon = _decode_latents(vae, np.stack([c["latents"] for c in true_clips]))
+  recon = _decode_latents(sampler.vae, np.stack([c["latents"] for c in true_clips]))
   b, a = per_step(scored, "before"), per_step(scored, "after")
   video = {
       "given_text": video_scores([c[-1] for r in given for c in r.clips], b, a),

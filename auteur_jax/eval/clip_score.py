@@ -9,7 +9,6 @@ the family's pixel statistics, eos written after the caption). Raw cosine in [-1
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 import jax
@@ -18,7 +17,6 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from auteur_jax.config import ConfigError
 from auteur_jax.data.tokenizer import Tokenizer
 from auteur_jax.models.clip_text import ClipModel, TextConfig
 from auteur_jax.models.vision import VisionConfig, normalize_pixels
@@ -78,15 +76,9 @@ class ClipScorer:
 
 def load_clip(config: ml_collections.ConfigDict, workdir: str) -> ClipModel:
   """The ClipModel of a `clip` training run (config: configs/toy/clip.py and overrides)."""
-  from auteur_jax.sample.encoders import restore_params
-  from auteur_jax.train.checkpoint import step_dir_of
-  step_dir = step_dir_of(workdir)
-  if step_dir is None:
-    raise ConfigError(f"{workdir}: no orbax checkpoint of a clip run")
+  from auteur_jax.sample.encoders import restore_model
   m = config.model
-  with nnx.use_eager_sharding(False):
-    model = nnx.eval_shape(lambda: ClipModel(VisionConfig.from_dict(m.vision),
-                                             TextConfig.from_dict(m.text), loss=m.loss,
-                                             rngs=nnx.Rngs(0)))
-  restore_params(os.path.join(step_dir, "state"), model, ("model",))
-  return model
+  return restore_model(workdir, lambda: ClipModel(VisionConfig.from_dict(m.vision),
+                                                  TextConfig.from_dict(m.text), loss=m.loss,
+                                                  rngs=nnx.Rngs(0)),
+                       ("model",), "the clip run")

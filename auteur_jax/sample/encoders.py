@@ -47,30 +47,15 @@ class Encoder:
   description: dict
 
 
-def restore_params(state_dir: str, abstract: nnx.Module, key_path: tuple[str, ...]) -> None:
-  """Fills `abstract`'s params in place from a trainer checkpoint's `state` item.
-
-  key_path: where the module sits in the saved train state, e.g. ("model",) or
-  ("model", "vision"); the optimizer state and everything else are not read.
-  """
-  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  leaves, treedef = jax.tree_util.tree_flatten_with_path(nnx.state(abstract, nnx.Param))
-  keys = [(*key_path, *(key_str(k) for k in p)) for p, _ in leaves]
-  targets = {k: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device)
-             for k, (_, x) in zip(keys, leaves)}
-  try:
-    restored = orbax_io.restore(state_dir, targets)
-  except WeightError as e:
-    raise ConfigError(f"config.init.checkpoint: cannot restore {'/'.join(key_path)} params "
-                      f"({e})") from e
-  nnx.update(abstract, jax.tree_util.tree_unflatten(treedef, [restored[k] for k in keys]))
-
-
 def restore_model(path: str, make: Callable[[], nnx.Module], key_path: tuple[str, ...],
                   where: str) -> nnx.Module:
-  """make()'s model (built abstractly) with its params restored from the latest
-  checkpoint of `path`: a training run's workdir, its checkpoints/ folder or one step
-  folder. key_path: as in `restore_params`; where: the config key errors name."""
+  """make()'s model (built abstractly) with its params restored from the `state` item of
+  the latest checkpoint of `path`: a training run's workdir, its checkpoints/ folder or
+  one step folder. The optimizer state and everything else are not read.
+
+  key_path: where the module sits in the saved train state, e.g. ("model",) or
+  ("model", "vision"). where: the config key that errors name.
+  """
   if not os.path.exists(path):
     raise FileNotFoundError(f"{where}: {path} does not exist")
   step_dir = step_dir_of(path)
@@ -79,7 +64,16 @@ def restore_model(path: str, make: Callable[[], nnx.Module], key_path: tuple[str
                       "run's workdir, its checkpoints/ folder or one step folder)")
   with nnx.use_eager_sharding(False):
     model = nnx.eval_shape(make)
-  restore_params(os.path.join(step_dir, "state"), model, key_path)
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  leaves, treedef = jax.tree_util.tree_flatten_with_path(nnx.state(model, nnx.Param))
+  keys = [(*key_path, *(key_str(k) for k in p)) for p, _ in leaves]
+  targets = {k: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device)
+             for k, (_, x) in zip(keys, leaves)}
+  try:
+    restored = orbax_io.restore(os.path.join(step_dir, "state"), targets)
+  except WeightError as e:
+    raise ConfigError(f"{where}: cannot restore {'/'.join(key_path)} params ({e})") from e
+  nnx.update(model, jax.tree_util.tree_unflatten(treedef, [restored[k] for k in keys]))
   return model
 
 

@@ -138,7 +138,7 @@ class StorySampler:
     self.director = director_lib.DirectorSampler(director, sampling)
     self.dit_cfg, self.vae_cfg = dit.dit.cfg, vae.cfg
     self._dit_graph, self._dit_params = nnx.split(dit)
-    self._vae = vae
+    self.vae = vae  # Also for callers that decode stored latents.
     self._rows_sharding = NamedSharding(self.mesh, PartitionSpec("data"))
     self._generate = jax.jit(self._generate_fn, static_argnums=(4,))
     self._regress = jax.jit(self._regress_fn, static_argnums=(5,))
@@ -320,7 +320,7 @@ class StorySampler:
       keys = jnp.stack([jobs[i][2] for i in rows])
       with rules_lib.use_mesh(self.mesh, self.rules):  # Traced under the DiT's rules.
         latents = self._denoise(self._dit_params, *self._rows((keys, ids, mask, z)))
-      video = vae_lib.decode(self._vae, self._vae.denormalize(latents),
+      video = vae_lib.decode(self.vae, self.vae.denormalize(latents),
                              self.settings.vae_chunk_frames or None)
       frames.append(vae_lib.to_uint8(video)[:len(set(rows))])
     return np.concatenate(frames)[:len(jobs)]
