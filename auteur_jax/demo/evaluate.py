@@ -86,16 +86,11 @@ def _clip(clips: dict, story: dict, t: int) -> dict:
 
 def video_scores(frames: list[np.ndarray], before: list[State], after: list[State]) -> dict:
   """Last frames vs true states: mean object agreement, exact, changed-object accuracy."""
-  objects, exact, changed = [], [], []
-  for frame, b, a in zip(frames, before, after):
-    read = read_state(frame)
-    m = object_matches(read, a)
-    objects.append(np.mean(list(m.values())))
-    exact.append(float(all(m.values())))
-    diff = [k for k, ok in object_matches(b, a).items() if not ok]
-    changed += [m.get(k, False) for k in diff]
-  return {"state_agreement": narrative.mean(objects), "exact_state": narrative.mean(exact),
-          "changed_objects": narrative.mean(changed), "clips": len(frames)}
+  scores = [narrative.state_agreement(f, a, b) for f, b, a in zip(frames, before, after)]
+  return {"state_agreement": narrative.mean([s["objects"] for s in scores]),
+          "exact_state": narrative.mean([s["exact"] for s in scores]),
+          "changed_objects": narrative.mean([c for s in scores for c in s["changed"]]),
+          "clips": len(frames)}
 
 
 def _unchanged(before: list[State], after: list[State]) -> dict:

@@ -88,12 +88,17 @@ def action_match(pred: str, true: str) -> dict[str, bool]:
           "parsed": p is not None and p == parse_action(true)}
 
 
-def state_agreement(frame: np.ndarray, true: State) -> dict[str, float]:
+def state_agreement(frame: np.ndarray, true: State, before: State | None = None) -> dict:
   """The state read from `frame` (uint8 [S, S, 3]) against `true`: object accuracy in
-  [0, 1] and exact (1.0 if every object is equal)."""
+  [0, 1] and exact (1.0 if every object is equal); given the state `before` the step,
+  also `changed`: per object the step changes, whether it was read right."""
   matches = object_matches(read_state(frame), true)
   right = sum(matches.values())
-  return {"objects": right / max(len(matches), 1), "exact": float(right == len(matches))}
+  out = {"objects": right / max(len(matches), 1), "exact": float(right == len(matches))}
+  if before is not None:
+    out["changed"] = [matches.get(k, False) for k, ok in object_matches(before, true).items()
+                      if not ok]
+  return out
 
 
 def mean(values: Sequence[float]) -> float | None:
