@@ -154,7 +154,10 @@ class StoryDecoder:
   embedding_shape: tuple[int, int] | None = None
 
   def __call__(self, record: bytes) -> dict[str, np.ndarray]:
-    ex = examples.decode_story(record)
+    return self.arrays(examples.decode_story(record))
+
+  def arrays(self, ex: dict) -> dict[str, np.ndarray]:
+    """The output above from a decoded story (examples.decode_story's dict)."""
     s = min(ex["num_steps"], self.max_steps)
     tok = self.tokenizer
 

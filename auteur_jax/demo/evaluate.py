@@ -51,8 +51,9 @@ from auteur_jax.sample.encode import keyframe_index
 def read_val(paths: dict) -> tuple[list[dict], dict]:
   """Validation stories (sorted by id, with true states) and their clips by (video, start).
 
-  Each story: video_id, task, actions, captions, z [S, K, D], before / after (States
-  per step, from the toy kitchen's states/<id>.json, steps matched by start time).
+  Each story: video_id, task, actions, captions, z [S, K, D], example (the decoded record),
+  before / after (States per step, from the toy kitchen's states/<id>.json, steps matched
+  by start time).
   Each clip: frames uint8 [9, H, W, 3] (the DiT's window), keyframe [H, W, 3], latents.
   """
   stories = []
@@ -65,7 +66,7 @@ def read_val(paths: dict) -> tuple[list[dict], dict]:
       idx = [int(np.argmin([abs(st["start"] - a) for st in truth["steps"]])) for a in s["start"]]
       stories.append({"video_id": s["video_id"], "task": s["task"], "actions": s["actions"],
                       "captions": s["captions"], "start": s["start"],
-                      "z": np.asarray(s["visual_embedding"], np.float32),
+                      "z": np.asarray(s["visual_embedding"], np.float32), "example": s,
                       "before": [states[truth["steps"][i]["state"] - 1] for i in idx],
                       "after": [states[truth["steps"][i]["state"]] for i in idx]})
   clips = {}
@@ -113,8 +114,9 @@ def director_scores(sampler, stories: list[dict], free: list) -> dict:
   d = sampler.director
   model = nnx.merge(d.graphdef, d.params)
   dec = StoryDecoder(sampler.tokenizer, max(len(s["actions"]) for s in stories),
-                     d.sampling.max_action_tokens, d.sampling.max_caption_tokens)
-  rows = [_story_row(dec, s) for s in stories]
+                     d.sampling.max_action_tokens, d.sampling.max_caption_tokens,
+                     embedding_shape=stories[0]["z"].shape[1:])
+  rows = [dec.arrays(s["example"]) for s in stories]
   batch = {k: jnp.asarray(np.stack([r[k] for r in rows])) for k in rows[0]}
   res = model(batch)
   _, parts = model.loss(batch)
@@ -127,25 +129,6 @@ def director_scores(sampler, stories: list[dict], free: list) -> dict:
                                                       for _ in s["actions"]])},
           "teacher_forced": {"step_top1": narrative.mean(tf_top1),
                              "text_acc": float(parts["text_acc"])}}
-
-
-def _story_row(dec, s: dict) -> dict:
-  """The StoryDecoder arrays of a story dict (its texts, task and z, padded to dec.max_steps)."""
-  tok, S = dec.tokenizer, len(s["actions"])
-  out = {}
-  for name, texts, length in (("action", s["actions"], dec.max_action_tokens),
-                              ("caption", s["captions"], dec.max_caption_tokens)):
-    ids = np.full((dec.max_steps, length), tok.pad_id, np.int32)
-    mask = np.zeros((dec.max_steps, length), bool)
-    ids[:S], mask[:S] = tok.encode_batch(texts, length)
-    out[f"{name}_ids"], out[f"{name}_mask"] = ids, mask
-  out["step_mask"] = np.arange(dec.max_steps) < S
-  ids, mask = tok.encode_batch([s["task"]], dec.max_action_tokens)
-  out["task_ids"], out["task_mask"] = ids[0], mask[0]
-  z = np.zeros((dec.max_steps, *s["z"].shape[1:]), np.float32)
-  z[:S] = s["z"]
-  out["visual_embedding"] = z
-  return out
 
 
 def sample_config(plan, paths: dict, models: dict):

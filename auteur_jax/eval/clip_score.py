@@ -18,9 +18,9 @@ import numpy as np
 from flax import nnx
 
 from auteur_jax.data.tokenizer import Tokenizer
-from auteur_jax.models.clip_text import ClipModel, TextConfig
-from auteur_jax.models.vision import VisionConfig, normalize_pixels
-from auteur_jax.train.task_clip import with_eos
+from auteur_jax.models.clip_text import ClipModel
+from auteur_jax.models.vision import normalize_pixels
+from auteur_jax.train.task_clip import TASK, with_eos
 
 
 class ClipScorer:
@@ -77,8 +77,5 @@ class ClipScorer:
 def load_clip(config: ml_collections.ConfigDict, workdir: str) -> ClipModel:
   """The ClipModel of a `clip` training run (config: configs/toy/clip.py and overrides)."""
   from auteur_jax.sample.encoders import restore_model
-  m = config.model
-  return restore_model(workdir, lambda: ClipModel(VisionConfig.from_dict(m.vision),
-                                                  TextConfig.from_dict(m.text), loss=m.loss,
-                                                  rngs=nnx.Rngs(0)),
-                       ("model",), "the clip run")
+  return restore_model(workdir, lambda: TASK.build(config, nnx.Rngs(0)), ("model",),
+                       "the clip run")
