@@ -1,7 +1,6 @@
 """Meshes and logical axis rules on 8 simulated CPU devices."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx

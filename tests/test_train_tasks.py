@@ -4,7 +4,6 @@ tensor) give the same losses and parameters after 3 steps (float32)."""
 import os
 
 import jax
-import ml_collections
 import numpy as np
 import pytest
 

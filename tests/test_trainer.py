@@ -1,7 +1,5 @@
 """The trainer on a tiny regression task: resume, mesh equivalence, reshard, NaN stop."""
 
-import os
-
 import grain
 import jax
 import jax.numpy as jnp
