@@ -80,8 +80,8 @@ def test_gqa_attention_matches_naive():
   v = rng.normal(size=(2, 2, 7, 8)).astype(np.float32)
   mask = rng.random((2, 5, 7)) < 0.7
   mask[..., 0] = True
-  got = Ly.attend(jnp.asarray(q), jnp.asarray(k), jnp.asarray(v).swapaxes(2, 3),
-                  jnp.asarray(mask))  # Values in the cache layout [B, KVH, Dh, T].
+  got = Ly.attend(jnp.asarray(q), jnp.asarray(k).swapaxes(2, 3), jnp.asarray(v).swapaxes(2, 3),
+                  jnp.asarray(mask))  # Keys and values in the cache layout [B, KVH, Dh, T].
   np.testing.assert_allclose(np.asarray(got), _naive_attention(q, k, v, mask), rtol=1e-5,
                              atol=1e-5)
 
@@ -104,8 +104,8 @@ def test_attention_cache_chunks_equal_full_pass():
     start += size
   np.testing.assert_allclose(np.asarray(jnp.concatenate(outs, 1)), np.asarray(full),
                              rtol=1e-5, atol=1e-5)
-  assert cache.k.shape == (2, 2, 10, 8) and cache.v.shape == (2, 2, 8, 10)
-  np.testing.assert_array_equal(np.asarray(cache.k[:, :, 6:]), 0)
+  assert cache.k.shape == cache.v.shape == (2, 2, 8, 10)
+  np.testing.assert_array_equal(np.asarray(cache.k[..., 6:]), 0)
   np.testing.assert_array_equal(np.asarray(cache.v[..., 6:]), 0)
   assert np.all(np.asarray(cache.v[..., :6]) != 0)
 
@@ -150,4 +150,5 @@ def test_attention_runs_under_jit_with_traced_cache_index():
   for i in range(3):
     _, cache = step(cache, x * (i + 1), jnp.int32(i))
   assert step._cache_size() == 1
-  assert np.all(np.asarray(cache.k[0, 0, :3]) != 0) and np.all(np.asarray(cache.k[0, 0, 3:]) == 0)
+  assert np.all(np.asarray(cache.k[0, 0, :, :3]) != 0)
+  assert np.all(np.asarray(cache.k[0, 0, :, 3:]) == 0)
