@@ -24,8 +24,9 @@ kv heads; 25 / 84 MB with --kv-heads 2). Attention over 8 layers' caches alone (
 apart) streams ~56 GB/s with 8 kv heads (each query head's dots are matrix-vector
 products) but ~28 GB/s with 2 (4 query heads per kv head make them small GEMMs, whose
 packing copies the cache block). Measured here: 7.8 / 10.9 ms per token at context
-128 / 1,024 with 2 kv heads, 9.5 / 14.5 with 8. transformers' GQA path on CPU is far slower than its MHA path (it repeats the
-cached keys per step), so compare throughput at --kv-heads 8.
+128 / 1,024 with 2 kv heads, 9.5 / 14.5 with 8. transformers' GQA path on CPU is far
+slower than its MHA path (it repeats the cached keys per step), so compare throughput
+at --kv-heads 8.
 """
 
 from __future__ import annotations
