@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from auteur_jax.kernels import decode_attention
 from auteur_jax.parallel.rules import constrain
 
 Dtype = jnp.dtype | str
@@ -123,6 +124,10 @@ class KVCache(NamedTuple):
   step take the big cache operand as a row-major right-hand side (q @ K^T, p @ V^T):
   XLA's CPU dot ran 2.3x slower with values as [T, head_dim], and the scores 1.6x
   slower with keys as [T, head_dim] (8 layers, batch 8, 2 kv heads, T = 1,280).
+
+  A bfloat16 cache is held as its bits, dtype uint16 (`stored_dtype`): XLA:CPU runs a
+  bfloat16 dynamic_update_slice in float32, a converted copy of the whole buffer per
+  decode step; on uint16 it writes the new slots in place. `values` reads them back.
   """
 
   k: jax.Array
@@ -132,8 +137,20 @@ class KVCache(NamedTuple):
   def zeros(cls, batch: int, kv_heads: int, length: int, head_dim: int,
             dtype: Dtype = jnp.float32, layers: int | None = None) -> KVCache:
     lead = (batch, kv_heads) if layers is None else (layers, batch, kv_heads)
+    dtype = stored_dtype(dtype)
     return cls(jnp.zeros((*lead, head_dim, length), dtype),
                jnp.zeros((*lead, head_dim, length), dtype))
+
+
+def stored_dtype(dtype: Dtype) -> jnp.dtype:
+  """The dtype a cache of `dtype` is held in (uint16 bits for bfloat16)."""
+  dtype = jnp.dtype(dtype)
+  return jnp.dtype(jnp.uint16) if dtype == jnp.bfloat16 else dtype
+
+
+def values(x: jax.Array) -> jax.Array:
+  """A cache buffer's values: bfloat16 from its uint16 bits, else itself."""
+  return jax.lax.bitcast_convert_type(x, jnp.bfloat16) if x.dtype == jnp.uint16 else x
 
 
 def _masked_softmax(scores: jax.Array, mask: jax.Array) -> jax.Array:
@@ -216,11 +233,19 @@ class Attention(nnx.Module):
     # The cache layout: (batch, head) leading for the batched dots, slots last.
     return q, jnp.transpose(k, (0, 2, 3, 1)), jnp.transpose(v, (0, 2, 3, 1))
 
-  def combine(self, q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
-    """Attention of q [B, L, H, Dh] over k, v [B, KVH, Dh, T] -> [B, L, width]."""
-    k = constrain(k, ("batch", "kv_heads", "head_dim", "length")).astype(self.dtype)
-    v = constrain(v, ("batch", "kv_heads", "head_dim", "length")).astype(self.dtype)
-    out = attend(q, k, v, mask)
+  def combine(self, q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array,
+              cached: bool = False) -> jax.Array:
+    """Attention of q [B, L, H, Dh] over k, v [B, KVH, Dh, T] -> [B, L, width].
+
+    cached: k, v are a KV cache being decoded over (never differentiated): a few query
+    rows go to the CPU decode kernel where it applies (kernels/decode_attention.py).
+    """
+    k = constrain(k, ("batch", "kv_heads", "head_dim", "length"))
+    v = constrain(v, ("batch", "kv_heads", "head_dim", "length"))
+    if cached and decode_attention.applies(q, k):
+      out = decode_attention.decode_attention(q, k, v, mask)
+    else:
+      out = attend(q, values(k).astype(self.dtype), values(v).astype(self.dtype), mask)
     # One flat contraction: with two contracting dims (h, d) XLA's CPU dot reorders
     # them by transposing the weight, a full copy of it on every decode step.
     b, l, h, d = out.shape
@@ -245,7 +270,7 @@ class Attention(nnx.Module):
     if cache is not None:
       cache = cache_write(cache, KVCache(k, v), cache_index)
       k, v = cache
-    return self.combine(q, k, v, mask), cache
+    return self.combine(q, k, v, mask, cached=cache is not None), cache
 
 
 def cache_write(cache: KVCache, new: KVCache, index: jax.Array | int,
@@ -257,12 +282,18 @@ def cache_write(cache: KVCache, new: KVCache, index: jax.Array | int,
   """
   zero, index = jnp.zeros((), jnp.int32), jnp.asarray(index, jnp.int32)
   at = (zero, zero, zero, index)
-  k, v = new.k.astype(cache.k.dtype), new.v.astype(cache.v.dtype)
+  k, v = _stored(new.k, cache.k.dtype), _stored(new.v, cache.v.dtype)
   if layer is not None:
     at = (jnp.asarray(layer, jnp.int32), *at)
     k, v = k[None], v[None]
   return KVCache(jax.lax.dynamic_update_slice(cache.k, k, at),
                  jax.lax.dynamic_update_slice(cache.v, v, at))
+
+
+def _stored(x: jax.Array, dtype: jnp.dtype) -> jax.Array:
+  if dtype == jnp.uint16:
+    return jax.lax.bitcast_convert_type(x.astype(jnp.bfloat16), jnp.uint16)
+  return x.astype(dtype)
 
 
 # ---------------------------------------------------------------------------- MLP

@@ -117,7 +117,7 @@ class Block(nnx.Module):
       # Only the new chunk is written; the buffer is updated in place inside loops.
       cache = cache_write(cache, KVCache(k, v), cache_index, layer)
       k, v = cache if layer is None else (cache.k[layer], cache.v[layer])
-    x = x + self.attn.combine(q, k, v, mask)
+    x = x + self.attn.combine(q, k, v, mask, cached=cache is not None)
     x = constrain(x, ("batch", "length", "act_embed"))
     x = x + self.mlp(self.mlp_norm(x))
     return constrain(x, ("batch", "length", "act_embed")), cache

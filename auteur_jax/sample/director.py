@@ -79,8 +79,10 @@ class StoryOutput(NamedTuple):
   visual_embedding: jax.Array  # float32 [B, S, K, D]
 
 
-def init_state(llm: LLM, batch: int, length: int) -> DecodeState:
-  return DecodeState(llm.init_caches(batch, length), jnp.zeros((batch, length), bool),
+def init_state(llm: LLM, batch: int, length: int, cache_dtype: str | None = None
+               ) -> DecodeState:
+  return DecodeState(llm.init_caches(batch, length, cache_dtype),
+                     jnp.zeros((batch, length), bool),
                      jnp.zeros((batch,), jnp.int32), jnp.zeros((), jnp.int32))
 
 
@@ -172,14 +174,18 @@ class _Compiled:
   """The split model, its per-layer weights and jitted pure functions of them.
 
   A sampler snapshots the model's weights when it is made: later updates to the module
-  are not seen. The per-layer copies of the stacked layer weights (`LLM.unstack_layers`)
+  are not seen. cache_dtype: the KV cache's (None: the compute dtype); "bfloat16" halves
+  the bytes a decode step reads from the cache. The per-layer copies of the stacked layer weights (`LLM.unstack_layers`)
   are made once, on the first generation, and kept.
   """
 
-  def __init__(self, model: nnx.Module, loop: str):
+  def __init__(self, model: nnx.Module, loop: str, cache_dtype: str | None):
     if loop not in LOOPS:
       raise ValueError(f"loop must be one of {LOOPS}, got {loop!r}")
-    self.loop = loop
+    if cache_dtype not in (None, "float32", "bfloat16"):
+      raise ValueError(f"cache_dtype must be None (the compute dtype), 'float32' or "
+                       f"'bfloat16', got {cache_dtype!r}")
+    self.loop, self.cache_dtype = loop, cache_dtype
     self.graphdef, self.params = nnx.split(model)
     # A stacked module's graph is a single block's: the leading axis is only in values.
     self.layer_graphdef = nnx.graphdef(self._llm(model).layers)
@@ -211,8 +217,8 @@ class LMSampler(_Compiled):
   """
 
   def __init__(self, llm: LLM, sampling: Sampling = Sampling(), loop: str = "device",
-               stop_id: int | None = None):
-    super().__init__(llm, loop)
+               stop_id: int | None = None, cache_dtype: str | None = None):
+    super().__init__(llm, loop, cache_dtype)
     self.sampling, self.stop_id = sampling, stop_id
     self._prefill = jax.jit(self._prefill_fn, static_argnums=(4,))
     self._loop = jax.jit(self._loop_fn, static_argnums=(4,), donate_argnums=(2,))
@@ -220,7 +226,8 @@ class LMSampler(_Compiled):
 
   def _prefill_fn(self, params, layer_states, ids, mask, max_new):
     _, llm, layers = self.merge(params, layer_states)
-    state = init_state(llm, ids.shape[0], ids.shape[1] + text_steps(self.stop_id, max_new))
+    state = init_state(llm, ids.shape[0], ids.shape[1] + text_steps(self.stop_id, max_new),
+                       self.cache_dtype)
     state, h = feed(llm, layers, state, llm.embed_tokens(ids), mask.astype(bool))
     last = jnp.maximum(mask.sum(1) - 1, 0)
     logits = llm.logits(jnp.take_along_axis(h, last[:, None, None], 1)[:, 0])
@@ -261,8 +268,9 @@ class LMSampler(_Compiled):
 class DirectorSampler(_Compiled):
   """Story generation with a Director (see the module docstring)."""
 
-  def __init__(self, director: Director, sampling: Sampling = Sampling(), loop: str = "device"):
-    super().__init__(director, loop)
+  def __init__(self, director: Director, sampling: Sampling = Sampling(), loop: str = "device",
+               cache_dtype: str | None = None):
+    super().__init__(director, loop, cache_dtype)
     self.cfg, self.sampling = director.cfg, sampling
     m = self.cfg.markup
     markup = (m.action, m.action_end, m.caption, m.caption_end, m.img, m.img_end)
@@ -288,7 +296,8 @@ class DirectorSampler(_Compiled):
   def _prefill_fn(self, params, layer_states, task_ids, task_mask, num_steps):
     model, llm, layers = self.merge(params, layer_states)
     ids, valid = model.prefix_tokens(task_ids, task_mask)
-    state = init_state(llm, ids.shape[0], self.cache_length(ids.shape[1], num_steps))
+    state = init_state(llm, ids.shape[0], self.cache_length(ids.shape[1], num_steps),
+                       self.cache_dtype)
     return feed(llm, layers, state, llm.embed_tokens(ids), valid)[0]
 
   def _open_fn(self, params, layer_states, state, name):

@@ -1,0 +1,117 @@
+"""The C++ CPU decode-attention kernel against the einsum attention it stands in for."""
+
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from auteur_jax.kernels import build
+from auteur_jax.kernels import decode_attention as da
+from auteur_jax.models import layers as Ly
+from auteur_jax.models import llm as L
+from auteur_jax.sample.director import LMSampler
+
+pytestmark = pytest.mark.skipif(shutil.which("c++") is None, reason="no C++ compiler")
+
+
+def _inputs(b, l, h, kvh, d, t, seed=0):
+  rng = np.random.default_rng(seed)
+  q = jnp.asarray(rng.normal(size=(b, l, h, d)), jnp.float32)
+  k = jnp.asarray(rng.normal(size=(b, kvh, d, t)), jnp.float32)
+  v = jnp.asarray(rng.normal(size=(b, kvh, d, t)), jnp.float32)
+  lens = rng.integers(1, t + 1, b)
+  mask = np.arange(t)[None, None, :] < lens[:, None, None] + np.arange(l)[None, :, None]
+  mask[0, 0] = False  # A fully masked row: uniform weights, as the einsum path gives.
+  return q, k, v, jnp.asarray(mask)
+
+
+@pytest.mark.parametrize("b,l,h,kvh,d,t", [
+    (2, 1, 8, 2, 64, 1280),  # A decode step: 4 query heads per kv head.
+    (3, 1, 4, 4, 16, 37),  # Multi-head; slots not a multiple of the vector width.
+    (1, 2, 8, 1, 8, 5),  # Fewer slots than one vector; 16 rows in two passes of 4 rows.
+    (2, 3, 6, 2, 8, 50),  # 3 rows per kv head and query: groups of 4 and 3, 2.
+])
+@pytest.mark.parametrize("cache", ["float32", "bfloat16", "uint16"])
+def test_kernel_equals_einsum_attention(b, l, h, kvh, d, t, cache):
+  assert build.compile_library("decode_attention").exists()
+  q, k, v, mask = _inputs(b, l, h, kvh, d, t)
+  if cache != "float32":  # bfloat16 values, given as such or as KVCache's uint16 bits.
+    k, v = k.astype(jnp.bfloat16), v.astype(jnp.bfloat16)
+  want = Ly.attend(q, k.astype(jnp.float32), v.astype(jnp.float32), mask)
+  if cache == "uint16":
+    k, v = (jax.lax.bitcast_convert_type(x, jnp.uint16) for x in (k, v))
+  assert da.applies(q, k)
+  got = jax.jit(da.decode_attention)(q, k, v, mask)
+  np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=2e-5, atol=2e-5)
+
+
+def test_applies_only_where_it_serves():
+  q, k, _, _ = _inputs(1, 1, 8, 2, 8, 16)
+  assert da.applies(q, k)
+  assert not da.applies(jnp.zeros((1, 5, 8, 8)), k)  # 20 rows per kv head: XLA's GEMM.
+  assert not da.applies(q, k.astype(jnp.float16))
+  mesh = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+  with jax.set_mesh(mesh):  # Sharded: the einsums, which XLA partitions.
+    assert not da.applies(q, k)
+
+
+def test_missing_compiler_is_named(monkeypatch):
+  monkeypatch.setenv("CXX", "no-such-c++")
+  with pytest.raises(RuntimeError, match="no C\\+\\+ compiler \\(no-such-c\\+\\+\\)"):
+    build.compile_library("decode_attention")
+
+
+def _llm():
+  cfg = L.LLMConfig(vocab_size=64, width=32, num_layers=2, num_heads=4, num_kv_heads=2,
+                    head_dim=8, mlp_dim=48)
+  with nnx.use_eager_sharding(False):
+    return L.LLM(cfg, rngs=nnx.Rngs(0))
+
+
+@pytest.mark.parametrize("cache_dtype", ["float32", "bfloat16"])
+def test_sampler_decodes_through_kernel_and_matches_einsums(cache_dtype, monkeypatch):
+  llm = _llm()
+  ids = jnp.asarray(np.random.default_rng(1).integers(0, 64, (2, 6)), jnp.int32)
+  mask = jnp.ones(ids.shape, bool)
+  sampler = LMSampler(llm, cache_dtype=cache_dtype)
+  carry = sampler.prefill(ids, mask, 8)
+  if cache_dtype == "bfloat16":
+    assert carry.state.caches[0].k.dtype == jnp.uint16  # Its bits: in-place writes.
+  hlo = sampler._loop.lower(sampler.params, sampler.layer_states(), carry,
+                            jax.random.key(0), 8).as_text()
+  assert hlo.count("AuteurDecodeAttention") == 2  # One call per layer in the step.
+  out = sampler._loop(sampler.params, sampler.layer_states(), carry, jax.random.key(0), 8)
+
+  monkeypatch.setattr(da, "applies", lambda q, k: False)
+  plain = LMSampler(llm, cache_dtype=cache_dtype)
+  ref = plain._loop(plain.params, plain.layer_states(), plain.prefill(ids, mask, 8),
+                    jax.random.key(0), 8)
+  assert "AuteurDecodeAttention" not in plain._loop.lower(
+      plain.params, plain.layer_states(), plain.prefill(ids, mask, 8), jax.random.key(0),
+      8).as_text()
+  np.testing.assert_allclose(np.asarray(out.logits), np.asarray(ref.logits), rtol=1e-4,
+                             atol=1e-4)
+  np.testing.assert_array_equal(np.asarray(out.ids), np.asarray(ref.ids))
+
+
+def test_bfloat16_cache_decoding_is_close_to_full_forward():
+  llm = _llm()
+  ids = jnp.asarray(np.random.default_rng(2).integers(0, 64, (2, 7)), jnp.int32)
+  valid = jnp.ones(ids.shape, bool)
+  h, _ = llm(llm.embed_tokens(ids), L.positions_from_valid(valid), L.causal_mask(valid))
+  full = llm.logits(h)
+  layers, caches = llm.unstack_layers(), llm.init_caches(2, 7, "bfloat16")
+  outs = []
+  for i in range(7):
+    m = jnp.broadcast_to(jnp.arange(7) <= i, (2, 1, 7))
+    h, caches = llm.decode(llm.embed_tokens(ids[:, i:i + 1]), jnp.full((2, 1), i), m, caches,
+                           i, layers)
+    outs.append(llm.logits(h[:, 0]))
+  got = np.asarray(jnp.stack(outs, 1))
+  np.testing.assert_allclose(got, np.asarray(full), atol=2e-2 * np.abs(full).max())
+  assert not np.array_equal(got, np.asarray(full))  # Rounded keys / values: not exact.
+  written = Ly.values(caches[0].k)
+  assert written.dtype == jnp.bfloat16 and np.all(np.asarray(written) != 0)
