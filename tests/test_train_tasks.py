@@ -4,6 +4,7 @@ tensor) give the same losses and parameters after 3 steps (float32)."""
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -152,6 +153,46 @@ def test_vae_task_mesh_equivalence_and_learning(tmp_path):
       f"--config.data.dir={data_dir}", "--config.train.lr=3e-3", *VAE_TINY])
   losses = _compare_and_learn(config, tmp_path)
   assert np.mean(losses[-3:]) < 0.7 * np.mean(losses[:3]), losses
+
+
+def test_vae_loss_detail_weight_and_frozen_encoder():
+  from flax import nnx
+
+  from auteur_jax.train.task_vae import local_contrast
+  flat = jnp.full((1, 1, 8, 8, 3), 0.3)
+  np.testing.assert_allclose(np.asarray(local_contrast(flat)), 0.0, atol=1e-6)
+  dot = flat.at[:, :, 4, 4].set(-0.7)  # One dark pixel: contrast at it and around it.
+  c = np.asarray(local_contrast(dot))[0, 0, ..., 0]
+  assert c[4, 4] == pytest.approx(8 / 9) and c[3, 3] == pytest.approx(1 / 9)
+  assert c[0, 0] == pytest.approx(0, abs=1e-6) and c.shape == (8, 8)
+
+  config = load_config(os.path.join(CONFIGS, "vae.py"), VAE_TINY)
+  task = tasks.get("vae")
+  with nnx.use_eager_sharding(False):
+    model = task.build(config, nnx.Rngs(0))
+  frames = np.zeros((2, 3, 16, 16, 3), np.uint8)
+  frames[:, :, 4:8, 6:9] = (220, 40, 40)  # A small red piece on black.
+  batch = {"frames": jnp.asarray(frames)}
+
+  def loss_and_grads(**loss):
+    c = config.copy_and_resolve_references()
+    c.loss.update(loss)
+    (value, _), grads = nnx.value_and_grad(task.loss, argnums=1, has_aux=True)(
+        c, model, batch, jax.random.key(0))
+    return float(value), nnx.to_flat_state(grads)
+
+  plain, grads = loss_and_grads()
+  # Each element's weight 1 + w * contrast: the loss grows linearly in w, by the error
+  # at the piece's edges (the flat black and red areas have no contrast).
+  five, twenty = (loss_and_grads(detail_weight=w)[0] for w in (5.0, 20.0))
+  assert five > plain * 1.05
+  assert twenty - plain == pytest.approx(4 * (five - plain), rel=1e-4)
+  _, frozen = loss_and_grads(train_encoder=False)
+  for (path, g), (_, f) in zip(grads, frozen):
+    if path[0] in ("encoder", "quant_conv"):
+      assert np.any(np.asarray(g[...]) != 0) and np.all(np.asarray(f[...]) == 0), path
+    else:
+      np.testing.assert_allclose(np.asarray(f[...]), np.asarray(g[...]), rtol=1e-5, atol=1e-7)
 
 
 def test_vae_task_rejects_frames_the_vae_cannot_take():

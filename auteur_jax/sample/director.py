@@ -174,9 +174,9 @@ class _Compiled:
   """The split model, its per-layer weights and jitted pure functions of them.
 
   A sampler snapshots the model's weights when it is made: later updates to the module
-  are not seen. cache_dtype: the KV cache's (None: the compute dtype); "bfloat16" halves
-  the bytes a decode step reads from the cache. The per-layer copies of the stacked layer weights (`LLM.unstack_layers`)
-  are made once, on the first generation, and kept.
+  are not seen. The per-layer copies of the stacked layer weights (`LLM.unstack_layers`)
+  are made once, on the first generation, and kept. cache_dtype: the KV cache's (None:
+  the compute dtype); "bfloat16" halves the bytes a decode step reads from the cache.
   """
 
   def __init__(self, model: nnx.Module, loop: str, cache_dtype: str | None):

@@ -39,9 +39,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.num_frames = 9  # 1 + 4k: latents [3, 8, 8, 16].
   c.data.tokenizer = ""  # The VAE needs no text.
 
-  # Reconstruction ("l1" | "mse" | "l1+mse", per pixel element in [-1, 1]) + kl_weight *
-  # the posterior's KL summed over the latent per pixel element (LDM / Wan weighting).
-  c.loss = ml_collections.ConfigDict(dict(recon="l1+mse", kl_weight=1e-6))
+  # Reconstruction ("l1" | "mse" | "l1+mse", per pixel element in [-1, 1], weighted by
+  # 1 + detail_weight * local contrast) + kl_weight * the posterior's KL summed over the
+  # latent per pixel element (LDM / Wan weighting). train_encoder False: decoder only.
+  c.loss = ml_collections.ConfigDict(dict(recon="l1+mse", kl_weight=1e-6, detail_weight=0.0,
+                                          train_encoder=True))
 
   t = c.train = train_defaults()
   t.steps = 3000
