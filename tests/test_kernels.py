@@ -48,6 +48,15 @@ def test_kernel_equals_einsum_attention(b, l, h, kvh, d, t, cache):
   np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=2e-5, atol=2e-5)
 
 
+def test_kernel_with_no_slots_gives_zeros_like_the_einsums():
+  q = jnp.ones((2, 1, 4, 8))
+  k = v = jnp.zeros((2, 2, 8, 0))
+  mask = jnp.zeros((2, 1, 0), bool)
+  got = jax.jit(da.decode_attention)(q, k, v, mask)
+  np.testing.assert_array_equal(np.asarray(got), np.asarray(Ly.attend(q, k, v, mask)))
+  np.testing.assert_array_equal(np.asarray(got), 0.0)
+
+
 def test_applies_only_where_it_serves():
   q, k, _, _ = _inputs(1, 1, 8, 2, 8, 16)
   assert da.applies(q, k)

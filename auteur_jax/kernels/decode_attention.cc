@@ -250,6 +250,10 @@ ffi::Error DecodeAttention(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::A
     return ffi::Error::InvalidArgument("decode_attention: L * G must be at most 16, got " +
                                        std::to_string(qd[1] * qd[3]));
   }
+  if (kd[3] == 0) {  // No slots: nothing to attend to (the einsums give zeros too).
+    std::fill_n(out->typed_data(), out->element_count(), 0.0f);
+    return ffi::Error::Success();
+  }
   auto work = std::make_shared<Work>();
   work->p = Problem{qd[0], qd[1], qd[2], qd[3], qd[4], kd[3], q.typed_data(),
                     k.untyped_data(), v.untyped_data(), mask.typed_data(),
