@@ -115,6 +115,10 @@ def test_config_and_input_errors():
     dit.DiTConfig.from_dict({"num_head": 4})
   with pytest.raises(ValueError, match="remat"):
     dit.DiTConfig.from_dict({"remat": "sometimes"})
+  with pytest.raises(ValueError, match=r"config.model.attention: expected one of \('full'"):
+    dit.DiTConfig.from_dict({"attention": "flash"})
+  with pytest.raises(ValueError, match="config.model.attention_block: expected >= 1"):
+    dit.DiTConfig.from_dict({"attention": "blockwise", "attention_block": 0})
   cfg = dit.DiTConfig.from_dict({**dataclasses.asdict(CFG), "name": "wan"})
   assert cfg == CFG
   model = _build()
@@ -131,18 +135,21 @@ def test_config_and_input_errors():
 
 
 def test_layer_loop_variants_agree():
-  """Scanned, rematerialised layers give the plain unrolled loss and gradients."""
-  x, t, text, vis = _inputs()
+  """Scanned, rematerialised layers and blockwise self-attention give the plain unrolled
+  loss and gradients."""
+  x, t, text, vis = _inputs()  # 18 tokens: blocks of 5 keys leave a padded last block.
   results = {}
-  for scan, remat in ((False, "none"), (True, "names")):
-    model = _build(dataclasses.replace(CFG, scan_layers=scan, remat=remat))
+  for scan, remat, attention in ((False, "none", "full"), (True, "names", "full"),
+                                 (True, "names", "blockwise"), (False, "full", "blockwise")):
+    model = _build(dataclasses.replace(CFG, scan_layers=scan, remat=remat,
+                                       attention=attention, attention_block=5))
     graphdef, params = nnx.split(model)
 
     def loss(p, graphdef=graphdef):
       return jnp.mean(nnx.merge(graphdef, p)(x, t, text, vis) ** 2)
 
-    results[(scan, remat)] = jax.jit(jax.value_and_grad(loss))(params)
-  ref_loss, ref_grad = results[(False, "none")]  # Plain autodiff, unrolled layers.
+    results[(scan, remat, attention)] = jax.jit(jax.value_and_grad(loss))(params)
+  ref_loss, ref_grad = results[(False, "none", "full")]  # Plain autodiff, unrolled layers.
   for key, (val, grad) in results.items():
     np.testing.assert_allclose(val, ref_loss, rtol=1e-5, err_msg=str(key))
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-6),
@@ -162,14 +169,17 @@ def test_init_and_logical_axes():
       assert names[0] == "layers", path
 
 
-@pytest.mark.parametrize("axes", [{"data": 2, "fsdp": 2, "tensor": 2},
-                                  {"data": 2, "context": 2, "tensor": 2}])
-def test_sharded_forward_equals_single_device(axes):
+@pytest.mark.parametrize("axes,attention", [
+    ({"data": 2, "fsdp": 2, "tensor": 2}, "full"),
+    ({"data": 2, "context": 2, "tensor": 2}, "full"),
+    ({"data": 2, "context": 2, "tensor": 2}, "blockwise")])
+def test_sharded_forward_equals_single_device(axes, attention):
   x, t, text, vis = _inputs(b=2, t=2, h=4, w=4)
   ref = _fwd(_build(), x, t, text, vis)
   mesh = make_mesh(axes)
-  shardings = R.state_shardings(_random_state()[1], mesh)  # From the logical names.
-  model = _build(shardings=shardings)
+  cfg = dataclasses.replace(CFG, attention=attention, attention_block=3)
+  shardings = R.state_shardings(_random_state(cfg)[1], mesh)  # From the logical names.
+  model = _build(cfg, shardings=shardings)
   with R.use_mesh(mesh):
     out = _fwd(model, x, t, text, vis)
   qkv = model.blocks.sa_qkv[...]

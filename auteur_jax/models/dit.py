@@ -28,6 +28,7 @@ import numpy as np
 from flax import nnx
 from jax.ad_checkpoint import checkpoint_name
 
+from auteur_jax.models import blockwise_attention
 from auteur_jax.models.layers import apply_rope_interleaved, param, rope_3d_tables
 from auteur_jax.parallel.rules import constrain
 
@@ -41,6 +42,8 @@ REMAT_POLICIES = {
         "sa_qkv", "sa_o", "sa_proj", "ca_q", "ca_o", "ca_proj", "ffn_u", "ffn_y"),
 }
 
+ATTENTION = ("full", "blockwise")  # Self-attention implementations (DiTConfig.attention).
+
 
 @dataclasses.dataclass(frozen=True)
 class DiTConfig:
@@ -51,6 +54,9 @@ class DiTConfig:
     added to exactly that many visual tokens (diffusers `pos_embed_seq_len`); 0 = none.
   timestep_scale: the model takes flow time t in [0, 1]; Wan embeds t * 1000.
   scan_layers / remat: how the stacked blocks run (remat: a key of REMAT_POLICIES).
+  attention: self-attention as "full" (one score matrix [N, N] per head: fastest for
+    short sequences) or "blockwise" (models/blockwise_attention.py: scores of
+    `attention_block` keys at a time, for long clips; the same result).
   """
   patch_size: tuple[int, int, int] = (1, 2, 2)
   in_channels: int = 16
@@ -72,6 +78,8 @@ class DiTConfig:
   param_dtype: str = "float32"
   scan_layers: bool = True
   remat: str = "none"
+  attention: str = "full"
+  attention_block: int = 512
 
   @property
   def width(self) -> int:
@@ -101,6 +109,12 @@ class DiTConfig:
     if self.remat not in REMAT_POLICIES:
       raise ValueError(f"config.model.remat: expected one of {sorted(REMAT_POLICIES)}, "
                        f"got {self.remat!r}")
+    if self.attention not in ATTENTION:
+      raise ValueError(f"config.model.attention: expected one of {ATTENTION}, "
+                       f"got {self.attention!r}")
+    if self.attention_block < 1:
+      raise ValueError(f"config.model.attention_block: expected >= 1 keys, "
+                       f"got {self.attention_block}")
     if self.visual_pos_len and not self.visual_dim:
       raise ValueError("config.model.visual_pos_len needs visual_dim > 0")
     for name in ("dtype", "param_dtype"):
@@ -323,7 +337,11 @@ def _block(cfg: DiTConfig, p: dict[str, jax.Array], x: jax.Array,
   q, k, v = _project(h, p["sa_qkv"], p["sa_qkv_bias"], "sa_qkv")
   q = apply_rope_interleaved(_rms_heads(q, p["sa_q_norm"], eps), cos, sin)
   k = apply_rope_interleaved(_rms_heads(k, p["sa_k_norm"], eps), cos, sin)
-  o = checkpoint_name(_attend(q, k, v), "sa_o")
+  if cfg.attention == "blockwise":
+    o = blockwise_attention.attend(q, k, v, cfg.attention_block)
+  else:
+    o = _attend(q, k, v)
+  o = checkpoint_name(o, "sa_o")
   o = checkpoint_name(_out(o, p["sa_out"], p["sa_out_bias"]), "sa_proj")
   x = (x + o * gate).astype(dt)
 

@@ -38,6 +38,7 @@ class Costs:
   fwd_layer_dense: float  # Matmuls inside the scanned layers.
   fwd_layer_attn: float  # Attention einsums inside the scanned layers.
   fwd_other: float  # Everything outside the layer scan (embeddings, heads, context K/V).
+  bwd_extra: float = 0.0  # What the backward adds beyond two forwards (blockwise scores).
 
   @property
   def model_flops(self) -> float:
@@ -47,7 +48,8 @@ class Costs:
   def executed_flops(self, remat: str) -> float:
     """model_flops plus what `remat` recomputes."""
     dense, attn = REMAT_RECOMPUTE[remat]
-    return self.model_flops + dense * self.fwd_layer_dense + attn * self.fwd_layer_attn
+    return (self.model_flops + dense * self.fwd_layer_dense + attn * self.fwd_layer_attn
+            + self.bwd_extra)
 
 
 def remat_key(config: ml_collections.ConfigDict) -> tuple[ml_collections.ConfigDict, str] | None:
@@ -128,7 +130,10 @@ def dit_costs(config: ml_collections.ConfigDict) -> Costs:
   other = 2.0 * n * (pin + pout) * d + 2.0 * lt * (dt * d + d * d)
   other += 2.0 * kv * (dv * dv + dv * d) + nl * 2.0 * (lt + kv) * 2 * d * d
   other += 2.0 * (fq * d + d * d + 6 * d * d)
-  return Costs(params, nl, d, b * n, 3, b * nl * dense, b * nl * attn, b * other)
+  # Blockwise self-attention recomputes its scores (q k^T) in the backward.
+  extra = 2.0 * n * n * d if cfg.attention == "blockwise" else 0.0
+  return Costs(params, nl, d, b * n, 3, b * nl * dense, b * nl * attn, b * other,
+               b * nl * extra)
 
 
 def model_costs(config: ml_collections.ConfigDict) -> Costs | None:

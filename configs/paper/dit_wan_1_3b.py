@@ -34,7 +34,9 @@ def wan_model(width_heads: int, ffn_dim: int, num_layers: int) -> ml_collections
       head_dim=128, ffn_dim=ffn_dim, num_layers=num_layers, text_dim=4096, freq_dim=256,
       visual_dim=D, visual_pos_len=0, eps=1e-6, cross_attn_norm=True, rope_theta=10000.0,
       rope_max_len=1024, timestep_scale=1000.0, dtype="bfloat16", param_dtype="float32",
-      scan_layers=True, remat="full"))
+      scan_layers=True, remat="full",
+      # 16,464 tokens: full scores would be 1 GiB per head and clip in each layer.
+      attention="blockwise", attention_block=512))
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

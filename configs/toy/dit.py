@@ -36,7 +36,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       ffn_dim=384, num_layers=4, text_dim=TEXT_DIM, freq_dim=64,
       visual_dim=D if visual else 0, visual_pos_len=0, eps=1e-6, cross_attn_norm=True,
       rope_theta=10000.0, rope_max_len=1024, timestep_scale=1000.0, dtype="float32",
-      param_dtype="float32", scan_layers=True, remat="names"))
+      param_dtype="float32", scan_layers=True, remat="names",
+      attention="full", attention_block=512))  # 48 tokens: one score matrix is cheapest.
 
   # Clip batches of configs/toy/data.py with the stored latents and visual embeddings.
   here = os.path.dirname(os.path.abspath(__file__))
