@@ -1,4 +1,4 @@
-"""Peak memory of `auteur convert import` against the size of the checkpoint it converts.
+"""Peak memory of `auteur convert import` and `reshard` against the checkpoint's size.
 
 Writes a random Llama-shaped safetensors checkpoint (float32, in 1 GiB shards with an
 index; default: 4 layers, width 2048, MLP 16384, vocab 32768 = 2.25 GiB, largest tensor
@@ -7,11 +7,13 @@ simulated CPU devices (on CPU, device arrays live in host memory too) and reads 
 process's peak resident set (VmHWM, which counts memory-mapped file pages it
 touched). The same conversion of a tiny checkpoint gives the fixed cost of the
 interpreter and its libraries. Claim: peak <= 1.5 x largest tensor + OVERHEAD.
+Then reshards the result onto data=2,fsdp=4 (`auteur convert reshard`, chunk by chunk:
+its peak must not grow with the checkpoint either).
 
   python benchmarks/convert_memory.py [--layers 4] [--width 2048] [--mlp 16384]
       [--vocab 32768] [--repeats 1]
 
-Prints sizes and peak RSS (median of --repeats), then `ratio ...` with its target.
+Prints sizes and peak RSS (median of --repeats), then two `ratio ...` lines with targets.
 """
 
 from __future__ import annotations
@@ -74,8 +76,9 @@ os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
 os.environ["JAX_PLATFORMS"] = "cpu"
 sys.path.insert(0, {repo!r})
 from auteur_jax.convert.importer import import_weights
+from auteur_jax.convert.reshard import reshard
 t = time.perf_counter()
-import_weights("llama", {src!r}, {dst!r}, mesh_shape={{"fsdp": 8}}, progress=False)
+{call}
 # VmHWM: the peak of this program's own memory (ru_maxrss would also count what the
 # forking parent held before exec).
 hwm = [ln for ln in open("/proc/self/status") if ln.startswith("VmHWM:")][0]
@@ -83,15 +86,20 @@ print("RESULT", int(hwm.split()[1]) * 1024, time.perf_counter() - t)
 """
 
 
-def measure_import(src: str, dst: str) -> tuple[int, float]:
-  """(peak RSS bytes, seconds) of `import_weights` on `src` in a fresh process."""
-  out = subprocess.run([sys.executable, "-c", _CHILD.format(repo=REPO, src=src, dst=dst)],
+def measure(call: str) -> tuple[int, float]:
+  """(peak RSS bytes, seconds) of the Python statement `call` in a fresh process."""
+  out = subprocess.run([sys.executable, "-c", _CHILD.format(repo=REPO, call=call)],
                        capture_output=True, text=True, check=False)
   lines = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT")]
   if out.returncode or not lines:
     raise RuntimeError(f"conversion failed ({out.returncode}):\n{out.stderr[-3000:]}")
   _, rss, seconds = lines[-1].split()
   return int(rss), float(seconds)
+
+
+def measure_import(src: str, dst: str) -> tuple[int, float]:
+  return measure(f"import_weights('llama', {src!r}, {dst!r}, mesh_shape={{'fsdp': 8}}, "
+                 "progress=False)")
 
 
 def main() -> None:
@@ -125,8 +133,16 @@ def main() -> None:
           f"({seconds:.1f} s, {size / MIB / seconds:,.0f} MiB/s); above baseline "
           f"{(peak - base) / MIB:,.0f} MiB = {(peak - base) / largest:.2f} x largest tensor")
     print(f"bound 1.5 x largest + {OVERHEAD / MIB:,.0f} MiB overhead: {bound / MIB:,.0f} MiB")
-    print(f"ratio peak RSS / checkpoint size (lower is better): {peak / size:.3f} "
+    print(f"ratio import peak RSS / checkpoint size (lower is better): {peak / size:.3f} "
           f"(target <= {bound / size:.3f})")
+    r_peak, r_s = measure(f"reshard({work + '/out'!r}, {work + '/resharded'!r}, "
+                          "{'data': 2, 'fsdp': 4})")
+    r_bound = base + OVERHEAD
+    print(f"peak RSS resharding it onto data=2,fsdp=4: {r_peak / MIB:,.0f} MiB ({r_s:.1f} s); "
+          f"above baseline {(r_peak - base) / MIB:,.0f} MiB; bound baseline + "
+          f"{OVERHEAD / MIB:,.0f} MiB overhead: {r_bound / MIB:,.0f} MiB")
+    print(f"ratio reshard peak RSS / checkpoint size (lower is better): {r_peak / size:.3f} "
+          f"(target <= {r_bound / size:.3f})")
   finally:
     shutil.rmtree(work, ignore_errors=True)
 

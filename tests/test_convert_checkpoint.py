@@ -161,3 +161,18 @@ def test_reshard_without_optimizer_state_is_smaller(converted, tmp_path):
   spec = orbax_io.tree_metadata(f"{full}/1/state")[("model", "embed", "value")]
   assert spec.sharding.axis_names == ["fsdp", "tensor"]
   assert ocp.CheckpointManager(os.path.join(full)).latest_step() == 1
+  moved = _run_config("")
+  moved.mesh.shape = {"fsdp": 4, "tensor": 2}
+  s = trainer.setup(moved, tasks.get("convert_lm"))
+  os.makedirs(tmp_path / "moved")
+  os.symlink(full, tmp_path / "moved" / "checkpoints")  # A workdir holding the reshard.
+  ck = Checkpoints(str(tmp_path / "moved"), moved.train)
+  state = ck.restore(1, s.abstract, None)  # Params and optimizer state, on the new mesh.
+  ck.close()
+  before = Checkpoints(run, config.train)
+  want = before.restore(1, trainer.setup(config, tasks.get("convert_lm")).abstract, None)
+  before.close()
+  for got, ref in zip(jax.tree.leaves(state), jax.tree.leaves(want)):
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(ref))
+  assert all(dict(x.sharding.mesh.shape) == {"fsdp": 4, "tensor": 2}
+             for x in jax.tree.leaves(state))

@@ -104,6 +104,26 @@ def restore(state_dir: str, targets: dict[Key, jax.ShapeDtypeStruct]) -> dict[Ke
   return flatten(out)
 
 
+def open_leaf(state_dir: str, key: Key) -> ts.TensorStore:
+  """Leaf `key` of a `state` item as a tensorstore array, for reading a slice at a time
+  (OCDBT or plain zarr, as the item's _METADATA says)."""
+  state_dir = os.path.abspath(state_dir)
+  try:
+    with open(os.path.join(state_dir, "_METADATA")) as f:
+      meta = json.load(f)
+  except (OSError, ValueError) as e:
+    raise WeightError(f"{state_dir}: no readable orbax _METADATA ({e})") from e
+  name = ".".join(key)
+  kvstore = ({"driver": "ocdbt", "base": f"file://{state_dir}", "path": name}
+             if meta.get("use_ocdbt") else
+             {"driver": "file", "path": os.path.join(state_dir, name)})
+  driver = "zarr3" if meta.get("use_zarr3") else "zarr"
+  try:
+    return ts.open({"driver": driver, "kvstore": kvstore}, open=True, read=True).result()
+  except ValueError as e:
+    raise WeightError(f"{state_dir}: cannot open {'/'.join(key)} ({e})") from e
+
+
 def _zarr_dtype(dtype: np.dtype) -> str:
   return "bfloat16" if dtype == jax.numpy.bfloat16 else np.dtype(dtype).str
 
@@ -143,7 +163,8 @@ def _owned(shape: Sequence[int], sharding: jax.sharding.Sharding) -> set[tuple]:
 
 
 class ParamWriter:
-  """Writes a params-only `state` item, one parameter at a time (see the module doc)."""
+  """Writes a `state` item one leaf at a time (see the module doc): the params of an
+  import, or any restored state that reshard moves."""
 
   def __init__(self, state_dir: str, chunk_bytes: int = 64 << 20):
     os.makedirs(state_dir, exist_ok=jax.process_count() > 1)

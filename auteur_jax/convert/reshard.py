@@ -1,7 +1,10 @@
 """`auteur convert reshard` and `auteur convert inspect`.
 
-Reshard restores a checkpoint's `state` onto a new mesh by abstract targets and saves it
-again with orbax (optionally without the optimizer state, or in another dtype). Target
+Reshard writes a checkpoint's `state` again for a new mesh (optionally without the
+optimizer state, or in another dtype), leaf by leaf and chunk by chunk: each chunk of the
+new layout (aligned with the new shards, orbax_io.ParamWriter) is read from the old
+arrays with tensorstore, so a host holds one chunk, not the state (a 14B run with its
+optimizer state reshards on a workstation), and each process writes its own shards. Target
 shardings: for a converted checkpoint, the family model's logical shardings on the new
 mesh (so a `tensor` axis that the old mesh lacked is used); otherwise each leaf keeps
 its saved PartitionSpec, with mesh axes the new mesh lacks dropped. Other items
@@ -17,7 +20,6 @@ from collections.abc import Mapping
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 from jax.sharding import NamedSharding, PartitionSpec
 
 from auteur_jax.convert import families, orbax_io, records
@@ -39,7 +41,7 @@ def reshard(src: str, dst: str, mesh_shape: Mapping[str, int], *, drop_optimizer
             dtype: str | None = None) -> dict:
   """Writes `src`'s latest step to the new checkpoint `dst` on mesh `mesh_shape`.
 
-  Returns a summary: dst, step, leaves, bytes (of the state as restored).
+  Returns a summary: dst, step, leaves, bytes (of the state as written).
   """
   tmp = temporary(dst)
   step_dir = orbax_io.find_step_dir(src)
@@ -69,11 +71,16 @@ def reshard(src: str, dst: str, mesh_shape: Mapping[str, int], *, drop_optimizer
     targets[key] = jax.ShapeDtypeStruct(tuple(m.shape), leaf_dtype, sharding=sharding)
   if not targets:
     raise WeightError(f"{src}: no `model` leaves to keep")
-  state = orbax_io.restore(state_dir, targets)
   with committed(tmp, dst):
     new_step = os.path.join(tmp, str(step))
-    ocp.Checkpointer(ocp.StandardCheckpointHandler()).save(
-        os.path.join(new_step, "state"), args=ocp.args.StandardSave(orbax_io.nest(state)))
+    writer = orbax_io.ParamWriter(os.path.join(new_step, "state"))
+    for key, t in targets.items():
+      source = orbax_io.open_leaf(state_dir, key)
+
+      def fill(out, block, source=source):
+        out[...] = source[block].read().result()  # Cast to out's dtype on assignment.
+      writer.write(key, t.shape, t.dtype, t.sharding, fill)
+    writer.finish()
     if item is not None and jax.process_index() == 0:
       if RECORD in item:
         item[RECORD]["mesh"] = dict(mesh.shape)
