@@ -164,7 +164,7 @@ def _owned(shape: Sequence[int], sharding: jax.sharding.Sharding) -> set[tuple]:
 
 class ParamWriter:
   """Writes a `state` item one leaf at a time (see the module doc): the params of an
-  import, or any restored state that reshard moves."""
+  import, or every leaf that reshard copies."""
 
   def __init__(self, state_dir: str, chunk_bytes: int = 64 << 20):
     os.makedirs(state_dir, exist_ok=jax.process_count() > 1)

@@ -50,7 +50,6 @@ def _forward(q: jax.Array, k: jax.Array, v: jax.Array, block: int
              ) -> tuple[jax.Array, jax.Array]:
   """(out [B, N, H, K] in q's dtype, log-sum-exp [B, H, N] float32)."""
   b, n, h, d = q.shape
-  block = min(block, k.shape[1])
   qs = q * d ** -0.5
 
   def step(carry, xs):
@@ -76,10 +75,11 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, block: int = 512) -> jax.Ar
   """softmax(q k^T / sqrt(K)) v over key blocks of `block` (see the module docstring)."""
   if block < 1:
     raise ValueError(f"attention block: expected >= 1 keys, got {block}")
-  if q.ndim != 4 or k.shape != v.shape[:3] + k.shape[3:] or k.shape[0] != q.shape[0]:
+  if (q.ndim != 4 or k.ndim != 4 or v.shape[:3] != k.shape[:3] or k.shape[0] != q.shape[0]
+      or k.shape[2:] != q.shape[2:]):
     raise ValueError(f"attend: expected q [B, N, H, K], k / v [B, M, H, K], got "
                      f"{q.shape}, {k.shape}, {v.shape}")
-  return _attend(q, k, v, int(block))
+  return _attend(q, k, v, min(int(block), k.shape[1]))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
@@ -96,7 +96,6 @@ def _attend_bwd(block, res, dout):
   q, k, v, out, lse = res
   b, n, h, d = q.shape
   m = k.shape[1]
-  block = min(block, m)
   scale = d ** -0.5
   qs = q * scale
   delta = jnp.einsum("bnhk,bnhk->bhn", dout.astype(F32), out.astype(F32))  # rowsum(dP * P).
