@@ -39,7 +39,8 @@ TEXT, VISUAL = 64, 16  # Context tokens per clip.
 
 
 def make_step(cfg: DiTConfig, tokens: int):
-  """(jitted step, its arguments): AdamW on the mean squared velocity error."""
+  """(jitted step, its arguments): AdamW on a squared error of the DiT's output (a stand-in
+  for the flow loss: what is measured is the step's shape, not its values)."""
   side = 2 * math.isqrt(tokens // 4)  # Latents [4, side, side, 16]: 4 x (side / 2)^2 tokens.
   if 4 * (side // 2) ** 2 != tokens:
     raise SystemExit(f"--tokens must be 4 x a square, got {tokens}")
