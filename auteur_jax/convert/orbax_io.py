@@ -104,24 +104,27 @@ def restore(state_dir: str, targets: dict[Key, jax.ShapeDtypeStruct]) -> dict[Ke
   return flatten(out)
 
 
-def open_leaf(state_dir: str, key: Key) -> ts.TensorStore:
-  """Leaf `key` of a `state` item as a tensorstore array, for reading a slice at a time
-  (OCDBT or plain zarr, as the item's _METADATA says)."""
+def leaf_opener(state_dir: str) -> Callable[[Key], ts.TensorStore]:
+  """A function opening leaf `key` of a `state` item as a tensorstore array, for reading a
+  slice at a time (OCDBT or plain zarr, as the item's _METADATA says: read once here)."""
   state_dir = os.path.abspath(state_dir)
   try:
     with open(os.path.join(state_dir, "_METADATA")) as f:
       meta = json.load(f)
   except (OSError, ValueError) as e:
     raise WeightError(f"{state_dir}: no readable orbax _METADATA ({e})") from e
-  name = ".".join(key)
-  kvstore = ({"driver": "ocdbt", "base": f"file://{state_dir}", "path": name}
-             if meta.get("use_ocdbt") else
-             {"driver": "file", "path": os.path.join(state_dir, name)})
   driver = "zarr3" if meta.get("use_zarr3") else "zarr"
-  try:
-    return ts.open({"driver": driver, "kvstore": kvstore}, open=True, read=True).result()
-  except ValueError as e:
-    raise WeightError(f"{state_dir}: cannot open {'/'.join(key)} ({e})") from e
+
+  def open_leaf(key: Key) -> ts.TensorStore:
+    name = ".".join(key)
+    kvstore = ({"driver": "ocdbt", "base": f"file://{state_dir}", "path": name}
+               if meta.get("use_ocdbt") else
+               {"driver": "file", "path": os.path.join(state_dir, name)})
+    try:
+      return ts.open({"driver": driver, "kvstore": kvstore}, open=True, read=True).result()
+    except ValueError as e:
+      raise WeightError(f"{state_dir}: cannot open {'/'.join(key)} ({e})") from e
+  return open_leaf
 
 
 def _zarr_dtype(dtype: np.dtype) -> str:

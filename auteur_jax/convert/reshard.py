@@ -74,8 +74,9 @@ def reshard(src: str, dst: str, mesh_shape: Mapping[str, int], *, drop_optimizer
   with committed(tmp, dst):
     new_step = os.path.join(tmp, str(step))
     writer = orbax_io.ParamWriter(os.path.join(new_step, "state"))
+    open_leaf = orbax_io.leaf_opener(state_dir)
     for key, t in targets.items():
-      source = orbax_io.open_leaf(state_dir, key)
+      source = open_leaf(key)
 
       def fill(out, block, source=source):
         out[...] = source[block].read().result()  # Cast to out's dtype on assignment.
