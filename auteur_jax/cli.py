@@ -161,7 +161,7 @@ def cmd_sample(args) -> None:
 
 def cmd_demo(args) -> None:
   from auteur_jax.demo import run
-  m = run(args.out, quick=args.quick, from_scratch=args.from_scratch)
+  m = run(args.out, "quick" if args.quick else args.plan, from_scratch=args.from_scratch)
   t = m["targets"]
   print(f"{args.out}: metrics.json, contact_sheet.png, "
         + ", ".join(f"{s['id']}.mp4/.gif" for s in m["stories"])
@@ -348,7 +348,10 @@ def parser() -> argparse.ArgumentParser:
   p = top.add_parser("demo", help="the toy kitchen end to end -> OUT/ videos, contact "
                      "sheet, metrics.json")
   p.add_argument("--out", default="demo_out", help="output folder (work/ and runs/ inside)")
-  p.add_argument("--quick", action="store_true", help="tiny data and steps (CI, ~3 min)")
+  p.add_argument("--plan", default="default", choices=("default", "long", "quick"),
+                 help="default: shipped models (minutes); long: VAE + DiT trained here "
+                 "(see README); quick: tiny data and steps (CI, ~3 min)")
+  p.add_argument("--quick", action="store_true", help="the same as --plan quick")
   p.add_argument("--from-scratch", action="store_true",
                  help="retrain every model (default: use checkpoints/toy/ when shipped)")
   p.set_defaults(fn=cmd_demo)

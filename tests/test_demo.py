@@ -97,4 +97,11 @@ def test_quick_demo_writes_everything(demo):
   assert set(m["targets"]) == {"director_step_top1", "state_agreement"}
   assert set(m["models"]) == {"vae", "clip", "director", "dit"}
   assert all(x["source"] == "trained" for x in m["models"].values())
+  # The VAE's image stage ran on the plan's stills, and its clip run started from it.
+  stills = m["models"]["vae"]["stills"]
+  assert stills["source"] == "trained" and stills["steps"] == plan.steps["vae_stills"]
+  assert json.load(open(os.path.join(stills["data"], "dataset.json")))["stills"]["num"] == \
+      plan.stills
+  assert os.path.isdir(os.path.join(stills["workdir"], "checkpoints", str(stills["steps"])))
+  assert f"init: params from {stills['workdir']}\n" in stdout
   assert m["timings_s"]["total"] > 0

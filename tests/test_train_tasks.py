@@ -155,6 +155,51 @@ def test_vae_task_mesh_equivalence_and_learning(tmp_path):
   assert np.mean(losses[-3:]) < 0.7 * np.mean(losses[:3]), losses
 
 
+def test_vae_video_run_starts_from_an_inflated_image_run(tmp_path):
+  """config.init.inflate: a video run from an image-stage run (data.num_frames=1) starts
+  with the image run's last temporal taps, zero earlier taps and pass-through temporal
+  resampling (lr 0: one step later the params are still the start)."""
+  data_dir, _ = _clips(tmp_path, num_frames=3, size=16)
+  one = make_mesh({"data": 1}, devices=jax.devices()[:1])
+  image = load_config(os.path.join(CONFIGS, "vae.py"), [
+      f"--config.data.dir={data_dir}", *VAE_TINY, "--config.data.num_frames=1",
+      "--config.train.steps=1"])
+  trainer.train(image, str(tmp_path / "image"), progress=False, mesh=one)
+  video = load_config(os.path.join(CONFIGS, "vae.py"), [
+      f"--config.data.dir={data_dir}", *VAE_TINY, "--config.train.steps=1",
+      "--config.train.lr=0.0", f"--config.init.checkpoint={tmp_path / 'image'}",
+      "--config.init.inflate=True"])
+  trainer.train(video, str(tmp_path / "video"), progress=False, mesh=one)
+
+  def params(config, workdir):
+    s = trainer.setup(config, tasks.get("vae"), one)
+    ck = Checkpoints(workdir, config.train)
+    state = ck.restore(1, s.abstract, None)
+    ck.close()
+    return {jax.tree_util.keystr(p): np.asarray(x)
+            for p, x in jax.tree_util.tree_flatten_with_path(state["model"])[0]}
+
+  before, after = params(image, str(tmp_path / "image")), params(video, str(tmp_path / "video"))
+  kinds = set()
+  for key, x in before.items():
+    y = after[key]
+    if "time_kernel" in key:  # [3, C, C] down / [3, C, 2C] up: the last tap passes through.
+      c = x.shape[1]
+      np.testing.assert_array_equal(y[:-1], 0)
+      np.testing.assert_array_equal(y[-1], np.tile(np.eye(c), (1, x.shape[2] // c)))
+      kinds.add("down" if x.shape[2] == c else "up")
+    elif "time_bias" in key:
+      np.testing.assert_array_equal(y, 0)
+    elif "kernel" in key and x.ndim == 5:  # Causal conv [kt, kh, kw, Ci, Co].
+      np.testing.assert_array_equal(y[:-1], 0)
+      np.testing.assert_array_equal(y[-1], x[-1])
+      assert np.abs(x[:-1]).sum() > 0
+      kinds.add("conv")
+    else:
+      np.testing.assert_array_equal(y, x, err_msg=key)
+  assert kinds == {"down", "up", "conv"}
+
+
 def test_vae_loss_detail_weight_and_frozen_encoder():
   from flax import nnx
 

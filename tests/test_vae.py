@@ -153,3 +153,29 @@ def test_converter_refuses_mismatches(reference, tmp_path):
   (bad / "config.json").write_text(json.dumps(dict(config, is_residual=True)))
   with pytest.raises(WeightError, match="is_residual"):
     load_diffusers_vae(str(bad))
+
+
+def test_inflated_image_weights_run_video_frame_by_frame():
+  """After inflation a clip's first and last frames reconstruct as images do, and a
+  static clip reconstructs every frame as its image."""
+  cfg = V.VAEConfig(base_dim=8, z_dim=4, dim_mult=(1, 2, 2, 2), num_res_blocks=1,
+                    temporal_downsample=(False, True, True), latents_mean=(), latents_std=())
+  with nnx.use_eager_sharding(False):
+    model = V.VideoVAE(cfg, rngs=nnx.Rngs(3))
+  video = jax.random.uniform(jax.random.key(0), (2, 9, 16, 16, 3), minval=-1, maxval=1)
+
+  def recon(x):
+    mean, _, _ = model.encode_chunk(x)
+    return model.decode_chunk(mean)[0]
+
+  images = jnp.stack([recon(video[:, t:t + 1])[:, 0] for t in range(9)], axis=1)
+  before = recon(video)
+  assert not np.allclose(before[:, -1], images[:, -1], atol=1e-3)  # Random earlier taps.
+  V.inflate_image_weights(model)
+  images_after = jnp.stack([recon(video[:, t:t + 1])[:, 0] for t in range(9)], axis=1)
+  np.testing.assert_allclose(images_after, images, atol=1e-6)  # The last taps are kept.
+  out = recon(video)
+  np.testing.assert_allclose(out[:, 0], images[:, 0], atol=1e-5)
+  np.testing.assert_allclose(out[:, -1], images[:, -1], atol=1e-5)
+  static = jnp.repeat(video[:, 4:5], 9, axis=1)
+  np.testing.assert_allclose(recon(static), jnp.repeat(images[:, 4:5], 9, axis=1), atol=1e-5)

@@ -31,6 +31,9 @@ ACTIONS = ("place", "chop", "add", "garnish", "pour", "boil", "season", "stir", 
 INGREDIENT_ACTIONS = ("place", "chop", "add", "garnish", "serve")
 LOCATIONS = ("shelf", "board", "pot", "plate")
 FORMS = ("whole", "chopped", "cooked")
+# Forms an ingredient can have at rest in each location (what the actions leave there).
+REST_FORMS = {"shelf": ("whole",), "board": ("whole", "chopped"), "pot": ("chopped", "cooked"),
+              "plate": ("chopped", "cooked")}
 ROUTES = ("soup", "served", "garnish")
 SPLITS = ("training", "validation")  # YouCook2's subset names.
 

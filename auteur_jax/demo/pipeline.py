@@ -1,6 +1,6 @@
 """`auteur demo`: the embedded default end to end — data, four trainings, two stories.
 
-  auteur demo [--quick] [--from-scratch] [--out demo_out]
+  auteur demo [--plan default|long|quick] [--from-scratch] [--out demo_out]
 
 1. data   (demo/data.py): a toy-kitchen data set through import -> build -> tokenizer.
 2. models: the toy configs (configs/toy/*.py) trained in the README's chain, with the
@@ -11,17 +11,24 @@
                and more, demo/data.py) with embeddings; batch 4, text segments cut to
                the toy texts' lengths (16 action, 72 caption tokens)
      dit       on the clips with latents and embeddings
+   With Plan.stills the VAE first trains on dense toy stills (data/toy_stills.py: single
+   frames crowded with pieces; OVERRIDES['vae_stills']) in OUT/runs/vae_stills, and
+   its clip run starts from those params inflated to video (config.init.inflate): on
+   the clips alone a pixel loss draws the backgrounds for thousands of steps before the
+   small pieces.
    Each run goes to OUT/runs/<task>; a run that already reached its steps is kept
    (the trainer resumes a shorter one), so a second `auteur demo` only re-renders.
-   Without --from-scratch, a model whose params ship in SHIPPED (see
+   Without --from-scratch, a model of Plan.shipped whose params ship in SHIPPED (see
    checkpoints/toy/README.md) starts from them instead of training.
 3. stories (sample/story.py): two validation stories written by the director from their
    dish name and rendered by the DiT and VAE -> OUT/stories/<id>/ (clips, story.mp4,
    story.json, embeddings.npy), OUT/<id>.mp4 and OUT/<id>.gif, OUT/contact_sheet.png.
 4. metrics (demo/evaluate.py) -> OUT/metrics.json.
 
---quick: the same path with a tiny data set and a few steps per model (CI; the numbers
-are then meaningless, the files and keys are not).
+Plans: "default" (from the shipped checkpoints, which it made: minutes); "long" (the
+default with the VAE and the DiT trained here, CLIP and director shipped: README gives
+its time); "quick" (the same path with a tiny data set and a few steps per model: CI;
+the numbers are then meaningless, the files and keys are not).
 """
 
 from __future__ import annotations
@@ -58,13 +65,22 @@ class Plan:
   render: int = 2  # Validation stories shown (videos, contact sheet).
   score: int | None = None  # Validation stories scored (None: all).
   seed: int = 0
+  stills: int = 0  # Dense stills for the VAE's image stage (steps["vae_stills"]); 0: none.
+  shipped: tuple[str, ...] = TASKS  # Tasks taken from SHIPPED when there (no --from-scratch).
+  overrides: dict = dataclasses.field(default_factory=dict)  # task -> more config overrides.
 
 
+_DEFAULT = Plan(videos=120, steps={"vae_stills": 1500, "vae": 500, "clip": 600, "director": 2000,
+                                  "dit": 40000},
+                director_videos=600, sample_steps=30, stills=6000,
+                # The toy config's CFG 5 / 3 overdraws the pieces (README).
+                overrides={"dit": {"sample.text_scale": 2.0, "sample.visual_scale": 1.5}})
 PLANS = {
-    "default": Plan(videos=120, steps={"vae": 2200, "clip": 600, "director": 2000, "dit": 8000},
-                    director_videos=600, sample_steps=30),
-    "quick": Plan(videos=10, steps={"vae": 2, "clip": 2, "director": 2, "dit": 2},
-                  director_videos=12, sample_steps=2, score=2),
+    "default": _DEFAULT,  # Starts from checkpoints/toy (trained with this plan).
+    "long": dataclasses.replace(_DEFAULT, shipped=("clip", "director")),  # Trains VAE + DiT.
+    "quick": Plan(videos=10, steps={"vae_stills": 2, "vae": 2, "clip": 2, "director": 2,
+                                    "dit": 2},
+                  director_videos=12, sample_steps=2, score=2, stills=32),
 }
 
 # Per-task overrides of the toy configs (besides paths and steps), all in metrics.json.
@@ -76,23 +92,29 @@ OVERRIDES = {
                  "data.max_caption_tokens": 72, "sample.max_action_tokens": 16,
                  "sample.max_caption_tokens": 72},
     "dit": {},
+    # The VAE's image stage (configs/toy/vae.py on dense stills): one frame per example.
+    "vae_stills": {"data.num_frames": 1, "data.batch_size": 16, "train.lr": 1e-3},
 }
 
 
 def task_config(task: str, plan: Plan, paths: dict) -> ml_collections.ConfigDict:
-  """configs/toy/<task>.py with the demo's data paths, step count and overrides."""
+  """configs/toy/<task>.py with the demo's data paths, step count and overrides
+  ("vae_stills": the VAE's image stage, configs/toy/vae.py on paths["stills"])."""
   data_dir = {"vae": paths["tfrecords"], "clip": paths["tfrecords"],
-              "director": paths.get("director_enc", paths["enc"]), "dit": paths["enc"]}[task]
+              "director": paths.get("director_enc", paths["enc"]), "dit": paths["enc"],
+              "vae_stills": paths.get("stills")}[task]
   steps = plan.steps[task]
   values = {"data.dir": data_dir, "train.steps": steps, "train.log_every": max(1, min(25, steps)),
-            "train.checkpoint_every": max(1, steps), "train.keep_last": 1, **OVERRIDES[task]}
-  if task != "vae":
+            "train.checkpoint_every": max(1, steps), "train.keep_last": 1, **OVERRIDES[task],
+            **plan.overrides.get(task, {})}
+  if task not in ("vae", "vae_stills"):
     values["data.tokenizer"] = paths["tokenizer"]
   if task == "vae":
     values.update({"encode.in_dir": paths["tfrecords"], "encode.out_dir": paths["vae"]})
   if task == "clip":
     values.update({"encode.in_dir": paths["vae"], "encode.out_dir": paths["enc"]})
-  return load_config(os.path.join(CONFIGS, "toy", f"{task}.py"),
+  name = "vae" if task == "vae_stills" else task
+  return load_config(os.path.join(CONFIGS, "toy", f"{name}.py"),
                      [f"--config.{k}={v}" for k, v in values.items()])
 
 
@@ -115,9 +137,9 @@ def train_chain(plan: Plan, paths: dict, runs: str, from_scratch: bool,
   the last logged metrics. Sets paths["director_enc"] when it makes the director's data.
   """
   from auteur_jax.sample.encode import encode_dataset
-  from auteur_jax.train.trainer import train
   out = {}
-  shipped = {t: not from_scratch and bool(step_dir_of(os.path.join(SHIPPED, t))) for t in TASKS}
+  shipped = {t: not from_scratch and t in plan.shipped
+             and bool(step_dir_of(os.path.join(SHIPPED, t))) for t in TASKS}
   all_shipped = all(shipped.values())
   for task in TASKS:
     config = task_config(task, plan, paths)
@@ -126,18 +148,17 @@ def train_chain(plan: Plan, paths: dict, runs: str, from_scratch: bool,
     if from_scratch:
       shutil.rmtree(workdir, ignore_errors=True)
     info = {"workdir": workdir, "steps": plan.steps[task], "data": config.data.dir,
-            "overrides": OVERRIDES[task]}
+            "overrides": {**OVERRIDES[task], **plan.overrides.get(task, {})}}
     if shipped[task]:
       workdir = os.path.join(SHIPPED, task)
       info.update(source="shipped", workdir=workdir)
     elif _trained_steps(workdir) >= plan.steps[task]:
       info["source"] = "kept"
     else:
-      if progress:
-        print(f"demo: training {task} for {plan.steps[task]} steps -> {workdir}", flush=True)
-      last = train(config, workdir, progress=progress, mesh=_mesh(config))
-      info.update(source="trained", last={k: v for k, v in last.items()
-                                          if isinstance(v, (int, float))})
+      if task == "vae" and plan.stills:
+        info["stills"] = _vae_stills(plan, paths, runs, from_scratch, progress)
+        config.init.checkpoint, config.init.inflate = info["stills"]["workdir"], True
+      info.update(_train(config, workdir, f"{task} for {plan.steps[task]} steps", progress))
     if task in ("vae", "clip"):  # Encode the data set for the next models.
       enc = config.copy_and_resolve_references()
       enc.init.checkpoint = workdir
@@ -152,6 +173,41 @@ def train_chain(plan: Plan, paths: dict, runs: str, from_scratch: bool,
     info["seconds"] = round(time.perf_counter() - t0, 1)
     out[task] = info
   return out
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str, what: str, progress: bool) -> dict:
+  """Trains `config` in `workdir` -> {"source": "trained", "last": the last logged numbers}."""
+  from auteur_jax.train.trainer import train
+  if progress:
+    print(f"demo: training {what} -> {workdir}", flush=True)
+  last = train(config, workdir, progress=progress, mesh=_mesh(config))
+  return {"source": "trained", "last": {k: v for k, v in last.items()
+                                        if isinstance(v, (int, float))}}
+
+
+def _vae_stills(plan: Plan, paths: dict, runs: str, from_scratch: bool,
+               progress: bool) -> dict:
+  """The VAE's image stage: writes plan.stills dense stills to paths["stills"] (kept
+  when made with the same count and seed), trains on them; returns the run's info."""
+  from auteur_jax.data.toy_stills import write_stills
+  t0 = time.perf_counter()
+  workdir, steps = os.path.join(runs, "vae_stills"), plan.steps["vae_stills"]
+  if from_scratch:
+    shutil.rmtree(workdir, ignore_errors=True)
+  info = {"workdir": workdir, "steps": steps, "data": paths["stills"],
+          "overrides": OVERRIDES["vae_stills"]}
+  if _trained_steps(workdir) >= steps:
+    info["source"] = "kept"
+  else:
+    made = os.path.join(paths["stills"], "dataset.json")
+    want = {"num": plan.stills, "seed": plan.seed}
+    if not os.path.exists(made) or {k: json.load(open(made))["stills"][k] for k in want} != want:
+      shutil.rmtree(paths["stills"], ignore_errors=True)
+      write_stills(paths["stills"], plan.stills, plan.seed, progress=progress)
+    info.update(_train(task_config("vae_stills", plan, paths), workdir,
+                       f"the VAE on {plan.stills} stills for {steps} steps", progress))
+  info["seconds"] = round(time.perf_counter() - t0, 1)
+  return info
 
 
 def _director_data(plan: Plan, paths: dict, clip_config: ml_collections.ConfigDict,
@@ -170,11 +226,14 @@ def _director_data(plan: Plan, paths: dict, clip_config: ml_collections.ConfigDi
   return c.encode.out_dir
 
 
-def run(out_dir: str = "demo_out", quick: bool = False, from_scratch: bool = False,
+def run(out_dir: str = "demo_out", plan_name: str = "default", from_scratch: bool = False,
         progress: bool = True) -> dict:
-  """The whole demo (see the module docstring); returns the metrics written."""
+  """The whole demo (see the module docstring) with PLANS[plan_name]; returns the
+  metrics written."""
   from auteur_jax.demo import evaluate as demo_eval
-  plan = PLANS["quick" if quick else "default"]
+  if plan_name not in PLANS:
+    raise ValueError(f"plan must be one of {sorted(PLANS)}, got {plan_name!r}")
+  plan = PLANS[plan_name]
   out_dir = os.path.abspath(out_dir)  # orbax restores absolute paths only.
   t0 = time.perf_counter()
   work = os.path.join(out_dir, "work")
@@ -182,14 +241,14 @@ def run(out_dir: str = "demo_out", quick: bool = False, from_scratch: bool = Fal
   if from_scratch:
     shutil.rmtree(work, ignore_errors=True)
   paths = demo_data.prepare(work, plan.videos, plan.seed, progress=progress)
-  paths.update(vae=os.path.join(work, "tfrecords_vae"), enc=os.path.join(work, "tfrecords_enc"))
+  paths.update(vae=os.path.join(work, "tfrecords_vae"), enc=os.path.join(work, "tfrecords_enc"),
+               stills=os.path.join(work, "stills"))
   timings["data"] = round(time.perf_counter() - t0, 1)
   models = train_chain(plan, paths, os.path.join(out_dir, "runs"), from_scratch, progress)
   timings.update({t: m["seconds"] for t, m in models.items()})
   metrics = demo_eval.evaluate(plan, paths, models, out_dir, timings, progress=progress)
   metrics["timings_s"]["total"] = round(time.perf_counter() - t0, 1)
-  metrics["plan"] = dict(dataclasses.asdict(plan), name="quick" if quick else "default",
-                         from_scratch=from_scratch)
+  metrics["plan"] = dict(dataclasses.asdict(plan), name=plan_name, from_scratch=from_scratch)
   metrics["models"] = models
   path = os.path.join(out_dir, "metrics.json")
   tmp = f"{path}.tmp-{os.getpid()}"
@@ -199,13 +258,13 @@ def run(out_dir: str = "demo_out", quick: bool = False, from_scratch: bool = Fal
   return metrics
 
 
-def ship(runs: str, dst: str = SHIPPED) -> dict:
+def ship(runs: str, dst: str = SHIPPED, tasks: tuple[str, ...] = TASKS) -> dict:
   """Writes the params of runs/<task> to dst/<task> in bfloat16, without optimizer state
   (restored into the float32 models): the files that a default `auteur demo` starts
   from, about half of 20 MB. Returns bytes per task."""
   from auteur_jax.convert.reshard import reshard
   sizes = {}
-  for task in TASKS:
+  for task in tasks:
     shutil.rmtree(os.path.join(dst, task), ignore_errors=True)  # reshard makes it anew.
     src, out = (os.path.abspath(os.path.join(d, task)) for d in (runs, dst))
     r = reshard(src, out, {"data": 1}, drop_optimizer=True, dtype="bfloat16")

@@ -26,13 +26,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from auteur_jax.data import toy_draw as td
-from auteur_jax.data.toy_world import State
+from auteur_jax.data.toy_world import REST_FORMS, State
 
 FLAGS = ("water", "heat", "pot_seasoned", "plate_seasoned")
 MIN_SIZE = 48  # Below this the pot's pieces are ~4 px and the slots leave no free pixels.
-# Forms an ingredient can have at rest on each surface.
-_FORMS = {"shelf": ("whole",), "board": ("whole", "chopped"), "pot": ("chopped", "cooked"),
-          "plate": ("chopped", "cooked")}
 
 
 class _Slot:
@@ -48,7 +45,7 @@ class _Slot:
     for look in td.INGREDIENTS:
       if look.group != group:
         continue
-      for form in _FORMS[location]:
+      for form in REST_FORMS[location]:
         img = base.copy()
         td.draw_item(img, look, "whole" if form == "whole" else "chopped",
                      td.form_rgb(look, form), cy, cx, td.HALF[location])

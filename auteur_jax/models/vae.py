@@ -232,6 +232,27 @@ class VideoVAE(nnx.Module):
     return latents * jnp.asarray(self.cfg.latents_std, latents.dtype) + m
 
 
+def inflate_image_weights(model: VideoVAE) -> None:
+  """Makes a VAE trained on single images (T = 1) a video VAE that applies it frame by
+  frame, in place, as the start of video training.
+
+  On images a causal conv only uses its last temporal tap (the earlier ones see the
+  zero padding) and the temporal resamplers never run, so those weights are still
+  random. Here the earlier taps become zero and each temporal resampler passes the
+  latest frame of its window through (down: a window's last frame; up: a frame copied
+  to both of its output frames). A clip's first and last frames then reconstruct
+  exactly as images do, the frames between as the latest frame of their window.
+  """
+  for _, m in nnx.iter_modules(model):
+    if isinstance(m, CausalConv3d):
+      m.kernel[...] = m.kernel[...].at[:-1].set(0)
+    elif isinstance(m, Resample) and hasattr(m, "time_kernel"):
+      kt, c, cout = m.time_kernel.shape
+      eye = jnp.tile(jnp.eye(c, dtype=m.time_kernel.dtype), (1, cout // c))
+      m.time_kernel[...] = jnp.zeros_like(m.time_kernel[...]).at[kt - 1].set(eye)
+      m.time_bias[...] = jnp.zeros_like(m.time_bias[...])
+
+
 def sample_posterior(mean: jax.Array, logvar: jax.Array, key: jax.Array) -> jax.Array:
   """z = mean + exp(logvar / 2) * eps."""
   return mean + jnp.exp(0.5 * logvar) * jax.random.normal(key, mean.shape, mean.dtype)

@@ -31,7 +31,8 @@ from flax import nnx
 
 from auteur_jax.config import ConfigError
 from auteur_jax.data import pipeline
-from auteur_jax.models.vae import VAEConfig, VideoVAE, kl_divergence, sample_posterior
+from auteur_jax.models.vae import (VAEConfig, VideoVAE, inflate_image_weights, kl_divergence,
+                                   sample_posterior)
 from auteur_jax.models.vae_blocks import Stream
 
 RECON = ("l1", "mse", "l1+mse")
@@ -80,6 +81,12 @@ class VAETask:
     kl = jnp.mean(kl_divergence(mean, logvar)) / (x.size // x.shape[0])
     psnr = 10.0 * jnp.log10(4.0 / jnp.mean((jnp.clip(y, -1.0, 1.0) - x) ** 2))  # As sampled.
     return recon + config.loss.kl_weight * kl, {"recon": recon, "kl": kl, "psnr": psnr}
+
+  def adapt_init(self, config: ml_collections.ConfigDict, model: VideoVAE) -> None:
+    """config.init.inflate: the init checkpoint is an image-stage run (1-frame clips);
+    its weights start the video run as the image model applied per frame."""
+    if config.init.get("inflate"):
+      inflate_image_weights(model)
 
   def dataset(self, config: ml_collections.ConfigDict, process_index: int, process_count: int):
     return pipeline.dataset_from_config(config.data, process_index, process_count)

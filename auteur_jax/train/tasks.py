@@ -32,6 +32,9 @@ class Task(Protocol):
               process_count: int) -> grain.IterDataset:
     """This process's batches (leading axis: the process's share of the global batch)."""
 
+  # Optional: `adapt_init(config, model)` changes, in place, a model whose params were
+  # just restored from config.init.checkpoint (e.g. task_vae's config.init.inflate).
+
 
 # name -> "module:attribute" of a Task instance; modules import only when used.
 _REGISTRY: dict[str, str] = {

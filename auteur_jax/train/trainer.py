@@ -171,6 +171,10 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = T
     state, start = s.init(), 0
     if (config.get("init") or {}).get("checkpoint"):  # Start from converted / other weights.
       state, fresh = init_params(config.init.checkpoint, state, s.abstract)
+      if hasattr(task, "adapt_init"):  # e.g. the VAE's image -> video inflation.
+        ts = nnx.merge(s.graphdef, state)
+        task.adapt_init(config, ts.model)
+        state = jax.device_put(nnx.state(ts), s.state_shardings)
       if jax.process_index() == 0 and progress:
         print(f"init: params from {config.init.checkpoint}"
               + (f"; {len(fresh)} keep their initialisation: {fresh[:6]}" if fresh else ""))

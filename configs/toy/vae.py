@@ -62,6 +62,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   c.init = ml_collections.ConfigDict()
   c.init.checkpoint = ""  # A training run of this config (auteur train --workdir).
+  # The checkpoint is an image-stage run (data.num_frames=1): zero its causal convs'
+  # earlier-frame taps, temporal resamplers pass frames through (vae.inflate_image_weights).
+  c.init.inflate = False
   c.init.diffusers_vae = ""  # Or a diffusers AutoencoderKLWan folder.
 
   e = c.encode = ml_collections.ConfigDict()
