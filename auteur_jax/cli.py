@@ -348,9 +348,10 @@ def parser() -> argparse.ArgumentParser:
   p = top.add_parser("demo", help="the toy kitchen end to end -> OUT/ videos, contact "
                      "sheet, metrics.json")
   p.add_argument("--out", default="demo_out", help="output folder (work/ and runs/ inside)")
-  p.add_argument("--plan", default="default", choices=("default", "long", "quick"),
-                 help="default: shipped models (minutes); long: VAE + DiT trained here "
-                 "(see README); quick: tiny data and steps (CI, ~3 min)")
+  p.add_argument("--plan", default="default", choices=("default", "long", "longer", "quick"),
+                 help="default: shipped models (minutes); long: VAE + DiT trained here; "
+                 "longer: the shipped DiT trained on (see README for both); quick: tiny "
+                 "data and steps (CI, ~3 min)")
   p.add_argument("--quick", action="store_true", help="the same as --plan quick")
   p.add_argument("--from-scratch", action="store_true",
                  help="retrain every model (default: use checkpoints/toy/ when shipped)")

@@ -46,6 +46,29 @@ def test_director_data_extends_the_demo_set_with_its_tokenizer(tmp_path):
   assert len(more) > len(first) and all(more[k] == s for k, s in first.items())
 
 
+def test_a_continued_task_starts_from_its_shipped_params(tmp_path):
+  """Plan.continues: the DiT trains on from checkpoints/toy/dit, not from a fresh init."""
+  from auteur_jax.convert import orbax_io
+  from auteur_jax.demo import pipeline
+  from auteur_jax.train.checkpoint import step_dir_of
+  shipped = os.path.join(pipeline.SHIPPED, "dit")
+  quick = PLANS["quick"]
+  plan = dataclasses.replace(quick, steps={**quick.steps, "dit": 1},
+                             shipped=("vae", "clip", "director"), continues=("dit",))
+  paths = pipeline.prepare(str(tmp_path / "work"), plan, progress=False)
+  models = pipeline.train_chain(plan, paths, str(tmp_path / "runs"), from_scratch=False,
+                                progress=False)
+  assert models["dit"]["source"] == "trained" and models["dit"]["init"] == shipped
+  states = [os.path.join(step_dir_of(d), "state") for d in (shipped, models["dit"]["workdir"])]
+  assert states[1].endswith(os.path.join("1", "state"))
+  read = [orbax_io.leaf_opener(d) for d in states]
+  params = [k for k in orbax_io.tree_metadata(states[0]) if k[0] == "model"]
+  assert len(params) > 10
+  for k in params:  # One step (lr 0 at the warm-up's start) from the bfloat16 params.
+    a, b = (np.asarray(r(k).read().result(), np.float32) for r in read)
+    np.testing.assert_allclose(b, a, atol=1e-3, err_msg="/".join(k))
+
+
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
   out = str(tmp_path_factory.mktemp("demo") / "demo_out")

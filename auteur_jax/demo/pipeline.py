@@ -27,8 +27,9 @@
 
 Plans: "default" (from the shipped checkpoints, which it made: minutes); "long" (the
 default with the VAE and the DiT trained here, CLIP and director shipped: README gives
-its time); "quick" (the same path with a tiny data set and a few steps per model: CI;
-the numbers are then meaningless, the files and keys are not).
+its time); "longer" (the shipped models with the DiT trained on: Plan.continues);
+"quick" (the same path with a tiny data set and a few steps per model: CI; the numbers
+are then meaningless, the files and keys are not).
 """
 
 from __future__ import annotations
@@ -67,6 +68,9 @@ class Plan:
   seed: int = 0
   stills: int = 0  # Dense stills for the VAE's image stage (steps["vae_stills"]); 0: none.
   shipped: tuple[str, ...] = TASKS  # Tasks taken from SHIPPED when there (no --from-scratch).
+  # Tasks trained here for steps[task] more, starting from their SHIPPED params when there
+  # (config.init.checkpoint; no --from-scratch).
+  continues: tuple[str, ...] = ()
   overrides: dict = dataclasses.field(default_factory=dict)  # task -> more config overrides.
 
 
@@ -76,8 +80,14 @@ _DEFAULT = Plan(videos=120, steps={"vae_stills": 1500, "vae": 500, "clip": 600, 
                 # The toy config's CFG 5 / 3 overdraws the pieces (README).
                 overrides={"dit": {"sample.text_scale": 2.0, "sample.visual_scale": 1.5}})
 PLANS = {
-    "default": _DEFAULT,  # Starts from checkpoints/toy (trained with this plan).
+    "default": _DEFAULT,  # Starts from checkpoints/toy (their README: how they were made).
     "long": dataclasses.replace(_DEFAULT, shipped=("clip", "director")),  # Trains VAE + DiT.
+    # The shipped DiT trained on for 20,000 steps, the lr decayed from 1e-4 to 0 (README).
+    "longer": dataclasses.replace(
+        _DEFAULT, steps={**_DEFAULT.steps, "dit": 20000}, shipped=("vae", "clip", "director"),
+        continues=("dit",),
+        overrides={"dit": {**_DEFAULT.overrides["dit"],
+                           "train.schedule": "cosine", "train.warmup_steps": 200}}),
     "quick": Plan(videos=10, steps={"vae_stills": 2, "vae": 2, "clip": 2, "director": 2,
                                     "dit": 2},
                   director_videos=12, sample_steps=2, score=2, stills=32),
@@ -158,6 +168,8 @@ def train_chain(plan: Plan, paths: dict, runs: str, from_scratch: bool,
       if task == "vae" and plan.stills:
         info["stills"] = _vae_stills(plan, paths, runs, from_scratch, progress)
         config.init.checkpoint, config.init.inflate = info["stills"]["workdir"], True
+      if task in plan.continues and not from_scratch and step_dir_of(os.path.join(SHIPPED, task)):
+        config.init.checkpoint = info["init"] = os.path.join(SHIPPED, task)  # Trains on.
       info.update(_train(config, workdir, f"{task} for {plan.steps[task]} steps", progress))
     if task in ("vae", "clip"):  # Encode the data set for the next models.
       enc = config.copy_and_resolve_references()
@@ -226,6 +238,15 @@ def _director_data(plan: Plan, paths: dict, clip_config: ml_collections.ConfigDi
   return c.encode.out_dir
 
 
+def prepare(work: str, plan: Plan, progress: bool = True) -> dict:
+  """The plan's toy-kitchen data set in `work` (demo/data.py) -> its paths, with those
+  the chain writes: vae (clips with latents), enc (and embeddings), stills."""
+  paths = demo_data.prepare(work, plan.videos, plan.seed, progress=progress)
+  paths.update(vae=os.path.join(work, "tfrecords_vae"), enc=os.path.join(work, "tfrecords_enc"),
+               stills=os.path.join(work, "stills"))
+  return paths
+
+
 def run(out_dir: str = "demo_out", plan_name: str = "default", from_scratch: bool = False,
         progress: bool = True) -> dict:
   """The whole demo (see the module docstring) with PLANS[plan_name]; returns the
@@ -240,9 +261,7 @@ def run(out_dir: str = "demo_out", plan_name: str = "default", from_scratch: boo
   timings = {}
   if from_scratch:
     shutil.rmtree(work, ignore_errors=True)
-  paths = demo_data.prepare(work, plan.videos, plan.seed, progress=progress)
-  paths.update(vae=os.path.join(work, "tfrecords_vae"), enc=os.path.join(work, "tfrecords_enc"),
-               stills=os.path.join(work, "stills"))
+  paths = prepare(work, plan, progress)
   timings["data"] = round(time.perf_counter() - t0, 1)
   models = train_chain(plan, paths, os.path.join(out_dir, "runs"), from_scratch, progress)
   timings.update({t: m["seconds"] for t, m in models.items()})
