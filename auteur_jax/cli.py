@@ -172,7 +172,8 @@ def cmd_demo(args) -> None:
 
 
 def _pct(target: dict) -> str:
-  return ", ".join(f"{k} {100 * v:.0f} %" for k, v in target.items()
+  # One decimal, so that 79.9 % does not print as the 80 % target.
+  return ", ".join(f"{k} {100 * v:.1f} %" for k, v in target.items()
                    if k not in ("target", "met") and v is not None) + \
       f" (target {100 * target['target']:.0f} %)"
 
