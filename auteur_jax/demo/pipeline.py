@@ -1,6 +1,6 @@
 """`auteur demo`: the embedded default end to end — data, four trainings, two stories.
 
-  auteur demo [--plan default|long|quick] [--from-scratch] [--out demo_out]
+  auteur demo [--plan default|long|longer|quick] [--from-scratch] [--out demo_out]
 
 1. data   (demo/data.py): a toy-kitchen data set through import -> build -> tokenizer.
 2. models: the toy configs (configs/toy/*.py) trained in the README's chain, with the
