@@ -159,6 +159,9 @@ def test_write_story(sampler, tmp_path):
   # H.264 (4:2:0) blurs the random models' pixel noise; frame means survive it.
   err = np.abs(frames.mean((1, 2)) - res.clips[1].mean((1, 2)))
   assert err.max() < 4, err
+  story.write_story(res, str(tmp_path / "lossless"), fps=8.0, crf=0)
+  sizes = [os.path.getsize(tmp_path / d / "clip_1.mp4") for d in ("w", "lossless")]
+  assert sizes[1] > 1.2 * sizes[0], sizes  # Lossless keeps all the noise.
 
 
 def test_bad_requests_and_configs(sampler):

@@ -165,11 +165,13 @@ def run_batch(config: ml_collections.ConfigDict, prompts: str, out_dir: str, *,
 
   Returns {"rendered": [ids], "skipped": n, "errors": n, "process": i, "processes": n}.
   """
-  distributed.initialize(config.distributed)
-  pi, pc = jax.process_index(), jax.process_count()
   s = config.sample
   if s.batch_size < 1:
     raise ConfigError(f"config.sample.batch_size must be >= 1, got {s.batch_size}")
+  if not 0 <= s.crf <= 51:
+    raise ConfigError(f"config.sample.crf must be in 0..51 (x264 quality), got {s.crf}")
+  distributed.initialize(config.distributed)
+  pi, pc = jax.process_index(), jax.process_count()
   chain = CHAINS.get(config.director.model.chain, ())
   items, errors = read_prompts(prompts, s.max_steps, tuple(f"{n}s" for n in chain))
   os.makedirs(out_dir, exist_ok=True)
@@ -198,7 +200,7 @@ def run_batch(config: ml_collections.ConfigDict, prompts: str, out_dir: str, *,
       results = sampler.render([r for _, r in chunk])
       for (n, r), result in zip(chunk, results):
         partial, final = os.path.join(out_dir, PARTIAL + r.id), os.path.join(out_dir, r.id)
-        write_story(result, partial, s.fps)
+        write_story(result, partial, s.fps, s.crf)
         os.rename(partial, final)
         _append_manifest(out_dir, _entry(n, r, final))
         rendered.append(r.id)

@@ -369,24 +369,25 @@ def load_model(config: ml_collections.ConfigDict, task, where: str,
                        f"{where}.init.checkpoint")
 
 
-def write_story(result: StoryResult, out_dir: str, fps: float,
-                write: Callable[[str, np.ndarray, float], None] = video_io.write_video) -> dict:
+def write_story(result: StoryResult, out_dir: str, fps: float, crf: int = 18) -> dict:
   """Writes clip_<t>.mp4, story.mp4 (the clips joined), embeddings.npy and story.json
   (written last; with each clip's uint8 frames' SHA-256) into out_dir; returns the
-  story.json content."""
+  story.json content. `crf`: x264 quality of the mp4s (0 = lossless)."""
   os.makedirs(out_dir, exist_ok=True)
   names = []
   for t, clip in enumerate(result.clips):
     names.append(f"clip_{t}.mp4")
-    write(os.path.join(out_dir, names[-1]), clip, fps)
-  write(os.path.join(out_dir, "story.mp4"), np.concatenate(list(result.clips)), fps)
+    video_io.write_video(os.path.join(out_dir, names[-1]), clip, fps, crf=crf)
+  video_io.write_video(os.path.join(out_dir, "story.mp4"), np.concatenate(list(result.clips)),
+                       fps, crf=crf)
   np.save(os.path.join(out_dir, "embeddings.npy"), result.embeddings)
   r = result.request
   meta = {"id": r.id, "task": r.task, "seed": result.seed, "num_steps": len(result.clips),
           "given_text": r.given_text, "actions": result.actions, "captions": result.captions,
           "clips": names, "story": "story.mp4", "embeddings": "embeddings.npy",
-          # The rendered frames as computed: x264 output bytes are not reproducible under
-          # concurrent CPU load (rare; even single-threaded), the frames are.
+          # The rendered frames as computed. x264's bytes are not always reproducible in a
+          # process that also runs XLA (about 1 in 500 encodes of the same YUV frames
+          # differ, single-threaded too); the frames are, and so is a lossless mp4's decode.
           "frames_sha256": [hashlib.sha256(c.tobytes()).hexdigest() for c in result.clips],
           "embeddings_shape": list(result.embeddings.shape), "fps": fps,
           "frames_per_clip": int(result.clips.shape[1])}

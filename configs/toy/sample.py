@@ -42,6 +42,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   s.num_frames = 9  # Frames per clip (1 + 4k): what the DiT was trained on.
   s.size = 64  # Frame side in pixels.
   s.fps = 8.0  # Of the written videos (the toy data's frame rate).
+  s.crf = 18  # x264 quality of the written mp4s: 0 lossless .. 51 worst.
   s.vae_chunk_frames = 1  # Latent frames per VAE decoding chunk (0 = the whole clip).
 
   # Local devices of each process; items split over `data`. A DiT that does not fit one
