@@ -311,12 +311,12 @@ def parser() -> argparse.ArgumentParser:
   p.set_defaults(fn=cmd_tokenizer)
 
   p = data.add_parser("build", help="stories + videos -> TFRecord shards in config.data.dir")
-  p.add_argument("--config", required=True, help="e.g. configs/toy/data.py")
+  p.add_argument("--config", required=True, help="e.g. toy/data")
   p.add_argument("--stories", required=True)
   p.set_defaults(fn=cmd_build)
 
   p = data.add_parser("batches", help="iterate a config's grain pipeline")
-  p.add_argument("--config", required=True, help="e.g. configs/toy/data.py[:stories]")
+  p.add_argument("--config", required=True, help="e.g. toy/data[:stories]")
   p.add_argument("--num", type=int, default=10, help="batches to read")
   p.set_defaults(fn=cmd_batches)
 
@@ -330,18 +330,18 @@ def parser() -> argparse.ArgumentParser:
   p.set_defaults(fn=cmd_inspect)
 
   p = top.add_parser("train", help="train a model (resumes from --workdir's checkpoints)")
-  p.add_argument("--config", required=True, help="e.g. configs/toy/dit.py")
+  p.add_argument("--config", required=True, help="e.g. toy/dit")
   p.add_argument("--workdir", required=True, help="checkpoints, metrics.jsonl, tensorboard/")
   p.add_argument("--max-steps", type=int, help="stop at this step (default: config.train.steps)")
   p.set_defaults(fn=cmd_train)
 
   p = top.add_parser("encode", help="add VAE latents / visual embeddings to clip TFRecords")
-  p.add_argument("--config", required=True, help="e.g. configs/toy/vae.py (config.encode.*)")
+  p.add_argument("--config", required=True, help="e.g. toy/vae (config.encode.*)")
   p.add_argument("--max-shards", type=int, help="stop after this many clip shards")
   p.set_defaults(fn=cmd_encode)
 
   p = top.add_parser("sample", help="render stories (director -> DiT -> VAE) from prompts")
-  p.add_argument("--config", required=True, help="e.g. configs/toy/sample.py")
+  p.add_argument("--config", required=True, help="e.g. toy/sample")
   p.add_argument("--prompts", required=True, help='JSONL: {"id", "task", "num_steps"} lines')
   p.add_argument("--out", required=True, help="output folder (a rerun resumes it)")
   p.set_defaults(fn=cmd_sample)
@@ -388,7 +388,7 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument("ckpt")
   p.set_defaults(fn=cmd_convert)
   p = top.add_parser("plan", help="AOT-compile the train step for a TPU / GPU topology")
-  p.add_argument("--config", required=True, help="e.g. configs/paper/director_7b.py")
+  p.add_argument("--config", required=True, help="e.g. paper/director_7b")
   p.add_argument("--topology", required=True,
                  help="CHIP:AxBxC: v4 / v5e / v5p / v6e slices (v5p:8x8x8), h100 / h200 "
                       "SLICESxHOSTSxGPUS (h100:1x4x8)")

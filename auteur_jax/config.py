@@ -1,7 +1,9 @@
 """Load an ml_collections config file and apply `--config.key=value` overrides.
 
 A config file is a Python file with `get_config(arg: str | None = None)` returning a
-`ml_collections.ConfigDict`. `path.py:arg` passes `arg` (big_vision style). Overrides
+`ml_collections.ConfigDict`. `path.py:arg` passes `arg` (big_vision style). A config is
+named by its path or by its name among the configs the package ships (`toy/dit` is
+auteur_jax/toy/dit, `paper/dit_wan_14b:arg` passes arg). Overrides
 are parsed against the type of the value they replace, so `--config.train.steps=10`
 gives an int; unknown keys and values of the wrong type fail with the key named.
 """
@@ -17,17 +19,42 @@ from typing import Any
 import ml_collections
 
 
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+
+
 class ConfigError(ValueError):
   """A config file or an override is invalid; the message names the file or key."""
 
 
+def packaged_configs() -> list[str]:
+  """Names of the shipped configs ("toy/dit", "paper/director_7b", ...)."""
+  names = []
+  for folder, _, files in os.walk(CONFIG_DIR):
+    rel = os.path.relpath(folder, CONFIG_DIR)
+    names += [os.path.join(rel, f[:-3]) for f in files
+              if f.endswith(".py") and not f.startswith("_")]
+  return sorted(names)
+
+
+def resolve_config(name: str) -> str:
+  """The file of a config path or packaged name (without its `:arg`)."""
+  if os.path.isfile(name):
+    return name
+  rel = name.removeprefix("configs/")
+  packaged = os.path.join(CONFIG_DIR, rel if rel.endswith(".py") else f"{rel}.py")
+  if os.path.isfile(packaged):
+    return packaged
+  raise ConfigError(f"config file not found: {name} (a path, or a packaged config: "
+                    f"{', '.join(packaged_configs())})")
+
+
 def load_module_config(path: str) -> ml_collections.ConfigDict:
-  """Runs `get_config(arg)` of the file `path` (optionally `path:arg`)."""
+  """Runs `get_config(arg)` of the config `path` (a path or packaged name; optionally
+  `path:arg`)."""
   arg = None
   if ":" in os.path.basename(path):
     path, arg = path.rsplit(":", 1)
-  if not os.path.isfile(path):
-    raise ConfigError(f"config file not found: {path}")
+  path = resolve_config(path)
   spec = importlib.util.spec_from_file_location(f"_auteur_config_{abs(hash(path))}", path)
   module = importlib.util.module_from_spec(spec)
   try:

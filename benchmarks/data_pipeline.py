@@ -3,7 +3,7 @@
 All read the same TFRecord shards and decode each record with the same ClipDecoder
 (JPEG frames -> uint8 arrays) into batches; only the loading machinery differs. The
 records are generated here: smooth noisy frames, so JPEG decoding costs what real
-frames cost. Two grain set-ups run: its read threads in this process (configs/toy/data.py's
+frames cost. Two grain set-ups run: its read threads in this process (toy/data's
 default: JPEG decoding releases the GIL, so threads decode in parallel without copying
 batches through shared memory) and worker processes (for GIL-bound transforms).
 

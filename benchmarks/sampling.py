@@ -4,7 +4,7 @@ diffusers' Wan components, CPU.
   python benchmarks/sampling.py [--clips 4] [--steps 30] [--repeats 3] [--torch-threads N]
 
 Both sides render the same clips from the same weights: a diffusers WanTransformer3DModel
-and AutoencoderKLWan built with the toy shapes (configs/toy/dit.py, configs/toy/vae.py:
+and AutoencoderKLWan built with the toy shapes (toy/dit, toy/vae:
 9 frames of 64 x 64 -> latents 3 x 8 x 8 x 16, 16 visual tokens of width 64) and
 converted to ours (convert/diffusers_wan.py, diffusers_vae.py). Per clip and per flow
 step, three condition sets (none / visual / text + visual) run as one batch of 3 rows, as
@@ -35,7 +35,7 @@ import torch  # noqa: E402
 from diffusers import AutoencoderKLWan, WanTransformer3DModel  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from auteur_jax.config import load_module_config  # noqa: E402
+from auteur_jax.config import CONFIG_DIR, load_module_config  # noqa: E402
 from auteur_jax.convert.diffusers_vae import load_diffusers_vae  # noqa: E402
 from auteur_jax.convert.diffusers_wan import load_diffusers_wan  # noqa: E402
 from auteur_jax.data.tokenizer import train_bpe  # noqa: E402
@@ -127,16 +127,16 @@ def theirs_fn(dit, vae, sampler: story.StorySampler, jobs, steps: int):
 def main() -> None:
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("--clips", type=int, default=4, help="clips per timed run")
-  ap.add_argument("--steps", type=int, default=30, help="flow steps (configs/toy/dit.py)")
+  ap.add_argument("--steps", type=int, default=30, help="flow steps (toy/dit)")
   ap.add_argument("--repeats", type=int, default=3)
   ap.add_argument("--torch-threads", type=int, default=0,
                   help="0: torch's default (on a busy machine 1 can be far faster)")
   args = ap.parse_args()
   if args.torch_threads:
     torch.set_num_threads(args.torch_threads)
-  dit_cfg = load_module_config(os.path.join(HERE, "..", "configs", "toy", "dit.py"))
-  vae_cfg = load_module_config(os.path.join(HERE, "..", "configs", "toy", "vae.py"))
-  director_cfg = load_module_config(os.path.join(HERE, "..", "configs", "toy", "director.py"))
+  dit_cfg = load_module_config(os.path.join(CONFIG_DIR, "toy", "dit.py"))
+  vae_cfg = load_module_config(os.path.join(CONFIG_DIR, "toy", "vae.py"))
+  director_cfg = load_module_config(os.path.join(CONFIG_DIR, "toy", "director.py"))
   dit_t, vae_t = diffusers_models(dit_cfg, vae_cfg)
   sampler = our_sampler(dit_t, vae_t, dit_cfg, vae_cfg, director_cfg, args.steps)
   rng = np.random.default_rng(0)

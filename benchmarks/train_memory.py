@@ -21,12 +21,12 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                            + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-from auteur_jax.config import load_config  # noqa: E402
+from auteur_jax.config import CONFIG_DIR, load_config  # noqa: E402
 from auteur_jax.parallel.mesh import make_mesh  # noqa: E402
 from auteur_jax.plan.batch import abstract_batch  # noqa: E402
 from auteur_jax.train import tasks, trainer  # noqa: E402
 
-PAPER = os.path.join(os.path.dirname(__file__), "..", "configs", "paper")
+PAPER = os.path.join(CONFIG_DIR, "paper")
 
 
 def main() -> None:

@@ -20,11 +20,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from auteur_jax.config import load_config
+from auteur_jax.config import CONFIG_DIR, load_config
 from auteur_jax.parallel.mesh import make_mesh
 from auteur_jax.train import tasks, trainer
 
-CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs", "toy")
+CONFIGS = os.path.join(CONFIG_DIR, "toy")
 
 
 def _timed(fn, repeats: int) -> float:

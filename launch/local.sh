@@ -8,7 +8,7 @@
 #   PORT            coordinator port on 127.0.0.1         default 12355
 #   TIMEOUT         seconds before each process is killed default 3600
 #   DRY_RUN=1       print the commands instead of running them
-# Usage: launch/local.sh --config configs/toy/dit.py --workdir runs/dit [--config.k=v ...]
+# Usage: launch/local.sh --config toy/dit --workdir runs/dit [--config.k=v ...]
 set -euo pipefail
 NUM_PROCESSES=${NUM_PROCESSES:-2}
 DEVICES=${DEVICES:-4}

@@ -10,7 +10,7 @@
 #   REPO_DIR    checkout on the workers                           default ~/auteur_jax
 #   SETUP       command run first on every worker                 default: pip install -e .
 #   DRY_RUN=1   print the gcloud command instead of running it
-# Usage: TPU_NAME=v5p-64 ZONE=us-east5-a launch/tpu_pod.sh --config configs/paper/director_7b.py \
+# Usage: TPU_NAME=v5p-64 ZONE=us-east5-a launch/tpu_pod.sh --config paper/director_7b \
 #          --workdir /mnt/shared/runs/director [--config.k=v ...]
 # The workdir must be a filesystem path every host sees (NFS / Filestore / gcsfuse).
 set -euo pipefail

@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 
 from auteur_jax import cli
+from auteur_jax.config import CONFIG_DIR
 from auteur_jax.data import examples, tfrecord, video_io
 from auteur_jax.data.schema import Clip, Story, write_stories
 
-CONFIG = os.path.join(os.path.dirname(__file__), "..", "configs", "toy", "data.py")
+CONFIG = os.path.join(CONFIG_DIR, "toy", "data.py")
 
 
 def _video(path: str, seconds: float, fps: int = 8, seed: int = 0) -> None:

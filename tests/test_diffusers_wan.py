@@ -168,8 +168,8 @@ def test_refuses_mismatches(references, tmp_path):
     W.load_diffusers_wan(str(tmp_path))
 
 
-@pytest.mark.parametrize("path", ["configs/paper/dit_wan_1_3b.py", "configs/paper/dit_wan_14b.py",
-                                  "configs/toy/dit.py"])
+@pytest.mark.parametrize("path", ["paper/dit_wan_1_3b", "paper/dit_wan_14b",
+                                  "toy/dit"])
 def test_configs_match_diffusers_shapes(path):
   """Our model of each config has exactly the parameters of the diffusers model with
   the same shapes (built on torch's meta device: no memory)."""

@@ -217,12 +217,12 @@ class _Tok:
 
 def test_configs_build():
   assert D.MarkupIds.from_tokenizer(_Tok()) == MARKUP
-  toy = load_config("configs/toy/director.py")
+  toy = load_config("toy/director")
   cfg = D.DirectorConfig.from_config(toy.model)
   assert toy.task == "director" and toy.data.kind == "stories"
   assert tuple(toy.data.embedding_shape) == (cfg.num_queries, cfg.visual_dim)
   assert D.MarkupIds.from_tokenizer(_Tok()) == cfg.markup  # The ids train_bpe gives.
-  paper = load_config("configs/paper/director_7b.py")
+  paper = load_config("paper/director_7b")
   pcfg = D.DirectorConfig.from_config(paper.model)
   assert (pcfg.num_queries, pcfg.visual_dim, pcfg.llm.width) == (64, 4096, 4096)
   with nnx.use_eager_sharding(False):

@@ -28,9 +28,9 @@ TINY = ["--config.model.llm.vocab_size=1024", "--config.model.llm.width=128",
         "--config.data.max_steps=2", "--config.data.max_action_tokens=8",
         "--config.data.max_caption_tokens=16", "--config.data.batch_size=8"]
 ONE_LAYER = {
-    "configs/toy/director.py": ["--config.model.llm.num_layers=1", "--config.data.batch_size=2",
+    "toy/director": ["--config.model.llm.num_layers=1", "--config.data.batch_size=2",
                                 "--config.data.max_steps=2"],
-    "configs/toy/dit.py": ["--config.model.num_layers=1", "--config.data.batch_size=2",
+    "toy/dit": ["--config.model.num_layers=1", "--config.data.batch_size=2",
                            "--config.model.remat=none", "--config.data.size=64",
                            "--config.data.embedding_shape=(16, 64)",
                            "--config.data.arrays=('latents', 'visual_embedding')"],
@@ -38,7 +38,7 @@ ONE_LAYER = {
 
 
 @pytest.mark.parametrize("path,extra", [*((p, []) for p in sorted(ONE_LAYER)), (
-    "configs/toy/dit.py", ["--config.model.attention=blockwise",  # 48 tokens: 3 key blocks.
+    "toy/dit", ["--config.model.attention=blockwise",  # 48 tokens: 3 key blocks.
                            "--config.model.attention_block=16"])])
 def test_analytic_costs_match_the_model_and_xla(path, extra):
   """Parameter formulas are exact; with one layer (XLA counts a scanned body once) the
@@ -59,7 +59,7 @@ def test_analytic_costs_match_the_model_and_xla(path, extra):
 
 def _plan(tmp_path, topo: str, mesh: str, *extra: str) -> dict:
   out = tmp_path / "plan.json"
-  cli.main(["plan", "--config", "configs/toy/director.py", "--topology", topo, "--mesh", mesh,
+  cli.main(["plan", "--config", "toy/director", "--topology", topo, "--mesh", mesh,
             "--json", str(out), *extra, *TINY])
   (plan,) = json.loads(out.read_text())
   return plan
@@ -76,7 +76,7 @@ def test_tpu_plan_param_bytes_are_the_analytic_count_over_the_shards(tmp_path, c
   exe = tmp_path / "step.exe"
   plan = _plan(tmp_path, topo, mesh, *extra, "--save-executable", str(exe))
   assert exe.stat().st_size > 0 and "all-gather" in (tmp_path / "step.exe.hlo.txt").read_text()
-  config = load_config("configs/toy/director.py", TINY)
+  config = load_config("toy/director", TINY)
   analytic = costs.model_costs(config).params
   shards = plan["mesh"]["fsdp"] * plan["mesh"]["tensor"]
   assert plan["analytic_params"] == plan["params"] == analytic
@@ -114,7 +114,7 @@ def test_gpu_plan_compiles_or_says_what_is_missing(tmp_path):
   topo = topology.get_topology("h100:1x1x4")
   assert topo.size == 4 and topo.chip.name == "h100"
   plan = _plan(tmp_path, "h100:1x1x4", "data=1,fsdp=2,tensor=2")
-  analytic = costs.model_costs(load_config("configs/toy/director.py", TINY)).params
+  analytic = costs.model_costs(load_config("toy/director", TINY)).params
   assert plan["param_bytes"] == pytest.approx(analytic * 4 / 4, rel=0.05)
   assert plan["fits"] and plan["temp_bytes"] > 0
 
@@ -136,7 +136,7 @@ def test_sweep_ranks_fitting_plans_by_step_time(monkeypatch):
     return fake(config, topo, mesh, remat)
 
   monkeypatch.setattr(dry_run, "dry_run", fake_or_fail)
-  config = load_config("configs/toy/director.py")
+  config = load_config("toy/director")
   meshes = [{"fsdp": 4, "tensor": 1}, {"fsdp": 2, "tensor": 2}, {"fsdp": 1, "tensor": 4}]
   out = dry_run.sweep(config, None, meshes, ["full", "none", "dots"], progress=None)
   plans = [r for r in out if isinstance(r, dry_run.Plan)]

@@ -1,7 +1,7 @@
 """`auteur sample` batch jobs: prompt errors, SIGKILL + restart == one uninterrupted run,
 two jax.distributed processes split the items, batch size does not change an item.
 
-The jobs run as subprocesses of the CLI (4 CPU devices each) on configs/toy/sample.py
+The jobs run as subprocesses of the CLI (4 CPU devices each) on toy/sample
 with tiny random models (allow_random_init); a shared persistent compilation cache
 keeps the later runs from compiling again.
 """
@@ -16,13 +16,13 @@ import numpy as np
 import portpicker
 import pytest
 
-from auteur_jax.config import ConfigError, load_module_config
+from auteur_jax.config import CONFIG_DIR, ConfigError, load_module_config
 from auteur_jax.data import video_io
 from auteur_jax.data.tokenizer import train_bpe
 from auteur_jax.sample import batch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIG = os.path.join(REPO, "configs", "toy", "sample.py")
+CONFIG = os.path.join(CONFIG_DIR, "toy", "sample.py")
 TINY = ["--config.allow_random_init=True", "--config.director.init.checkpoint=",
         "--config.dit.init.checkpoint=", "--config.vae.init.checkpoint=",
         "--config.director.model.llm.num_layers=1", "--config.director.model.llm.width=32",

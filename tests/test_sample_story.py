@@ -181,7 +181,7 @@ def test_bad_requests_and_configs(sampler):
 def test_load_model_from_a_run(tmp_path):
   from auteur_jax.config import load_module_config
   from auteur_jax.train import tasks
-  cfg = load_module_config("configs/toy/vae.py")
+  cfg = load_module_config("toy/vae")
   cfg.model.base_dim, cfg.model.dim_mult = 4, (1, 2, 2, 2)
   with pytest.raises(ConfigError, match="config.vae.init.checkpoint is empty"):
     story.load_model(cfg, tasks.get("vae"), "config.vae")

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from auteur_jax.config import load_config
+from auteur_jax.config import CONFIG_DIR, load_config
 from auteur_jax.data import examples, tfrecord
 from auteur_jax.data.schema import Clip, Story
 from auteur_jax.data.tokenizer import train_bpe
@@ -17,7 +17,7 @@ from auteur_jax.train import tasks, trainer
 from auteur_jax.train.checkpoint import Checkpoints
 from auteur_jax.train.metrics import read_metrics
 
-CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs", "toy")
+CONFIGS = os.path.join(CONFIG_DIR, "toy")
 WORDS = "chop the onion boil water in the pot serve soup on a plate carrot pepper".split()
 
 

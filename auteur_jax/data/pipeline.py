@@ -222,7 +222,7 @@ def split_files(data_dir: str, split: str, kind: str) -> list[str]:
 
 
 def dataset_from_config(data, process_index: int = 0, process_count: int = 1) -> grain.IterDataset:
-  """The pipeline `config.data` describes (see configs/toy/data.py for the fields)."""
+  """The pipeline `config.data` describes (see toy/data for the fields)."""
   tok = Tokenizer.load(data.tokenizer) if data.tokenizer else None
   if data.kind == "clips":
     decoder = ClipDecoder(data.num_frames, tok, data.max_text_len, tuple(data.arrays))

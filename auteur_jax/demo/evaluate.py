@@ -41,6 +41,7 @@ from auteur_jax.data import examples, pipeline, tfrecord, video_io
 from auteur_jax.data.toy_world import State
 from auteur_jax.demo import data as demo_data
 from auteur_jax.demo import media
+from auteur_jax.demo.plans import task_config
 from auteur_jax.eval import narrative
 from auteur_jax.eval.clip_score import ClipScorer, load_clip
 from auteur_jax.eval.toy_state import object_matches, read_state
@@ -132,12 +133,11 @@ def director_scores(sampler, stories: list[dict], free: list) -> dict:
 
 
 def sample_config(plan, paths: dict, models: dict):
-  """configs/toy/sample.py with the demo's three model configs, runs and settings."""
+  """toy/sample with the demo's three model configs, runs and settings."""
   import jax
 
   from auteur_jax.config import load_config
-  from auteur_jax.demo.pipeline import CONFIGS, task_config
-  cfg = load_config(os.path.join(CONFIGS, "toy", "sample.py"), [])
+  cfg = load_config("toy/sample", [])
   for task in ("director", "dit", "vae"):
     c = task_config(task, plan, paths)
     c.init.checkpoint = models[task]["workdir"]
@@ -162,7 +162,6 @@ def _decode_latents(vae, latents: np.ndarray, batch: int = 8) -> np.ndarray:
 def evaluate(plan, paths: dict, models: dict, out_dir: str, timings: dict,
              progress: bool = True) -> dict:
   """Renders, scores and writes the demo's outputs (see the module docstring)."""
-  from auteur_jax.demo.pipeline import task_config
   from auteur_jax.sample.story import StoryRequest, StorySampler, write_story
   t0 = time.perf_counter()
   stories, clips = read_val(paths)

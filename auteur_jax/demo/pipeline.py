@@ -19,17 +19,13 @@
    Each run goes to OUT/runs/<task>; a run that already reached its steps is kept
    (the trainer resumes a shorter one), so a second `auteur demo` only re-renders.
    Without --from-scratch, a model of Plan.shipped whose params ship in SHIPPED (see
-   checkpoints/toy/README.md) starts from them instead of training.
+   auteur_jax/assets/checkpoints/toy/README.md) starts from them instead of training.
 3. stories (sample/story.py): two validation stories written by the director from their
    dish name and rendered by the DiT and VAE -> OUT/stories/<id>/ (clips, story.mp4,
    story.json, embeddings.npy), OUT/<id>.mp4 and OUT/<id>.gif, OUT/contact_sheet.png.
 4. metrics (demo/evaluate.py) -> OUT/metrics.json.
 
-Plans: "default" (from the shipped checkpoints, which it made: minutes); "long" (the
-default with the VAE and the DiT trained here, CLIP and director shipped: README gives
-its time); "longer" (the shipped models with the DiT trained on: Plan.continues);
-"quick" (the same path with a tiny data set and a few steps per model: CI; the numbers
-are then meaningless, the files and keys are not).
+Plans and the per-task config overrides: demo/plans.py.
 """
 
 from __future__ import annotations
@@ -44,89 +40,11 @@ import time
 import jax
 import ml_collections
 
-from auteur_jax.config import load_config
 from auteur_jax.demo import data as demo_data
+from auteur_jax.demo import evaluate as demo_eval
+from auteur_jax.demo.plans import OVERRIDES, PLANS, SHIPPED, TASKS, Plan, task_config
 from auteur_jax.parallel.mesh import make_mesh
 from auteur_jax.train.checkpoint import step_dir_of
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CONFIGS = os.path.join(REPO, "configs")  # The toy configs the demo trains.
-SHIPPED = os.path.join(REPO, "checkpoints", "toy")  # Params of the four toy models, if shipped.
-TASKS = ("vae", "clip", "director", "dit")
-
-
-@dataclasses.dataclass(frozen=True)
-class Plan:
-  """How big the demo is: data, train steps per task, what is rendered and scored."""
-
-  videos: int
-  steps: dict  # task -> train steps
-  director_videos: int  # The director's data set: the first N videos (0: the demo's own).
-  sample_steps: int  # Flow-matching steps per clip.
-  render: int = 2  # Validation stories shown (videos, contact sheet).
-  score: int | None = None  # Validation stories scored (None: all).
-  seed: int = 0
-  stills: int = 0  # Dense stills for the VAE's image stage (steps["vae_stills"]); 0: none.
-  shipped: tuple[str, ...] = TASKS  # Tasks taken from SHIPPED when there (no --from-scratch).
-  # Tasks trained here for steps[task] more, starting from their SHIPPED params when there
-  # (config.init.checkpoint; no --from-scratch).
-  continues: tuple[str, ...] = ()
-  overrides: dict = dataclasses.field(default_factory=dict)  # task -> more config overrides.
-
-
-_DEFAULT = Plan(videos=120, steps={"vae_stills": 1500, "vae": 500, "clip": 600, "director": 2000,
-                                  "dit": 40000},
-                director_videos=600, sample_steps=30, stills=6000,
-                # The toy config's CFG 5 / 3 overdraws the pieces (README).
-                overrides={"dit": {"sample.text_scale": 2.0, "sample.visual_scale": 1.5}})
-PLANS = {
-    "default": _DEFAULT,  # Starts from checkpoints/toy (their README: how they were made).
-    "long": dataclasses.replace(_DEFAULT, shipped=("clip", "director")),  # Trains VAE + DiT.
-    # The shipped DiT trained on for 20,000 steps, the lr decayed from 1e-4 to 0 (README).
-    "longer": dataclasses.replace(
-        _DEFAULT, steps={**_DEFAULT.steps, "dit": 20000}, shipped=("vae", "clip", "director"),
-        continues=("dit",),
-        overrides={"dit": {**_DEFAULT.overrides["dit"],
-                           "train.schedule": "cosine", "train.warmup_steps": 200}}),
-    "quick": Plan(videos=10, steps={"vae_stills": 2, "vae": 2, "clip": 2, "director": 2,
-                                    "dit": 2},
-                  director_videos=12, sample_steps=2, score=2, stills=32),
-}
-
-# Per-task overrides of the toy configs (besides paths and steps), all in metrics.json.
-OVERRIDES = {
-    "vae": {"data.batch_size": 4},
-    "clip": {},
-    # Toy actions are <= 14 tokens, captions <= 67 (the demo's BPE): shorter blocks.
-    "director": {"data.batch_size": 4, "data.max_action_tokens": 16,
-                 "data.max_caption_tokens": 72, "sample.max_action_tokens": 16,
-                 "sample.max_caption_tokens": 72},
-    "dit": {},
-    # The VAE's image stage (configs/toy/vae.py on dense stills): one frame per example.
-    "vae_stills": {"data.num_frames": 1, "data.batch_size": 16, "train.lr": 1e-3},
-}
-
-
-def task_config(task: str, plan: Plan, paths: dict) -> ml_collections.ConfigDict:
-  """configs/toy/<task>.py with the demo's data paths, step count and overrides
-  ("vae_stills": the VAE's image stage, configs/toy/vae.py on paths["stills"])."""
-  data_dir = {"vae": paths["tfrecords"], "clip": paths["tfrecords"],
-              "director": paths.get("director_enc", paths["enc"]), "dit": paths["enc"],
-              "vae_stills": paths.get("stills")}[task]
-  steps = plan.steps[task]
-  values = {"data.dir": data_dir, "train.steps": steps, "train.log_every": max(1, min(25, steps)),
-            "train.checkpoint_every": max(1, steps), "train.keep_last": 1, **OVERRIDES[task],
-            **plan.overrides.get(task, {})}
-  if task not in ("vae", "vae_stills"):
-    values["data.tokenizer"] = paths["tokenizer"]
-  if task == "vae":
-    values.update({"encode.in_dir": paths["tfrecords"], "encode.out_dir": paths["vae"]})
-  if task == "clip":
-    values.update({"encode.in_dir": paths["vae"], "encode.out_dir": paths["enc"]})
-  name = "vae" if task == "vae_stills" else task
-  return load_config(os.path.join(CONFIGS, "toy", f"{name}.py"),
-                     [f"--config.{k}={v}" for k, v in values.items()])
-
 
 def _mesh(config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
   """Data parallel over as many devices as divide the batch (all of them, usually)."""
@@ -251,7 +169,6 @@ def run(out_dir: str = "demo_out", plan_name: str = "default", from_scratch: boo
         progress: bool = True) -> dict:
   """The whole demo (see the module docstring) with PLANS[plan_name]; returns the
   metrics written."""
-  from auteur_jax.demo import evaluate as demo_eval
   if plan_name not in PLANS:
     raise ValueError(f"plan must be one of {sorted(PLANS)}, got {plan_name!r}")
   plan = PLANS[plan_name]

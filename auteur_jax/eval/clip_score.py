@@ -75,7 +75,7 @@ class ClipScorer:
 
 
 def load_clip(config: ml_collections.ConfigDict, workdir: str) -> ClipModel:
-  """The ClipModel of a `clip` training run (config: configs/toy/clip.py and overrides)."""
+  """The ClipModel of a `clip` training run (config: toy/clip and overrides)."""
   from auteur_jax.sample.encoders import restore_model
   return restore_model(workdir, lambda: TASK.build(config, nnx.Rngs(0)), ("model",),
                        "the clip run")

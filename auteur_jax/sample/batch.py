@@ -1,6 +1,6 @@
 """`auteur sample`: a resumable batch job rendering the stories of a prompts JSONL file.
 
-  auteur sample --config configs/toy/sample.py --prompts prompts.jsonl --out OUT
+  auteur sample --config toy/sample --prompts prompts.jsonl --out OUT
 
 Prompt lines: {"id": "v1", "task": "...", "num_steps": 4} or, with the steps' text,
 {"id", "task", "actions": [...], "captions": [...]}; optional "seed" (int). Blank lines

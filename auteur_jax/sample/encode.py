@@ -1,7 +1,7 @@
 """`auteur encode`: add VAE latents or visual embeddings to built clip TFRecords.
 
-  auteur encode --config configs/toy/vae.py    # latents          [t, h, w, z]
-  auteur encode --config configs/toy/clip.py   # visual_embedding [K, D]
+  auteur encode --config toy/vae    # latents          [t, h, w, z]
+  auteur encode --config toy/clip   # visual_embedding [K, D]
 
 Reads IN/<split>/clips-*.tfrecord (as written by `auteur data build`, or by an earlier
 encode pass: passes chain, each keeps the arrays already there), runs the encoder of

@@ -1,6 +1,6 @@
 """Story -> video: the director writes the steps, the DiT renders each clip, the VAE decodes.
 
-  sampler = StorySampler.from_config(load_config("configs/toy/sample.py"))
+  sampler = StorySampler.from_config(load_config("toy/sample"))
   results = sampler.render([StoryRequest("v1", "make a tomato salad", num_steps=4)])
   write_story(results[0], "out/v1", fps=8.0)
 
@@ -171,7 +171,7 @@ class StorySampler:
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> StorySampler:
-    """From a sampling config (configs/toy/sample.py): restores each model's params from
+    """From a sampling config (toy/sample): restores each model's params from
     the training run in its init.checkpoint, on the mesh of config.mesh (local devices)."""
     from auteur_jax.train import tasks
     from auteur_jax.train.trainer import mesh_rules

@@ -1,7 +1,7 @@
 """Visual-conditioned DiT at Wan 2.1 14B shapes: 40 blocks of width 5120 (40 heads x
-128), MLP 13824; everything else as configs/paper/dit_wan_1_3b.py (data, Table 12
+128), MLP 13824; everything else as paper/dit_wan_1_3b (data, Table 12
 training, visual branch added to the text-to-video checkpoint).
-  auteur train --config configs/paper/dit_wan_14b.py --workdir gs://.../dit14b \
+  auteur train --config paper/dit_wan_14b --workdir gs://.../dit14b \
       --config.init.diffusers=/path/to/Wan2.1-T2V-14B-Diffusers/transformer \
       --config.data.dir=gs://.../cookgen
 Weights are sharded over fsdp and the heads / MLP over tensor (4 ways here; 40 heads

@@ -2,14 +2,14 @@
 
 Clips need VAE latents and the director's visual embeddings stored with them (written
 by `auteur encode`); captions are tokenized and embedded by the frozen text encoder.
-  auteur data build --config configs/toy/data.py --stories toy_data/stories.jsonl \
+  auteur data build --config toy/data --stories toy_data/stories.jsonl \
       --config.data.dir=toy_data/tfrecords --config.data.num_frames=9
   auteur encode ...                      # adds latents [3, 8, 8, 16], visual_embedding [16, 64]
-  auteur train --config configs/toy/dit.py --workdir runs/dit
+  auteur train --config toy/dit --workdir runs/dit
 It prints the flow-matching loss per step (and the time-bucketed losses). The model is a
 4-block, width-128 Wan-style DiT (~1.2M parameters): 9 frames of 64 x 64 -> latents
 3 x 8 x 8 x 16 -> 48 tokens with (1, 2, 2) patches; 16 visual tokens of width 64.
-`configs/toy/dit.py:text_only` drops the visual conditioning (the paper's baseline).
+`toy/dit:text_only` drops the visual conditioning (the paper's baseline).
 """
 
 import os
@@ -39,7 +39,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       param_dtype="float32", scan_layers=True, remat="names",
       attention="full", attention_block=512))  # 48 tokens: one score matrix is cheapest.
 
-  # Clip batches of configs/toy/data.py with the stored latents and visual embeddings.
+  # Clip batches of toy/data with the stored latents and visual embeddings.
   here = os.path.dirname(os.path.abspath(__file__))
   c.data = load_module_config(os.path.join(here, "data.py:clips")).data
   c.data.arrays = ("latents", "visual_embedding") if visual else ("latents",)

@@ -3,7 +3,7 @@ channels, 8x spatial / 4x temporal compression. CookGen clips at 448 x 448: 33 f
 -> latents [9, 56, 56, 16], normalised with Wan's per-channel statistics.
 
 Users bring the weights (the `vae` folder of a Wan 2.1 diffusers checkpoint):
-  auteur encode --config configs/paper/vae_wan.py \
+  auteur encode --config paper/vae_wan \
       --config.init.diffusers_vae=/ckpt/Wan2.1-T2V-1.3B-Diffusers/vae \
       --config.encode.in_dir=gs://.../cookgen --config.encode.out_dir=gs://.../cookgen_vae
 It prints a progress bar per split, then

@@ -6,7 +6,7 @@ a Llama-2-7B-family safetensors folder and the vocabulary is padded from 32,000 
 wrapped by `data.tokenizer.Tokenizer`; the padding keeps the vocab divisible by the
 tensor axis). Training follows Table 10: batch 512, bf16, AdamW (0.9, 0.98, 1e-6),
 peak LR 2e-4, 200 warm-up steps, cosine decay, clip 1.0, 2,500 steps.
-  auteur train --config configs/paper/director_7b.py --workdir gs://.../director \
+  auteur train --config paper/director_7b --workdir gs://.../director \
       --config.init.hf_llm=/path/to/llama-2-7b --config.data.dir=gs://.../cookgen
 Per step it logs the loss parts (text_ce, text_acc, visual_cos, visual_mse).
 """

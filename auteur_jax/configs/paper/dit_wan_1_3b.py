@@ -8,7 +8,7 @@ branch is added fresh with zero values, so step 0 predicts what Wan does
 (`convert.diffusers_wan.load_diffusers_wan(..., add_visual_dim=4096)`).
 Training follows Table 12: 448 x 448 x T, AdamW (0.9, 0.95, 1e-8), LR 1e-5 constant
 after 1,000 warm-up steps, 20,000 steps, batch 64, bf16.
-  auteur train --config configs/paper/dit_wan_1_3b.py --workdir gs://.../dit \
+  auteur train --config paper/dit_wan_1_3b --workdir gs://.../dit \
       --config.init.diffusers=/path/to/Wan2.1-T2V-1.3B-Diffusers/transformer \
       --config.data.dir=gs://.../cookgen
 It logs the flow-matching loss per step. 81 frames of 448 x 448 -> latents 21 x 56 x 56

@@ -1,6 +1,6 @@
 """Story sampling with the toy director, DiT and VAE: `auteur sample` and story.py.
 
-  auteur sample --config configs/toy/sample.py --prompts prompts.jsonl --out samples
+  auteur sample --config toy/sample --prompts prompts.jsonl --out samples
 Each prompts line is {"id": "v1", "task": "make a tomato salad", "num_steps": 4} or
 gives the steps' text ({"id", "task", "actions": [...], "captions": [...]}) so that the
 director only regresses the visual states. The job prints a progress bar (items/s, ETA)

@@ -2,8 +2,8 @@
 
 8x spatial / 4x temporal compression: 9 frames of 64 x 64 -> latents [3, 8, 8, 16].
 Train it, then write latents into the clip TFRecords for the DiT:
-  auteur train --config configs/toy/vae.py --workdir runs/vae
-  auteur encode --config configs/toy/vae.py --config.init.checkpoint=runs/vae
+  auteur train --config toy/vae --workdir runs/vae
+  auteur encode --config toy/vae --config.init.checkpoint=runs/vae
 The encode job prints a progress bar per split and then
 `encoded N clip shards (0 skipped) -> toy_data/tfrecords_vae: latents (3, 8, 8, 16) float32`.
 With no init set it encodes with random weights (a smoke test of the plumbing).

@@ -1,11 +1,11 @@
 """Toy-kitchen data: how clips are stored (build) and batched (grain pipelines).
 
 Build TFRecords from a stories file, train a tokenizer, then look at a few batches:
-  auteur data build --config configs/toy/data.py --stories toy_data/stories.jsonl
+  auteur data build --config toy/data --stories toy_data/stories.jsonl
   auteur data tokenizer --stories toy_data/stories.jsonl --out toy_data/tokenizer
-  auteur data batches --config configs/toy/data.py
+  auteur data batches --config toy/data
 The last prints each batch's arrays (e.g. frames (8, 8, 64, 64, 3) uint8) and clips/s;
-`configs/toy/data.py:stories` gives story batches (action_ids (8, 8, 32) int32, ...).
+`toy/data:stories` gives story batches (action_ids (8, 8, 32) int32, ...).
 """
 
 import ml_collections

@@ -1,20 +1,20 @@
 r"""Narrative director on toy-kitchen stories, on this CPU machine.
 
 Needs story TFRecords with per-step visual embeddings (K x D = 16 x 64 tokens of the toy
-CLIP space, see configs/toy/clip.py) and a BPE tokenizer; then:
+CLIP space, see toy/clip) and a BPE tokenizer; then:
   auteur data toy --videos 40 --out toy_data
   auteur data import-youcook2 --annotations toy_data/youcook2_annotations.json \
       --captions toy_data/captions.jsonl --out toy_data/stories.jsonl
-  auteur data build --config configs/toy/data.py --stories toy_data/stories.jsonl
+  auteur data build --config toy/data --stories toy_data/stories.jsonl
   auteur data tokenizer --stories toy_data/stories.jsonl --out toy_data/tokenizer
-  auteur train --config configs/toy/clip.py --workdir runs/clip
-  auteur encode --config configs/toy/clip.py --config.init.checkpoint=runs/clip ...
-  auteur train --config configs/toy/director.py --workdir runs/director \
+  auteur train --config toy/clip --workdir runs/clip
+  auteur encode --config toy/clip --config.init.checkpoint=runs/clip ...
+  auteur train --config toy/director --workdir runs/director \
       --config.data.dir=toy_data/tfrecords_enc
 Training logs the loss parts per step (text_ce, text_acc, visual_cos, visual_mse). The
 model is a 4-layer, width-128 Llama-style decoder: 1.07M parameters with the tied
 2,048-token table and the visual projections.
-`configs/toy/director.py:caption_visual` (or `:action_visual`) picks an ablation chain.
+`toy/director:caption_visual` (or `:action_visual`) picks an ablation chain.
 `model.markup` holds the ids that `train_bpe` gives the markup tokens (pad, bos, eos,
 unk come first, then <action> </action> <caption> </caption> <img> </img>); check them
 with `MarkupIds.from_tokenizer(tokenizer)` when another tokenizer is used.
@@ -50,7 +50,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   m.beta = 1.0  # MSE weight.
   m.text_weight = 1.0
 
-  # The story pipeline of configs/toy/data.py, with embeddings loaded per step.
+  # The story pipeline of toy/data, with embeddings loaded per step.
   here = os.path.dirname(os.path.abspath(__file__))
   c.data = load_module_config(os.path.join(here, "data.py:stories")).data
   c.data.embedding_shape = (K, D)

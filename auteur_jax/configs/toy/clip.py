@@ -2,8 +2,8 @@
 captions, giving the language-aligned space the director regresses (K = 16 tokens of
 D = 64 per keyframe: the 8 x 8 patch grid average-pooled to 4 x 4, then projected).
 
-  auteur train --config configs/toy/clip.py --workdir runs/clip
-  auteur encode --config configs/toy/clip.py --config.init.checkpoint=runs/clip \
+  auteur train --config toy/clip --workdir runs/clip
+  auteur encode --config toy/clip --config.init.checkpoint=runs/clip \
       --config.encode.in_dir=toy_data/tfrecords_vae
 The encode job adds `visual_embedding` [16, 64] to every clip and [steps, 16, 64] to every
 story, then prints `encoded N clip shards (0 skipped) -> toy_data/tfrecords_enc:
@@ -24,7 +24,7 @@ from auteur_jax.parallel.distributed import distributed_defaults
 from auteur_jax.parallel.mesh import mesh_config
 from auteur_jax.train.optim import train_defaults
 
-K, D = 16, 64  # Must match configs/toy/director.py.
+K, D = 16, 64  # Must match toy/director.
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -3,7 +3,7 @@ tokens of the penultimate block average-pooled to 8 x 8 = K = 64 tokens of D = 1
 (SEED-X pools a ViT-G's 256 tokens to 64 the same way). The text tower (12 x 768) is
 only needed to train or fine-tune the pair.
 
-  auteur encode --config configs/paper/clip_vit_l14_336.py \
+  auteur encode --config paper/clip_vit_l14_336 \
       --config.init.hf_vision=/ckpt/clip-vit-large-patch14-336 \
       --config.encode.in_dir=gs://.../cookgen_vae --config.encode.out_dir=gs://.../cookgen_enc
 It prints a progress bar per split, then
