@@ -160,7 +160,7 @@ def cmd_sample(args) -> None:
 
 
 def cmd_demo(args) -> None:
-  from auteur_jax.demo import run
+  from auteur_jax.demo.pipeline import run
   m = run(args.out, "quick" if args.quick else args.plan, from_scratch=args.from_scratch)
   t = m["targets"]
   print(f"{args.out}: metrics.json, contact_sheet.png, "
@@ -254,7 +254,7 @@ def _add_rule_flags(p: argparse.ArgumentParser) -> None:
 
 def _user_errors() -> tuple[type[Exception], ...]:
   from auteur_jax.config import ConfigError
-  from auteur_jax.convert.weights import WeightError
+  from auteur_jax.checkpoint.errors import WeightError
   from auteur_jax.data.examples import ExampleError
   from auteur_jax.data.importers import AnnotationError
   from auteur_jax.data.schema import SchemaError

@@ -43,7 +43,7 @@ from auteur_jax.diffusion import flow  # noqa: E402
 from auteur_jax.models.director import Director, DirectorConfig  # noqa: E402
 from auteur_jax.parallel.mesh import make_mesh  # noqa: E402
 from auteur_jax.sample import story  # noqa: E402
-from auteur_jax.train.task_dit import TextConditionedDiT  # noqa: E402
+from auteur_jax.models.conditioned_dit import TextConditionedDiT  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TEXT_LEN = 512

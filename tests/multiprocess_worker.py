@@ -34,17 +34,18 @@ def main() -> None:
   from flax import nnx
 
   from auteur_jax.data import pipeline
+  from auteur_jax.models import registry
   from auteur_jax.parallel import distributed
   from auteur_jax.train import optim, tasks, trainer
 
-  class Task:
-    def build(self, config, rngs):
-      init = nnx.initializers.normal(0.3)
-      return nnx.Sequential(
-          nnx.Linear(8, 32, kernel_init=nnx.with_partitioning(init, ("embed", "mlp")), rngs=rngs),
-          jnp.tanh,
-          nnx.Linear(32, 1, kernel_init=nnx.with_partitioning(init, ("mlp", None)), rngs=rngs))
+  def build(config, rngs):
+    init = nnx.initializers.normal(0.3)
+    return nnx.Sequential(
+        nnx.Linear(8, 32, kernel_init=nnx.with_partitioning(init, ("embed", "mlp")), rngs=rngs),
+        jnp.tanh,
+        nnx.Linear(32, 1, kernel_init=nnx.with_partitioning(init, ("mlp", None)), rngs=rngs))
 
+  class Task:
     def loss(self, config, model, batch, rng):
       x = batch["latents"]
       err = model(x)[..., 0] - jnp.sin(x).sum(-1)
@@ -59,6 +60,7 @@ def main() -> None:
                                    config.data.batch_size, seed=0, window=8,
                                    process_index=process_index, process_count=process_count)
 
+  registry.register("regression", build)
   tasks.register("regression", Task())
   c = ml_collections.ConfigDict()
   c.task = "regression"

@@ -14,8 +14,9 @@ import orbax.checkpoint as ocp
 import pytest
 from flax import nnx
 
+from auteur_jax.models import registry
+from auteur_jax.checkpoint import layout, orbax_io
 from auteur_jax.config import ConfigError
-from auteur_jax.convert import orbax_io
 from auteur_jax.convert.hf_llm import load_hf_llm
 from auteur_jax.convert.importer import import_weights
 from auteur_jax.convert.reshard import inspect, reshard
@@ -40,7 +41,7 @@ def converted(tmp_path_factory):
 
 
 def _leaves(path):
-  step = orbax_io.find_step_dir(path)
+  step = layout.find_step_dir(path)
   meta = orbax_io.tree_metadata(f"{step}/state")
   return orbax_io.restore(f"{step}/state", {k: jax.ShapeDtypeStruct(
       m.shape, m.dtype, sharding=jax.sharding.SingleDeviceSharding(jax.devices()[0]))
@@ -87,9 +88,6 @@ def test_reshard_round_trip_is_bit_identical(converted):
 class _LMTask:
   """Next-token loss of models/llm.LLM on random ids (config.model: LLMConfig fields)."""
 
-  def build(self, config, rngs):
-    return L.LLM(L.LLMConfig(**config.model.to_dict()), rngs=rngs)
-
   def loss(self, config, model, batch, rng):
     ids = batch["ids"]
     valid = jnp.ones(ids.shape, bool)
@@ -121,6 +119,8 @@ def _run_config(ckpt, **model):
 
 
 def test_trainer_starts_from_converted_weights(converted, tmp_path):
+  registry.register("convert_lm", lambda c, rngs: L.LLM(L.LLMConfig(**c.model.to_dict()),
+                                                         rngs=rngs))
   tasks.register("convert_lm", _LMTask())
   config = _run_config(str(converted / "ckpt"))
   trainer.train(config, str(tmp_path / "run"), progress=False)
@@ -143,6 +143,8 @@ def test_trainer_starts_from_converted_weights(converted, tmp_path):
 
 
 def test_reshard_without_optimizer_state_is_smaller(converted, tmp_path):
+  registry.register("convert_lm", lambda c, rngs: L.LLM(L.LLMConfig(**c.model.to_dict()),
+                                                         rngs=rngs))
   tasks.register("convert_lm", _LMTask())
   config = _run_config(str(converted / "ckpt"))
   run = str(tmp_path / "run")

@@ -11,7 +11,8 @@ import pytest
 import torch
 from safetensors.numpy import load_file
 
-from auteur_jax.convert import families, orbax_io
+from auteur_jax.checkpoint import layout, orbax_io
+from auteur_jax.convert import families
 from auteur_jax.convert.exporter import export_weights
 from auteur_jax.convert.importer import import_weights
 
@@ -162,7 +163,7 @@ def test_sharded_input_converts_like_one_file(tmp_path, family):
   for name in ("one", "many"):
     import_weights(family, str(tmp_path / name), str(tmp_path / f"ckpt_{name}"),
                    mesh_shape={"fsdp": 8}, progress=False)
-  a, b = (orbax_io.find_step_dir(str(tmp_path / f"ckpt_{n}")) for n in ("one", "many"))
+  a, b = (layout.find_step_dir(str(tmp_path / f"ckpt_{n}")) for n in ("one", "many"))
   meta_a, meta_b = orbax_io.tree_metadata(f"{a}/state"), orbax_io.tree_metadata(f"{b}/state")
   assert set(meta_a) == set(meta_b)
   for key in meta_a:  # Same bytes in every zarr chunk of every parameter.

@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from auteur_jax.checkpoint import orbax_io
+from auteur_jax.checkpoint.layout import step_dir_of
 from auteur_jax.demo import data as demo_data
 from auteur_jax.demo.pipeline import PLANS
 
@@ -47,10 +49,8 @@ def test_director_data_extends_the_demo_set_with_its_tokenizer(tmp_path):
 
 
 def test_a_continued_task_starts_from_its_shipped_params(tmp_path):
-  """Plan.continues: the DiT trains on from checkpoints/toy/dit, not from a fresh init."""
-  from auteur_jax.convert import orbax_io
+  """Plan.continues: the DiT trains on from the shipped toy DiT, not from a fresh init."""
   from auteur_jax.demo import pipeline
-  from auteur_jax.train.checkpoint import step_dir_of
   shipped = os.path.join(pipeline.SHIPPED, "dit")
   quick = PLANS["quick"]
   plan = dataclasses.replace(quick, steps={**quick.steps, "dit": 1},

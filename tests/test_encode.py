@@ -14,6 +14,7 @@ from auteur_jax import cli
 from auteur_jax.data import examples, pipeline, tfrecord, video_io
 from auteur_jax.data.schema import Clip, Story
 from auteur_jax.models import vae as V
+from auteur_jax.parallel.mesh import mesh_config
 from auteur_jax.sample.encode import encode_dataset, keyframe_index
 
 SIZE, FPS = 16, 4.0
@@ -65,6 +66,7 @@ def _config(task: str, in_dir: str, out_dir: str) -> ml_collections.ConfigDict:
   c.encode = ml_collections.ConfigDict(dict(
       in_dir=in_dir, out_dir=out_dir, splits=(), batch_size=8, num_frames=9,
       dtype="float32" if task == "vae" else "float16", seed=0))
+  c.mesh = mesh_config({"data": -1, "fsdp": 1, "tensor": 1})
   return c
 
 
@@ -160,7 +162,7 @@ def test_keyframe_and_errors(dataset, tmp_path):
   assert keyframe_index(dict(ex, keyframe_time=10.6)) == 2
   config = _config("vae", dataset, str(tmp_path / "x"))
   config.encode.batch_size = 3
-  with pytest.raises(Exception, match="multiple of the 8 local devices"):
+  with pytest.raises(Exception, match="must be a multiple of 8 .the mesh.s batch axes"):
     encode_dataset(config, progress=False)
   config = _config("vae", str(tmp_path / "missing"), str(tmp_path / "x"))
   with pytest.raises(FileNotFoundError, match="dataset.json: not found"):

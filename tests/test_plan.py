@@ -49,7 +49,7 @@ def test_analytic_costs_match_the_model_and_xla(path, extra):
   s = trainer.setup(c, tasks.get(c.task), mesh)
   b = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=s.batch_sharding)
        for k, v in batch_lib.abstract_batch(c).items()}
-  with rules.use_mesh(mesh, trainer.mesh_rules(c)):
+  with rules.use_mesh(mesh, rules.mesh_rules(c)):
     compiled = s.step_jit.lower(s.abstract, b, jax.ShapeDtypeStruct((), jnp.int32)).compile()
   k = costs.model_costs(c)
   assert k.params == sum(x.size for x in jax.tree.leaves(s.abstract["model"]))
@@ -66,7 +66,7 @@ def _plan(tmp_path, topo: str, mesh: str, *extra: str) -> dict:
 
 
 @needs_libtpu
-@pytest.mark.slow
+@pytest.mark.integration
 @pytest.mark.parametrize("topo,extra,mesh,dcn", [
     ("v5p:2x2x1", (), "data=1,fsdp=2,tensor=2", []),
     ("v5p:2x2x1", ("--num-slices", "2"), "data=2,fsdp=2,tensor=2", ["data"]),

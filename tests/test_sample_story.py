@@ -14,6 +14,8 @@ import pytest
 from flax import nnx
 from jax.sharding import PartitionSpec
 
+from auteur_jax.models import registry
+from auteur_jax.models.conditioned_dit import TextConditionedDiT
 from auteur_jax.config import ConfigError
 from auteur_jax.data import video_io
 from auteur_jax.data.tokenizer import train_bpe
@@ -25,7 +27,6 @@ from auteur_jax.models.dit import DiTConfig
 from auteur_jax.parallel.mesh import make_mesh
 from auteur_jax.sample import director as S
 from auteur_jax.sample import story
-from auteur_jax.train.task_dit import TextConditionedDiT
 
 TEXTS = ["chop the tomato", "slice the bread", "make a salad", "boil water in a pot",
          "stir the soup", "add salt"] * 4
@@ -180,22 +181,21 @@ def test_bad_requests_and_configs(sampler):
 
 def test_load_model_from_a_run(tmp_path):
   from auteur_jax.config import load_module_config
-  from auteur_jax.train import tasks
   cfg = load_module_config("toy/vae")
   cfg.model.base_dim, cfg.model.dim_mult = 4, (1, 2, 2, 2)
   with pytest.raises(ConfigError, match="config.vae.init.checkpoint is empty"):
-    story.load_model(cfg, tasks.get("vae"), "config.vae")
+    story.load_model(cfg, "config.vae")
   cfg.init.checkpoint = str(tmp_path / "nowhere")
   with pytest.raises(FileNotFoundError, match="does not exist"):
-    story.load_model(cfg, tasks.get("vae"), "config.vae")
+    story.load_model(cfg, "config.vae")
   with nnx.use_eager_sharding(False):
-    model = tasks.get("vae").build(cfg, nnx.Rngs(3))
+    model = registry.build(cfg, nnx.Rngs(3))
   state_dir = tmp_path / "run" / "checkpoints" / "7" / "state"
   ckpt = ocp.StandardCheckpointer()
   ckpt.save(state_dir, {"model": nnx.state(model, nnx.Param)})
   ckpt.wait_until_finished()
   cfg.init.checkpoint = str(tmp_path / "run")
-  loaded = story.load_model(cfg, tasks.get("vae"), "config.vae")
+  loaded = story.load_model(cfg, "config.vae")
   want = jax.tree.leaves(nnx.state(model, nnx.Param))
   got = jax.tree.leaves(nnx.state(loaded, nnx.Param))
   assert len(want) == len(got) and all(np.array_equal(a, b) for a, b in zip(want, got))

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from auteur_jax.models import registry
 from auteur_jax.config import CONFIG_DIR, load_config
 from auteur_jax.data import examples, tfrecord
 from auteur_jax.data.schema import Clip, Story
@@ -63,7 +64,7 @@ def _compare(config, tmp_path):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_director_task_mesh_equivalence(tmp_path):
   base = load_config(os.path.join(CONFIGS, "director.py"))
   k, d = base.model.num_queries, base.model.visual_dim
@@ -146,7 +147,7 @@ VAE_TINY = ["--config.model.base_dim=4", "--config.model.z_dim=4",
             "--config.train.async_checkpoints=false"]
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_vae_task_mesh_equivalence_and_learning(tmp_path):
   data_dir, _ = _clips(tmp_path, num_frames=3, size=16)
   config = load_config(os.path.join(CONFIGS, "vae.py"), [
@@ -214,7 +215,7 @@ def test_vae_loss_detail_weight_and_frozen_encoder():
   config = load_config(os.path.join(CONFIGS, "vae.py"), VAE_TINY)
   task = tasks.get("vae")
   with nnx.use_eager_sharding(False):
-    model = task.build(config, nnx.Rngs(0))
+    model = registry.build(config, nnx.Rngs(0))
   frames = np.zeros((2, 3, 16, 16, 3), np.uint8)
   frames[:, :, 4:8, 6:9] = (220, 40, 40)  # A small red piece on black.
   batch = {"frames": jnp.asarray(frames)}
@@ -246,7 +247,7 @@ def test_vae_task_rejects_frames_the_vae_cannot_take():
   from auteur_jax.config import ConfigError
   config = load_config(os.path.join(CONFIGS, "vae.py"), ["--config.data.num_frames=8"])
   with pytest.raises(ConfigError, match="config.data.num_frames.*1 \\+ 4k.*5 or 9"):
-    tasks.get("vae").build(config, nnx.Rngs(0))
+    tasks.get("vae").dataset(config, 0, 1)
 
 
 CLIP_TINY = [
@@ -263,7 +264,7 @@ CLIP_TINY = [
     "--config.train.schedule=constant", "--config.train.async_checkpoints=false"]
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_clip_task_mesh_equivalence_and_learning(tmp_path):
   data_dir, tok_dir = _clips(tmp_path, num_frames=3, size=16)
   config = load_config(os.path.join(CONFIGS, "clip.py"), [
@@ -274,7 +275,8 @@ def test_clip_task_mesh_equivalence_and_learning(tmp_path):
 
 
 def test_clip_task_keyframe_and_eos():
-  from auteur_jax.train.task_clip import keyframes, with_eos
+  from auteur_jax.models.clip_text import with_eos
+  from auteur_jax.train.task_clip import keyframes
   frames = np.arange(2 * 4, dtype=np.uint8).reshape(2, 4, 1, 1, 1) * np.ones((1, 1, 2, 2, 3),
                                                                              np.uint8)
   mask = np.array([[1, 1, 1, 1], [1, 1, 1, 0]], bool)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from auteur_jax.models import registry
 from auteur_jax.parallel import distributed
 from auteur_jax.parallel.mesh import make_mesh
 from auteur_jax.train import optim, tasks, trainer
@@ -39,9 +40,6 @@ class RegressionTask:
 
   def __init__(self, nan_at: int | None = None):
     self.nan_at = nan_at
-
-  def build(self, config, rngs):
-    return _Mlp(config.model.width, rngs)
 
   def loss(self, config, model, batch, rng):
     err = model(batch["x"]) - batch["y"]
@@ -80,6 +78,7 @@ def _config(steps=6, **train) -> ml_collections.ConfigDict:
 
 @pytest.fixture(autouse=True)
 def _task():
+  registry.register("regression", lambda config, rngs: _Mlp(config.model.width, rngs))
   tasks.register("regression", RegressionTask())
   yield
 

@@ -28,7 +28,7 @@ from flax import nnx
 from auteur_jax.convert.mapping import (Family, Map, Piece, Shapes, class_name, flat, from_run,
                                         load_model, transpose)
 from auteur_jax.convert.safetensors_io import read_hf_config
-from auteur_jax.convert.weights import WeightError
+from auteur_jax.checkpoint.errors import WeightError
 from auteur_jax.models.vae import WAN21_LATENTS_MEAN, VAEConfig, VideoVAE
 from auteur_jax.parallel.rules import DEFAULT_RULES, Rules
 

@@ -18,10 +18,11 @@ import jax
 import numpy as np
 import tqdm
 
-from auteur_jax.convert import families, mapping, orbax_io, records
+from auteur_jax.checkpoint import layout, orbax_io
+from auteur_jax.convert import families, mapping, records
 from auteur_jax.convert.importer import committed, temporary
 from auteur_jax.convert.safetensors_io import write_sharded
-from auteur_jax.convert.weights import WeightError
+from auteur_jax.checkpoint.errors import WeightError
 
 
 def hf_config(family: mapping.Family, cfg: Any, source: dict, dtype: np.dtype) -> dict:
@@ -45,8 +46,8 @@ def export_weights(family: str, src: str, dst: str, *, dtype: str | None = None,
   """
   fam = families.get(family)
   tmp = temporary(dst)
-  step_dir = orbax_io.find_step_dir(src)
-  cfg, prefix, source_config = records.model_of(fam, orbax_io.read_config_item(step_dir), src)
+  step_dir = layout.find_step_dir(src)
+  cfg, prefix, source_config = records.model_of(fam, layout.read_config_item(step_dir), src)
   state_dir = os.path.join(step_dir, "state")
   meta = orbax_io.tree_metadata(state_dir)
   ours, _ = records.abstract_params(fam, cfg)

@@ -19,7 +19,7 @@ from typing import Any
 
 from auteur_jax.convert import diffusers_vae, diffusers_wan, hf_llm, hf_text, hf_vision
 from auteur_jax.convert.mapping import Family
-from auteur_jax.convert.weights import WeightError
+from auteur_jax.checkpoint.errors import WeightError
 
 FAMILIES: dict[str, Family] = {f.name: f for f in [
     hf_llm.LLAMA, hf_llm.QWEN2, diffusers_wan.FAMILY, diffusers_vae.FAMILY,

@@ -26,7 +26,7 @@ from flax import nnx
 from auteur_jax.convert.mapping import (HEADS_IN, HEADS_OUT, HEADS_VEC, LINEAR, Family, Map, Piece,
                                         Shapes, load_model, model_type)
 from auteur_jax.convert.safetensors_io import read_hf_config
-from auteur_jax.convert.weights import WeightError
+from auteur_jax.checkpoint.errors import WeightError
 from auteur_jax.models.layers import RopeScaling
 from auteur_jax.models.llm import LLM, LLMConfig
 from auteur_jax.parallel.rules import DEFAULT_RULES, Rules

@@ -31,7 +31,7 @@ from auteur_jax.convert.hf_vision import encoder_blocks
 from auteur_jax.convert.mapping import (HEADS_IN, HEADS_OUT, LINEAR, Family, Map, Piece,
                                         Shapes, from_run, load_model, model_type)
 from auteur_jax.convert.safetensors_io import read_hf_config
-from auteur_jax.convert.weights import WeightError
+from auteur_jax.checkpoint.errors import WeightError
 from auteur_jax.models.clip_text import ClipTextTower, TextConfig
 from auteur_jax.models.text_encoder import T5Config, T5Encoder
 from auteur_jax.models.vit_blocks import ACTIVATIONS

@@ -28,7 +28,7 @@ from auteur_jax.convert.mapping import (HEADS_IN, HEADS_OUT, HEADS_VEC, LINEAR, 
                                         Map, Piece, Shapes, from_run, load_model, model_type,
                                         transpose)
 from auteur_jax.convert.safetensors_io import read_hf_config
-from auteur_jax.convert.weights import WeightError
+from auteur_jax.checkpoint.errors import WeightError
 from auteur_jax.models.vision import VisionConfig, VisionTower
 from auteur_jax.parallel.rules import DEFAULT_RULES, Rules
 

@@ -25,9 +25,10 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from auteur_jax.convert import families, mapping, orbax_io, records
+from auteur_jax.checkpoint import layout, orbax_io
+from auteur_jax.convert import families, mapping, records
 from auteur_jax.convert.safetensors_io import SafetensorsFolder, read_hf_config
-from auteur_jax.convert.weights import WeightError
+from auteur_jax.checkpoint.errors import WeightError
 from auteur_jax.parallel.mesh import make_mesh
 from auteur_jax.parallel.rules import DEFAULT_RULES
 
@@ -97,7 +98,6 @@ def import_weights(family: str, src: str, dst: str, *,
     _, prefix, get_cfg = fam.task
     cfg = get_cfg(config)
     differences = _differences(hf_cfg, cfg)
-    from auteur_jax.train.trainer import mesh_rules
     rules = mesh_rules(config)
     mesh_shape = mesh_shape or dict(config.mesh.shape)
   else:
@@ -134,7 +134,7 @@ def import_weights(family: str, src: str, dst: str, *,
     writer.finish()
     stored = dataclasses.replace(cfg, param_dtype=dtype) if dtype else cfg
     if jax.process_index() == 0:
-      orbax_io.write_config_item(step_dir, {orbax_io.RECORD: dict(
+      layout.write_config_item(step_dir, {layout.RECORD: dict(
           family=family, prefix=list(prefix), hf_config=hf, source=os.path.abspath(src),
           mesh=dict(mesh.shape), **records.cfg_to_json(stored))})
   fresh = sorted(n for n in ours if n not in by_param)

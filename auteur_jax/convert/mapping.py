@@ -31,7 +31,7 @@ import numpy as np
 from flax import nnx
 
 from auteur_jax.convert.safetensors_io import SafetensorsFolder
-from auteur_jax.convert.weights import WeightError
+from auteur_jax.checkpoint.errors import WeightError
 from auteur_jax.parallel.rules import DEFAULT_RULES, Rules, state_shardings
 
 Op = tuple

@@ -1,6 +1,6 @@
 """What a checkpoint says about its model: the family config and where its params sit.
 
-A converted checkpoint's `config` item is a conversion record (orbax_io.RECORD): the
+A converted checkpoint's `config` item is a conversion record (layout.RECORD): the
 family, the key path of the params (`prefix`) and our model config. A training run's
 `config` item is the run's config: the family's task entry (mapping.Family.task) gives
 the prefix and the model config. `abstract_params` turns a config into parameter paths,
@@ -18,8 +18,8 @@ import ml_collections
 from flax import nnx
 
 from auteur_jax.convert.mapping import Family
-from auteur_jax.convert.orbax_io import RECORD
-from auteur_jax.convert.weights import WeightError
+from auteur_jax.checkpoint.layout import RECORD
+from auteur_jax.checkpoint.errors import WeightError
 from auteur_jax.parallel.rules import DEFAULT_RULES, Rules, state_shardings
 
 

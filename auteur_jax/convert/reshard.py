@@ -22,11 +22,12 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
-from auteur_jax.convert import families, orbax_io, records
+from auteur_jax.checkpoint import layout, orbax_io
+from auteur_jax.convert import families, records
 from auteur_jax.convert.importer import MESH_HINT, committed, temporary
 from auteur_jax.convert.mapping import check_divisible
-from auteur_jax.convert.orbax_io import RECORD
-from auteur_jax.convert.weights import WeightError
+from auteur_jax.checkpoint.layout import RECORD
+from auteur_jax.checkpoint.errors import WeightError
 from auteur_jax.parallel.mesh import make_mesh
 
 
@@ -44,11 +45,11 @@ def reshard(src: str, dst: str, mesh_shape: Mapping[str, int], *, drop_optimizer
   Returns a summary: dst, step, leaves, bytes (of the state as written).
   """
   tmp = temporary(dst)
-  step_dir = orbax_io.find_step_dir(src)
+  step_dir = layout.find_step_dir(src)
   step = int(os.path.basename(step_dir)) if os.path.basename(step_dir).isdigit() else 0
   state_dir = os.path.join(step_dir, "state")
   meta = orbax_io.tree_metadata(state_dir)
-  item = orbax_io.read_config_item(step_dir)
+  item = layout.read_config_item(step_dir)
   mesh = make_mesh(dict(mesh_shape))
   logical = {}
   if item and RECORD in item:
@@ -87,7 +88,7 @@ def reshard(src: str, dst: str, mesh_shape: Mapping[str, int], *, drop_optimizer
         item[RECORD]["mesh"] = dict(mesh.shape)
         if dtype:
           item[RECORD]["cfg"]["param_dtype"] = dtype
-      orbax_io.write_config_item(new_step, item)
+      layout.write_config_item(new_step, item)
     for extra in sorted(os.listdir(step_dir)):  # e.g. `data`: the grain iterator state.
       if (not drop_optimizer and extra not in ("state", "config")
           and os.path.isdir(os.path.join(step_dir, extra)) and jax.process_index() == 0):
@@ -99,9 +100,9 @@ def reshard(src: str, dst: str, mesh_shape: Mapping[str, int], *, drop_optimizer
 
 def inspect(path: str) -> str:
   """A table of the checkpoint's leaves (name, shape, dtype, sharding, bytes) + totals."""
-  step_dir = orbax_io.find_step_dir(path)
+  step_dir = layout.find_step_dir(path)
   meta = orbax_io.tree_metadata(os.path.join(step_dir, "state"))
-  item = orbax_io.read_config_item(step_dir) or {}
+  item = layout.read_config_item(step_dir) or {}
   lines = [f"{step_dir}"]
   if RECORD in item:
     r = item[RECORD]

@@ -44,7 +44,7 @@ from auteur_jax.demo import data as demo_data
 from auteur_jax.demo import evaluate as demo_eval
 from auteur_jax.demo.plans import OVERRIDES, PLANS, SHIPPED, TASKS, Plan, task_config
 from auteur_jax.parallel.mesh import make_mesh
-from auteur_jax.train.checkpoint import step_dir_of
+from auteur_jax.checkpoint.layout import step_dir_of
 
 def _mesh(config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
   """Data parallel over as many devices as divide the batch (all of them, usually)."""

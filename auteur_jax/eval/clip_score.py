@@ -17,10 +17,13 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from auteur_jax.checkpoint.restore import restore_model
 from auteur_jax.data.tokenizer import Tokenizer
-from auteur_jax.models.clip_text import ClipModel
+from auteur_jax.models import registry
+from auteur_jax.models.clip_text import ClipModel, with_eos
 from auteur_jax.models.vision import normalize_pixels
-from auteur_jax.train.task_clip import TASK, with_eos
+from auteur_jax.parallel.mesh import make_mesh
+from auteur_jax.parallel.rules import mesh_rules
 
 
 class ClipScorer:
@@ -75,7 +78,8 @@ class ClipScorer:
 
 
 def load_clip(config: ml_collections.ConfigDict, workdir: str) -> ClipModel:
-  """The ClipModel of a `clip` training run (config: toy/clip and overrides)."""
-  from auteur_jax.sample.encoders import restore_model
-  return restore_model(workdir, lambda: TASK.build(config, nnx.Rngs(0)), ("model",),
-                       "the clip run")
+  """The ClipModel of a `clip` training run (config: toy/clip and overrides), restored
+  onto the mesh of config.mesh over this process's devices."""
+  mesh = make_mesh(dict(config.mesh.shape), jax.local_devices())
+  return restore_model(workdir, lambda: registry.build(config, nnx.Rngs(0)), ("model",),
+                       "the clip run", mesh, mesh_rules(config))

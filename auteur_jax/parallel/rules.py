@@ -13,6 +13,7 @@ import contextlib
 from collections.abc import Iterator, Sequence
 
 import jax
+import ml_collections
 from flax import nnx
 from flax.core import spmd
 from jax.sharding import NamedSharding, PartitionSpec
@@ -34,6 +35,17 @@ DEFAULT_RULES: Rules = (
     ("conv_out", "tensor"),
     ("norm", None),
 )
+
+
+def mesh_rules(config: ml_collections.ConfigDict) -> tuple:
+  """config.mesh.rules (pairs of logical name, mesh axes) over DEFAULT_RULES.
+
+  A config names only what it changes; every other logical name keeps its default, so
+  no logical name reaches a mesh unmapped.
+  """
+  given = {k: tuple(v) if isinstance(v, list) else v for k, v in config.mesh.get("rules") or ()}
+  defaults = [(k, given.pop(k, v)) for k, v in DEFAULT_RULES]
+  return tuple(defaults) + tuple(given.items())
 
 
 def rules_for_mesh(rules: Rules, mesh: jax.sharding.Mesh) -> tuple:

@@ -125,7 +125,7 @@ def dry_run(config: ml_collections.ConfigDict, topo: Topology,
   start = time.perf_counter()
   error, message, compiled = "", "", None
   try:
-    with rules_lib.use_mesh(jmesh, trainer.mesh_rules(c)):
+    with rules_lib.use_mesh(jmesh, rules_lib.mesh_rules(c)):
       lowered = s.step_jit.lower(s.abstract, batch, jax.ShapeDtypeStruct((), jnp.int32))
     compiled = lowered.compile(compiler_options=_compiler_options(topo))
   except Exception as e:  # XLA:TPU reports running out of HBM as a compile error.

@@ -25,6 +25,7 @@ finished last, a rerun writes it, skipping all the work).
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from collections.abc import Iterator, Sequence
@@ -38,7 +39,7 @@ from auteur_jax.config import ConfigError
 from auteur_jax.data import examples, pipeline, tfrecord, video_io
 from auteur_jax.data.schema import Clip, Story
 from auteur_jax.parallel.mesh import make_mesh
-from auteur_jax.sample.encoders import Encoder, make_encoder
+from auteur_jax.sample.encoders import Encoder, batch_axes, make_encoder
 
 
 def _record_clip(ex: dict) -> Clip:
@@ -164,10 +165,11 @@ def encode_dataset(config: ml_collections.ConfigDict, *, progress: bool = True,
   if unknown:
     raise ConfigError(f"config.encode.splits: {unknown} not in {meta_path} "
                       f"(has {sorted(meta['splits'])})")
-  if e.batch_size % jax.local_device_count():
-    raise ConfigError(f"config.encode.batch_size={e.batch_size} must be a multiple of the "
-                      f"{jax.local_device_count()} local devices")
-  mesh = make_mesh({"data": -1}, jax.local_devices())
+  mesh = make_mesh(dict(config.mesh.shape), jax.local_devices())
+  splits_over = math.prod(mesh.shape[a] for a in batch_axes(config, mesh))
+  if e.batch_size % splits_over:
+    raise ConfigError(f"config.encode.batch_size={e.batch_size} must be a multiple of "
+                      f"{splits_over} (the mesh's batch axes {batch_axes(config, mesh)})")
   enc = make_encoder(config, mesh)
   pi, pc = jax.process_index(), jax.process_count()
   done, skipped, budget = 0, 0, max_shards

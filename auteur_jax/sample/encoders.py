@@ -13,7 +13,9 @@
   neither              random initialisation (seed config.encode.seed): smoke tests
 
 Each encoder turns one host batch of decoded clips into one array per clip, running
-jitted on a mesh over this process's devices with the batch split over `data`.
+jitted on the mesh of config.mesh over this process's devices: the params sharded by
+their logical axes under the config's rules (restored straight onto those shardings),
+the batch split over the mesh's batch axes.
 """
 
 from __future__ import annotations
@@ -29,12 +31,14 @@ import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
+from auteur_jax.checkpoint.errors import WeightError
+from auteur_jax.checkpoint.restore import restore_model
 from auteur_jax.config import ConfigError
-from auteur_jax.convert import orbax_io
-from auteur_jax.convert.weights import WeightError
+from auteur_jax.convert.diffusers_vae import load_diffusers_vae
+from auteur_jax.convert.hf_vision import load_hf_vision
 from auteur_jax.models import vae as vae_lib
 from auteur_jax.models.vision import VisionConfig, VisionTower, normalize_pixels
-from auteur_jax.train.checkpoint import key_str, step_dir_of
+from auteur_jax.parallel import rules as rules_lib
 
 
 @dataclasses.dataclass
@@ -47,39 +51,11 @@ class Encoder:
   description: dict
 
 
-def restore_model(path: str, make: Callable[[], nnx.Module], key_path: tuple[str, ...],
-                  where: str) -> nnx.Module:
-  """make()'s model (built abstractly) with its params restored from the `state` item of
-  the latest checkpoint of `path`: a training run's workdir, its checkpoints/ folder or
-  one step folder. The optimizer state and everything else are not read.
-
-  key_path: where the module sits in the saved train state, e.g. ("model",) or
-  ("model", "vision"). where: the config key that errors name.
-  """
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{where}: {path} does not exist")
-  step_dir = step_dir_of(path)
-  if step_dir is None:
-    raise ConfigError(f"{where}: {path} holds no orbax checkpoint (expected a training "
-                      "run's workdir, its checkpoints/ folder or one step folder)")
-  with nnx.use_eager_sharding(False):
-    model = nnx.eval_shape(make)
-  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  leaves, treedef = jax.tree_util.tree_flatten_with_path(nnx.state(model, nnx.Param))
-  keys = [(*key_path, *(key_str(k) for k in p)) for p, _ in leaves]
-  targets = {k: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device)
-             for k, (_, x) in zip(keys, leaves)}
-  try:
-    restored = orbax_io.restore(os.path.join(step_dir, "state"), targets)
-  except WeightError as e:
-    raise ConfigError(f"{where}: cannot restore {'/'.join(key_path)} params ({e})") from e
-  nnx.update(model, jax.tree_util.tree_unflatten(treedef, [restored[k] for k in keys]))
-  return model
-
-
-def _build(config: ml_collections.ConfigDict, make: Callable[[nnx.Rngs], nnx.Module],
+def _build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
+           make: Callable[[nnx.Rngs], nnx.Module],
            convert: Callable[[str], nnx.Module], key_path: tuple[str, ...],
            folder_key: str) -> nnx.Module:
+  """The encoder's model, its params on `mesh` by the config's rules."""
   init = config.get("init") or {}
   ckpt, folder = init.get("checkpoint", ""), init.get(folder_key, "")
   if ckpt and folder:
@@ -88,7 +64,8 @@ def _build(config: ml_collections.ConfigDict, make: Callable[[nnx.Rngs], nnx.Mod
     with nnx.use_eager_sharding(False):
       return make(nnx.Rngs(config.encode.seed))
   if ckpt:
-    return restore_model(ckpt, lambda: make(nnx.Rngs(0)), key_path, "config.init.checkpoint")
+    return restore_model(ckpt, lambda: make(nnx.Rngs(0)), key_path, "config.init.checkpoint",
+                         mesh, rules_lib.mesh_rules(config))
   key = f"config.init.{folder_key}"
   if not os.path.exists(folder):
     raise FileNotFoundError(f"{key}: {folder} does not exist")
@@ -100,29 +77,38 @@ def _build(config: ml_collections.ConfigDict, make: Callable[[nnx.Rngs], nnx.Mod
     raise ConfigError(f"{key}: {e}") from e
 
 
-def _runner(model: nnx.Module, fn: Callable, mesh: jax.sharding.Mesh
-            ) -> Callable[[np.ndarray], np.ndarray]:
-  """Jits fn(model, batch) with the batch split over `data` and replicated params."""
+def batch_axes(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> tuple[str, ...]:
+  """The mesh axes a batch splits over (config.mesh.batch_axes that the mesh has)."""
+  return tuple(a for a in config.mesh.batch_axes if a in mesh.axis_names)
+
+
+def _runner(model: nnx.Module, fn: Callable, config: ml_collections.ConfigDict,
+            mesh: jax.sharding.Mesh) -> Callable[[np.ndarray], np.ndarray]:
+  """Jits fn(model, batch): params sharded by their logical axes (moved there if they
+  are not already: random or converted weights), the batch over the batch axes."""
+  rules = rules_lib.mesh_rules(config)
   graphdef, params = nnx.split(model)
-  params = jax.device_put(params, NamedSharding(mesh, PartitionSpec()))
-  batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
+  params = jax.device_put(params, rules_lib.state_shardings(params, mesh, rules))
+  batch_sharding = NamedSharding(mesh, PartitionSpec(batch_axes(config, mesh) or None))
 
   @jax.jit
   def step(params, batch):
     return fn(nnx.merge(graphdef, params), batch)
 
   def run(batch: np.ndarray) -> np.ndarray:
-    return np.asarray(step(params, jax.device_put(batch, batch_sharding)))
+    with rules_lib.use_mesh(mesh, rules):
+      return np.asarray(step(params, jax.device_put(batch, batch_sharding)))
   return run
 
 
 def vae_encoder(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Encoder:
   """Clips [B, T, H, W, 3] uint8 -> normalised posterior means [B, t, h, w, z_dim]."""
-  from auteur_jax.convert.diffusers_vae import load_diffusers_vae
   overrides = {k: config.model[k] for k in ("dtype", "conv_impl") if k in config.model}
-  model = _build(config, lambda r: vae_lib.VideoVAE(vae_lib.VAEConfig.from_dict(config.model),
-                                                    rngs=r),
-                 lambda p: load_diffusers_vae(p, **overrides), ("model",), "diffusers_vae")
+  rules = rules_lib.mesh_rules(config)
+  model = _build(config, mesh,
+                 lambda r: vae_lib.VideoVAE(vae_lib.VAEConfig.from_dict(config.model), rngs=r),
+                 lambda p: load_diffusers_vae(p, mesh=mesh, rules=rules, **overrides),
+                 ("model",), "diffusers_vae")
 
   def fn(vae, frames):
     x = frames.astype(jnp.float32) / 127.5 - 1.0
@@ -133,16 +119,16 @@ def vae_encoder(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> E
   desc = dict(model="vae", z_dim=cfg.z_dim, spatial_factor=cfg.spatial_factor,
               temporal_factor=cfg.temporal_factor,
               content="posterior mean, (mean - latents_mean) / latents_std per channel")
-  return Encoder("latents", "clip", _runner(model, fn, mesh), desc)
+  return Encoder("latents", "clip", _runner(model, fn, config, mesh), desc)
 
 
 def clip_encoder(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Encoder:
   """Keyframes [B, H, W, 3] uint8 -> visual tokens [B, K, D] of the vision tower."""
-  from auteur_jax.convert.hf_vision import load_hf_vision
   vcfg = VisionConfig.from_dict(config.model.vision)
   keep = ("feature_layer", "resampler", "num_tokens", "project_tokens", "dtype")
-  model = _build(config, lambda r: VisionTower(vcfg, rngs=r),
-                 lambda p: load_hf_vision(p, **{k: getattr(vcfg, k) for k in keep}),
+  model = _build(config, mesh, lambda r: VisionTower(vcfg, rngs=r),
+                 lambda p: load_hf_vision(p, mesh=mesh, rules=rules_lib.mesh_rules(config),
+                                          **{k: getattr(vcfg, k) for k in keep}),
                  ("model", "vision"), "hf_vision")
   cfg = model.cfg
 
@@ -156,7 +142,7 @@ def clip_encoder(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> 
   desc = dict(model="clip", family=cfg.family, num_tokens=cfg.num_tokens, dim=cfg.out_dim,
               feature_layer=cfg.feature_layer, resampler=cfg.resampler,
               content="visual tokens of the clip's keyframe")
-  return Encoder("visual_embedding", "keyframe", _runner(model, fn, mesh), desc)
+  return Encoder("visual_embedding", "keyframe", _runner(model, fn, config, mesh), desc)
 
 
 ENCODERS = {"vae": vae_encoder, "clip": clip_encoder}

@@ -36,17 +36,18 @@ import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
+from auteur_jax.checkpoint.restore import restore_model
 from auteur_jax.config import ConfigError
 from auteur_jax.data import video_io
 from auteur_jax.data.tokenizer import Tokenizer
 from auteur_jax.diffusion import flow
+from auteur_jax.models import registry
 from auteur_jax.models import vae as vae_lib
+from auteur_jax.models.conditioned_dit import TextConditionedDiT
 from auteur_jax.models.director import Director
 from auteur_jax.parallel import rules as rules_lib
 from auteur_jax.parallel.mesh import make_mesh
 from auteur_jax.sample import director as director_lib
-from auteur_jax.sample.encoders import restore_model
-from auteur_jax.train.task_dit import TextConditionedDiT
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,13 +173,12 @@ class StorySampler:
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> StorySampler:
     """From a sampling config (toy/sample): restores each model's params from
-    the training run in its init.checkpoint, on the mesh of config.mesh (local devices)."""
-    from auteur_jax.train import tasks
-    from auteur_jax.train.trainer import mesh_rules
+    the training run in its init.checkpoint straight onto the mesh of config.mesh (local
+    devices) under its rules."""
     mesh = make_mesh(dict(config.mesh.shape), jax.local_devices())
-    models = [load_model(config[name], tasks.get(task), f"config.{name}",
-                         config.allow_random_init)
-              for name, task in (("director", "director"), ("dit", "dit"), ("vae", "vae"))]
+    rules = rules_lib.mesh_rules(config)
+    models = [load_model(config[name], f"config.{name}", config.allow_random_init,
+                         mesh=mesh, rules=rules) for name in ("director", "dit", "vae")]
     s, d, t = config.sample, config.director.sample, config.dit.sample
     settings = Settings(
         num_steps=d.num_steps, max_steps=s.max_steps, seed=s.seed,
@@ -190,7 +190,7 @@ class StorySampler:
     sampling = director_lib.Sampling(d.temperature, d.top_p, d.max_action_tokens,
                                      d.max_caption_tokens)
     tokenizer = Tokenizer.load(config.tokenizer)
-    return cls(*models, tokenizer, settings, sampling, mesh, mesh_rules(config))
+    return cls(*models, tokenizer, settings, sampling, mesh, rules)
 
   # -- jitted pieces (pure functions of params and row arrays) --------------------------
 
@@ -353,20 +353,22 @@ def build_jitted(make: Callable[[], nnx.Module]) -> nnx.Module:
     return nnx.merge(graphdef, jax.jit(lambda: nnx.state(make()))())
 
 
-def load_model(config: ml_collections.ConfigDict, task, where: str,
-               allow_random: bool = False, seed: int = 0) -> nnx.Module:
-  """The model of a training config, params restored from its init.checkpoint (a run's
-  workdir, its checkpoints/ folder or a step folder). Empty init.checkpoint: random
-  weights if `allow_random` (smoke tests), else a ConfigError naming `where`."""
+def load_model(config: ml_collections.ConfigDict, where: str, allow_random: bool = False,
+               seed: int = 0, mesh: jax.sharding.Mesh | None = None,
+               rules: rules_lib.Rules = RULES) -> nnx.Module:
+  """The model of a training config (models/registry.py), params restored from its
+  init.checkpoint (a run's workdir, its checkpoints/ folder or a step folder) onto `mesh`
+  (default: the first local device) under `rules`. Empty init.checkpoint: random weights
+  if `allow_random` (smoke tests), else a ConfigError naming `where`."""
   path = (config.get("init") or {}).get("checkpoint", "")
   if not path:
     if not allow_random:
       raise ConfigError(f"{where}.init.checkpoint is empty: set it to the model's training "
                         "run (auteur train --workdir), or allow_random_init=True for a "
                         "smoke test")
-    return build_jitted(lambda: task.build(config, nnx.Rngs(seed)))
-  return restore_model(path, lambda: task.build(config, nnx.Rngs(0)), ("model",),
-                       f"{where}.init.checkpoint")
+    return build_jitted(lambda: registry.build(config, nnx.Rngs(seed)))
+  return restore_model(path, lambda: registry.build(config, nnx.Rngs(0)), ("model",),
+                       f"{where}.init.checkpoint", mesh, rules)
 
 
 def write_story(result: StoryResult, out_dir: str, fps: float, crf: int = 18) -> dict:

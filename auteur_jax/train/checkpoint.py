@@ -8,19 +8,20 @@ OUT/checkpoints/<step>/
 Saves are asynchronous (training goes on while arrays are written); keep-last-N and
 keep-every-K come from `config.train`. Restoring takes abstract targets
 (ShapeDtypeStruct with the *current* mesh's shardings), so a checkpoint written on one
-mesh restores onto another.
+mesh restores onto another. The layout and the reads that other code shares (a run's
+params for sampling, an init checkpoint) live in auteur_jax/checkpoint/.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 import grain
-import jax
 import ml_collections
 import orbax.checkpoint as ocp
+
+from auteur_jax.checkpoint.layout import absolute
 
 
 class _IteratorState:
@@ -48,7 +49,7 @@ class Checkpoints:
   """A CheckpointManager with the run's three items."""
 
   def __init__(self, workdir: str, train: ml_collections.ConfigDict):
-    self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+    self.directory = absolute(f"{workdir.rstrip('/')}/checkpoints")
     options = ocp.CheckpointManagerOptions(
         max_to_keep=train.keep_last, keep_period=train.keep_every or None,
         enable_async_checkpointing=train.async_checkpoints, create=True)
@@ -90,58 +91,3 @@ class Checkpoints:
   def close(self) -> None:
     self.manager.wait_until_finished()
     self.manager.close()
-
-
-def abstract_like(tree: Any, shardings: Any) -> Any:
-  """ShapeDtypeStructs of `tree` (arrays or ShapeDtypeStructs) with `shardings`."""
-  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                      tree, shardings)
-
-
-def key_str(k: Any) -> str:
-  """One step of a jax key path as the string orbax names it by."""
-  return str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))))
-
-
-def step_dir_of(path: str) -> str | None:
-  """The step folder holding `state/` of a run workdir, its checkpoints/ folder, a
-  converted checkpoint or one step folder (the latest step where there are several)."""
-  for base in (path, os.path.join(path, "checkpoints")):
-    if os.path.isdir(os.path.join(base, "state")):
-      return base
-    steps = [int(n) for n in os.listdir(base) if n.isdigit()] if os.path.isdir(base) else []
-    if steps and os.path.isdir(os.path.join(base, str(max(steps)), "state")):
-      return os.path.join(base, str(max(steps)))
-  return None
-
-
-def init_params(path: str, state: Any, abstract: Any) -> tuple[Any, list[str]]:
-  """`state` with the model params that the checkpoint at `path` holds (a converted
-  checkpoint from `auteur convert import`, or another run) restored onto `abstract`'s
-  shardings and dtypes; the optimizer state and params the checkpoint lacks stay as
-  given. Returns (state, names of the params left as given)."""
-  from auteur_jax.config import ConfigError
-  from auteur_jax.convert import orbax_io
-  from auteur_jax.convert.weights import WeightError
-  step_dir = step_dir_of(path)
-  if step_dir is None:
-    raise ConfigError(f"config.init.checkpoint: {path} holds no orbax checkpoint")
-  state_dir = os.path.join(step_dir, "state")
-  saved = orbax_io.tree_metadata(state_dir)
-  wanted = {tuple(key_str(k) for k in p): x
-            for p, x in jax.tree_util.tree_flatten_with_path(abstract)[0]}
-  wanted = {k: x for k, x in wanted.items() if k[0] == "model"}
-  found = {k: x for k, x in wanted.items() if k in saved}
-  bad = [f"{'/'.join(k)}: checkpoint {tuple(saved[k].shape)}, model {x.shape}"
-         for k, x in found.items() if tuple(saved[k].shape) != tuple(x.shape)]
-  if not found or bad:
-    raise ConfigError(f"config.init.checkpoint: {state_dir} does not fit this run's model: "
-                      + ("; ".join(bad[:8]) if bad else "none of its params are there "
-                         f"(it has e.g. {['/'.join(k) for k in list(saved)[:3]]})"))
-  try:
-    restored = orbax_io.restore(state_dir, found)
-  except WeightError as e:
-    raise ConfigError(f"config.init.checkpoint: {e}") from e
-  state = jax.tree_util.tree_map_with_path(
-      lambda p, x: restored.get(tuple(key_str(k) for k in p), x), state)
-  return state, sorted("/".join(k[1:-1]) for k in wanted if k not in found)

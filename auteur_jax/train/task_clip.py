@@ -17,16 +17,12 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import ml_collections
-from flax import nnx
 
 from auteur_jax.config import ConfigError
 from auteur_jax.data import pipeline
 from auteur_jax.data.tokenizer import Tokenizer
-from auteur_jax.models.clip_text import ClipModel, TextConfig, clip_loss, sigmoid_loss
-from auteur_jax.models.vision import VisionConfig, normalize_pixels
-
-LOSSES = ("softmax", "sigmoid")
-
+from auteur_jax.models.clip_text import ClipModel, clip_loss, sigmoid_loss, with_eos
+from auteur_jax.models.vision import normalize_pixels
 
 def keyframes(frames: jax.Array, frame_mask: jax.Array) -> jax.Array:
   """frames [B, T, H, W, 3], frame_mask [B, T] (valid frames first) -> [B, H, W, 3]:
@@ -36,27 +32,9 @@ def keyframes(frames: jax.Array, frame_mask: jax.Array) -> jax.Array:
   return jnp.take_along_axis(frames, idx[:, None, None, None, None], axis=1)[:, 0]
 
 
-def with_eos(ids: jax.Array, mask: jax.Array, eos: int) -> tuple[jax.Array, jax.Array]:
-  """Writes `eos` after each row's tokens (over the last one when the row is full)."""
-  length = ids.shape[1]
-  n = jnp.sum(mask.astype(jnp.int32), axis=1)
-  at = jnp.minimum(n, length - 1)[:, None] == jnp.arange(length)[None]
-  return jnp.where(at, eos, ids), mask.astype(bool) | at
-
-
 class ClipTask:
   """config.model: vision (VisionConfig), text (TextConfig), loss; config.data: clips
   with a tokenizer."""
-
-  def build(self, config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> ClipModel:
-    m = config.model
-    if m.loss not in LOSSES:
-      raise ConfigError(f"config.model.loss: expected one of {LOSSES}, got {m.loss!r}")
-    try:
-      return ClipModel(VisionConfig.from_dict(m.vision), TextConfig.from_dict(m.text),
-                       loss=m.loss, rngs=rngs)
-    except ValueError as e:  # The configs' messages name the key.
-      raise ConfigError(str(e)) from e
 
   def loss(self, config: ml_collections.ConfigDict, model: ClipModel, batch: dict,
            rng: jax.Array):

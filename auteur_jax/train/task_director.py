@@ -8,17 +8,13 @@ feeds tokens/s in the trainer's metrics.
 from __future__ import annotations
 
 import jax
-from flax import nnx
 
 from auteur_jax.data import pipeline
-from auteur_jax.models.director import Director, DirectorConfig
+from auteur_jax.models.director import Director
 
 
 class DirectorTask:
   """config.model: DirectorConfig fields; config.data: a story pipeline with embeddings."""
-
-  def build(self, config, rngs: nnx.Rngs) -> Director:
-    return Director(DirectorConfig.from_config(config.model.to_dict()), rngs=rngs)
 
   def loss(self, config, model: Director, batch: dict, rng: jax.Array):
     loss, parts = model.loss(batch)

@@ -23,17 +23,7 @@ from flax import nnx
 from auteur_jax.config import ConfigError
 from auteur_jax.data import examples, pipeline, tfrecord
 from auteur_jax.diffusion import conditioning, flow
-from auteur_jax.models.dit import DiTConfig, VideoDiT
-
-
-class TextConditionedDiT(nnx.Module):
-  """VideoDiT plus, for `text.source = "ids"`, a token embedding table (vocab, text_dim)."""
-
-  def __init__(self, cfg: DiTConfig, vocab_size: int, *, rngs: nnx.Rngs):
-    self.dit = VideoDiT(cfg, rngs=rngs)
-    self.text_embed = nnx.data(None if not vocab_size else nnx.Embed(
-        vocab_size, cfg.text_dim, rngs=rngs,
-        embedding_init=nnx.with_partitioning(nnx.initializers.normal(0.02), ("vocab", "embed"))))
+from auteur_jax.models.conditioned_dit import TextConditionedDiT
 
 
 @functools.lru_cache(maxsize=8)
@@ -53,10 +43,6 @@ def _embedding_std(data_dir: str, split: str, num_samples: int) -> float:
 class DiTTask:
   """config.model: DiTConfig; config.text: source, vocab_size; config.train.flow and
   config.train.visual_reg: the flow and regularisation settings."""
-
-  def build(self, config, rngs: nnx.Rngs) -> TextConditionedDiT:
-    vocab = config.text.vocab_size if config.text.source == "ids" else 0
-    return TextConditionedDiT(DiTConfig.from_dict(config.model.to_dict()), vocab, rngs=rngs)
 
   def _visual_reg(self, config) -> conditioning.VisualRegConfig:
     reg = conditioning.VisualRegConfig.from_dict(config.train.visual_reg.to_dict())

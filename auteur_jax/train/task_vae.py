@@ -27,7 +27,6 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import ml_collections
-from flax import nnx
 
 from auteur_jax.config import ConfigError
 from auteur_jax.data import pipeline
@@ -53,14 +52,6 @@ def _check(config: ml_collections.ConfigDict, cfg: VAEConfig) -> None:
 
 class VAETask:
   """config.model: VAEConfig fields; config.loss: recon, kl_weight; config.data: clips."""
-
-  def build(self, config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> VideoVAE:
-    try:
-      cfg = VAEConfig.from_dict(config.model)
-    except ValueError as e:
-      raise ConfigError(str(e)) from e
-    _check(config, cfg)
-    return VideoVAE(cfg, rngs=rngs)
 
   def loss(self, config: ml_collections.ConfigDict, model: VideoVAE, batch: dict,
            rng: jax.Array):
@@ -89,6 +80,7 @@ class VAETask:
       inflate_image_weights(model)
 
   def dataset(self, config: ml_collections.ConfigDict, process_index: int, process_count: int):
+    _check(config, VAEConfig.from_dict(config.model))
     return pipeline.dataset_from_config(config.data, process_index, process_count)
 
 

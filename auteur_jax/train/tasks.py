@@ -1,8 +1,8 @@
 """Tasks: what the trainer needs from each model family.
 
-A task builds its model from `config.model`, computes the loss of a batch and makes the
-per-process grain dataset from `config.data`. Tasks register by name (`config.task`);
-the registry imports a task's module only when it is asked for.
+A task computes the loss of a batch and makes the per-process grain dataset from
+`config.data`; its model comes from models/registry.py (the same `config.task` name).
+Tasks register by name; the registry imports a task's module only when it is asked for.
 """
 
 from __future__ import annotations
@@ -19,10 +19,7 @@ from auteur_jax.config import ConfigError
 
 
 class Task(Protocol):
-  """The three things a model family gives the trainer."""
-
-  def build(self, config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> nnx.Module:
-    """The model, from config.model (parameters carry logical axis names)."""
+  """What a model family gives the trainer besides its model."""
 
   def loss(self, config: ml_collections.ConfigDict, model: nnx.Module,
            batch: dict[str, jax.Array], rng: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
@@ -30,7 +27,8 @@ class Task(Protocol):
 
   def dataset(self, config: ml_collections.ConfigDict, process_index: int,
               process_count: int) -> grain.IterDataset:
-    """This process's batches (leading axis: the process's share of the global batch)."""
+    """This process's batches (leading axis: the process's share of the global batch);
+    checks the config's data against the model first."""
 
   # Optional: `adapt_init(config, model)` changes, in place, a model whose params were
   # just restored from config.init.checkpoint (e.g. task_vae's config.init.inflate).

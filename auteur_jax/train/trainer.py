@@ -6,8 +6,8 @@
     model) -> restore the latest checkpoint if there is one -> jitted step with
     in/out shardings and donated state -> metrics, checkpoints, SIGTERM, NaN checks.
 
-A task (train/tasks.py) says how to build the model, compute the loss of a batch and
-make the per-process grain dataset; everything else is here.
+The model comes from models/registry.py; a task (train/tasks.py) says how to compute the
+loss of a batch and make the per-process grain dataset; everything else is here.
 """
 
 from __future__ import annotations
@@ -27,11 +27,14 @@ import tqdm
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
+from auteur_jax.checkpoint.layout import abstract_like
+from auteur_jax.checkpoint.restore import restore_into
 from auteur_jax.data.pipeline import GlobalBatches
+from auteur_jax.models import registry
 from auteur_jax.parallel import distributed, rules as rules_lib
 from auteur_jax.parallel.mesh import make_mesh
 from auteur_jax.train import optim, tasks
-from auteur_jax.train.checkpoint import Checkpoints, abstract_like, init_params
+from auteur_jax.train.checkpoint import Checkpoints
 from auteur_jax.train.metrics import MetricsWriter
 
 
@@ -62,27 +65,16 @@ class Setup:
   schedule: optax.Schedule
 
 
-def mesh_rules(config: ml_collections.ConfigDict) -> tuple:
-  """config.mesh.rules (pairs of logical name, mesh axes) over DEFAULT_RULES.
-
-  A config names only what it changes; every other logical name keeps its default, so
-  no logical name reaches a mesh unmapped.
-  """
-  given = {k: tuple(v) if isinstance(v, list) else v for k, v in config.mesh.get("rules") or ()}
-  defaults = [(k, given.pop(k, v)) for k, v in rules_lib.DEFAULT_RULES]
-  return tuple(defaults) + tuple(given.items())
-
-
 def setup(config: ml_collections.ConfigDict, task: tasks.Task,
           mesh: jax.sharding.Mesh | None = None) -> Setup:
   """Builds the mesh, abstract state, shardings, jitted init and jitted train step."""
   mesh = mesh or make_mesh(dict(config.mesh.shape))
-  rules = mesh_rules(config)
+  rules = rules_lib.mesh_rules(config)
   tx = optim.make_optimizer(config.train)
   schedule = optim.make_schedule(config.train)
 
   def make_state(seed: int) -> TrainState:
-    return TrainState(task.build(config, nnx.Rngs(seed)), tx)
+    return TrainState(registry.build(config, nnx.Rngs(seed)), tx)
 
   with rules_lib.use_mesh(mesh, rules):
     graphdef, abstract = nnx.split(nnx.eval_shape(lambda: make_state(config.train.seed)))
@@ -170,7 +162,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = T
   if start is None:
     state, start = s.init(), 0
     if (config.get("init") or {}).get("checkpoint"):  # Start from converted / other weights.
-      state, fresh = init_params(config.init.checkpoint, state, s.abstract)
+      state, fresh = restore_into(config.init.checkpoint, state, s.abstract)
       if hasattr(task, "adapt_init"):  # e.g. the VAE's image -> video inflation.
         ts = nnx.merge(s.graphdef, state)
         task.adapt_init(config, ts.model)

@@ -1,10 +1,7 @@
-"""Orbax checkpoints for conversion: find them, read their tree, write params one at a time.
+"""Orbax `state` items read and written a leaf at a time (the layout: layout.py).
 
-Layout (the trainer's, train/checkpoint.py): `ROOT/<step>/state` (a PyTree checkpoint)
-and `ROOT/<step>/config` (JSON). A converted checkpoint is `ROOT/0/` with `state` holding
-params only, under the key path where the run's model keeps them (e.g. `model/llm/...`,
-each leaf ending in nnx's `value`), and `config` holding the conversion record:
-{"auteur_convert": {family, prefix, cfg, cfg_class, hf_config, source}}.
+`tree_metadata` lists a checkpoint's leaves without reading them, `restore` reads a
+subset onto given shardings, `leaf_opener` reads slices of one leaf (tensorstore).
 
 `ParamWriter` writes the `state` item without ever holding a whole model: each
 parameter is a zarr array in orbax's non-OCDBT layout (`state/model.llm.embed.value/`,
@@ -28,65 +25,14 @@ import numpy as np
 import orbax.checkpoint as ocp
 import tensorstore as ts
 
-from auteur_jax.convert.weights import WeightError
-
-RECORD = "auteur_convert"
-Key = tuple[str, ...]
-
-
-def find_step_dir(path: str) -> str:
-  """The step folder (holding `state/`) of a checkpoint root, run workdir or step folder
-  (the latest step where there are several)."""
-  from auteur_jax.train.checkpoint import step_dir_of
-  found = step_dir_of(path)
-  if found is not None:
-    return found
-  raise WeightError(f"{path}: no orbax checkpoint (expected a folder with <step>/state, a "
-                    "training run's workdir or one step folder)")
-
-
-def read_config_item(step_dir: str) -> dict | None:
-  """The step's `config` item (a run's config or a conversion record), if any."""
-  item = os.path.join(step_dir, "config")
-  if not os.path.isdir(item):
-    return None
-  return ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(item)
-
-
-def write_config_item(step_dir: str, value: dict) -> None:
-  ocp.Checkpointer(ocp.JsonCheckpointHandler()).save(os.path.join(step_dir, "config"),
-                                                      args=ocp.args.JsonSave(value))
+from auteur_jax.checkpoint.errors import WeightError
+from auteur_jax.checkpoint.layout import Key, absolute, flatten, key_of, nest
 
 
 def tree_metadata(state_dir: str) -> dict[Key, Any]:
   """Flat {key path: orbax ArrayMetadata (shape, dtype, sharding)} of a `state` item."""
-  from auteur_jax.train.checkpoint import key_str
-  tree = ocp.PyTreeCheckpointer().metadata(state_dir).item_metadata.tree
-  out = {}
-  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-    out[tuple(key_str(k) for k in path)] = leaf
-  return out
-
-
-def nest(flat: dict[Key, Any]) -> dict:
-  """{("a", "b"): x} -> {"a": {"b": x}}."""
-  out: dict = {}
-  for key, value in flat.items():
-    node = out
-    for k in key[:-1]:
-      node = node.setdefault(k, {})
-    node[key[-1]] = value
-  return out
-
-
-def flatten(tree: dict, prefix: Key = ()) -> dict[Key, Any]:
-  out = {}
-  for k, v in tree.items():
-    if isinstance(v, dict):
-      out.update(flatten(v, (*prefix, k)))
-    else:
-      out[(*prefix, k)] = v
-  return out
+  tree = ocp.PyTreeCheckpointer().metadata(absolute(state_dir)).item_metadata.tree
+  return {key_of(path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
 def restore(state_dir: str, targets: dict[Key, jax.ShapeDtypeStruct]) -> dict[Key, jax.Array]:
@@ -94,8 +40,8 @@ def restore(state_dir: str, targets: dict[Key, jax.ShapeDtypeStruct]) -> dict[Ke
   shardings and dtypes."""
   item = nest(targets)
   try:
-    out = ocp.PyTreeCheckpointer().restore(  # orbax wants an absolute path.
-        os.path.abspath(state_dir), args=ocp.args.PyTreeRestore(
+    out = ocp.PyTreeCheckpointer().restore(
+        absolute(state_dir), args=ocp.args.PyTreeRestore(
             item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
             partial_restore=True))
   except (ValueError, KeyError, FileNotFoundError) as e:
@@ -107,7 +53,7 @@ def restore(state_dir: str, targets: dict[Key, jax.ShapeDtypeStruct]) -> dict[Ke
 def leaf_opener(state_dir: str) -> Callable[[Key], ts.TensorStore]:
   """A function opening leaf `key` of a `state` item as a tensorstore array, for reading a
   slice at a time (OCDBT or plain zarr, as the item's _METADATA says: read once here)."""
-  state_dir = os.path.abspath(state_dir)
+  state_dir = absolute(state_dir)
   try:
     with open(os.path.join(state_dir, "_METADATA")) as f:
       meta = json.load(f)
