@@ -171,11 +171,12 @@ class StorySampler:
                         f"got {s.solver!r}")
 
   @classmethod
-  def from_config(cls, config: ml_collections.ConfigDict) -> StorySampler:
+  def from_config(cls, config: ml_collections.ConfigDict,
+                  devices: Sequence[jax.Device] | None = None) -> StorySampler:
     """From a sampling config (toy/sample): restores each model's params from
     the training run in its init.checkpoint straight onto the mesh of config.mesh (local
-    devices) under its rules."""
-    mesh = make_mesh(dict(config.mesh.shape), jax.local_devices())
+    devices, or `devices`) under its rules."""
+    mesh = make_mesh(dict(config.mesh.shape), devices or jax.local_devices())
     rules = rules_lib.mesh_rules(config)
     models = [load_model(config[name], f"config.{name}", config.allow_random_init,
                          mesh=mesh, rules=rules) for name in ("director", "dit", "vae")]
@@ -310,20 +311,37 @@ class StorySampler:
     """Per-step texts of one row: ids [S, L] and mask -> S strings ([] if not written)."""
     return [self.tokenizer.decode(a[m]) for a, m in zip(ids, mask)] if used else []
 
-  def _clips(self, jobs: list[tuple[str, np.ndarray, jax.Array]]) -> np.ndarray:
-    """(caption, z [K, D], noise key) per clip -> uint8 frames [N, T, H, W, 3]."""
-    frames = []
+  def clip_latents(self, jobs: list[tuple[str, np.ndarray, jax.Array]]) -> list[jax.Array]:
+    """(caption, z [K, D], noise key) per clip -> normalised latents, in groups of exactly
+    `self.rows` rows ([rows, T', h, w, C] each; the last group padded)."""
+    out = []
     for rows in _fixed_rows(len(jobs), self.rows):
       ids, mask = self.tokenizer.encode_batch([jobs[i][0] for i in rows],
                                               self.settings.max_text_len)
       z = np.stack([jobs[i][1] for i in rows])
       keys = jnp.stack([jobs[i][2] for i in rows])
       with rules_lib.use_mesh(self.mesh, self.rules):  # Traced under the DiT's rules.
-        latents = self._denoise(self._dit_params, *self._rows((keys, ids, mask, z)))
+        out.append(self._denoise(self._dit_params, *self._rows((keys, ids, mask, z))))
+    return out
+
+  def _clips(self, jobs: list[tuple[str, np.ndarray, jax.Array]]) -> np.ndarray:
+    """(caption, z [K, D], noise key) per clip -> uint8 frames [N, T, H, W, 3]."""
+    frames = []
+    for rows, latents in zip(_fixed_rows(len(jobs), self.rows), self.clip_latents(jobs)):
       video = vae_lib.decode(self.vae, self.vae.denormalize(latents),
                              self.settings.vae_chunk_frames or None)
       frames.append(vae_lib.to_uint8(video)[:len(set(rows))])
     return np.concatenate(frames)[:len(jobs)]
+
+  def jobs(self, results: Sequence[StoryResult]) -> list[tuple[str, np.ndarray, jax.Array]]:
+    """The clip jobs (caption, z_t, noise key) of rendered stories, in order."""
+    out = []
+    for r in results:
+      key = self._keys([r.seed])[0][1]
+      words = r.captions or r.actions  # The caption conditions the DiT (else the action).
+      out += [(words[t], r.embeddings[t], jax.random.fold_in(key, t))
+              for t in range(len(r.embeddings))]
+    return out
 
   def render(self, requests: Sequence[StoryRequest]) -> list[StoryResult]:
     """Renders every request (see the module docstring); results in request order."""
@@ -332,17 +350,13 @@ class StorySampler:
       return []
     seeds = [r.seed if r.seed is not None else item_seed(r.id, self.settings.seed)
              for r in reqs]
-    keys = self._keys(seeds)
-    texts = self._direct(reqs, keys)
-    jobs = []
-    for i, (acts, caps, z) in enumerate(texts):
-      words = caps or acts  # The caption conditions the DiT (the action if no captions).
-      jobs += [(words[t], z[t], jax.random.fold_in(keys[i][1], t)) for t in range(len(z))]
-    clips = self._clips(jobs)
-    out, at = [], 0
-    for r, seed, (acts, caps, z) in zip(reqs, seeds, texts):
-      out.append(StoryResult(r, seed, acts, caps, z, clips[at:at + len(z)]))
-      at += len(z)
+    texts = self._direct(reqs, self._keys(seeds))
+    out = [StoryResult(r, seed, acts, caps, z, np.zeros((0,), np.uint8))
+           for r, seed, (acts, caps, z) in zip(reqs, seeds, texts)]
+    clips, at = self._clips(self.jobs(out)), 0
+    for result in out:
+      result.clips = clips[at:at + len(result.embeddings)]
+      at += len(result.embeddings)
     return out
 
 
