@@ -178,3 +178,33 @@ def test_reshard_without_optimizer_state_is_smaller(converted, tmp_path):
     np.testing.assert_array_equal(np.asarray(got), np.asarray(ref))
   assert all(dict(x.sharding.mesh.shape) == {"fsdp": 4, "tensor": 2}
              for x in jax.tree.leaves(state))
+
+
+def test_relative_paths_and_a_hostile_record(converted, tmp_path, monkeypatch):
+  """A run named by a relative path converts; a record's config class is the family's,
+  never a module the checkpoint names."""
+  import shutil
+  import sys
+
+  from auteur_jax.checkpoint.errors import WeightError
+  copy = tmp_path / "copy"
+  shutil.copytree(converted / "ckpt", copy)
+  monkeypatch.chdir(tmp_path)
+  assert "converted: family llama" in inspect("copy")
+  reshard("copy", "resharded", {"data": 2, "fsdp": 4})
+  assert os.path.isdir(tmp_path / "resharded" / "0" / "state")
+
+  step = layout.find_step_dir("copy")
+  record = layout.read_config_item(step)
+  record[layout.RECORD]["cfg_class"] = "this:s"  # Importing `this` prints the Zen of Python.
+  shutil.rmtree(os.path.join(step, "config"))
+  layout.write_config_item(step, record)
+  sys.modules.pop("this", None)
+  reshard("copy", "again", {"fsdp": 8})
+  assert "this" not in sys.modules
+  record[layout.RECORD]["family"] = "gpt2"
+  shutil.rmtree(os.path.join(step, "config"))
+  layout.write_config_item(step, record)
+  with pytest.raises(WeightError, match="family: unknown family 'gpt2'; expected one of"):
+    reshard("copy", "never", {"fsdp": 8})
+  assert not os.path.exists("never")

@@ -148,7 +148,7 @@ def _to_hf(cfg: VAEConfig) -> dict:
   return out
 
 
-FAMILY = Family("wan_vae", "diffusion_pytorch_model", class_name, ("AutoencoderKLWan",),
+FAMILY = Family("wan_vae", VAEConfig, "diffusion_pytorch_model", class_name, ("AutoencoderKLWan",),
                 config_from_diffusers, _to_hf, lambda cfg: VideoVAE(cfg, rngs=nnx.Rngs(0)),
                 _pieces, task=("vae", ("model",), from_run(VAEConfig)))
 

@@ -117,7 +117,7 @@ def _to_hf(cfg: DiTConfig) -> dict:
               rope_max_seq_len=cfg.rope_max_len, pos_embed_seq_len=cfg.visual_pos_len or None)
 
 
-FAMILY = Family("wan_dit", "diffusion_pytorch_model", class_name, ("WanTransformer3DModel",),
+FAMILY = Family("wan_dit", DiTConfig, "diffusion_pytorch_model", class_name, ("WanTransformer3DModel",),
                 config_from_diffusers, _to_hf, lambda cfg: VideoDiT(cfg, rngs=nnx.Rngs(0)),
                 _pieces, ignore=lambda n: n.endswith("norm_added_q.weight"),  # diffusers too
                 task=("dit", ("model", "dit"), from_run(DiTConfig)))

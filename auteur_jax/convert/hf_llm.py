@@ -143,7 +143,7 @@ def _run_llm(config) -> LLMConfig:
 
 def _family(name: str) -> Family:
   # Tied checkpoints sometimes store lm_head too; rotary buffers hold no weights.
-  return Family(name, "model", model_type, (name,), llm_config_from_hf, _to_hf(name),
+  return Family(name, LLMConfig, "model", model_type, (name,), llm_config_from_hf, _to_hf(name),
                 lambda cfg: LLM(cfg, rngs=nnx.Rngs(0)), _pieces,
                 ignore=lambda n: n.endswith("rotary_emb.inv_freq") or n == "lm_head.weight",
                 task=("director", ("model", "llm"), _run_llm))

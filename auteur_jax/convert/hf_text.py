@@ -92,7 +92,7 @@ def _clip_to_hf(cfg: TextConfig) -> dict:
               hidden_act=cfg.act, layer_norm_eps=cfg.eps, eos_token_id=cfg.eos_token_id)
 
 
-CLIP_TEXT = Family("clip_text", "model", model_type, ("clip_text_model", "clip"),
+CLIP_TEXT = Family("clip_text", TextConfig, "model", model_type, ("clip_text_model", "clip"),
                    clip_config_from_hf, _clip_to_hf,
                    lambda cfg: ClipTextTower(cfg, rngs=nnx.Rngs(0)), _clip_pieces,
                    ignore=lambda n: n.startswith(("vision_model.", "visual_projection",
@@ -164,7 +164,7 @@ def _t5_family(name: str, kinds: tuple[str, ...]) -> Family:
                 layer_norm_epsilon=cfg.eps, is_encoder_decoder=False,
                 architectures=["T5EncoderModel" if name == "t5" else "UMT5EncoderModel"])
   # The decoder of a seq2seq folder and the tied copy of shared.weight are not read.
-  return Family(name, "model", model_type, kinds, t5_config_from_hf, to_hf,
+  return Family(name, T5Config, "model", model_type, kinds, t5_config_from_hf, to_hf,
                 lambda cfg: T5Encoder(cfg, rngs=nnx.Rngs(0)), _t5_pieces,
                 ignore=lambda n: n.startswith(("decoder.", "lm_head.")) or
                 n == "encoder.embed_tokens.weight",

@@ -152,7 +152,7 @@ def _family(name: str, kinds: tuple[str, ...]) -> Family:
     if cfg.family != name:
       raise WeightError(f"config.json: a {cfg.family} model, not {name}")
     return cfg
-  return Family(f"{name}_vision", "model", model_type, kinds, from_hf, _to_hf,
+  return Family(f"{name}_vision", VisionConfig, "model", model_type, kinds, from_hf, _to_hf,
                 lambda cfg: VisionTower(cfg, rngs=nnx.Rngs(0)), _pieces,
                 ignore=lambda n: n.startswith(_OTHER_HALF), fresh=("resampler", "resampler_norm"),
                 task=("clip", ("model", "vision"), from_run(VisionConfig, "vision")))

@@ -58,6 +58,7 @@ class Family:
   """What import / export / loading need to know about one model family."""
 
   name: str
+  config: type  # Our config dataclass (a conversion record's `cfg` is one).
   stem: str  # Weight file stem: "model" (transformers) or "diffusion_pytorch_model".
   kind: Callable[[Mapping[str, Any]], str]  # config.json -> its kind (model_type / class)
   kinds: tuple[str, ...]  # the kinds this family accepts

@@ -10,13 +10,14 @@ shapes, dtypes and (given a mesh) shardings.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from typing import Any
 
 import jax
 import ml_collections
 from flax import nnx
 
+from auteur_jax.config import ConfigError
+from auteur_jax.config_sections import from_section
 from auteur_jax.convert.mapping import Family
 from auteur_jax.checkpoint.layout import RECORD
 from auteur_jax.checkpoint.errors import WeightError
@@ -24,24 +25,19 @@ from auteur_jax.parallel.rules import DEFAULT_RULES, Rules, state_shardings
 
 
 def cfg_to_json(cfg: Any) -> dict:
-  return {"cfg_class": f"{type(cfg).__module__}:{type(cfg).__qualname__}",
-          "cfg": dataclasses.asdict(cfg)}
+  """Our model config as a conversion record stores it (its class is the family's)."""
+  return {"cfg": dataclasses.asdict(cfg)}
 
 
-def cfg_from_json(d: dict) -> Any:
-  module, name = d["cfg_class"].split(":")
-  cls = getattr(importlib.import_module(module), name)
-  fields = dict(d["cfg"])
-  if hasattr(cls, "from_dict"):
-    return cls.from_dict(fields)
-  hints = {f.name: f.type for f in dataclasses.fields(cls)}
-  for k, v in fields.items():  # Nested dataclasses (LLMConfig.rope_scaling) and tuples.
-    if isinstance(v, dict) and "RopeScaling" in str(hints.get(k)):
-      from auteur_jax.models.layers import RopeScaling
-      fields[k] = RopeScaling(**v)
-    elif isinstance(v, list):
-      fields[k] = tuple(v)
-  return cls(**fields)
+def cfg_from_json(family: Family, record: dict, where: str) -> Any:
+  """The family's config dataclass from a conversion record's `cfg`: the class comes from
+  the project's own family registry, never from the checkpoint's metadata."""
+  if not isinstance(record.get("cfg"), dict):
+    raise WeightError(f"{where}: the conversion record has no `cfg` mapping")
+  try:
+    return from_section(family.config, record["cfg"], f"{where}: {RECORD}.cfg")
+  except ConfigError as e:
+    raise WeightError(str(e)) from e
 
 
 def model_of(family: Family, item: dict | None, where: str
@@ -52,7 +48,7 @@ def model_of(family: Family, item: dict | None, where: str
     if rec["family"] != family.name:
       raise WeightError(f"{where}: converted from family {rec['family']!r}, not "
                         f"{family.name!r}")
-    return cfg_from_json(rec), tuple(rec["prefix"]), rec.get("hf_config") or {}
+    return cfg_from_json(family, rec, where), tuple(rec["prefix"]), rec.get("hf_config") or {}
   if item and "task" in item:
     task, prefix, get = family.task
     if item["task"] != task:

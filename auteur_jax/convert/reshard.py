@@ -54,7 +54,10 @@ def reshard(src: str, dst: str, mesh_shape: Mapping[str, int], *, drop_optimizer
   logical = {}
   if item and RECORD in item:
     rec = item[RECORD]
-    fam = families.get(rec["family"])
+    try:
+      fam = families.get(rec.get("family"))
+    except WeightError as e:
+      raise WeightError(f"{step_dir}: {RECORD}.family: {e}") from e
     cfg, prefix, _ = records.model_of(fam, item, src)
     _, shardings = records.abstract_params(fam, cfg, mesh)
     logical = {records.leaf_key(prefix, k): v for k, v in shardings.items()}
