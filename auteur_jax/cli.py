@@ -260,8 +260,9 @@ def _user_errors() -> tuple[type[Exception], ...]:
   from auteur_jax.data.schema import SchemaError
   from auteur_jax.data.tfrecord import TFRecordError
   from auteur_jax.data.video_io import VideoError
+  from auteur_jax.train.trainer import NonFiniteLoss
   return (ConfigError, SchemaError, AnnotationError, TFRecordError, ExampleError, VideoError,
-          FileNotFoundError, WeightError)
+          FileNotFoundError, WeightError, NonFiniteLoss)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -144,6 +144,42 @@ def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path):
   assert Checkpoints(str(tmp_path), _config().train).all_steps() == [3]
 
 
+def test_a_state_that_yields_nan_is_not_kept_and_the_kept_one_trains_on(tmp_path):
+  """lr 1e30 after a warm-up from 0: the state after step 1 equals the initial one, the
+  state after step 2 overflows. Its checkpoint is deleted when step 3 computes its loss;
+  checkpoint 1 is kept, holds finite params and a rerun with a sane lr trains on from it."""
+  config = _config(steps=20, lr=1e30, warmup_steps=5, checkpoint_every=1)
+  with pytest.raises(trainer.NonFiniteLoss,
+                     match=r"step 3: non-finite loss .* of the state after step 2; the last "
+                           r"good checkpoint is step 1 \("):
+    trainer.train(config, str(tmp_path), progress=False, mesh=make_mesh({"data": -1}))
+  assert Checkpoints(str(tmp_path), config.train).all_steps() == [1]
+  assert all(np.isfinite(x).all() for x in _params(str(tmp_path), config, make_mesh(
+      {"data": -1})))
+  sane = _config(steps=6, lr=0.05, warmup_steps=1, checkpoint_every=1)
+  last = trainer.train(sane, str(tmp_path), progress=False, mesh=make_mesh({"data": -1}))
+  assert last["step"] == 6 and np.isfinite(last["loss"])
+  assert Checkpoints(str(tmp_path), sane.train).all_steps() == [4, 5, 6]  # keep_last 3
+
+
+def test_the_final_save_is_checked_too(tmp_path):
+  """The last state's loss is computed (one more step after the save) before it counts."""
+  tasks.register("regression", RegressionTask(nan_at=6))  # Step 7 reads the 7th batch.
+  with pytest.raises(trainer.NonFiniteLoss, match=r"step 7: .*last good checkpoint is step 3"):
+    trainer.train(_config(steps=6), str(tmp_path), progress=False,
+                  mesh=make_mesh({"data": -1}))
+  assert Checkpoints(str(tmp_path), _config().train).all_steps() == [3]
+
+
+def test_a_resumed_run_does_not_repeat_metrics_rows(tmp_path):
+  mesh = make_mesh({"data": -1})
+  trainer.train(_config(steps=6), str(tmp_path), progress=False, mesh=mesh, max_steps=3)
+  with open(tmp_path / "metrics.jsonl", "a") as f:  # Logged by a run killed after step 5.
+    f.write('{"step": 4, "loss": 1.0}\n{"step": 5, "loss": 1.0}\n{"step": 6, "lo')
+  trainer.train(_config(steps=6), str(tmp_path), progress=False, mesh=mesh)
+  assert [r["step"] for r in read_metrics(str(tmp_path))] == [1, 2, 3, 4, 5, 6]
+
+
 def test_fsdp_state_bytes_per_device():
   """Params + AdamW state under 8-way FSDP: within 5 % of replicated / 8 (compiled step)."""
   config = _config()
@@ -182,3 +218,17 @@ def test_grad_accumulation_equals_one_big_batch():
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(f, i)
   assert any(not np.array_equal(a, i) for a, i in zip(big, init))
+
+
+def test_the_nan_stop_is_one_line_from_the_cli(tmp_path, capsys):
+  from auteur_jax import cli
+  config = _config(steps=20, lr=1e30, warmup_steps=5, checkpoint_every=1)
+  config.mesh.shape = {"data": 8}
+  file = tmp_path / "regression.py"
+  file.write_text("import ml_collections\n"
+                  f"def get_config():\n  return ml_collections.ConfigDict({config.to_dict()!r})\n")
+  with pytest.raises(SystemExit) as stop:
+    cli.main(["train", "--config", str(file), "--workdir", str(tmp_path / "run")])
+  message = str(stop.value)
+  assert message.startswith("auteur: NonFiniteLoss: step 3: non-finite loss (")
+  assert "\n" not in message and "checkpoint is step 1" in message

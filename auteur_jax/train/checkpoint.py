@@ -5,8 +5,11 @@ OUT/checkpoints/<step>/
   data/     the grain iterator state, one file per process
   config/   the run's config as JSON
 
-Saves are asynchronous (training goes on while arrays are written); keep-last-N and
-keep-every-K come from `config.train`. Restoring takes abstract targets
+Saves are asynchronous (training goes on while arrays are written). A saved state counts
+as good once its own loss has been computed finite (the trainer calls `confirm`, or
+`discard` when it is not); only then are older checkpoints pruned, to the last
+`config.train.keep_last` confirmed ones plus every `keep_every`-th step, so the last good
+checkpoint is never deleted for one that turns out to yield NaN. Restoring takes abstract targets
 (ShapeDtypeStruct with the *current* mesh's shardings), so a checkpoint written on one
 mesh restores onto another. The layout and the reads that other code shares (a run's
 params for sampling, an init checkpoint) live in auteur_jax/checkpoint/.
@@ -50,9 +53,9 @@ class Checkpoints:
 
   def __init__(self, workdir: str, train: ml_collections.ConfigDict):
     self.directory = absolute(f"{workdir.rstrip('/')}/checkpoints")
-    options = ocp.CheckpointManagerOptions(
-        max_to_keep=train.keep_last, keep_period=train.keep_every or None,
-        enable_async_checkpointing=train.async_checkpoints, create=True)
+    self.keep_last, self.keep_every = train.keep_last, train.keep_every
+    options = ocp.CheckpointManagerOptions(  # Retention is ours: see `confirm`.
+        max_to_keep=None, enable_async_checkpointing=train.async_checkpoints, create=True)
     self.manager = ocp.CheckpointManager(
         self.directory, options=options, item_names=("state", "data", "config"),
         item_handlers={"state": ocp.StandardCheckpointHandler(),
@@ -72,6 +75,20 @@ class Checkpoints:
         state=ocp.args.StandardSave(state),
         data=grain.checkpoint.CheckpointSave(_IteratorState(data_iterator, snapshot=True)),
         config=ocp.args.JsonSave(json.loads(config.to_json()))), force=force)
+
+  def confirm(self, step: int) -> None:
+    """The state saved at `step` trains on (its loss is finite): prunes the checkpoints
+    up to it to the last keep_last plus every keep_every-th step."""
+    done = sorted(s for s in self.all_steps() if s <= step)
+    for s in done[:-self.keep_last]:
+      if not (self.keep_every and s % self.keep_every == 0):
+        self.manager.delete(s)
+
+  def discard(self, step: int) -> None:
+    """Deletes the checkpoint of `step` (its state's loss is not finite)."""
+    self.manager.wait_until_finished()
+    if step in self.all_steps():
+      self.manager.delete(step)
 
   def restore(self, step: int, abstract_state: Any, data_iterator: Any | None) -> Any:
     """Restores `state` onto the shardings of `abstract_state` (and the iterator in place)."""

@@ -12,14 +12,18 @@ import jax
 class MetricsWriter:
   """Writes scalars to WORKDIR/metrics.jsonl and WORKDIR/tensorboard/ (process 0 only)."""
 
-  def __init__(self, workdir: str, tensorboard: bool = True):
+  def __init__(self, workdir: str, tensorboard: bool = True, resume_step: int = 0):
+    """resume_step: the step a run resumes from; rows after it (logged by the run that
+    was interrupted, whose later steps are redone) are dropped."""
     self.enabled = jax.process_index() == 0
     self._jsonl = None
     self._tb = None
     if not self.enabled:
       return
     os.makedirs(workdir, exist_ok=True)
-    self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
+    path = os.path.join(workdir, "metrics.jsonl")
+    _truncate_after(path, resume_step)
+    self._jsonl = open(path, "a", encoding="utf-8")
     if tensorboard:
       from tensorboardX import SummaryWriter  # Imported late: slow, and only process 0.
       self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
@@ -46,3 +50,26 @@ def read_metrics(workdir: str) -> list[dict]:
   """The rows of WORKDIR/metrics.jsonl."""
   with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
     return [json.loads(line) for line in f if line.strip()]
+
+
+def _truncate_after(path: str, step: int) -> None:
+  """Rewrites the JSONL `path` without rows whose step is after `step` (and without a
+  torn last line); atomic, and a no-op when nothing is dropped."""
+  if not os.path.exists(path):
+    return
+  with open(path, encoding="utf-8") as f:
+    lines = f.readlines()
+  keep = []
+  for line in lines:
+    try:
+      row = json.loads(line)
+    except ValueError:  # A torn line (the run was killed while writing it).
+      continue
+    if row.get("step", 0) <= step:
+      keep.append(line if line.endswith("\n") else line + "\n")
+  if keep == lines:
+    return
+  tmp = f"{path}.tmp-{os.getpid()}"
+  with open(tmp, "w", encoding="utf-8") as f:
+    f.writelines(keep)
+  os.replace(tmp, path)

@@ -133,11 +133,14 @@ def _sigterm_flag():
       signal.signal(signal.SIGTERM, old)
 
 
-def _check_finite(step: int, metrics: dict) -> None:
-  if not math.isfinite(metrics["loss"]):
-    parts = ", ".join(f"{k}={v:.6g}" for k, v in sorted(metrics.items()))
-    raise NonFiniteLoss(f"step {step}: non-finite loss ({parts}); the last good checkpoint "
-                        "is kept, nothing was saved after it")
+def _stop_message(step: int, metrics: dict, ckpts: Checkpoints) -> str:
+  """One line: the step, its loss parts and the checkpoint kept."""
+  parts = ", ".join(f"{k}={v:.6g}" for k, v in sorted(metrics.items()))
+  kept = ckpts.latest_step()
+  where = (f"the last good checkpoint is step {kept} ({ckpts.directory}/{kept})"
+           if kept is not None else "no checkpoint was kept")
+  return (f"step {step}: non-finite loss ({parts}) of the state after step {step - 1}; "
+          f"{where}")
 
 
 def train(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = True,
@@ -172,7 +175,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = T
               + (f"; {len(fresh)} keep their initialisation: {fresh[:6]}" if fresh else ""))
   else:
     state = ckpts.restore(start, s.abstract, data)
-  writer = MetricsWriter(workdir)
+  writer = MetricsWriter(workdir, resume_step=start)
   end = min(t.steps, max_steps or t.steps)
   last: dict = {"step": start}
   profile = tuple(t.profile_steps)
@@ -180,11 +183,29 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = T
                   disable=not progress or jax.process_index() != 0)
   log_step, log_time = start, time.perf_counter()
 
+  # The step of the last saved state whose own loss has not been computed yet: the next
+  # step's loss (of the state before its update) confirms or discards it (Checkpoints).
+  awaiting: int | None = None
+
+  def check(step: int, host: dict) -> None:
+    """Step `step`'s loss is that of the state after step - 1: confirms its checkpoint,
+    or deletes it and stops when the loss is not finite."""
+    nonlocal awaiting
+    finite = math.isfinite(host["loss"])
+    if awaiting == step - 1:
+      if finite:
+        ckpts.confirm(awaiting)
+      else:
+        ckpts.discard(awaiting)
+      awaiting = None
+    if not finite:
+      raise NonFiniteLoss(_stop_message(step, host, ckpts))
+
   def read(step: int, metrics: dict, examples: int) -> None:
     """Host-side handling of a finished step: NaN check, then logging on log steps."""
     nonlocal last, log_step, log_time
     host = {k: float(v) for k, v in jax.device_get(metrics).items()}
-    _check_finite(step, host)
+    check(step, host)
     if step % t.log_every and step != end:
       return
     dt, n = time.perf_counter() - log_time, step - log_step
@@ -212,13 +233,18 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = T
         if profile and step == profile[-1]:
           jax.profiler.stop_trace()
         if step % t.checkpoint_every == 0 and step < end:
-          read(*pending)  # Never save a state whose loss was not checked.
+          read(*pending)  # Resolves the previous save before this one.
           pending = None
-          ckpts.save(step, state, data, config)
+          ckpts.save(step, state, data, config)  # Returns once the arrays are on the host.
+          awaiting = step
       if pending is not None:
         read(*pending)
       if ckpts.latest_step() != step:
         ckpts.save(step, state, data, config, force=True)  # The end, or SIGTERM.
+        awaiting = step
+      if awaiting == step:  # One more step (after the iterator's snapshot) checks it.
+        _, metrics = s.step(state, next(data), jnp.asarray(step, jnp.int32))
+        check(step + 1, {k: float(v) for k, v in jax.device_get(metrics).items()})
     finally:
       bar.close()
       ckpts.close()
