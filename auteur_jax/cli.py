@@ -6,7 +6,7 @@
   auteur data tokenizer        train a small BPE tokenizer on a stories file
   auteur data build            stories + videos -> TFRecord shards (config: data.*)
   auteur data batches          iterate the grain pipeline of a config, print shapes + rate
-  auteur data verify           check every record's CRCs
+  auteur data verify           check every record's CRCs; a data set's shards against dataset.json
   auteur data inspect          counts and a sample story of a built data set
   auteur encode                add VAE latents / visual embeddings to clip TFRecords
   auteur sample                render the stories of a prompts JSONL (resumable batch job)
@@ -103,9 +103,13 @@ def cmd_batches(args) -> None:
 
 
 def cmd_verify(args) -> None:
-  from auteur_jax.data import tfrecord
+  from auteur_jax.data import inventory, tfrecord
   total, bad = 0, 0
   for pattern in args.paths:
+    if os.path.isfile(os.path.join(pattern, "dataset.json")):  # Files vs its lists, counts.
+      for problem in inventory.check_data_set(pattern):
+        bad += 1
+        print(f"BAD  {problem}")
     for path in tfrecord.list_shards(pattern):
       try:
         n = tfrecord.verify_file(path)
@@ -114,7 +118,7 @@ def cmd_verify(args) -> None:
       except tfrecord.TFRecordError as e:
         bad += 1
         print(f"BAD  {e}")
-  print(f"{total} records verified, {bad} bad files")
+  print(f"{total} records verified, {bad} bad files or data-set mismatches")
   if bad:
     sys.exit(1)
 
@@ -257,12 +261,13 @@ def _user_errors() -> tuple[type[Exception], ...]:
   from auteur_jax.checkpoint.errors import WeightError
   from auteur_jax.data.examples import ExampleError
   from auteur_jax.data.importers import AnnotationError
+  from auteur_jax.data.inventory import DataSetError
   from auteur_jax.data.schema import SchemaError
   from auteur_jax.data.tfrecord import TFRecordError
   from auteur_jax.data.video_io import VideoError
   from auteur_jax.train.trainer import NonFiniteLoss
   return (ConfigError, SchemaError, AnnotationError, TFRecordError, ExampleError, VideoError,
-          FileNotFoundError, WeightError, NonFiniteLoss)
+          FileNotFoundError, WeightError, NonFiniteLoss, DataSetError)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -58,7 +58,7 @@ def test_build_verify_inspect_batches(tmp_path, stories_file, capsys):
   cli.main(["data", "verify", out])
   cli.main(["data", "inspect", out, "--split", "val"])
   text = capsys.readouterr().out
-  assert "16 records verified, 0 bad files" in text
+  assert "16 records verified, 0 bad files or data-set mismatches" in text
   assert "sample story v3 (val): soup, 3 steps" in text
   cli.main(["data", "batches", "--config", CONFIG, "--num", "2", f"--config.data.dir={out}",
             "--config.data.batch_size=4", "--config.data.num_frames=6",
@@ -79,6 +79,30 @@ def test_verify_reports_corrupt_file(tmp_path, stories_file, capsys):
     cli.main(["data", "verify", os.path.join(out, "train")])
   assert e.value.code == 1
   assert f"BAD  {path}: record at byte offset" in capsys.readouterr().out
+
+
+def test_verify_finds_a_deleted_or_cut_shard(tmp_path, stories_file, capsys):
+  """Shards deleted or truncated exactly at a record boundary pass their CRCs; the lists
+  and counts of dataset.json catch them."""
+  from auteur_jax.data import inventory
+  out = str(tmp_path / "tfr")
+  cli.main(["data", "build", "--config", CONFIG, "--stories", stories_file,
+            f"--config.data.dir={out}", "--config.data.num_shards=2",
+            "--config.data.build_workers=1"])
+  cut = os.path.join(out, "train", "clips-00000-of-00002.tfrecord")
+  offsets = tfrecord.index_records(cut)
+  with open(cut, "r+b") as f:  # Keep the first record only: a clean boundary.
+    f.truncate(int(offsets[1][0]) - tfrecord.HEADER_BYTES)
+  os.remove(os.path.join(out, "val", "stories-00001-of-00002.tfrecord"))
+  with pytest.raises(SystemExit) as e:
+    cli.main(["data", "verify", out])
+  text = capsys.readouterr().out
+  assert e.value.code == 1
+  assert "shard train/clips-00000-of-00002.tfrecord holds 1 records" in text
+  assert "shard val/stories-00001-of-00002.tfrecord is missing" in text
+  with pytest.raises(inventory.DataSetError, match="clips-00000-of-00002.tfrecord holds 1"):
+    inventory.check_split(out, "train", "clips")
+  assert len(inventory.check_split(out, "train", "clips", allow_partial=True)) == 2
 
 
 def test_build_missing_video_names_it(tmp_path, stories_file):

@@ -3,7 +3,8 @@ for the director), one folder per split:
 
   OUT/<split>/clips-00000-of-000NN.tfrecord     one tf.train.Example per clip
   OUT/<split>/stories-00000-of-000NN.tfrecord   one per story
-  OUT/dataset.json                              counts, frame settings, shard lists
+  OUT/dataset.json                              counts, frame settings, shard lists,
+                                                records per shard (data/inventory.py)
 
 Videos are decoded in a process pool (one story per task, one decode pass per video);
 the main process writes. Shards are written to temporary names and renamed at the end,
@@ -17,11 +18,12 @@ import json
 import multiprocessing
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import tqdm
 
-from auteur_jax.data import examples, tfrecord, video_io
+from auteur_jax.data import examples, inventory, tfrecord, video_io
 from auteur_jax.data.schema import Story, read_stories
 
 
@@ -85,8 +87,9 @@ def build(stories_path: str, out_dir: str, spec: FrameSpec = FrameSpec(),
       raise video_io.VideoError(f"{video}: video not found (from {stories_path})")
   splits = sorted({s.split for s in stories})
   writers = {}
-  summary = {"stories_file": os.path.abspath(stories_path), "frames": dataclasses.asdict(spec),
-             "schema_version": examples.SCHEMA_VERSION, "splits": {}}
+  summary: dict[str, Any] = {
+      "stories_file": os.path.abspath(stories_path), "frames": dataclasses.asdict(spec),
+      "schema_version": examples.SCHEMA_VERSION, "splits": {}}
   try:
     for split in splits:
       d = os.path.join(out_dir, split)
@@ -114,9 +117,10 @@ def build(stories_path: str, out_dir: str, spec: FrameSpec = FrameSpec(),
   for split, (clips_w, stories_w) in writers.items():
     clips_w.close()
     stories_w.close()
-    summary["splits"][split]["clip_shards"] = [os.path.relpath(p, out_dir) for p in clips_w.paths]
-    summary["splits"][split]["story_shards"] = [
-        os.path.relpath(p, out_dir) for p in stories_w.paths]
+    entry = summary["splits"][split]
+    entry["clip_shards"] = [os.path.relpath(p, out_dir) for p in clips_w.paths]
+    entry["story_shards"] = [os.path.relpath(p, out_dir) for p in stories_w.paths]
+    entry["shard_records"] = inventory.shard_counts(out_dir, clips_w.paths + stories_w.paths)
   tmp = os.path.join(out_dir, f"dataset.json.tmp-{os.getpid()}")
   with open(tmp, "w") as f:
     json.dump(summary, f, indent=1)
