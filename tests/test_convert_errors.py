@@ -12,7 +12,7 @@ from auteur_jax import cli
 from auteur_jax.convert import mapping
 from auteur_jax.convert.importer import import_weights
 from auteur_jax.convert.safetensors_io import SafetensorsError
-from auteur_jax.convert.weights import WeightError
+from auteur_jax.checkpoint.errors import WeightError
 from test_convert_roundtrip import save_reference
 
 
@@ -39,7 +39,8 @@ def _fails(src, dst, match, exc=WeightError, **kw):
                    progress=False, **kw)
   parent = os.path.dirname(str(dst))
   assert not os.path.exists(dst)
-  assert not [n for n in os.listdir(parent) if ".tmp-" in n]  # No temporary left either.
+  # No temporary left either, nor the folders made for it.
+  assert not os.path.exists(parent) or not [n for n in os.listdir(parent) if ".tmp-" in n]
 
 
 def test_truncated_file(llama, tmp_path):
@@ -120,3 +121,43 @@ def test_cli_reports_user_errors(llama, tmp_path, capsys):
   assert "12 params" in capsys.readouterr().out
   cli.main(["convert", "inspect", str(tmp_path / "ok")])
   assert "(None, 'fsdp') on {'data': 2, 'fsdp': 4}" in capsys.readouterr().out
+
+
+def test_config_json_missing_a_key_or_not_an_object(llama, tmp_path):
+  src = _copy(llama / "one", tmp_path / "src")
+  hf = json.load(open(os.path.join(src, "config.json")))
+  del hf["num_attention_heads"]
+  json.dump(hf, open(os.path.join(src, "config.json"), "w"))
+  _fails(src, tmp_path / "dst", r"src/config.json: no key 'num_attention_heads' \(has \[",
+         SafetensorsError)
+  json.dump([1, 2], open(os.path.join(src, "config.json"), "w"))
+  _fails(src, tmp_path / "dst", r"src/config.json: a JSON list, expected an object",
+         SafetensorsError)
+
+
+def test_a_header_that_is_a_json_list(llama, tmp_path):
+  src = _copy(llama / "one", tmp_path / "src")
+  raw = b"[1, 2, 3]"
+  with open(os.path.join(src, "model.safetensors"), "wb") as f:
+    f.write(len(raw).to_bytes(8, "little") + raw)
+  _fails(src, tmp_path / "dst", r"model.safetensors: the header is a JSON list, expected an "
+                                r"object", SafetensorsError)
+
+
+def test_a_killed_import_leaves_nothing_a_rerun_keeps(llama, tmp_path):
+  """A killed conversion's temporary (its process gone) is removed by the next one to the
+  same destination; a failing import creates no folders."""
+  import subprocess
+  gone = subprocess.Popen(["true"])
+  gone.wait()
+  stale = tmp_path / f"ckpt.tmp-{gone.pid}"
+  os.makedirs(stale / "0" / "state")
+  (stale / "0" / "state" / "junk").write_bytes(b"x" * 1000)
+  other = tmp_path / f"other.tmp-{gone.pid}"  # Another destination's: not ours to remove.
+  os.makedirs(other)
+  import_weights("llama", str(llama / "one"), str(tmp_path / "ckpt"), mesh_shape={"fsdp": 8},
+                 progress=False)
+  assert sorted(os.listdir(tmp_path)) == ["ckpt", other.name]
+  _fails(llama / "one", tmp_path / "new" / "deep" / "dst", "not --family qwen2",
+         family="qwen2")
+  assert not os.path.exists(tmp_path / "new")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import re
 import shutil
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -43,19 +44,47 @@ def _differences(a: Any, b: Any) -> list[str]:
 
 
 def temporary(dst: str) -> str:
-  """The folder a conversion writes before it becomes `dst` (refused if `dst` exists)."""
+  """The folder a conversion writes before it becomes `dst` (refused if `dst` exists).
+  Temporaries of earlier conversions to `dst` whose process is gone (killed) go first."""
   dst = os.path.abspath(dst.rstrip("/"))
   if os.path.exists(dst):
     raise WeightError(f"{dst} exists; remove it or choose another destination")
-  os.makedirs(os.path.dirname(dst), exist_ok=True)
+  parent, name = os.path.split(dst)
+  stale = re.compile(re.escape(name) + r"\.tmp-(\d+)")
+  for entry in os.listdir(parent) if os.path.isdir(parent) else ():
+    m = stale.fullmatch(entry)
+    if m and not _alive(int(m.group(1))):
+      shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
   # Every process of a multi-host conversion writes into the same folder.
   return f"{dst}.tmp-{os.getpid() if jax.process_count() == 1 else 'multihost'}"
+
+
+def _alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:  # Someone else's process.
+    return True
+  return True
+
+
+def _make_parents(folder: str) -> list[str]:
+  """Creates `folder` and its missing parents; returns those created, outermost first."""
+  missing = []
+  while folder and not os.path.isdir(folder):
+    missing.append(folder)
+    folder = os.path.dirname(folder)
+  for d in reversed(missing):
+    os.makedirs(d, exist_ok=True)
+  return missing[::-1]
 
 
 @contextlib.contextmanager
 def committed(tmp: str, dst: str) -> Iterator[None]:
   """Runs the body that writes `tmp`, then moves it to `dst` (process 0); on any failure
-  `tmp` is removed, so nothing half-written is left."""
+  `tmp` and the parent folders made for it are removed: nothing is left behind."""
+  created = _make_parents(os.path.dirname(tmp))
   try:
     yield
     if jax.process_count() > 1:
@@ -65,6 +94,9 @@ def committed(tmp: str, dst: str) -> Iterator[None]:
       os.rename(tmp, os.path.abspath(dst.rstrip("/")))
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
+    for folder in reversed(created):
+      with contextlib.suppress(OSError):  # Not empty: another writer's.
+        os.rmdir(folder)
     raise
 
 

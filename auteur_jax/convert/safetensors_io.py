@@ -15,6 +15,8 @@ indexed as transformers / diffusers expect (`model-00001-of-00003.safetensors` +
 
 from __future__ import annotations
 
+from typing import Any
+
 import json
 import os
 import struct
@@ -36,13 +38,30 @@ class SafetensorsError(WeightError):
   """A folder or file is not a usable safetensors checkpoint; the message names it."""
 
 
-def read_hf_config(path: str) -> dict:
+class HFConfig(dict):
+  """A config.json: a key the converters need and it lacks is an error naming the file."""
+
+  def __init__(self, values: dict, file: str):
+    super().__init__(values)
+    self.file = file
+
+  def __missing__(self, key: str) -> Any:
+    raise SafetensorsError(f"{self.file}: no key {key!r} (has {sorted(self)})")
+
+
+def read_hf_config(path: str) -> HFConfig:
   """The model folder's config.json as a dict."""
   file = os.path.join(path, "config.json")
   if not os.path.isfile(file):
     raise SafetensorsError(f"{path}: no config.json (expected an HF / diffusers model folder)")
-  with open(file) as f:
-    return json.load(f)
+  try:
+    with open(file) as f:
+      values = json.load(f)
+  except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise SafetensorsError(f"{file}: not valid JSON ({e})") from None
+  if not isinstance(values, dict):
+    raise SafetensorsError(f"{file}: a JSON {type(values).__name__}, expected an object")
+  return HFConfig(values, file)
 
 
 def read_header(path: str) -> tuple[dict, int]:
@@ -61,7 +80,15 @@ def read_header(path: str) -> tuple[dict, int]:
       header = json.loads(f.read(n))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
       raise SafetensorsError(f"{path}: unreadable header ({e})") from None
+  if not isinstance(header, dict):
+    raise SafetensorsError(f"{path}: the header is a JSON {type(header).__name__}, expected "
+                           "an object of tensor entries")
   header.pop("__metadata__", None)
+  for name, info in header.items():
+    if not (isinstance(info, dict) and isinstance(info.get("data_offsets"), list)
+            and len(info["data_offsets"]) == 2 and isinstance(info.get("shape"), list)):
+      raise SafetensorsError(f"{path}: tensor {name!r}: expected {{dtype, shape, "
+                             f"data_offsets: [begin, end]}}, got {info!r:.200}")
   end = max((info["data_offsets"][1] for info in header.values()), default=0)
   if 8 + n + end > size:
     raise SafetensorsError(f"{path}: truncated: the header describes {8 + n + end} bytes, the "
