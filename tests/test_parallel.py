@@ -13,7 +13,7 @@ def test_make_mesh_sizes():
   assert dict(make_mesh({"data": 2, "fsdp": -1, "tensor": 2}).shape) == {
       "data": 2, "fsdp": 2, "tensor": 2}
   assert dict(make_mesh({"fsdp": -1}).shape) == {"fsdp": 8}
-  with pytest.raises(ValueError, match="needs 6 devices, have 8"):
+  with pytest.raises(ValueError, match="needs 6 devices, this process has 8"):
     make_mesh({"data": 3, "tensor": 2})
   with pytest.raises(ValueError, match="unknown"):
     make_mesh({"model": 8})

@@ -1,5 +1,7 @@
 """The trainer on a tiny regression task: resume, mesh equivalence, reshard, NaN stop."""
 
+import os
+
 import grain
 import jax
 import jax.numpy as jnp
@@ -220,15 +222,36 @@ def test_grad_accumulation_equals_one_big_batch():
   assert any(not np.array_equal(a, i) for a, i in zip(big, init))
 
 
-def test_the_nan_stop_is_one_line_from_the_cli(tmp_path, capsys):
+def _cli_train(tmp_path, config, *overrides) -> str:
+  """`auteur train` on `config` (written as a config file); its exit message."""
   from auteur_jax import cli
-  config = _config(steps=20, lr=1e30, warmup_steps=5, checkpoint_every=1)
-  config.mesh.shape = {"data": 8}
   file = tmp_path / "regression.py"
   file.write_text("import ml_collections\n"
                   f"def get_config():\n  return ml_collections.ConfigDict({config.to_dict()!r})\n")
   with pytest.raises(SystemExit) as stop:
-    cli.main(["train", "--config", str(file), "--workdir", str(tmp_path / "run")])
-  message = str(stop.value)
+    cli.main(["train", "--config", str(file), "--workdir", str(tmp_path / "run"), *overrides])
+  return str(stop.value)
+
+
+def test_user_errors_are_one_line_before_compiling(tmp_path):
+  config = _config()
+  config.mesh.shape = {"data": 8}
+  message = _cli_train(tmp_path, config, "--config.mesh.shape.data=3")
+  assert message == ("auteur: ConfigError: config.mesh.shape {'data': 3} needs 3 devices, "
+                     "this process has 8")
+  message = _cli_train(tmp_path, config, "--config.data.batch_size=12")
+  assert message == ("auteur: ConfigError: config.data.batch_size=12 does not split over the "
+                     "mesh's batch axes {'data': 8} (8 ways); use a multiple of 8")
+  for key in ("checkpoint_every", "log_every"):
+    message = _cli_train(tmp_path, config, f"--config.train.{key}=0")
+    assert message.startswith("auteur: ConfigError: config.train") and key in message
+    assert "\n" not in message
+  assert not os.path.exists(tmp_path / "run" / "checkpoints")
+
+
+def test_the_nan_stop_is_one_line_from_the_cli(tmp_path, capsys):
+  config = _config(steps=20, lr=1e30, warmup_steps=5, checkpoint_every=1)
+  config.mesh.shape = {"data": 8}
+  message = _cli_train(tmp_path, config)
   assert message.startswith("auteur: NonFiniteLoss: step 3: non-finite loss (")
   assert "\n" not in message and "checkpoint is step 1" in message

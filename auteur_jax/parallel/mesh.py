@@ -6,6 +6,7 @@ The training issue extends this with ici/dcn (multi-slice) meshes and
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 
@@ -13,12 +14,13 @@ import jax
 import ml_collections
 from jax.sharding import AxisType, Mesh
 
+from auteur_jax.config import ConfigError
+
 AXES = ("data", "fsdp", "tensor", "context")
 
 
 def parse_mesh(text: str) -> dict[str, int]:
   """A --mesh flag: "data=1,fsdp=8" -> {"data": 1, "fsdp": 8} (-1: the rest)."""
-  from auteur_jax.config import ConfigError
   try:
     shape = {k.strip(): int(v) for k, v in (item.split("=") for item in text.split(","))}
   except ValueError:
@@ -37,19 +39,21 @@ def make_mesh(shape: Mapping[str, int], devices: Sequence[jax.Device] | None = N
   devices = list(devices if devices is not None else jax.devices())
   unknown = sorted(set(shape) - set(AXES))
   if unknown:
-    raise ValueError(f"mesh axes {unknown} are unknown; expected a subset of {AXES}")
+    raise ConfigError(f"config.mesh.shape: axes {unknown} are unknown; expected a subset "
+                      f"of {AXES}")
   sizes = dict(shape)
   rest = [a for a, s in sizes.items() if s == -1]
   if len(rest) > 1:
-    raise ValueError(f"only one mesh axis may be -1, got {rest}")
+    raise ConfigError(f"config.mesh.shape: only one axis may be -1, got {rest}")
   known = math.prod(s for s in sizes.values() if s != -1)
   if rest:
     if len(devices) % known:
-      raise ValueError(f"mesh {dict(shape)}: {len(devices)} devices do not divide by {known}")
+      raise ConfigError(f"config.mesh.shape {dict(shape)}: the {len(devices)} devices do not "
+                        f"divide by {known}")
     sizes[rest[0]] = len(devices) // known
   if math.prod(sizes.values()) != len(devices):
-    raise ValueError(f"mesh {sizes} needs {math.prod(sizes.values())} devices, "
-                     f"have {len(devices)}")
+    raise ConfigError(f"config.mesh.shape {sizes} needs {math.prod(sizes.values())} devices, "
+                      f"this process has {len(devices)}")
   names = tuple(a for a in AXES if a in sizes)
   return jax.make_mesh(tuple(sizes[a] for a in names), names,
                        axis_types=(AxisType.Auto,) * len(names), devices=devices)
@@ -57,6 +61,26 @@ def make_mesh(shape: Mapping[str, int], devices: Sequence[jax.Device] | None = N
 
 def mesh_config(shape: Mapping[str, int], rules: Sequence[tuple] = ()):
   """`config.mesh` of a config: axis sizes, the logical rules it changes (the trainer
-  applies them over DEFAULT_RULES) and the batch axes."""
+  applies them over DEFAULT_RULES) and the batch axes (see MeshConfig)."""
   return ml_collections.ConfigDict(dict(shape=ml_collections.ConfigDict(dict(shape)),
                                         rules=tuple(rules), batch_axes=("data", "fsdp")))
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+  """`config.mesh`: axis -> size (one size may be -1: the rest of the devices), pairs
+  (logical name, mesh axes or None) that change DEFAULT_RULES, and the mesh axes that
+  split a batch's leading axis."""
+
+  shape: dict[str, int]
+  rules: tuple[tuple[str, str | tuple[str, ...] | None], ...]
+  batch_axes: tuple[str, ...]
+
+  def validate(self) -> None:
+    for name, axes in (("shape", tuple(self.shape)), ("batch_axes", self.batch_axes)):
+      unknown = sorted(set(axes) - set(AXES))
+      if unknown:
+        raise ValueError(f"{name}: unknown mesh axes {unknown}; expected some of {AXES}")
+    sizes = list(self.shape.values())
+    if any(s < 1 and s != -1 for s in sizes) or sizes.count(-1) > 1:
+      raise ValueError(f"shape: sizes must be >= 1, one of them may be -1; got {self.shape}")

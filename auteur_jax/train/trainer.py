@@ -28,6 +28,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from auteur_jax.checkpoint.layout import abstract_like
+from auteur_jax.config import ConfigError
 from auteur_jax.checkpoint.restore import restore_into
 from auteur_jax.data.pipeline import GlobalBatches
 from auteur_jax.models import registry
@@ -80,6 +81,12 @@ def setup(config: ml_collections.ConfigDict, task: tasks.Task,
     graphdef, abstract = nnx.split(nnx.eval_shape(lambda: make_state(config.train.seed)))
   state_shardings = rules_lib.state_shardings(abstract, mesh, rules)
   batch_axes = tuple(a for a in config.mesh.batch_axes if a in mesh.axis_names)
+  splits = math.prod(mesh.shape[a] for a in batch_axes)
+  batch_size = (config.get("data") or {}).get("batch_size")
+  if batch_size and batch_size % splits:  # Before compiling: one line, not IndivisibleError.
+    raise ConfigError(f"config.data.batch_size={batch_size} does not split over the mesh's "
+                      f"batch axes {dict((a, mesh.shape[a]) for a in batch_axes)} "
+                      f"({splits} ways); use a multiple of {splits}")
   batch_sharding = NamedSharding(mesh, PartitionSpec(batch_axes or None))
 
   def init():
