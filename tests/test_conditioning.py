@@ -66,7 +66,7 @@ def test_estimate_std_over_batches_and_sample_cap():
 def test_config_checks():
   with pytest.raises(ValueError, match="embedding_std is not set"):
     regularize(jax.random.key(0), _z(), VisualRegConfig())
-  with pytest.raises(ValueError, match="unknown keys"):
+  with pytest.raises(ValueError, match="config.train.visual_reg: unknown key 'mask_p'"):
     VisualRegConfig.from_dict({"mask_p": 0.1})
   with pytest.raises(ValueError, match="mask_prob"):
     VisualRegConfig.from_dict({"mask_prob": 1.5})

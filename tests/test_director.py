@@ -230,5 +230,7 @@ def test_configs_build():
   llm_params = sum(x.size for x in jax.tree.leaves(nnx.state(abstract.llm, nnx.Param)))
   # Llama-2-7B: 6,738,415,616 parameters with 32,000 rows; 128 more rows of 2 x 4096.
   assert llm_params == 6_738_415_616 + 128 * 2 * 4096
-  with pytest.raises(ValueError, match="missing keys"):
+  with pytest.raises(ValueError, match="config.model: missing key 'visual_dim'"):
     D.DirectorConfig.from_config({k: v for k, v in toy.model.items() if k != "visual_dim"})
+  with pytest.raises(ValueError, match=r"config.model.markup: unknown key 'bos_id'"):
+    D.DirectorConfig.from_config({**toy.model, "markup": {**toy.model.markup, "bos_id": 1}})

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from auteur_jax.config import ConfigError
 from auteur_jax.models import llm as L
 
 CFG = L.LLMConfig(vocab_size=64, width=32, num_layers=2, num_heads=4, num_kv_heads=2,
@@ -130,13 +131,13 @@ def test_params_stacked_with_logical_axes_and_tied_head():
 def test_config_errors_name_the_key():
   base = {f.name: getattr(CFG, f.name) for f in dataclasses.fields(CFG)}
   assert L.LLMConfig.from_config(base) == CFG
-  with pytest.raises(ValueError, match=r"unknown keys \['hidden'\]"):
+  with pytest.raises(ConfigError, match=r"config.model.llm: unknown key 'hidden'; allowed"):
     L.LLMConfig.from_config({**base, "hidden": 3})
-  with pytest.raises(ValueError, match=r"missing keys \['width'\]"):
+  with pytest.raises(ConfigError, match=r"config.model.llm: missing key 'width'"):
     L.LLMConfig.from_config({k: v for k, v in base.items() if k != "width"})
   with pytest.raises(ValueError, match="llm.remat"):
     L.LLMConfig.from_config({**base, "remat": "some"})
-  with pytest.raises(ValueError, match="rope_scaling: expected keys"):
+  with pytest.raises(ConfigError, match=r"config.model.llm.rope_scaling: missing keys \["):
     L.LLMConfig.from_config({**base, "rope_scaling": {"factor": 8.0}})
   scaled = L.LLMConfig.from_config({**base, "rope_scaling": dict(
       factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0, original_max_position=64)})

@@ -24,7 +24,8 @@ import grain
 import numpy as np
 
 from auteur_jax.config import ConfigError
-from auteur_jax.data import examples, tfrecord, video_io
+from auteur_jax.config_sections import from_section
+from auteur_jax.data import examples, inventory, tfrecord, video_io
 from auteur_jax.data.tokenizer import Tokenizer
 
 
@@ -221,20 +222,83 @@ def split_files(data_dir: str, split: str, kind: str) -> list[str]:
   return tfrecord.list_shards(os.path.join(data_dir, split, f"{kind}-*.tfrecord"))
 
 
-def dataset_from_config(data, process_index: int = 0, process_count: int = 1) -> grain.IterDataset:
-  """The pipeline `config.data` describes (see toy/data for the fields)."""
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+  """`config.data`: how clips are stored (`auteur data build`) and batched (the
+  pipelines here). configs/toy/data.py holds every field with its meaning."""
+
+  dir: str
+  split: str
+  kind: str  # "clips" (DiT, VAE, CLIP) | "stories" (director).
+  # Build: frames sampled per second, square side, JPEG quality, shards, processes.
+  fps: float
+  size: int
+  jpeg_quality: int
+  num_shards: int
+  build_workers: int
+  # Batches.
+  batch_size: int  # Global: summed over processes.
+  num_frames: int
+  arrays: tuple[str, ...]
+  tokenizer: str  # "" = no text ids.
+  max_text_len: int
+  max_steps: int
+  max_action_tokens: int
+  max_caption_tokens: int
+  embedding_shape: tuple[int, ...]  # () or (K, D).
+  # Order and loading.
+  seed: int
+  shuffle: bool
+  shuffle_window: int
+  num_epochs: int  # -1 = forever.
+  num_workers: int
+  num_threads: int
+  # True: train on the shards that are there when they differ from dataset.json
+  # (data/inventory.py); False: that is an error naming the shard.
+  allow_partial: bool = False
+
+  def validate(self) -> None:
+    if self.kind not in ("clips", "stories"):
+      raise ValueError(f"kind must be 'clips' or 'stories', got {self.kind!r}")
+    for name in ("size", "num_shards", "batch_size", "num_frames", "max_text_len",
+                 "max_steps", "max_action_tokens", "max_caption_tokens", "shuffle_window",
+                 "num_threads"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+    for name in ("build_workers", "num_workers"):
+      if getattr(self, name) < 0:
+        raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+    if self.fps <= 0 or not 1 <= self.jpeg_quality <= 100:
+      raise ValueError(f"fps must be > 0 and jpeg_quality in 1..100, got {self.fps}, "
+                       f"{self.jpeg_quality}")
+    if len(self.embedding_shape) not in (0, 2):
+      raise ValueError(f"embedding_shape: expected () or (K, D), got {self.embedding_shape}")
+    if self.num_epochs < 1 and self.num_epochs != -1:
+      raise ValueError(f"num_epochs must be >= 1, or -1 (forever), got {self.num_epochs}")
+
+
+def data_config(data: DataConfig | Any) -> DataConfig:
+  """`config.data` checked (unknown keys, types, values) as a DataConfig."""
+  return from_section(DataConfig, data, "config.data")
+
+
+def dataset_from_config(data: DataConfig | Any, process_index: int = 0,
+                        process_count: int = 1) -> grain.IterDataset:
+  """The pipeline `config.data` describes (see DataConfig)."""
+  data = data_config(data)
   tok = Tokenizer.load(data.tokenizer) if data.tokenizer else None
+  decoder: ClipDecoder | StoryDecoder
   if data.kind == "clips":
-    decoder = ClipDecoder(data.num_frames, tok, data.max_text_len, tuple(data.arrays))
-  elif data.kind == "stories":
+    decoder = ClipDecoder(data.num_frames, tok, data.max_text_len, data.arrays)
+  else:
     if tok is None:
       raise ConfigError("config.data.tokenizer: story batches need a tokenizer folder "
                         "(auteur data tokenizer --stories S --out DIR)")
+    k_d = data.embedding_shape  # () or (K, D): validated.
     decoder = StoryDecoder(tok, data.max_steps, data.max_action_tokens, data.max_caption_tokens,
-                           tuple(data.embedding_shape) or None)
-  else:
-    raise ConfigError(f"config.data.kind must be 'clips' or 'stories', got {data.kind!r}")
-  return make_dataset(split_files(data.dir, data.split, data.kind), decoder, data.batch_size,
+                           (k_d[0], k_d[1]) if k_d else None)
+  files = inventory.check_split(data.dir, data.split, data.kind, data.allow_partial)
+  return make_dataset(files, decoder, data.batch_size,
                       seed=data.seed, window=data.shuffle_window, shuffle=data.shuffle,
                       num_epochs=None if data.num_epochs < 0 else data.num_epochs,
                       num_workers=data.num_workers, num_threads=data.num_threads,

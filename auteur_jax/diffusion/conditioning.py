@@ -20,6 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from auteur_jax.config_sections import from_section
+
 
 @dataclasses.dataclass(frozen=True)
 class VisualRegConfig:
@@ -31,20 +33,20 @@ class VisualRegConfig:
   std_samples: int = 2000
 
   @classmethod
-  def from_dict(cls, d: Mapping[str, Any]) -> VisualRegConfig:
-    d = dict(d)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-      raise ValueError(f"config.train.visual_reg: unknown keys {unknown}; known: {sorted(known)}")
-    cfg = cls(**d)
+  def from_dict(cls, d: Mapping[str, Any], path: str = "config.train.visual_reg"
+                ) -> VisualRegConfig:
+    """From the section `d` at `path`; unknown keys and bad values raise ConfigError."""
+    return from_section(cls, d, path)
+
+  def validate(self) -> None:
     for name in ("mask_prob", "shuffle_prob"):
-      if not 0.0 <= getattr(cfg, name) <= 1.0:
+      if not 0.0 <= getattr(self, name) <= 1.0:
         raise ValueError(f"config.train.visual_reg.{name} must be in [0, 1], "
-                         f"got {getattr(cfg, name)}")
-    if cfg.noise_scale < 0:
-      raise ValueError(f"config.train.visual_reg.noise_scale must be >= 0, got {cfg.noise_scale}")
-    return cfg
+                         f"got {getattr(self, name)}")
+    if self.noise_scale < 0:
+      raise ValueError(f"config.train.visual_reg.noise_scale must be >= 0, got {self.noise_scale}")
+    if self.std_samples < 1:
+      raise ValueError(f"config.train.visual_reg.std_samples must be >= 1, got {self.std_samples}")
 
 
 class Regularized(NamedTuple):

@@ -12,6 +12,7 @@ a conditional model `fn(x, t, text, visual)` into such a function.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import jax
@@ -174,3 +175,51 @@ def drop_conditions(key: jax.Array, text: jax.Array, visual: jax.Array | None,
   if visual is not None:
     visual = jnp.where(keep_vis[:, None, None], visual, jnp.zeros_like(visual))
   return text, visual, keep_text, keep_vis
+
+
+# --- config sections ------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class FlowConfig:
+  """`config.train.flow` of a DiT config: training times (`sample_time`) and the
+  condition dropout for classifier-free guidance (`drop_conditions`)."""
+
+  time_sampling: str  # A TIME_SAMPLING name.
+  logit_mean: float
+  logit_std: float
+  shift: float
+  drop_text: float
+  drop_visual: float
+
+  def validate(self) -> None:
+    if self.time_sampling not in TIME_SAMPLING:
+      raise ValueError(f"time_sampling: expected one of {TIME_SAMPLING}, "
+                       f"got {self.time_sampling!r}")
+    if self.logit_std <= 0 or self.shift <= 0:
+      raise ValueError(f"logit_std and shift must be > 0, got {self.logit_std}, "
+                       f"{self.shift}")
+    for name in ("drop_text", "drop_visual"):
+      if not 0.0 <= getattr(self, name) <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], "
+                         f"got {getattr(self, name)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplerConfig:
+  """`config.sample` of a DiT config: the solver (a SAMPLERS name) over `num_steps` of
+  the time grid shifted by `shift`, with guidance scales (`combine_guidance`)."""
+
+  solver: str
+  num_steps: int
+  shift: float
+  text_scale: float
+  visual_scale: float
+
+  def validate(self) -> None:
+    if self.solver not in SAMPLERS:
+      raise ValueError(f"solver: expected one of {sorted(SAMPLERS)}, "
+                       f"got {self.solver!r}")
+    if self.num_steps < 1 or self.shift <= 0:
+      raise ValueError(f"num_steps must be >= 1 and shift > 0, got {self.num_steps}, "
+                       f"{self.shift}")

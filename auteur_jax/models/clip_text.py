@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from auteur_jax.config_sections import from_section
 from auteur_jax.models.layers import param
 from auteur_jax.models.vision import VisionConfig, VisionTower
 from auteur_jax.models.vit_blocks import EncoderStack, layer_norm, normal_init
@@ -49,14 +50,10 @@ class TextConfig:
   param_dtype: str = "float32"
 
   @classmethod
-  def from_dict(cls, d: Mapping[str, Any]) -> TextConfig:
-    d = dict(d)
-    d.pop("name", None)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-      raise ValueError(f"config.model.text: unknown keys {unknown}; known: {sorted(known)}")
-    return cls(**d)
+  def from_dict(cls, d: Mapping[str, Any], path: str = "config.model.text") -> TextConfig:
+    """From the section `d` at `path` (ConfigDict or dict); unknown keys and bad values
+    raise ConfigError."""
+    return from_section(cls, d, path)
 
 
 class ClipTextTower(nnx.Module):
@@ -107,12 +104,31 @@ class ClipTextTower(nnx.Module):
     return h, pooled
 
 
+CLIP_LOSSES = ("softmax", "sigmoid")  # CLIP's, SigLIP's.
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipModelConfig:
+  """`config.model` of a CLIP config: the two towers and the contrastive loss, or the
+  vision tower alone (a config only encoded with, e.g. paper/clip_vit_l14_336:siglip)."""
+
+  vision: VisionConfig
+  text: TextConfig | None = None
+  loss: str | None = None  # A CLIP_LOSSES name; with the text tower.
+
+  def validate(self) -> None:
+    if (self.text is None) != (self.loss is None):
+      raise ValueError("text and loss: give both (the pair) or neither (the vision tower)")
+    if self.loss is not None and self.loss not in CLIP_LOSSES:
+      raise ValueError(f"loss: expected one of {CLIP_LOSSES}, got {self.loss!r}")
+
+
 class ClipModel(nnx.Module):
   """Vision tower + text tower + learned log-temperature (and SigLIP's logit bias)."""
 
   def __init__(self, vision: VisionConfig, text: TextConfig, *, loss: str = "softmax",
                rngs: nnx.Rngs):
-    if loss not in ("softmax", "sigmoid"):
+    if loss not in CLIP_LOSSES:
       raise ValueError(f"contrastive loss {loss!r}: expected 'softmax' or 'sigmoid'")
     vdim = vision.projection_dim if vision.family == "clip" and vision.projection_dim \
         else vision.width
@@ -165,3 +181,11 @@ def sigmoid_loss(image_emb: jax.Array, text_emb: jax.Array, logit_scale: jax.Arr
   logits = jnp.exp(logit_scale) * _unit(image_emb) @ _unit(text_emb).T + logit_bias
   z = 2.0 * jnp.eye(logits.shape[0]) - 1.0
   return -jnp.sum(jax.nn.log_sigmoid(z * logits)) / logits.shape[0]
+
+
+def with_eos(ids: jax.Array, mask: jax.Array, eos: int) -> tuple[jax.Array, jax.Array]:
+  """Writes `eos` after each row's tokens (over the last one when the row is full)."""
+  length = ids.shape[1]
+  n = jnp.sum(mask.astype(jnp.int32), axis=1)
+  at = jnp.minimum(n, length - 1)[:, None] == jnp.arange(length)[None]
+  return jnp.where(at, eos, ids), mask.astype(bool) | at

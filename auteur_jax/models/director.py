@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from auteur_jax.config_sections import from_section
 from auteur_jax.models.layers import param
 from auteur_jax.models.llm import LLM, LLMConfig
 from auteur_jax.parallel.rules import constrain
@@ -95,23 +96,10 @@ class DirectorConfig:
     return CHAINS[self.chain]
 
   @classmethod
-  def from_config(cls, c: Mapping[str, Any]) -> DirectorConfig:
-    """From `config.model` (keys: llm, markup, num_queries, visual_dim, chain, alpha,
-    beta, text_weight)."""
-    c = dict(c)
-    fields = {f.name for f in dataclasses.fields(cls)}
-    unknown, missing = sorted(set(c) - fields), sorted({"llm", "markup", "num_queries",
-                                                         "visual_dim"} - set(c))
-    if unknown or missing:
-      raise ValueError(f"config.model: unknown keys {unknown}, missing keys {missing}")
-    markup = dict(c["markup"])
-    want = {f.name for f in dataclasses.fields(MarkupIds)}
-    if set(markup) - want or (want - {"bos"}) - set(markup):
-      raise ValueError(f"config.model.markup: expected keys {sorted(want)}, got "
-                       f"{sorted(markup)}")
-    c["markup"] = MarkupIds(**markup)
-    c["llm"] = LLMConfig.from_config(c["llm"])
-    return cls(**c)
+  def from_config(cls, c: Mapping[str, Any], path: str = "config.model") -> DirectorConfig:
+    """From the section `c` at `path` (keys: llm, markup, num_queries, visual_dim, chain,
+    alpha, beta, text_weight); unknown keys and bad values raise ConfigError."""
+    return from_section(cls, c, path)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -28,6 +28,7 @@ import numpy as np
 from flax import nnx
 from jax.ad_checkpoint import checkpoint_name
 
+from auteur_jax.config_sections import from_section
 from auteur_jax.models import blockwise_attention
 from auteur_jax.models.layers import apply_rope_interleaved, param, rope_3d_tables
 from auteur_jax.parallel.rules import constrain
@@ -86,19 +87,10 @@ class DiTConfig:
     return self.num_heads * self.head_dim
 
   @classmethod
-  def from_dict(cls, d: Mapping[str, Any]) -> DiTConfig:
-    """From `config.model` (a ConfigDict or dict); unknown keys and bad values raise."""
-    d = dict(d)
-    d.pop("name", None)  # config.model.name selects the model family, not a field.
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-      raise ValueError(f"config.model: unknown DiT keys {unknown}; known: {sorted(known)}")
-    if "patch_size" in d:
-      d["patch_size"] = tuple(int(p) for p in d["patch_size"])
-    cfg = cls(**d)
-    cfg.validate()
-    return cfg
+  def from_dict(cls, d: Mapping[str, Any], path: str = "config.model") -> DiTConfig:
+    """From the section `d` at `path` (ConfigDict or dict); unknown keys and bad values
+    raise ConfigError."""
+    return from_section(cls, d, path)
 
   def validate(self) -> None:
     if len(self.patch_size) != 3 or min(self.patch_size) < 1:

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from auteur_jax.config_sections import from_section
 from auteur_jax.models.layers import (Attention, KVCache, RMSNorm, RopeScaling, SwiGLU,
                                       cache_write, param, rope_angles, rope_frequencies)
 from auteur_jax.parallel.rules import constrain
@@ -66,26 +67,10 @@ class LLMConfig:
         raise ValueError(f"llm.{name} must be >= 1, got {getattr(self, name)}")
 
   @classmethod
-  def from_config(cls, c: Mapping[str, Any]) -> LLMConfig:
-    """From a mapping / ConfigDict with these field names; rope_scaling a mapping or None."""
-    c = dict(c)
-    fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(c) - fields)
-    if unknown:
-      raise ValueError(f"config.model.llm: unknown keys {unknown}; known: {sorted(fields)}")
-    required = [f.name for f in dataclasses.fields(cls)
-                if f.default is dataclasses.MISSING and f.name not in c]
-    if required:
-      raise ValueError(f"config.model.llm: missing keys {required}")
-    scaling = c.get("rope_scaling")
-    if scaling is not None and not isinstance(scaling, RopeScaling):
-      keys = {f.name for f in dataclasses.fields(RopeScaling)}
-      got = set(dict(scaling))
-      if got != keys:
-        raise ValueError(f"config.model.llm.rope_scaling: expected keys {sorted(keys)}, "
-                         f"got {sorted(got)}")
-      c["rope_scaling"] = RopeScaling(**dict(scaling))
-    return cls(**c)
+  def from_config(cls, c: Mapping[str, Any], path: str = "config.model.llm") -> LLMConfig:
+    """From the section `c` at `path` (ConfigDict or mapping) with these field names;
+    rope_scaling a section or None. Unknown keys and bad values raise ConfigError."""
+    return from_section(cls, c, path)
 
 
 @functools.lru_cache(maxsize=16)

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from auteur_jax.config_sections import from_section
 from auteur_jax.models.layers import param
 from auteur_jax.models.vit_blocks import activation, normal_init
 from auteur_jax.parallel.rules import constrain
@@ -55,16 +56,13 @@ class T5Config:
   param_dtype: str = "float32"
 
   @classmethod
-  def from_dict(cls, d: Mapping[str, Any]) -> T5Config:
-    d = dict(d)
-    d.pop("name", None)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-      raise ValueError(f"config.model: unknown T5 keys {unknown}; known: {sorted(known)}")
-    cfg = cls(**d)
-    activation(cfg.act)  # Raises on an unknown name.
-    return cfg
+  def from_dict(cls, d: Mapping[str, Any], path: str = "config.model") -> T5Config:
+    """From the section `d` at `path` (ConfigDict or dict); unknown keys and bad values
+    raise ConfigError."""
+    return from_section(cls, d, path)
+
+  def validate(self) -> None:
+    activation(self.act)  # Raises on an unknown name.
 
 
 def relative_buckets(q_len: int, k_len: int, num_buckets: int, max_distance: int) -> np.ndarray:

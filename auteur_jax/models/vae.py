@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from auteur_jax.config_sections import from_section
 from auteur_jax.models import vae_ops as ops
 from auteur_jax.models.vae_blocks import (CausalConv3d, MidBlock, Pointwise, Resample, ResBlock,
                                           Stream, WanRMSNorm)
@@ -63,20 +64,10 @@ class VAEConfig:
   param_dtype: str = "float32"
 
   @classmethod
-  def from_dict(cls, d: Mapping[str, Any]) -> VAEConfig:
-    """From `config.model` (ConfigDict or dict); unknown keys and bad values raise."""
-    d = dict(d)
-    d.pop("name", None)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-      raise ValueError(f"config.model: unknown VAE keys {unknown}; known: {sorted(known)}")
-    for k in ("dim_mult", "temporal_downsample", "latents_mean", "latents_std"):
-      if k in d:
-        d[k] = tuple(d[k])
-    cfg = cls(**d)
-    cfg.validate()
-    return cfg
+  def from_dict(cls, d: Mapping[str, Any], path: str = "config.model") -> VAEConfig:
+    """From the section `d` at `path` (ConfigDict or dict); unknown keys and bad values
+    raise ConfigError."""
+    return from_section(cls, d, path)
 
   def validate(self) -> None:
     if len(self.temporal_downsample) != len(self.dim_mult) - 1:

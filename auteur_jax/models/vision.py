@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from auteur_jax.config_sections import from_section
 from auteur_jax.models.layers import param
 from auteur_jax.models.vit_blocks import (EncoderStack, activation, attention, layer_norm,
                                           normal_init)
@@ -68,14 +69,10 @@ class VisionConfig:
     self.validate()
 
   @classmethod
-  def from_dict(cls, d: Mapping[str, Any]) -> VisionConfig:
-    d = dict(d)
-    d.pop("name", None)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-      raise ValueError(f"config.model: unknown vision keys {unknown}; known: {sorted(known)}")
-    return cls(**d)
+  def from_dict(cls, d: Mapping[str, Any], path: str = "config.model.vision") -> VisionConfig:
+    """From the section `d` at `path` (ConfigDict or dict); unknown keys and bad values
+    raise ConfigError."""
+    return from_section(cls, d, path)
 
   @property
   def grid(self) -> int:

@@ -23,6 +23,7 @@ and the append) and deletes and redoes partial ones.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -33,7 +34,7 @@ import jax
 import ml_collections
 import tqdm
 
-from auteur_jax.config import ConfigError
+from auteur_jax.config_sections import from_section
 from auteur_jax.models.director import CHAINS
 from auteur_jax.parallel import distributed
 from auteur_jax.sample.story import StoryRequest, StorySampler, write_story
@@ -159,17 +160,40 @@ def _chunks(items: list, size: int) -> Iterator[list]:
     yield items[i:i + size]
 
 
+@dataclasses.dataclass(frozen=True)
+class StorySampleConfig:
+  """`config.sample` of a sampling config (read here and by sample/story.py)."""
+
+  seed: int  # Mixed with each item's id into its seed.
+  batch_size: int  # Items per job batch.
+  rows_per_device: int  # Stories / clips per device per model call.
+  max_steps: int  # Longest story accepted.
+  num_frames: int  # Frames per clip (1 + 4k).
+  size: int  # Frame side in pixels.
+  fps: float  # Of the written videos.
+  crf: int  # x264 quality: 0 lossless .. 51 worst.
+  vae_chunk_frames: int  # Latent frames per VAE decoding chunk (0 = the whole clip).
+
+  def validate(self) -> None:
+    if self.batch_size < 1:
+      raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+    if not 0 <= self.crf <= 51:
+      raise ValueError(f"crf must be in 0..51 (x264 quality), got {self.crf}")
+    for name in ("rows_per_device", "max_steps", "num_frames", "size"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+    if self.fps <= 0 or self.vae_chunk_frames < 0:
+      raise ValueError(f"fps must be > 0 and vae_chunk_frames >= 0, got {self.fps}, "
+                       f"{self.vae_chunk_frames}")
+
+
 def run_batch(config: ml_collections.ConfigDict, prompts: str, out_dir: str, *,
               progress: bool = True, sampler: StorySampler | None = None) -> dict:
   """Renders this process's share of `prompts` into out_dir (see the module docstring).
 
   Returns {"rendered": [ids], "skipped": n, "errors": n, "process": i, "processes": n}.
   """
-  s = config.sample
-  if s.batch_size < 1:
-    raise ConfigError(f"config.sample.batch_size must be >= 1, got {s.batch_size}")
-  if not 0 <= s.crf <= 51:
-    raise ConfigError(f"config.sample.crf must be in 0..51 (x264 quality), got {s.crf}")
+  s = from_section(StorySampleConfig, config.sample, "config.sample")  # Before any write.
   distributed.initialize(config.distributed)
   pi, pc = jax.process_index(), jax.process_count()
   chain = CHAINS.get(config.director.model.chain, ())

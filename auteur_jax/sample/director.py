@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from auteur_jax.config_sections import from_section
 from auteur_jax.models.director import Director
 from auteur_jax.models.layers import KVCache
 from auteur_jax.models.llm import LLM
@@ -49,10 +50,31 @@ class Sampling:
                        f"{self.temperature}, {self.top_p}")
 
   @classmethod
-  def from_config(cls, c) -> Sampling:
-    """From `config.sample` (its temperature, top_p and max_*_tokens)."""
-    return cls(float(c.temperature), float(c.top_p), int(c.max_action_tokens),
-               int(c.max_caption_tokens))
+  def from_config(cls, c, path: str = "config.sample") -> Sampling:
+    """From a director config's `sample` section at `path` (see DirectorSampleConfig)."""
+    return from_section(DirectorSampleConfig, c, path).sampling
+
+
+@dataclasses.dataclass(frozen=True)
+class DirectorSampleConfig:
+  """`config.sample` of a director config: story steps when a request gives none, and
+  the text sampling (Sampling's fields)."""
+
+  num_steps: int
+  temperature: float
+  top_p: float
+  max_action_tokens: int
+  max_caption_tokens: int
+
+  def validate(self) -> None:
+    if self.num_steps < 1:
+      raise ValueError(f"num_steps must be >= 1, got {self.num_steps}")
+    _ = self.sampling  # Runs Sampling's checks (temperature, top_p).
+
+  @property
+  def sampling(self) -> Sampling:
+    return Sampling(self.temperature, self.top_p, self.max_action_tokens,
+                    self.max_caption_tokens)
 
 
 class DecodeState(NamedTuple):

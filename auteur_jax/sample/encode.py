@@ -24,6 +24,7 @@ finished last, a rerun writes it, skipping all the work).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -36,6 +37,7 @@ import numpy as np
 import tqdm
 
 from auteur_jax.config import ConfigError
+from auteur_jax.config_sections import from_section
 from auteur_jax.data import examples, pipeline, tfrecord, video_io
 from auteur_jax.data.schema import Clip, Story
 from auteur_jax.parallel.mesh import make_mesh
@@ -144,13 +146,38 @@ def index_clips(paths: Sequence[str]) -> dict:
   return index
 
 
+@dataclasses.dataclass(frozen=True)
+class EncodeConfig:
+  """`config.encode`: clip TFRecords in_dir -> out_dir plus one array, in batches of
+  batch_size (a multiple of the devices that split it); num_frames: the centred window a
+  clip-input encoder (the VAE) sees; dtype: stored; seed: random weights when no init
+  is set (sample/encoders.py)."""
+
+  in_dir: str
+  out_dir: str
+  splits: tuple[str, ...]  # () = every split of in_dir/dataset.json.
+  batch_size: int
+  num_frames: int
+  dtype: str
+  seed: int
+
+  def validate(self) -> None:
+    if self.batch_size < 1 or self.num_frames < 1:
+      raise ValueError(f"batch_size and num_frames must be >= 1, got {self.batch_size}, "
+                       f"{self.num_frames}")
+    try:
+      jax.numpy.dtype(self.dtype)
+    except TypeError:
+      raise ValueError(f"dtype: not a dtype: {self.dtype!r}") from None
+
+
 def encode_dataset(config: ml_collections.ConfigDict, *, progress: bool = True,
                    max_shards: int | None = None) -> dict:
   """Runs the encode job of `config` (see the module docstring); returns a summary.
 
   max_shards: stop after encoding this many clip shards (the rest on a later run).
   """
-  e = config.encode
+  e = from_section(EncodeConfig, config.encode, "config.encode")
   in_dir, out_dir = e.in_dir, e.out_dir
   if os.path.abspath(in_dir) == os.path.abspath(out_dir):
     raise ConfigError("config.encode.out_dir must differ from in_dir (shards are rewritten)")

@@ -9,15 +9,18 @@ only needed to train or fine-tune the pair.
 It prints a progress bar per split, then
 `encoded N clip shards (0 skipped) -> ...: visual_embedding (64, 1024) bfloat16`.
 `:siglip` gives SigLIP so400m/14 at 384 px instead (27 x 27 tokens -> 64 by adaptive
-pooling, D = 1152); its text tower is not the CLIP one, so only the vision half is used.
+pooling, D = 1152); its text tower is not the CLIP one, so that config holds only the
+vision tower (all `auteur encode` uses; it cannot be trained).
 """
 
 import ml_collections
 
+from auteur_jax.config_sections import check_arg
 from auteur_jax.parallel.mesh import mesh_config
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  check_arg(__file__, arg, ("siglip",))
   c = ml_collections.ConfigDict()
   c.task = "clip"
   m = c.model = ml_collections.ConfigDict()
@@ -33,19 +36,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         mlp_dim=4096, act="quick_gelu", eps=1e-5, projection_dim=768, feature_layer=-2,
         resampler="avgpool", num_tokens=64, project_tokens=False, remat=True,
         dtype="bfloat16", param_dtype="float32"))
-  m.text = ml_collections.ConfigDict(dict(
-      vocab_size=49408, width=768, depth=12, num_heads=12, mlp_dim=3072, max_len=77,
-      projection_dim=768, act="quick_gelu", eps=1e-5, eos_token_id=49407, pool_argmax=True,
-      remat=True, dtype="bfloat16", param_dtype="float32"))
-  m.loss = "sigmoid" if arg == "siglip" else "softmax"
-
-  c.data = ml_collections.ConfigDict()
-  c.data.dir = ""
-  c.data.batch_size = 1024
-
-  c.train = ml_collections.ConfigDict()  # Used weights are pre-trained; no schedule here.
-  c.train.steps = 0
-  c.train.seed = 0
+    m.text = ml_collections.ConfigDict(dict(
+        vocab_size=49408, width=768, depth=12, num_heads=12, mlp_dim=3072, max_len=77,
+        projection_dim=768, act="quick_gelu", eps=1e-5, eos_token_id=49407,
+        pool_argmax=True, remat=True, dtype="bfloat16", param_dtype="float32"))
+    m.loss = "softmax"
 
   c.mesh = mesh_config({"data": -1, "fsdp": 1, "tensor": 1})
 

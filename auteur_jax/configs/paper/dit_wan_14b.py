@@ -1,9 +1,10 @@
 """Visual-conditioned DiT at Wan 2.1 14B shapes: 40 blocks of width 5120 (40 heads x
 128), MLP 13824; everything else as paper/dit_wan_1_3b (data, Table 12
 training, visual branch added to the text-to-video checkpoint).
+  auteur convert import --family wan_dit --config paper/dit_wan_14b \
+      --src /path/to/Wan2.1-T2V-14B-Diffusers/transformer --dst ckpts/wan_14b
   auteur train --config paper/dit_wan_14b --workdir gs://.../dit14b \
-      --config.init.diffusers=/path/to/Wan2.1-T2V-14B-Diffusers/transformer \
-      --config.data.dir=gs://.../cookgen
+      --config.init.checkpoint=ckpts/wan_14b --config.data.dir=gs://.../cookgen
 Weights are sharded over fsdp and the heads / MLP over tensor (4 ways here; 40 heads
 also split 8 ways); long clips can add a `context` axis for the token dimension.
 """
@@ -13,14 +14,15 @@ import os
 import ml_collections
 
 from auteur_jax.config import load_module_config
+from auteur_jax.config_sections import check_arg
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  check_arg(__file__, arg)
   here = os.path.dirname(os.path.abspath(__file__))
   c = load_module_config(os.path.join(here, "dit_wan_1_3b.py"))
   c.model.num_heads = 40
   c.model.ffn_dim = 13824
   c.model.num_layers = 40
   c.mesh.shape = ml_collections.ConfigDict({"data": 1, "fsdp": -1, "tensor": 4, "context": 1})
-  c.init.diffusers = ""  # Wan2.1-T2V-14B-Diffusers/transformer.
   return c

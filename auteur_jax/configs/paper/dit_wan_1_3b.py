@@ -3,14 +3,16 @@
 Wan 2.1 T2V-1.3B: 30 blocks of width 1536 (12 heads x 128), MLP 8960, umT5-XXL text
 (4096-d, 512 tokens). VideoAuteur conditions on the director's visual state, K = 64
 tokens of D = 4096 (SEED-X CLIP space), through Wan's image-to-video mechanism (own
-keys / values per block). Start from the diffusers text-to-video checkpoint: the visual
-branch is added fresh with zero values, so step 0 predicts what Wan does
-(`convert.diffusers_wan.load_diffusers_wan(..., add_visual_dim=4096)`).
+keys / values per block). Start from the diffusers text-to-video checkpoint, imported
+with this config; the visual branch, which it lacks, keeps its initialisation
+(in memory, `convert.diffusers_wan.load_diffusers_wan(..., add_visual_dim=4096)` adds it
+with zero values instead, so that step 0 predicts what Wan does).
 Training follows Table 12: 448 x 448 x T, AdamW (0.9, 0.95, 1e-8), LR 1e-5 constant
 after 1,000 warm-up steps, 20,000 steps, batch 64, bf16.
+  auteur convert import --family wan_dit --config paper/dit_wan_1_3b \
+      --src /path/to/Wan2.1-T2V-1.3B-Diffusers/transformer --dst ckpts/wan_1_3b
   auteur train --config paper/dit_wan_1_3b --workdir gs://.../dit \
-      --config.init.diffusers=/path/to/Wan2.1-T2V-1.3B-Diffusers/transformer \
-      --config.data.dir=gs://.../cookgen
+      --config.init.checkpoint=ckpts/wan_1_3b --config.data.dir=gs://.../cookgen
 It logs the flow-matching loss per step. 81 frames of 448 x 448 -> latents 21 x 56 x 56
 x 16 -> 16,464 tokens per clip.
 """
@@ -20,6 +22,7 @@ import os
 import ml_collections
 
 from auteur_jax.config import load_module_config
+from auteur_jax.config_sections import check_arg
 from auteur_jax.parallel.distributed import distributed_defaults
 from auteur_jax.parallel.mesh import mesh_config
 from auteur_jax.train.optim import train_defaults
@@ -40,6 +43,7 @@ def wan_model(width_heads: int, ffn_dim: int, num_layers: int) -> ml_collections
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  check_arg(__file__, arg)
   c = ml_collections.ConfigDict()
   c.task = "dit"
   c.model = wan_model(width_heads=12, ffn_dim=8960, num_layers=30)
@@ -58,7 +62,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   t = c.train = train_defaults()
   t.steps = 20000
-  t.optimizer = "adamw"
   t.b1, t.b2, t.eps = 0.9, 0.95, 1e-8
   t.weight_decay = 0.0
   t.lr = 1e-5
@@ -67,7 +70,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   t.grad_clip = 1.0
   t.log_every = 50
   t.checkpoint_every = 1000
-  t.keep_checkpoints = 3
   t.seed = 0
   t.flow = ml_collections.ConfigDict(dict(
       time_sampling="logit_normal", logit_mean=0.0, logit_std=1.0, shift=1.0,
@@ -83,9 +85,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.mesh = mesh_config({"data": 1, "fsdp": -1, "tensor": 1, "context": 1})
 
   c.init = ml_collections.ConfigDict()
-  c.init.checkpoint = ""
-  c.init.diffusers = ""  # Wan2.1-T2V-1.3B-Diffusers/transformer.
-  c.init.new_visual_branch = True  # The checkpoint is text-to-video: add the visual branch.
+  c.init.checkpoint = ""  # The imported Wan2.1-T2V-1.3B transformer, or a run.
 
   s = c.sample = ml_collections.ConfigDict()
   s.solver = "euler"

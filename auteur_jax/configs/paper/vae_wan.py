@@ -13,11 +13,13 @@ Each process encodes its own shards (every process_count-th) on its local device
 
 import ml_collections
 
+from auteur_jax.config_sections import check_arg
 from auteur_jax.models.vae import WAN21_LATENTS_MEAN, WAN21_LATENTS_STD
 from auteur_jax.parallel.mesh import mesh_config
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  check_arg(__file__, arg)
   c = ml_collections.ConfigDict()
   c.task = "vae"
   c.model = ml_collections.ConfigDict(dict(
@@ -25,14 +27,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       temporal_downsample=(False, True, True), in_channels=3, out_channels=3,
       latents_mean=WAN21_LATENTS_MEAN, latents_std=WAN21_LATENTS_STD,
       conv_impl="auto", dtype="float32", param_dtype="float32"))
-
-  c.data = ml_collections.ConfigDict()
-  c.data.dir = ""  # CookGen clip TFRecords (448 x 448 frames).
-  c.data.num_frames = 33
-
-  c.train = ml_collections.ConfigDict()  # The paper does not train the VAE.
-  c.train.steps = 0
-  c.train.seed = 0
 
   c.mesh = mesh_config({"data": -1, "fsdp": 1, "tensor": 1})
 

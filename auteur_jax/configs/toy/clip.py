@@ -20,6 +20,7 @@ import os
 import ml_collections
 
 from auteur_jax.config import load_module_config
+from auteur_jax.config_sections import check_arg
 from auteur_jax.parallel.distributed import distributed_defaults
 from auteur_jax.parallel.mesh import mesh_config
 from auteur_jax.train.optim import train_defaults
@@ -28,6 +29,7 @@ K, D = 16, 64  # Must match toy/director.
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  check_arg(__file__, arg)
   c = ml_collections.ConfigDict()
   c.task = "clip"
 

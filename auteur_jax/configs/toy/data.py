@@ -10,13 +10,15 @@ The last prints each batch's arrays (e.g. frames (8, 8, 64, 64, 3) uint8) and cl
 
 import ml_collections
 
+from auteur_jax.config_sections import check_arg
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   d = c.data = ml_collections.ConfigDict()
   d.dir = "toy_data/tfrecords"  # Written by `auteur data build`.
   d.split = "train"
-  d.kind = arg or "clips"  # "clips" (DiT) | "stories" (director).
+  d.kind = check_arg(__file__, arg, ("clips", "stories")) or "clips"  # DiT | director.
   # Build: frames sampled per second of clip, square side (CookGen: 448), JPEG quality.
   d.fps = 8.0
   d.size = 64
@@ -42,6 +44,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # copies (benchmarks/data_pipeline.py). Worker processes suit GIL-bound transforms.
   d.num_workers = 0  # grain worker processes (0 = in this process).
   d.num_threads = 2  # Reader threads per process.
-  c.mesh = ml_collections.ConfigDict()
-  c.mesh.batch_axes = ("data", "fsdp")
+  # Shards that differ from dataset.json (deleted, cut short) are an error naming them;
+  # True trains on what is there.
+  d.allow_partial = False
   return c

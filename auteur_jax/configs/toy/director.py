@@ -25,6 +25,8 @@ import os
 import ml_collections
 
 from auteur_jax.config import load_module_config
+from auteur_jax.config_sections import check_arg
+from auteur_jax.models.director import CHAINS
 from auteur_jax.parallel.distributed import distributed_defaults
 from auteur_jax.parallel.mesh import mesh_config
 from auteur_jax.train.optim import train_defaults
@@ -45,7 +47,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   m.markup = ml_collections.ConfigDict(dict(
       action=4, action_end=5, caption=6, caption_end=7, img=8, img_end=9, bos=1))
   m.num_queries, m.visual_dim = K, D
-  m.chain = arg or "action_caption_visual"
+  m.chain = check_arg(__file__, arg, tuple(CHAINS)) or "action_caption_visual"
   m.alpha = 1.0  # (1 - cos) weight; the paper does not give alpha / beta.
   m.beta = 1.0  # MSE weight.
   m.text_weight = 1.0
@@ -71,8 +73,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.mesh = mesh_config({"data": -1, "fsdp": 1, "tensor": 1})
 
   c.init = ml_collections.ConfigDict()
-  c.init.checkpoint = ""  # An orbax checkpoint to start from.
-  c.init.hf_llm = ""  # An HF Llama / Qwen2 folder for model.llm (vocab padded to fit).
+  c.init.checkpoint = ""  # An orbax checkpoint to start from (HF weights: auteur convert).
 
   s = c.sample = ml_collections.ConfigDict()
   s.num_steps = 6
@@ -80,5 +81,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   s.top_p = 1.0
   s.max_action_tokens = 32
   s.max_caption_tokens = 128
-  s.loop = "device"
   return c

@@ -17,6 +17,7 @@ import os
 import ml_collections
 
 from auteur_jax.config import load_module_config
+from auteur_jax.config_sections import check_arg
 from auteur_jax.parallel.distributed import distributed_defaults
 from auteur_jax.parallel.mesh import mesh_config
 from auteur_jax.train.optim import train_defaults
@@ -28,7 +29,7 @@ TEXT_DIM = 64  # Width of the toy text encoder's token embeddings.
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.task = "dit"
-  visual = arg != "text_only"
+  visual = check_arg(__file__, arg, ("text_only",)) is None
 
   # DiTConfig fields (models/dit.py); names follow diffusers' WanTransformer3DModel.
   c.model = ml_collections.ConfigDict(dict(
@@ -75,8 +76,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.mesh = mesh_config({"data": -1, "fsdp": 1, "tensor": 1})
 
   c.init = ml_collections.ConfigDict()
-  c.init.checkpoint = ""  # An orbax checkpoint to start from.
-  c.init.diffusers = ""  # A diffusers WanTransformer3DModel folder (convert/diffusers_wan.py).
+  c.init.checkpoint = ""  # An orbax checkpoint to start from (diffusers weights: auteur convert).
 
   s = c.sample = ml_collections.ConfigDict()
   s.solver = "euler"  # "euler" | "heun" (diffusion/flow.py).

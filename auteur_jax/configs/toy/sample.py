@@ -19,11 +19,13 @@ import os
 import ml_collections
 
 from auteur_jax.config import load_module_config
+from auteur_jax.config_sections import check_arg
 from auteur_jax.parallel.distributed import distributed_defaults
 from auteur_jax.parallel.mesh import mesh_config
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  check_arg(__file__, arg)
   here = os.path.dirname(os.path.abspath(__file__))
   c = ml_collections.ConfigDict()
   c.task = "sample"
