@@ -75,7 +75,8 @@ def cmd_tokenizer(args) -> None:
 
 def cmd_build(args) -> None:
   from auteur_jax.data.build import FrameSpec, build
-  d = args.config.data
+  from auteur_jax.data.pipeline import data_config
+  d = data_config(args.config.data)
   summary = build(args.stories, d.dir, FrameSpec(d.fps, d.size, d.jpeg_quality),
                   num_shards=d.num_shards, workers=d.build_workers)
   for split, s in summary["splits"].items():
@@ -156,6 +157,8 @@ def cmd_train(args) -> None:
 
 def cmd_sample(args) -> None:
   from auteur_jax.sample.batch import ERRORS, run_batch
+  from auteur_jax.train import run_config
+  run_config.check_sample(args.config)
   r = run_batch(args.config, args.prompts, args.out)
   print(f"{r['out_dir']}: {len(r['rendered'])} rendered, {r['skipped']} already done, "
         f"{r['errors']} bad prompt lines ({os.path.join(r['out_dir'], ERRORS)})"
@@ -184,6 +187,8 @@ def _pct(target: dict) -> str:
 
 def cmd_encode(args) -> None:
   from auteur_jax.sample.encode import encode_dataset
+  from auteur_jax.train import run_config
+  run_config.check_encode(args.config)
   r = encode_dataset(args.config, max_shards=args.max_shards)
   print(f"encoded {r['encoded_shards']} clip shards ({r['skipped_shards']} skipped) -> "
         f"{r['out_dir']}: {r['field']} {r['shape']} {r['dtype']}"

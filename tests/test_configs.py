@@ -18,16 +18,10 @@ from auteur_jax.config_sections import check_arg, from_section
 from auteur_jax.models import registry
 from auteur_jax.models.director import DirectorConfig
 from auteur_jax.models.dit import DiTConfig
-from auteur_jax.models.text_encoder import T5Config, T5Encoder
 from auteur_jax.models.vae import VAEConfig
-from auteur_jax.models.vision import VisionConfig, VisionTower
+from auteur_jax.models.vision import VisionConfig
 from auteur_jax.train import run_config
 from auteur_jax.train.optim import TrainConfig
-
-# Tasks whose models the registry does not build (no training task): built directly.
-OUTSIDE_REGISTRY = {
-    "text_encoder": lambda c, rngs: T5Encoder(T5Config.from_dict(c.model), rngs=rngs)}
-
 
 def _config_names() -> list[str]:
   return sorted(os.path.relpath(os.path.join(d, f), CONFIG_DIR)[:-3]
@@ -62,11 +56,8 @@ def _models(config: ml_collections.ConfigDict) -> dict[str, ml_collections.Confi
 
 
 def _abstract(config: ml_collections.ConfigDict) -> nnx.Module:
-  build = OUTSIDE_REGISTRY.get(config.task, registry.build)
-  if config.task == "clip" and "text" not in config.model:  # Encode only: the vision tower.
-    build = lambda c, rngs: VisionTower(VisionConfig.from_dict(c.model.vision), rngs=rngs)
   with nnx.use_eager_sharding(False):
-    return nnx.eval_shape(lambda: build(config, nnx.Rngs(0)))
+    return nnx.eval_shape(lambda: registry.build(config, nnx.Rngs(0)))
 
 
 @pytest.mark.parametrize("name,arg", CASES, ids=[f"{n}:{a}" if a else n for n, a in CASES])

@@ -1,9 +1,11 @@
 """Models by task name: what `config.task` builds from its config.
 
   build(config, rngs)   "vae" -> VideoVAE (config.model), "clip" -> ClipModel
-                        (config.model.vision / .text / .loss), "director" -> Director
-                        (config.model), "dit" -> TextConditionedDiT (config.model, with a
-                        caption embedding table when config.text.source is "ids")
+                        (config.model.vision / .text / .loss; the VisionTower alone for a
+                        config without a text tower: encoding only), "director" ->
+                        Director (config.model), "dit" -> TextConditionedDiT
+                        (config.model, with a caption embedding table when
+                        config.text.source is "ids"), "text_encoder" -> T5Encoder
 
 Training (train/tasks.py: losses and data), sampling, encoding, evaluation and
 conversion all build their models here. Parameters carry logical axis names: build
@@ -18,43 +20,45 @@ import ml_collections
 from flax import nnx
 
 from auteur_jax.config import ConfigError
-from auteur_jax.models.clip_text import ClipModel, TextConfig
-from auteur_jax.models.conditioned_dit import TextConditionedDiT
+from auteur_jax.config_sections import from_section
+from auteur_jax.models.clip_text import ClipModel, ClipModelConfig
+from auteur_jax.models.conditioned_dit import DiTTextConfig, TextConditionedDiT
 from auteur_jax.models.director import Director, DirectorConfig
 from auteur_jax.models.dit import DiTConfig
+from auteur_jax.models.text_encoder import T5Config, T5Encoder
 from auteur_jax.models.vae import VAEConfig, VideoVAE
-from auteur_jax.models.vision import VisionConfig
+from auteur_jax.models.vision import VisionTower
 
 Builder = Callable[[ml_collections.ConfigDict, nnx.Rngs], nnx.Module]
-CLIP_LOSSES = ("softmax", "sigmoid")
 
 
 def _vae(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> VideoVAE:
   return VideoVAE(VAEConfig.from_dict(config.model), rngs=rngs)
 
 
-def _clip(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> ClipModel:
-  m = config.model
-  if m.loss not in CLIP_LOSSES:
-    raise ConfigError(f"config.model.loss: expected one of {CLIP_LOSSES}, got {m.loss!r}")
-  return ClipModel(VisionConfig.from_dict(m.vision), TextConfig.from_dict(m.text),
-                   loss=m.loss, rngs=rngs)
+def _clip(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> ClipModel | VisionTower:
+  m = from_section(ClipModelConfig, config.model, "config.model")
+  if m.text is None or m.loss is None:  # The vision tower alone: a config to encode with.
+    return VisionTower(m.vision, rngs=rngs)
+  return ClipModel(m.vision, m.text, loss=m.loss, rngs=rngs)
 
 
 def _director(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> Director:
-  return Director(DirectorConfig.from_config(config.model.to_dict()), rngs=rngs)
+  return Director(DirectorConfig.from_config(config.model), rngs=rngs)
 
 
 def _dit(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> TextConditionedDiT:
-  if config.text.source not in ("ids", "embedding"):
-    raise ConfigError(f"config.text.source must be 'ids' or 'embedding', got "
-                      f"{config.text.source!r}")
-  vocab = config.text.vocab_size if config.text.source == "ids" else 0
-  return TextConditionedDiT(DiTConfig.from_dict(config.model.to_dict()), vocab, rngs=rngs)
+  text = from_section(DiTTextConfig, config.text, "config.text")
+  return TextConditionedDiT(DiTConfig.from_dict(config.model),
+                            text.vocab_size if text.source == "ids" else 0, rngs=rngs)
+
+
+def _text_encoder(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> T5Encoder:
+  return T5Encoder(T5Config.from_dict(config.model), rngs=rngs)
 
 
 _BUILDERS: dict[str, Builder] = {"vae": _vae, "clip": _clip, "director": _director,
-                                 "dit": _dit}
+                                 "dit": _dit, "text_encoder": _text_encoder}
 
 
 def register(task: str, builder: Builder) -> None:

@@ -7,7 +7,7 @@ Prompt lines: {"id": "v1", "task": "...", "num_steps": 4} or, with the steps' te
 are skipped. Ids name output folders: one path component of letters, digits, '.', '_'
 and '-', not starting with '.' (so never "..", an absolute path or a hidden name).
 
-Layout (DESIGN.md "Sampling outputs"):
+Layout (docs/architecture.md "Sampling outputs"):
   OUT/<id>/clip_<t>.mp4, story.mp4, story.json, embeddings.npy   one finished item
   OUT/manifest.jsonl     one line per finished item (appended when it is complete)
   OUT/errors.jsonl       one line per bad prompt line: {"line", "error"} (process 0)
@@ -23,7 +23,6 @@ and the append) and deletes and redoes partial ones.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
@@ -37,7 +36,7 @@ import tqdm
 from auteur_jax.config_sections import from_section
 from auteur_jax.models.director import CHAINS
 from auteur_jax.parallel import distributed
-from auteur_jax.sample.story import StoryRequest, StorySampler, write_story
+from auteur_jax.sample.story import StoryRequest, StorySampleConfig, StorySampler, write_story
 
 MANIFEST, ERRORS, PARTIAL = "manifest.jsonl", "errors.jsonl", ".partial-"
 _ID = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9._\-]{0,199}")
@@ -158,33 +157,6 @@ def _append_manifest(out_dir: str, entry: dict) -> None:
 def _chunks(items: list, size: int) -> Iterator[list]:
   for i in range(0, len(items), size):
     yield items[i:i + size]
-
-
-@dataclasses.dataclass(frozen=True)
-class StorySampleConfig:
-  """`config.sample` of a sampling config (read here and by sample/story.py)."""
-
-  seed: int  # Mixed with each item's id into its seed.
-  batch_size: int  # Items per job batch.
-  rows_per_device: int  # Stories / clips per device per model call.
-  max_steps: int  # Longest story accepted.
-  num_frames: int  # Frames per clip (1 + 4k).
-  size: int  # Frame side in pixels.
-  fps: float  # Of the written videos.
-  crf: int  # x264 quality: 0 lossless .. 51 worst.
-  vae_chunk_frames: int  # Latent frames per VAE decoding chunk (0 = the whole clip).
-
-  def validate(self) -> None:
-    if self.batch_size < 1:
-      raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-    if not 0 <= self.crf <= 51:
-      raise ValueError(f"crf must be in 0..51 (x264 quality), got {self.crf}")
-    for name in ("rows_per_device", "max_steps", "num_frames", "size"):
-      if getattr(self, name) < 1:
-        raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-    if self.fps <= 0 or self.vae_chunk_frames < 0:
-      raise ValueError(f"fps must be > 0 and vae_chunk_frames >= 0, got {self.fps}, "
-                       f"{self.vae_chunk_frames}")
 
 
 def run_batch(config: ml_collections.ConfigDict, prompts: str, out_dir: str, *,

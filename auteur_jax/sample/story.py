@@ -38,6 +38,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from auteur_jax.checkpoint.restore import restore_model
 from auteur_jax.config import ConfigError
+from auteur_jax.config_sections import from_section
 from auteur_jax.data import video_io
 from auteur_jax.data.tokenizer import Tokenizer
 from auteur_jax.diffusion import flow
@@ -97,6 +98,33 @@ class Settings:
   visual_scale: float = 3.0
   max_task_tokens: int = 32  # Task prompt tokens (the director's data.max_action_tokens).
   max_text_len: int = 64  # Caption tokens for the DiT (its data.max_text_len).
+
+
+@dataclasses.dataclass(frozen=True)
+class StorySampleConfig:
+  """`config.sample` of a sampling config (read here and by sample/batch.py)."""
+
+  seed: int  # Mixed with each item's id into its seed.
+  batch_size: int  # Items per job batch.
+  rows_per_device: int  # Stories / clips per device per model call.
+  max_steps: int  # Longest story accepted.
+  num_frames: int  # Frames per clip (1 + 4k).
+  size: int  # Frame side in pixels.
+  fps: float  # Of the written videos.
+  crf: int  # x264 quality: 0 lossless .. 51 worst.
+  vae_chunk_frames: int  # Latent frames per VAE decoding chunk (0 = the whole clip).
+
+  def validate(self) -> None:
+    if self.batch_size < 1:
+      raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+    if not 0 <= self.crf <= 51:
+      raise ValueError(f"crf must be in 0..51 (x264 quality), got {self.crf}")
+    for name in ("rows_per_device", "max_steps", "num_frames", "size"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+    if self.fps <= 0 or self.vae_chunk_frames < 0:
+      raise ValueError(f"fps must be > 0 and vae_chunk_frames >= 0, got {self.fps}, "
+                       f"{self.vae_chunk_frames}")
 
 
 # The models' logical rules with the batch on `data` only: fsdp / tensor split weights
@@ -180,7 +208,10 @@ class StorySampler:
     rules = rules_lib.mesh_rules(config)
     models = [load_model(config[name], f"config.{name}", config.allow_random_init,
                          mesh=mesh, rules=rules) for name in ("director", "dit", "vae")]
-    s, d, t = config.sample, config.director.sample, config.dit.sample
+    s = from_section(StorySampleConfig, config.sample, "config.sample")
+    d = from_section(director_lib.DirectorSampleConfig, config.director.sample,
+                     "config.director.sample")
+    t = from_section(flow.SamplerConfig, config.dit.sample, "config.dit.sample")
     settings = Settings(
         num_steps=d.num_steps, max_steps=s.max_steps, seed=s.seed,
         rows_per_device=s.rows_per_device, num_frames=s.num_frames, size=s.size,
@@ -188,8 +219,7 @@ class StorySampler:
         shift=t.shift, text_scale=t.text_scale, visual_scale=t.visual_scale,
         max_task_tokens=config.director.data.max_action_tokens,
         max_text_len=config.dit.data.max_text_len)
-    sampling = director_lib.Sampling(d.temperature, d.top_p, d.max_action_tokens,
-                                     d.max_caption_tokens)
+    sampling = d.sampling
     tokenizer = Tokenizer.load(config.tokenizer)
     return cls(*models, tokenizer, settings, sampling, mesh, rules)
 

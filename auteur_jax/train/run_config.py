@@ -36,11 +36,11 @@ from auteur_jax.models.text_encoder import T5Config
 from auteur_jax.models.vae import VAEConfig
 from auteur_jax.parallel.distributed import DistributedConfig
 from auteur_jax.parallel.mesh import MeshConfig
-from auteur_jax.sample.batch import StorySampleConfig
+from auteur_jax.sample.story import StorySampleConfig
 from auteur_jax.sample.director import DirectorSampleConfig
 from auteur_jax.sample.encode import EncodeConfig
 from auteur_jax.train.optim import TrainConfig
-from auteur_jax.train.task_vae import RECON
+from auteur_jax.train.task_vae import VAELossConfig
 
 # --- sections whose readers are tasks (train/task_*.py), the trainer and encoders --------
 
@@ -65,24 +65,6 @@ class ClipInitConfig(InitConfig):
   """`config.init` of a CLIP config."""
 
   hf_vision: str = ""  # Or an HF CLIP / SigLIP folder (`auteur encode`: vision tower).
-
-
-@dataclasses.dataclass(frozen=True)
-class VAELossConfig:
-  """`config.loss` of a VAE config (train/task_vae.py): recon + kl_weight * kl, each pixel
-  weighted by 1 + detail_weight * local contrast; train_encoder False: decoder only."""
-
-  recon: str  # "l1" | "mse" | "l1+mse".
-  kl_weight: float
-  detail_weight: float
-  train_encoder: bool
-
-  def validate(self) -> None:
-    if self.recon not in RECON:
-      raise ValueError(f"recon: expected one of {RECON}, got {self.recon!r}")
-    if self.kl_weight < 0 or self.detail_weight < 0:
-      raise ValueError(f"kl_weight and detail_weight must be >= 0, got {self.kl_weight}, "
-                       f"{self.detail_weight}")
 
 
 # --- whole configs ----------------------------------------------------------------------

@@ -24,17 +24,39 @@ on the latents a DiT was trained on, which stay valid.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import ml_collections
 
 from auteur_jax.config import ConfigError
+from auteur_jax.config_sections import from_section
 from auteur_jax.data import pipeline
 from auteur_jax.models.vae import (VAEConfig, VideoVAE, inflate_image_weights, kl_divergence,
                                    sample_posterior)
 from auteur_jax.models.vae_blocks import Stream
 
 RECON = ("l1", "mse", "l1+mse")
+
+
+@dataclasses.dataclass(frozen=True)
+class VAELossConfig:
+  """`config.loss` of a VAE config (train/task_vae.py): recon + kl_weight * kl, each pixel
+  weighted by 1 + detail_weight * local contrast; train_encoder False: decoder only."""
+
+  recon: str  # "l1" | "mse" | "l1+mse".
+  kl_weight: float
+  detail_weight: float
+  train_encoder: bool
+
+  def validate(self) -> None:
+    if self.recon not in RECON:
+      raise ValueError(f"recon: expected one of {RECON}, got {self.recon!r}")
+    if self.kl_weight < 0 or self.detail_weight < 0:
+      raise ValueError(f"kl_weight and detail_weight must be >= 0, got {self.kl_weight}, "
+                       f"{self.detail_weight}")
+
 
 
 def _check(config: ml_collections.ConfigDict, cfg: VAEConfig) -> None:
@@ -46,8 +68,7 @@ def _check(config: ml_collections.ConfigDict, cfg: VAEConfig) -> None:
                       f"(e.g. {1 + f * k} or {1 + f * (k + 1)})")
   if config.data.kind != "clips":
     raise ConfigError(f"config.data.kind: the vae task trains on 'clips', got {config.data.kind!r}")
-  if config.loss.recon not in RECON:
-    raise ConfigError(f"config.loss.recon: expected one of {RECON}, got {config.loss.recon!r}")
+  from_section(VAELossConfig, config.loss, "config.loss")
 
 
 class VAETask:

@@ -34,7 +34,7 @@ from auteur_jax.data.pipeline import GlobalBatches
 from auteur_jax.models import registry
 from auteur_jax.parallel import distributed, rules as rules_lib
 from auteur_jax.parallel.mesh import make_mesh
-from auteur_jax.train import optim, tasks
+from auteur_jax.train import optim, run_config, tasks
 from auteur_jax.train.checkpoint import Checkpoints
 from auteur_jax.train.metrics import MetricsWriter
 
@@ -161,6 +161,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = T
   Returns:
     The last logged metrics (floats) plus `step`.
   """
+  run_config.check_train(config)  # Every section, before anything starts.
   distributed.initialize(config.distributed)
   task = tasks.get(config.task)
   s = setup(config, task, mesh)
