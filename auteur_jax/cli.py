@@ -159,9 +159,10 @@ def cmd_sample(args) -> None:
   from auteur_jax.sample.batch import ERRORS, run_batch
   from auteur_jax.train import run_config
   run_config.check_sample(args.config)
-  r = run_batch(args.config, args.prompts, args.out)
+  r = run_batch(args.config, args.prompts, args.out, redo_changed=args.redo_changed)
   print(f"{r['out_dir']}: {len(r['rendered'])} rendered, {r['skipped']} already done, "
-        f"{r['errors']} bad prompt lines ({os.path.join(r['out_dir'], ERRORS)})"
+        f"{r['errors']} bad prompt lines or changed items "
+        f"({os.path.join(r['out_dir'], ERRORS)})"
         + (f" [process {r['process']} of {r['processes']}]" if r["processes"] > 1 else ""))
   print(json.dumps({k: r[k] for k in ("process", "rendered")}))
 
@@ -272,7 +273,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
   from auteur_jax.data.video_io import VideoError
   from auteur_jax.train.trainer import NonFiniteLoss
   return (ConfigError, SchemaError, AnnotationError, TFRecordError, ExampleError, VideoError,
-          FileNotFoundError, WeightError, NonFiniteLoss, DataSetError)
+          FileNotFoundError, FileExistsError, WeightError, NonFiniteLoss, DataSetError)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -355,6 +356,9 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument("--config", required=True, help="e.g. toy/sample")
   p.add_argument("--prompts", required=True, help='JSONL: {"id", "task", "num_steps"} lines')
   p.add_argument("--out", required=True, help="output folder (a rerun resumes it)")
+  p.add_argument("--redo-changed", action="store_true",
+                 help="redo finished items whose prompt or sampling settings changed "
+                 "(default: keep them and report them in errors.jsonl)")
   p.set_defaults(fn=cmd_sample)
 
   p = top.add_parser("demo", help="the toy kitchen end to end -> OUT/ videos, contact "

@@ -221,3 +221,57 @@ def test_two_processes_split_the_items(job, straight):
   assert not mine[0] & mine[1] and mine[0] | mine[1] == {g["id"] for g in GOOD}
   _same_outputs(out, straight)
   assert sorted(_manifest_ids(out)) == sorted(g["id"] for g in GOOD)
+
+
+class _Renderer:
+  """Stands in for StorySampler.render (the manifest logic is under test, not the models):
+  small frames from the request, and the ids it was asked for."""
+
+  def __init__(self):
+    self.asked: list[str] = []
+
+  def render(self, requests):
+    from auteur_jax.sample.story import StoryResult
+    self.asked += [r.id for r in requests]
+    out = []
+    for r in requests:
+      n = r.num_steps or 2
+      clips = np.full((n, 5, 16, 16, 3), len(r.task) % 255, np.uint8)
+      out.append(StoryResult(r, 1, ["a"] * n, ["c"] * n, np.zeros((n, 2, 4), np.float32),
+                             clips))
+    return out
+
+
+def test_manifest_repairs_a_torn_line_and_reports_changed_items(tmp_path):
+  config = load_module_config(CONFIG)
+  config.sample.crf = 0
+  prompts, out = tmp_path / "prompts.jsonl", tmp_path / "out"
+
+  def run(lines, **kw):
+    prompts.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    renderer = _Renderer()
+    r = batch.run_batch(config, str(prompts), str(out), progress=False, sampler=renderer, **kw)
+    return r, renderer.asked
+
+  a, b, c = (dict(id=i, task=f"make {i}", num_steps=1) for i in "abc")
+  assert run([a, b])[1] == ["a", "b"]
+  with open(out / batch.MANIFEST, "a") as f:
+    f.write('{"id": "zz", "li')  # Torn by a kill: no newline.
+  assert run([a, b, c])[1] == ["c"]
+  lines = open(out / batch.MANIFEST).read().splitlines()
+  assert [json.loads(x)["id"] for x in lines] == ["a", "b", "c"]  # All whole lines.
+
+  r, asked = run([dict(a, task="make another a"), b, c])
+  assert asked == [] and r["changed"] == ["a"]
+  errors = [json.loads(x) for x in open(out / batch.ERRORS)]
+  assert errors == [{"line": 1, "id": "a", "error": "finished with another prompt or other "
+                     "sampling settings than now; kept (--redo-changed redoes it)"}]
+  r, asked = run([dict(a, task="make another a"), b, c], redo_changed=True)
+  assert asked == ["a"] and r["changed"] == ["a"]
+  assert run([dict(a, task="make another a"), b, c]) == (dict(r, changed=[], rendered=[],
+                                                             skipped=3), [])
+  config.dit.sample.text_scale = 1.0  # The CFG scale shapes every clip.
+  assert run([dict(a, task="make another a"), b, c])[0]["changed"] == ["a", "b", "c"]
+  (tmp_path / "file").write_text("x")
+  with pytest.raises(FileExistsError, match="a file, not a folder"):
+    batch.run_batch(config, str(prompts), str(tmp_path / "file"), sampler=_Renderer())

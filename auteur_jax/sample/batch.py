@@ -9,20 +9,24 @@ and '-', not starting with '.' (so never "..", an absolute path or a hidden name
 
 Layout (docs/architecture.md "Sampling outputs"):
   OUT/<id>/clip_<t>.mp4, story.mp4, story.json, embeddings.npy   one finished item
-  OUT/manifest.jsonl     one line per finished item (appended when it is complete)
-  OUT/errors.jsonl       one line per bad prompt line: {"line", "error"} (process 0)
+  OUT/manifest.jsonl     one line per finished item (appended when it is complete), with
+                         the SHA-256 of its prompt and of the settings that shape it
+  OUT/errors.jsonl       one line per bad prompt line: {"line", "error"}, and per finished
+                         item whose prompt or settings changed since: {"line", "id",
+                         "error"} (kept unless --redo-changed; written by process 0)
   OUT/.partial-<id>/     an item being written; renamed to OUT/<id> when complete
 
 The valid items are dealt to processes round-robin (item i -> process i % count); each
 process renders its share on a mesh of its own devices, independently of the others.
 An item's output is the same whatever the batch it shares, the process count or a
-restart (story.py: fixed row counts, per-item seeds from the id). A restarted job skips
-items whose folder exists (adding a manifest line if the kill came between the rename
-and the append) and deletes and redoes partial ones.
+restart (story.py: fixed row counts, per-item seeds from the id). A restarted job cuts a
+torn last manifest line, skips items whose folder exists (adding a manifest line if the
+kill came between the rename and the append) and deletes and redoes partial ones.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -130,18 +134,31 @@ def _write_atomic(path: str, text: str) -> None:
   os.replace(tmp, path)
 
 
-def read_manifest(out_dir: str) -> set[str]:
-  """Ids with a manifest line (a torn last line from a kill is ignored)."""
+def read_manifest(out_dir: str) -> dict[str, dict]:
+  """{id: its last manifest entry} (a torn last line from a kill is ignored)."""
   path = os.path.join(out_dir, MANIFEST)
-  ids = set()
+  entries = {}
   if os.path.exists(path):
     with open(path) as f:
       for text in f:
         try:
-          ids.add(json.loads(text)["id"])
+          entry = json.loads(text)
+          entries[entry["id"]] = entry
         except (json.JSONDecodeError, KeyError, TypeError):
           continue
-  return ids
+  return entries
+
+
+def _repair_manifest(out_dir: str) -> None:
+  """Cuts a torn last line (disk full, power loss) back to the last newline, so that the
+  next append starts a line of its own."""
+  path = os.path.join(out_dir, MANIFEST)
+  if not os.path.exists(path):
+    return
+  with open(path, "rb+") as f:
+    data = f.read()
+    if data and not data.endswith(b"\n"):
+      f.truncate(data.rfind(b"\n") + 1)
 
 
 def _append_manifest(out_dir: str, entry: dict) -> None:
@@ -160,31 +177,50 @@ def _chunks(items: list, size: int) -> Iterator[list]:
 
 
 def run_batch(config: ml_collections.ConfigDict, prompts: str, out_dir: str, *,
-              progress: bool = True, sampler: StorySampler | None = None) -> dict:
+              progress: bool = True, sampler: StorySampler | None = None,
+              redo_changed: bool = False) -> dict:
   """Renders this process's share of `prompts` into out_dir (see the module docstring).
 
-  Returns {"rendered": [ids], "skipped": n, "errors": n, "process": i, "processes": n}.
+  redo_changed: redo finished items whose prompt or output-shaping settings changed
+  since they were rendered (otherwise each is reported in errors.jsonl and kept).
+  Returns {"rendered": [ids], "skipped": n, "errors": n, "changed": [ids], "process": i,
+  "processes": n}.
   """
   s = from_section(StorySampleConfig, config.sample, "config.sample")  # Before any write.
+  if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+    raise FileExistsError(f"--out {out_dir}: a file, not a folder")
   distributed.initialize(config.distributed)
   pi, pc = jax.process_index(), jax.process_count()
   chain = CHAINS.get(config.director.model.chain, ())
   items, errors = read_prompts(prompts, s.max_steps, tuple(f"{n}s" for n in chain))
   os.makedirs(out_dir, exist_ok=True)
   if pi == 0:
+    _repair_manifest(out_dir)
+  if pc > 1:  # Nobody appends before the repair.
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices("auteur_sample_manifest")
+  listed = read_manifest(out_dir)
+  settings = settings_hash(config)
+  changed = {r.id: n for n, r in items if os.path.isdir(os.path.join(out_dir, r.id))
+             and r.id in listed and _differs(listed[r.id], r, settings)}
+  if pi == 0:
+    errors += [{"line": n, "id": i, "error": "finished with another prompt or other sampling "
+                "settings than now; kept (--redo-changed redoes it)"}
+               for i, n in changed.items() if not redo_changed]
     _write_atomic(os.path.join(out_dir, ERRORS),
                   "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in errors))
   mine = [(n, r) for i, (n, r) in enumerate(items) if i % pc == pi]
-  listed = read_manifest(out_dir)
   todo, skipped = [], 0
   for n, r in mine:
     final, partial = os.path.join(out_dir, r.id), os.path.join(out_dir, PARTIAL + r.id)
     if os.path.isdir(partial):  # Killed while writing: redo from scratch.
       shutil.rmtree(partial)
+    if r.id in changed and redo_changed:
+      shutil.rmtree(final)
     if os.path.isdir(final):
       skipped += 1
       if r.id not in listed:  # Killed between the rename and the manifest append.
-        _append_manifest(out_dir, _entry(n, r, final))
+        _append_manifest(out_dir, _entry(n, r, final, settings))
     else:
       todo.append((n, r))
   if sampler is None and todo:
@@ -198,16 +234,39 @@ def run_batch(config: ml_collections.ConfigDict, prompts: str, out_dir: str, *,
         partial, final = os.path.join(out_dir, PARTIAL + r.id), os.path.join(out_dir, r.id)
         write_story(result, partial, s.fps, s.crf)
         os.rename(partial, final)
-        _append_manifest(out_dir, _entry(n, r, final))
+        _append_manifest(out_dir, _entry(n, r, final, settings))
         rendered.append(r.id)
         bar.update(1)
-  return {"rendered": rendered, "skipped": skipped, "errors": len(errors), "process": pi,
-          "processes": pc, "out_dir": out_dir}
+  return {"rendered": rendered, "skipped": skipped, "errors": len(errors),
+          "changed": sorted(changed), "process": pi, "processes": pc, "out_dir": out_dir}
 
 
-def _entry(line: int, r: StoryRequest, final: str) -> dict:
-  """The manifest line of a finished item (no times or process ids: reruns match)."""
+def prompt_hash(r: StoryRequest) -> str:
+  """SHA-256 of what an item's prompt line says (id aside)."""
+  fields = {"task": r.task, "num_steps": r.num_steps, "actions": r.actions,
+            "captions": r.captions, "seed": r.seed}
+  return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+
+def settings_hash(config: ml_collections.ConfigDict) -> str:
+  """SHA-256 of the settings that shape an item's output: the job's sample section (but
+  its batch size), the director's text sampling and the DiT's sampler and CFG scales."""
+  fields = {"sample": {k: v for k, v in config.sample.to_dict().items() if k != "batch_size"},
+            "director": config.director.sample.to_dict(), "dit": config.dit.sample.to_dict()}
+  return hashlib.sha256(json.dumps(fields, sort_keys=True, default=list).encode()).hexdigest()
+
+
+def _differs(entry: dict, r: StoryRequest, settings: str) -> bool:
+  """A finished item's manifest entry against its prompt and settings now (entries from
+  before hashes were recorded match)."""
+  return ("prompt_sha256" in entry and entry["prompt_sha256"] != prompt_hash(r)) or (
+      "settings_sha256" in entry and entry["settings_sha256"] != settings)
+
+
+def _entry(line: int, r: StoryRequest, final: str, settings: str) -> dict:
+  """The manifest line of a finished item (no times or process ids: reruns match), with
+  the hashes of its prompt and of the settings it was rendered with."""
   with open(os.path.join(final, "story.json")) as f:
     meta = json.load(f)
   return {"id": r.id, "line": line, "dir": r.id, "num_steps": meta["num_steps"],
-          "seed": meta["seed"]}
+          "seed": meta["seed"], "prompt_sha256": prompt_hash(r), "settings_sha256": settings}
