@@ -34,7 +34,7 @@ def sample_config(tmp_path_factory):
       "--config.director.sample.max_caption_tokens=8"])
   config.unlock()
   for name in ("director", "dit", "vae"):
-    model = story.build_jitted(lambda: registry.build(config[name], nnx.Rngs(7)))
+    model = story.build_jitted(lambda c=config[name]: registry.build(c, nnx.Rngs(7)))
     ckpt = ocp.StandardCheckpointer()
     ckpt.save(tmp / name / "checkpoints" / "3" / "state", {"model": nnx.state(model, nnx.Param)})
     ckpt.wait_until_finished()

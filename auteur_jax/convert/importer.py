@@ -31,7 +31,7 @@ from auteur_jax.convert import families, mapping, records
 from auteur_jax.convert.safetensors_io import SafetensorsFolder, read_hf_config
 from auteur_jax.checkpoint.errors import WeightError
 from auteur_jax.parallel.mesh import make_mesh
-from auteur_jax.parallel.rules import DEFAULT_RULES
+from auteur_jax.parallel.rules import DEFAULT_RULES, mesh_rules
 
 STEP = 0  # Converted weights are step 0 of their folder.
 MESH_HINT = "; choose another --mesh"

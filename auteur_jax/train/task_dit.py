@@ -18,7 +18,6 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 from auteur_jax.config import ConfigError
 from auteur_jax.data import examples, pipeline, tfrecord
