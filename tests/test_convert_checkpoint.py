@@ -118,6 +118,7 @@ def _run_config(ckpt, **model):
   return c
 
 
+@pytest.mark.integration
 def test_trainer_starts_from_converted_weights(converted, tmp_path):
   registry.register("convert_lm", lambda c, rngs: L.LLM(L.LLMConfig(**c.model.to_dict()),
                                                          rngs=rngs))
@@ -142,6 +143,7 @@ def test_trainer_starts_from_converted_weights(converted, tmp_path):
     trainer.train(wrong, str(tmp_path / "wrong"), progress=False)
 
 
+@pytest.mark.integration
 def test_reshard_without_optimizer_state_is_smaller(converted, tmp_path):
   registry.register("convert_lm", lambda c, rngs: L.LLM(L.LLMConfig(**c.model.to_dict()),
                                                          rngs=rngs))
@@ -208,3 +210,19 @@ def test_relative_paths_and_a_hostile_record(converted, tmp_path, monkeypatch):
   with pytest.raises(WeightError, match="family: unknown family 'gpt2'; expected one of"):
     reshard("copy", "never", {"fsdp": 8})
   assert not os.path.exists("never")
+
+
+def test_import_into_a_run_config_puts_params_where_its_task_keeps_them(converted, tmp_path):
+  """--config: the director run's shapes and mesh; the LLM's params under model/llm."""
+  from auteur_jax.config import load_config
+  config = load_config("toy/director", [
+      "--config.model.llm.vocab_size=96", "--config.model.llm.width=32",
+      "--config.model.llm.mlp_dim=48", "--config.model.llm.num_layers=2",
+      "--config.model.llm.num_heads=4", "--config.model.llm.num_kv_heads=2",
+      "--config.model.llm.head_dim=8", "--config.mesh.shape.data=1",
+      "--config.mesh.shape.fsdp=8"])
+  r = import_weights("llama", str(converted / "hf"), str(tmp_path / "run_init"),
+                     config=config, progress=False)
+  assert r["prefix"] == "model/llm" and r["mesh"] == {"data": 1, "fsdp": 8, "tensor": 1}
+  meta = orbax_io.tree_metadata(f"{tmp_path}/run_init/0/state")
+  assert ("model", "llm", "embed", "value") in meta
