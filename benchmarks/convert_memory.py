@@ -121,7 +121,7 @@ def main() -> None:
           f"files (written in {time.perf_counter() - t:.1f} s), largest tensor "
           f"{largest / MIB:,.0f} MiB")
     peaks, times = [], []
-    for r in range(args.repeats):
+    for _ in range(args.repeats):
       shutil.rmtree(f"{work}/out", ignore_errors=True)
       peak, seconds = measure_import(f"{work}/big", f"{work}/out")
       peaks.append(peak)

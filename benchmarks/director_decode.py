@@ -125,7 +125,7 @@ def main() -> None:
   for loop, sampler in samplers.items():
     for ctx, ids in ((128, short), (1024, long)):
       runs[f"{loop} {ctx}"] = lambda s=sampler, x=ids: ours_generate(s, x, args.new)
-  for name, fn in runs.items():  # Warm-up: compiles, allocator, caches.
+  for fn in runs.values():  # Warm-up: compiles, allocator, caches.
     fn()
   for _ in range(args.repeats):  # Interleaved, so that load changes hit every side.
     for name, fn in runs.items():

@@ -48,19 +48,21 @@ def _batches(name: str, config, b: int) -> tuple[dict, int]:
   rng = np.random.default_rng(0)
   if name == "dit":
     lat = (b, 3, 8, 8, config.model.in_channels)
+    visual = (b, 16, config.model.visual_dim)
     batch = {"latents": rng.normal(size=lat).astype(np.float32),
-             "visual_embedding": rng.normal(size=(b, 16, config.model.visual_dim)).astype(np.float32),
+             "visual_embedding": rng.normal(size=visual).astype(np.float32),
              "caption_ids": rng.integers(0, 100, (b, config.data.max_text_len)).astype(np.int32),
              "caption_mask": np.ones((b, config.data.max_text_len), bool)}
     p = config.model.patch_size
     return batch, b * 3 * 8 * 8 // (p[0] * p[1] * p[2])
   d = config.data
   k, dim = config.model.num_queries, config.model.visual_dim
-  batch = {"task_ids": rng.integers(10, 100, (b, d.max_action_tokens)).astype(np.int32),
+  ids = lambda *shape: rng.integers(10, 100, shape).astype(np.int32)
+  batch = {"task_ids": ids(b, d.max_action_tokens),
            "task_mask": np.ones((b, d.max_action_tokens), bool),
-           "action_ids": rng.integers(10, 100, (b, d.max_steps, d.max_action_tokens)).astype(np.int32),
+           "action_ids": ids(b, d.max_steps, d.max_action_tokens),
            "action_mask": np.ones((b, d.max_steps, d.max_action_tokens), bool),
-           "caption_ids": rng.integers(10, 100, (b, d.max_steps, d.max_caption_tokens)).astype(np.int32),
+           "caption_ids": ids(b, d.max_steps, d.max_caption_tokens),
            "caption_mask": np.ones((b, d.max_steps, d.max_caption_tokens), bool),
            "step_mask": np.ones((b, d.max_steps), bool),
            "visual_embedding": rng.normal(size=(b, d.max_steps, k, dim)).astype(np.float32)}

@@ -78,6 +78,7 @@ def test_sigmoid_loss_hand_computed():
   np.testing.assert_allclose(float(got), 2 * math.log(1 + math.exp(-1)), rtol=1e-6)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("loss", ["softmax", "sigmoid"])
 def test_clip_model_learns_to_pair(loss):
   vision = VisionConfig(family="clip", image_size=16, patch_size=8, width=16, depth=1,

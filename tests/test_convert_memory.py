@@ -7,9 +7,12 @@ import importlib.util
 import os
 
 import numpy as np
+import pytest
 import tensorstore as ts
 
 from auteur_jax.convert.safetensors_io import SafetensorsFolder
+
+pytestmark = pytest.mark.integration
 
 _spec = importlib.util.spec_from_file_location(
     "convert_memory", os.path.join(os.path.dirname(__file__), "..", "benchmarks",

@@ -22,6 +22,8 @@ from auteur_jax.checkpoint.layout import step_dir_of
 from auteur_jax.demo import data as demo_data
 from auteur_jax.demo.pipeline import PLANS
 
+pytestmark = pytest.mark.e2e
+
 
 def test_end_keyframes_sit_on_the_last_sampled_frame(tmp_path):
   from auteur_jax.data import video_io

@@ -83,6 +83,7 @@ def test_parity_position_embedded_visual_tokens(references):
          jnp.zeros((1, 5, 20)))
 
 
+@pytest.mark.integration
 def test_visual_branch_added_to_text_to_video_checkpoint(references):
   _, path = references["t2v"]
   ours = W.load_diffusers_wan(path, add_visual_dim=20, seed=3)

@@ -90,6 +90,7 @@ def last_step_sequences(model, batch, row, t):
   return jnp.concatenate(parts, 0), text_slots
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("chain", sorted(D.CHAINS))
 def test_masked_queries_equal_last_step_only_passes(chain):
   model = make_model(make_cfg(chain))
@@ -148,6 +149,7 @@ def test_chains_ignore_what_they_leave_out():
   assert not np.allclose(np.asarray(a[:, 1:]), with_z(z)[:, 1:])
 
 
+@pytest.mark.integration
 def test_loss_decreases_when_overfitting_one_batch():
   model = make_model(make_cfg(alpha=1.0, beta=0.5))
   batch = make_batch(seed=3)
@@ -177,6 +179,7 @@ def test_loss_decreases_when_overfitting_one_batch():
   assert last["loss"] == pytest.approx(want, rel=1e-5)
 
 
+@pytest.mark.integration
 def test_sharded_forward_equals_single_device():
   cfg = make_cfg()
   batch = make_batch(b=4, seed=5)

@@ -18,7 +18,7 @@ CFG = dit.DiTConfig(patch_size=(1, 2, 2), in_channels=4, out_channels=3, num_hea
                     visual_dim=20)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _random_state(cfg=CFG, seed=0):
   """Random weights from numpy on the model's abstract state (compiling the real init
   costs seconds per config; test_init_and_logical_axes covers it)."""
@@ -135,6 +135,7 @@ def test_config_and_input_errors():
     text_only(x, t, text, vis)
 
 
+@pytest.mark.integration
 def test_layer_loop_variants_agree():
   """Scanned, rematerialised layers and blockwise self-attention give the plain unrolled
   loss and gradients."""
@@ -158,6 +159,7 @@ def test_layer_loop_variants_agree():
   assert float(jnp.abs(ref_grad["blocks"]["ca_vkv"][...]).sum()) > 0  # Visual path trains.
 
 
+@pytest.mark.integration
 def test_init_and_logical_axes():
   with nnx.use_eager_sharding(False):
     model = nnx.jit(lambda: dit.VideoDiT(CFG, rngs=nnx.Rngs(0)))()
@@ -170,6 +172,7 @@ def test_init_and_logical_axes():
       assert names[0] == "layers", path
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("axes,attention", [
     ({"data": 2, "fsdp": 2, "tensor": 2}, "full"),
     ({"data": 2, "context": 2, "tensor": 2}, "full"),

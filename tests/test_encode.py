@@ -17,6 +17,8 @@ from auteur_jax.models import vae as V
 from auteur_jax.parallel.mesh import mesh_config
 from auteur_jax.sample.encode import encode_dataset, keyframe_index
 
+pytestmark = pytest.mark.integration
+
 SIZE, FPS = 16, 4.0
 
 

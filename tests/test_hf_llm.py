@@ -53,6 +53,7 @@ def _check_parity(ref, ours, lengths=(1, 9, 40), atol=1e-4):
     np.testing.assert_allclose(got, want, rtol=0, atol=atol, err_msg=f"length {n}")
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("family,kw", [
     ("llama", {}),
     ("qwen2", {}),

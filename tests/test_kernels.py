@@ -80,6 +80,7 @@ def _llm():
     return L.LLM(cfg, rngs=nnx.Rngs(0))
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("cache_dtype", ["float32", "bfloat16"])
 def test_sampler_decodes_through_kernel_and_matches_einsums(cache_dtype, monkeypatch):
   llm = _llm()
@@ -106,6 +107,7 @@ def test_sampler_decodes_through_kernel_and_matches_einsums(cache_dtype, monkeyp
   np.testing.assert_array_equal(np.asarray(out.ids), np.asarray(ref.ids))
 
 
+@pytest.mark.integration
 def test_bfloat16_cache_decoding_is_close_to_full_forward():
   llm = _llm()
   ids = jnp.asarray(np.random.default_rng(2).integers(0, 64, (2, 7)), jnp.int32)

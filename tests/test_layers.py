@@ -86,6 +86,7 @@ def test_gqa_attention_matches_naive():
                              atol=1e-5)
 
 
+@pytest.mark.integration
 def test_attention_cache_chunks_equal_full_pass():
   with nnx.use_eager_sharding(False):
     attn = Ly.Attention(16, 4, 2, 8, qkv_bias=True, rngs=_rngs())

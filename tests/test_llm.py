@@ -96,6 +96,7 @@ def test_padding_is_invisible():
   np.testing.assert_allclose(np.asarray(got), np.asarray(ref), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.integration
 def test_remat_policies_keep_values_and_grads():
   ids = _ids((2, 6), seed=4)
 

@@ -36,12 +36,12 @@ def _run(workdir: str, data: str, steps: int) -> list[dict]:
        "--port", str(port), "--workdir", workdir, "--data", data, "--steps", str(steps)],
       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for i in range(2)]
   outs = [p.communicate(timeout=200) for p in procs]
-  for p, (out, err) in zip(procs, outs):
+  for p, (_, err) in zip(procs, outs):
     assert p.returncode == 0, f"worker failed ({p.returncode}):\n{err[-3000:]}"
   return [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_two_processes_train_checkpoint_restore(tmp_path, data_dir):
   workdir = str(tmp_path / "run")
   os.makedirs(workdir)
@@ -72,7 +72,7 @@ def _losses(workdir: str) -> list[float]:
   return [json.loads(l)["loss"] for l in open(os.path.join(workdir, "metrics.jsonl"))]
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_sigterm_saves_and_resume_matches(tmp_path, data_dir):
   steps = 300
   straight, cut = str(tmp_path / "straight"), str(tmp_path / "cut")

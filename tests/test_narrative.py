@@ -89,6 +89,7 @@ def scorer(tmp_path_factory):
     return ClipModel(vision, text, rngs=nnx.Rngs(0)), tok
 
 
+@pytest.mark.integration
 def test_clip_t_matches_the_towers(scorer):
   model, tok = scorer
   s = ClipScorer(model, tok)

@@ -72,7 +72,8 @@ def _equal(xs, ys):
       np.testing.assert_array_equal(x[k], y[k])
 
 
-@pytest.mark.parametrize("num_workers", [0, 2])
+# Two worker processes: integration.
+@pytest.mark.parametrize("num_workers", [0, pytest.param(2, marks=pytest.mark.integration)])
 def test_clip_batches_resume_equality(clip_files, num_workers):
   decoder = pipeline.ClipDecoder(num_frames=4, arrays=("latents",))
   kw = dict(seed=1, window=6, num_workers=num_workers)

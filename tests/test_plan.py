@@ -37,6 +37,7 @@ ONE_LAYER = {
 }
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("path,extra", [*((p, []) for p in sorted(ONE_LAYER)), (
     "toy/dit", ["--config.model.attention=blockwise",  # 48 tokens: 3 key blocks.
                            "--config.model.attention_block=16"])])
@@ -104,6 +105,7 @@ def test_meshes_must_fit_the_topology():
     parse_mesh("data=1,pipeline=4")
 
 
+@pytest.mark.integration
 def test_gpu_plan_compiles_or_says_what_is_missing(tmp_path):
   """With the CUDA plugin: H100 devices from the shipped target config; without: a clear
   error naming the install."""

@@ -158,6 +158,7 @@ def test_bad_sample_settings_are_refused(tmp_path, key, value, match):
   assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.integration
 def test_uninterrupted_run_outputs(job, straight):
   names = sorted(os.listdir(straight))
   assert names == sorted([g["id"] for g in GOOD] + [batch.MANIFEST, batch.ERRORS])
@@ -175,6 +176,7 @@ def test_uninterrupted_run_outputs(job, straight):
   assert json.load(open(straight / "given" / "story.json"))["captions"] == GOOD[3]["captions"]
 
 
+@pytest.mark.integration
 def test_sigkill_then_restart_equals_uninterrupted_run(job, straight):
   """Batch size 1 here, 4 in `straight`: the same bytes for every item either way."""
   out = job["root"] / "killed"
@@ -204,6 +206,7 @@ def test_sigkill_then_restart_equals_uninterrupted_run(job, straight):
   assert (out / batch.ERRORS).read_text() == (straight / batch.ERRORS).read_text()
 
 
+@pytest.mark.integration
 def test_two_processes_split_the_items(job, straight):
   out = job["root"] / "two"
   port = portpicker.pick_unused_port()

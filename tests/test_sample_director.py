@@ -55,6 +55,7 @@ def test_lm_greedy_equals_full_forward(loop):
     assert sampler._step._cache_size() == 1  # One compiled step for all 6 tokens.
 
 
+@pytest.mark.integration
 def test_story_equals_teacher_forced_forward():
   """Greedy text and z_t from cached decoding == the training forward on the result."""
   model = make_director()
@@ -85,6 +86,7 @@ def test_story_equals_teacher_forced_forward():
   np.testing.assert_array_equal(logits.argmax(-1)[check], np.asarray(ref.text_targets)[check])
 
 
+@pytest.mark.integration
 def test_loops_agree_and_never_recompile_per_token():
   model = make_director()
   device = S.DirectorSampler(model, SAMPLING, loop="device")
@@ -104,6 +106,7 @@ def test_loops_agree_and_never_recompile_per_token():
   assert device._generate._cache_size() == 1
 
 
+@pytest.mark.integration
 def test_sampled_stories_are_well_formed_and_seeded():
   model = make_director()
   sampler = S.DirectorSampler(model, S.Sampling(temperature=1.0, top_p=0.9,

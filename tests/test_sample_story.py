@@ -28,6 +28,8 @@ from auteur_jax.parallel.mesh import make_mesh
 from auteur_jax.sample import director as S
 from auteur_jax.sample import story
 
+pytestmark = pytest.mark.integration
+
 TEXTS = ["chop the tomato", "slice the bread", "make a salad", "boil water in a pot",
          "stir the soup", "add salt"] * 4
 K, DIM, VOCAB = 3, 8, 300

@@ -50,6 +50,7 @@ def _device_bytes(model: nnx.Module) -> dict:
   return out
 
 
+@pytest.mark.integration
 def test_eight_devices_hold_an_eighth_and_render_what_one_does(sample_config, monkeypatch):
   monkeypatch.setenv("AUTEUR_CPU_KERNELS", "0")  # The CPU decode kernel serves one device.
   assert jax.device_count() == 8

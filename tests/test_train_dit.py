@@ -28,7 +28,7 @@ def _clips(tmp_path, latent_shape, k, d) -> tuple[str, str]:
   return str(tmp_path / "tfr"), tok_dir
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_dit_task_mesh_equivalence(tmp_path):
   base = load_config(os.path.join(CONFIGS, "dit.py"))
   k, d = 4, base.model.visual_dim

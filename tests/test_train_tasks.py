@@ -156,6 +156,7 @@ def test_vae_task_mesh_equivalence_and_learning(tmp_path):
   assert np.mean(losses[-3:]) < 0.7 * np.mean(losses[:3]), losses
 
 
+@pytest.mark.integration
 def test_vae_video_run_starts_from_an_inflated_image_run(tmp_path):
   """config.init.inflate: a video run from an image-stage run (data.num_frames=1) starts
   with the image run's last temporal taps, zero earlier taps and pass-through temporal
@@ -201,6 +202,7 @@ def test_vae_video_run_starts_from_an_inflated_image_run(tmp_path):
   assert kinds == {"down", "up", "conv"}
 
 
+@pytest.mark.integration
 def test_vae_loss_detail_weight_and_frozen_encoder():
   from flax import nnx
 

@@ -94,6 +94,7 @@ def _params(workdir, config, mesh):
   return [np.asarray(x) for x in jax.tree.leaves(st)]
 
 
+@pytest.mark.integration
 def test_resume_equals_straight_run(tmp_path):
   mesh = make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
   a, b = str(tmp_path / "a"), str(tmp_path / "b")

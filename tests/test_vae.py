@@ -61,6 +61,7 @@ def test_parity_encode_decode(reference, frames):
   assert np.abs(_theirs(rec)).mean() > 0.05  # Not a trivially zero output.
 
 
+@pytest.mark.integration
 def test_chunked_streams_parity_and_whole_clip(reference):
   """9 frames (4k + 1, two temporal steps): streamed encode and whole / streamed decode.
 
@@ -155,6 +156,7 @@ def test_converter_refuses_mismatches(reference, tmp_path):
     load_diffusers_vae(str(bad))
 
 
+@pytest.mark.integration
 def test_inflated_image_weights_run_video_frame_by_frame():
   """After inflation a clip's first and last frames reconstruct as images do, and a
   static clip reconstructs every frame as its image."""

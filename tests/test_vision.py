@@ -56,6 +56,7 @@ def _close(ours, theirs):
   np.testing.assert_allclose(np.asarray(ours), theirs.detach().numpy(), atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.integration
 def test_clip_vision_parity(clip):
   ref, path = clip
   tower = load_hf_vision(path)
@@ -70,6 +71,7 @@ def test_clip_vision_parity(clip):
     _close(tower.hidden(xj, layer), out.hidden_states[layer])
 
 
+@pytest.mark.integration
 def test_siglip_vision_parity(siglip):
   ref, path = siglip
   tower = load_hf_vision(path)

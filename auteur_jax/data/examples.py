@@ -94,9 +94,9 @@ def encode_clip(video_id: str, clip: Clip, frames: Sequence[bytes], fps: float,
   for key, v in (("video_id", video_id), ("clip_id", clip.clip_id),
                  ("caption", clip.caption), ("action", clip.action)):
     _set_bytes(feats, key, [v])
-  for key, v in (("start", clip.start), ("end", clip.end), ("fps", fps),
+  for key, x in (("start", clip.start), ("end", clip.end), ("fps", fps),
                  ("keyframe_time", clip.keyframe)):
-    _set(feats, key, "float_list", [v])
+    _set(feats, key, "float_list", [x])
   _set(feats, "frames", "bytes_list", [bytes(fr) for fr in frames])
   for name, arr in arrays.items():
     _put_array(feats, name, arr)

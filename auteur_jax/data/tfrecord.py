@@ -91,6 +91,7 @@ class TFRecordWriter:
       self._file = None
 
   def _commit(self) -> None:
+    assert self._tmp is not None  # Committed once, after close.
     os.replace(self._tmp, self.path)
     self._tmp = None
 

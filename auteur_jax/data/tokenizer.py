@@ -89,7 +89,9 @@ class Tokenizer:
     if name not in self.hf.all_special_tokens:
       raise KeyError(f"{name!r} is not a special token of this tokenizer; expected one "
                      f"of {sorted(self.hf.all_special_tokens)}")
-    return self.hf.convert_tokens_to_ids(name)
+    i = self.hf.convert_tokens_to_ids(name)
+    assert isinstance(i, int)  # One token, one id.
+    return i
 
   def _wrap(self, ids: list[int], add_bos: bool, add_eos: bool) -> list[int]:
     if add_bos:
@@ -134,8 +136,10 @@ class Tokenizer:
   def decode(self, ids: Iterable[int] | np.ndarray, skip_special: bool = True) -> str:
     """Ids -> text; special tokens (pad, markup) are dropped if `skip_special`."""
     ids = np.asarray(ids).reshape(-1).tolist()
-    return self.hf.decode(ids, skip_special_tokens=skip_special,
+    text = self.hf.decode(ids, skip_special_tokens=skip_special,
                           clean_up_tokenization_spaces=False)
+    assert isinstance(text, str)  # One sequence, one text.
+    return text
 
 
 def train_bpe(texts: Iterable[str], vocab_size: int, out_dir: str | None = None,

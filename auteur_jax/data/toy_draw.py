@@ -104,7 +104,8 @@ _SHAPES = {
 
 def mix(a: RGB, b: RGB, t: float) -> RGB:
   """The colour a fraction `t` of the way from `a` to `b`."""
-  return tuple(int(round((1.0 - t) * x + t * y)) for x, y in zip(a, b))
+  r, g, b_ = (int(round((1.0 - t) * x + t * y)) for x, y in zip(a, b))
+  return r, g, b_
 
 
 def form_rgb(look: Look, form: str) -> RGB:

@@ -87,6 +87,7 @@ def render_clip(size: int, before: State, after: State, action: str,
     p = (f - a + 0.5) / (b - a)
     s = _ease(p)
     if ingredient:
+      assert moving_base is not None and look is not None  # Set for an ingredient.
       img = moving_base.copy()
       if boiling:
         draw_bubbles(img, first_frame + f)

@@ -105,6 +105,7 @@ class State:
       raise PreconditionError(why)
     ings = dict(self.ingredients)
     if action in INGREDIENT_ACTIONS:
+      assert ingredient is not None  # check() requires one.
       ings[ingredient] = _GIVES[action]
       return dataclasses.replace(self, ingredients=ings)
     if action == "stir":
@@ -112,7 +113,8 @@ class State:
       return dataclasses.replace(self, ingredients=ings)
     flag = {"pour": "water", "boil": "heat", "season": "pot_seasoned",
             "sprinkle": "plate_seasoned"}[action]
-    return dataclasses.replace(self, **{flag: True})
+    changes: dict[str, Any] = {flag: True}
+    return dataclasses.replace(self, **changes)
 
   def to_json(self) -> dict[str, Any]:
     return {"ingredients": {n: {"location": loc, "form": f}

@@ -15,6 +15,7 @@ import os
 import tempfile
 from collections.abc import Iterator, Sequence
 from fractions import Fraction
+from typing import cast
 
 import av
 import numpy as np
@@ -58,7 +59,7 @@ def _info(path: str, container: av.container.InputContainer) -> VideoInfo:
   stream = container.streams.video[0]
   rate = stream.average_rate or stream.guessed_rate or stream.base_rate
   fps = float(rate) if rate else 0.0
-  if stream.duration is not None:
+  if stream.duration is not None and stream.time_base is not None:
     duration = float(stream.duration * stream.time_base)
   elif container.duration is not None:  # e.g. mkv/webm keep it on the container.
     duration = container.duration / av.time_base
@@ -117,6 +118,8 @@ def _decode(container: av.container.InputContainer, times: np.ndarray,
   """
   stream = container.streams.video[0]
   tb, t0 = stream.time_base, stream.start_time or 0
+  if tb is None:
+    raise VideoError(f"{path}: the video stream has no time base")
   i, n = 0, len(times)
   while i < n:
     container.seek(t0 + int(times[i] / tb), stream=stream, backward=True)
@@ -167,7 +170,7 @@ def _read(path: str, times: np.ndarray, size: int | None, what: str,
         out[i] = last_array
     except av.FFmpegError as e:
       raise VideoError(f"{path}: decoding failed for {what} ({e})") from e
-  return np.stack(out)
+  return np.stack(cast(list[np.ndarray], out))  # _decode serves every time.
 
 
 def read_frames(path: str, start: float, end: float, fps: float,
@@ -186,19 +189,19 @@ def read_frames(path: str, start: float, end: float, fps: float,
   return _read(path, sample_times(start, end, fps), size, what, drop_past_end=True)
 
 
-def read_frames_at(path: str, times: Sequence[float],
+def read_frames_at(path: str, times: Sequence[float] | np.ndarray,
                    size: int | None = None) -> np.ndarray:
   """Nearest-previous frames at arbitrary `times` (s), in the given order.
 
   Every time must lie inside [0, duration). Returns uint8 [len(times), H, W, 3].
   """
   path = os.fspath(path)
-  times = np.asarray(times, dtype=np.float64).reshape(-1)
-  if len(times) == 0:
+  ts = np.asarray(times, dtype=np.float64).reshape(-1)
+  if len(ts) == 0:
     raise ValueError(f"{path}: read_frames_at needs at least one time")
-  order = np.argsort(times, kind="stable")
-  what = f"times [{times.min():.3f} .. {times.max():.3f}] s"
-  frames = _read(path, times[order], size, what, drop_past_end=False)
+  order = np.argsort(ts, kind="stable")
+  what = f"times [{ts.min():.3f} .. {ts.max():.3f}] s"
+  frames = _read(path, ts[order], size, what, drop_past_end=False)
   out = np.empty_like(frames)
   out[order] = frames
   return out
@@ -230,6 +233,8 @@ def write_video(path: str, frames: np.ndarray, fps: float, codec: str = "libx264
   try:
     with av.open(tmp, "w") as container:  # Container format from the extension.
       stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+      if not isinstance(stream, av.VideoStream):
+        raise ValueError(f"{codec} is not a video codec")
       stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
       if codec in ("libx264", "libx265"):
         stream.options = {"crf": str(crf), "preset": preset}
@@ -268,7 +273,7 @@ def decode_jpeg(data: bytes, out: np.ndarray | None = None) -> np.ndarray:
   matters on the data pipeline's hot path (fresh pages cost more than the copy).
   """
   try:
-    image = Image.open(io.BytesIO(data))
+    image: Image.Image = Image.open(io.BytesIO(data))
     image.load()  # Decode now so corrupt data fails here, not later.
   except (OSError, SyntaxError, ValueError) as e:
     raise VideoError(f"<jpeg bytes, {len(data)} B>: not a decodable image ({e})") from e

@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -94,7 +95,8 @@ def state_agreement(frame: np.ndarray, true: State, before: State | None = None)
   also `changed`: per object the step changes, whether it was read right."""
   matches = object_matches(read_state(frame), true)
   right = sum(matches.values())
-  out = {"objects": right / max(len(matches), 1), "exact": float(right == len(matches))}
+  out: dict[str, Any] = {"objects": right / max(len(matches), 1),
+                         "exact": float(right == len(matches))}
   if before is not None:
     out["changed"] = [matches.get(k, False) for k, ok in object_matches(before, true).items()
                       if not ok]

@@ -81,9 +81,9 @@ def _features(img: np.ndarray) -> np.ndarray:
   the pieces' shape while ignoring what the codec throws away.
   """
   x = img.astype(np.float32)
-  y = x @ np.float32([0.299, 0.587, 0.114])
-  cb = x @ np.float32([-0.1687, -0.3313, 0.5])
-  cr = x @ np.float32([0.5, -0.4187, -0.0813])
+  y = x @ np.array([0.299, 0.587, 0.114], np.float32)
+  cb = x @ np.array([-0.1687, -0.3313, 0.5], np.float32)
+  cr = x @ np.array([0.5, -0.4187, -0.0813], np.float32)
   c = np.pad(np.stack([cb, cr], -1), ((1, 1), (1, 1), (0, 0)), mode="edge")
   c = c[:-2] + c[1:-1] + c[2:]
   c = (c[:, :-2] + c[:, 1:-1] + c[:, 2:]) / 9.0
@@ -91,8 +91,8 @@ def _features(img: np.ndarray) -> np.ndarray:
 
 
 def _nearest(colour: np.ndarray, refs: Sequence) -> int:
-  refs = np.asarray(refs, np.float32)
-  return int(np.argmin(((refs - colour) ** 2).sum(-1)))
+  r = np.asarray(refs, np.float32)
+  return int(np.argmin(((r - colour) ** 2).sum(-1)))
 
 
 def read_state(frame: np.ndarray) -> State:

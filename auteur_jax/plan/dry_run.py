@@ -156,7 +156,7 @@ def dry_run(config: ml_collections.ConfigDict, topo: Topology,
     total = _oom_bytes(message, _OOM_TOTAL)
     if total is None and temp is not None:
       total = temp + param_bytes + opt_bytes + batch_bytes
-  fits = compiled is not None and total <= topo.chip.hbm_bytes
+  fits = compiled is not None and total is not None and total <= topo.chip.hbm_bytes
 
   model_flops = executed = compute_s = comm = step_s = mfu = None
   if costs is not None:
@@ -209,10 +209,10 @@ def sweep(config: ml_collections.ConfigDict, topo: Topology,
   """Every mesh x remat policy; Plans ranked by step time among those that fit, then
   those that do not, then (mesh, remat, error) for combinations that could not build."""
   meshes = list(meshes or default_meshes(config, topo))
-  remats = list(remats or costs_lib.remat_policies(config) or [None])
+  policies: list[str | None] = list(remats or costs_lib.remat_policies(config)) or [None]
   plans, failed = [], []
   for mesh in meshes:
-    for remat in remats:
+    for remat in policies:
       start = time.perf_counter()
       try:
         plans.append(dry_run(config, topo, mesh, remat))

@@ -41,6 +41,8 @@ def report(p: Plan, name: str = "") -> str:
       f"    total             {gib(p.total_bytes)} of {gib(p.hbm_bytes)} HBM{used}: {verdict}",
   ]
   if p.model_flops is not None:
+    # Set together with model_flops (the analytic costs).
+    assert p.step_s is not None and p.compute_s is not None and p.mfu is not None
     comm = ", ".join(f"{a} {t * 1e3:.1f} ms" for a, t in (p.comm_s or {}).items()) or "none"
     lines += [
         f"  model FLOPs / step  {sci(p.model_flops)} (analytic, forward + backward); "

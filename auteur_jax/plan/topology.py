@@ -15,6 +15,7 @@ import os
 import re
 from collections.abc import Mapping
 from importlib import resources
+from typing import Any
 
 import numpy as np
 from jax.sharding import AxisType, Mesh
@@ -56,7 +57,7 @@ def get_topology(spec: str, num_slices: int = 1) -> Topology:
   if chip.platform == "tpu":
     # Compile-only: no TPU is opened, so other planners (and tests) may load libtpu at once.
     os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
-    kw = {"chip_config_name": "megacore"} if chip.name == "v4" else {}
+    kw: dict[str, Any] = {"chip_config_name": "megacore"} if chip.name == "v4" else {}
     if num_slices > 1:
       kw["num_slices"] = num_slices
     try:
