@@ -17,8 +17,6 @@ from auteur_jax.models import vae as V
 from auteur_jax.parallel.mesh import mesh_config
 from auteur_jax.sample.encode import encode_dataset, keyframe_index
 
-pytestmark = pytest.mark.integration
-
 SIZE, FPS = 16, 4.0
 
 
@@ -87,6 +85,7 @@ def _train_run(config: ml_collections.ConfigDict, workdir: str) -> V.VideoVAE:
   return model
 
 
+@pytest.mark.integration
 def test_vae_pass_resumes_by_shard(dataset, tmp_path):
   out = str(tmp_path / "vae")
   config = _config("vae", dataset, out)
@@ -129,6 +128,7 @@ def test_vae_pass_resumes_by_shard(dataset, tmp_path):
   assert len(pipeline.split_files(out, "train", "stories")) == 2  # Stories copied.
 
 
+@pytest.mark.integration
 def test_clip_pass_chains_and_fills_stories(dataset, tmp_path):
   vae_out, enc_out = str(tmp_path / "vae"), str(tmp_path / "enc")
   encode_dataset(_config("vae", dataset, vae_out), progress=False)
