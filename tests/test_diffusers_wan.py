@@ -14,7 +14,7 @@ from flax import nnx
 from safetensors.numpy import load_file, save_file
 
 from auteur_jax.convert import diffusers_wan as W
-from auteur_jax.convert.weights import WeightError
+from auteur_jax.checkpoint.errors import WeightError
 
 TINY = dict(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=4,
             out_channels=3, text_dim=16, freq_dim=8, ffn_dim=32, num_layers=2,

@@ -11,7 +11,7 @@ from transformers import T5Config, T5EncoderModel, UMT5Config, UMT5EncoderModel
 from transformers.models.t5.modeling_t5 import T5Attention
 
 from auteur_jax.convert.hf_text import load_hf_t5
-from auteur_jax.convert.weights import WeightError
+from auteur_jax.checkpoint.errors import WeightError
 from auteur_jax.models.text_encoder import relative_buckets
 
 SHAPE = dict(vocab_size=50, d_model=16, d_kv=4, d_ff=32, num_heads=4,

@@ -12,7 +12,7 @@ from diffusers import AutoencoderKLWan
 from flax import nnx
 
 from auteur_jax.convert.diffusers_vae import load_diffusers_vae
-from auteur_jax.convert.weights import WeightError
+from auteur_jax.checkpoint.errors import WeightError
 from auteur_jax.models import vae as V
 from auteur_jax.models import vae_ops as ops
 

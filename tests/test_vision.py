@@ -13,7 +13,7 @@ from transformers import (CLIPConfig, CLIPModel, CLIPVisionConfig, CLIPVisionMod
                           SiglipVisionConfig, SiglipVisionModel)
 
 from auteur_jax.convert.hf_vision import load_hf_vision
-from auteur_jax.convert.weights import WeightError
+from auteur_jax.checkpoint.errors import WeightError
 from auteur_jax.models import vision as VIS
 
 SHAPE = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
