@@ -1,20 +1,20 @@
 """The `auteur` command. Thin: each sub-command parses its flags and calls one function.
 
-  auteur data toy              write the toy-kitchen raw data set (videos + annotations)
-  auteur data import-youcook2  YouCook2 annotations (+ clip captions) -> stories JSONL
-  auteur data import-howto     HowTo100M ASR + clip captions -> stories JSONL
-  auteur data tokenizer        train a small BPE tokenizer on a stories file
-  auteur data build            stories + videos -> TFRecord shards (config: data.*)
-  auteur data batches          iterate the grain pipeline of a config, print shapes + rate
-  auteur data verify           check every record's CRCs; a data set's shards against dataset.json
-  auteur data inspect          counts and a sample story of a built data set
-  auteur encode                add VAE latents / visual embeddings to clip TFRecords
-  auteur sample                render the stories of a prompts JSONL (resumable batch job)
-  auteur demo                  the toy kitchen end to end: data, 4 trainings, 2 stories, metrics
-  auteur convert import|export|reshard|inspect
-                               HF / diffusers safetensors <-> sharded orbax checkpoints
-  auteur plan                  AOT-compile a config's train step for a TPU / GPU topology:
-                               per-device memory vs HBM, FLOPs, roofline step time
+auteur data toy              write the toy-kitchen raw data set (videos + annotations)
+auteur data import-youcook2  YouCook2 annotations (+ clip captions) -> stories JSONL
+auteur data import-howto     HowTo100M ASR + clip captions -> stories JSONL
+auteur data tokenizer        train a small BPE tokenizer on a stories file
+auteur data build            stories + videos -> TFRecord shards (config: data.*)
+auteur data batches          iterate the grain pipeline of a config, print shapes + rate
+auteur data verify           check every record's CRCs; a data set's shards against dataset.json
+auteur data inspect          counts and a sample story of a built data set
+auteur encode                add VAE latents / visual embeddings to clip TFRecords
+auteur sample                render the stories of a prompts JSONL (resumable batch job)
+auteur demo                  the toy kitchen end to end: data, 4 trainings, 2 stories, metrics
+auteur convert import|export|reshard|inspect
+                             HF / diffusers safetensors <-> sharded orbax checkpoints
+auteur plan                  AOT-compile a config's train step for a TPU / GPU topology:
+                             per-device memory vs HBM, FLOPs, roofline step time
 """
 
 from __future__ import annotations
@@ -28,11 +28,13 @@ from collections.abc import Sequence
 
 def _rule(args):
   from auteur_jax.data.matching import MatchRule
+
   return MatchRule(iou=args.iou, loose_iou=args.loose_iou, max_start_diff=args.max_start_diff)
 
 
 def _write_import(stories, report, out: str) -> None:
   from auteur_jax.data.schema import write_stories
+
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
   write_stories(out, stories)
   print(f"{out}: {report.summary()}")
@@ -42,33 +44,50 @@ def _write_import(stories, report, out: str) -> None:
 
 def cmd_import_youcook2(args) -> None:
   from auteur_jax.data import importers
+
   names = importers.read_task_names(args.recipes) if args.recipes else None
-  stories, report = importers.import_youcook2(args.annotations, args.captions, args.video_dir,
-                                              _rule(args), names)
+  stories, report = importers.import_youcook2(
+    args.annotations, args.captions, args.video_dir, _rule(args), names
+  )
   _write_import(stories, report, args.out)
 
 
 def cmd_import_howto(args) -> None:
   from auteur_jax.data import importers
+
   tasks = importers.read_task_names(args.tasks) if args.tasks else None
-  stories, report = importers.import_howto(args.asr, args.captions, args.video_dir, _rule(args),
-                                           args.split, tasks, args.default_task)
+  stories, report = importers.import_howto(
+    args.asr, args.captions, args.video_dir, _rule(args), args.split, tasks, args.default_task
+  )
   _write_import(stories, report, args.out)
 
 
 def cmd_toy(args) -> None:
   from auteur_jax.data import toy_kitchen
+
   summary = toy_kitchen.generate_dataset(
-      args.out, args.videos, seed=args.seed, size=args.size, fps=args.fps, noise=args.noise,
-      val_fraction=args.val_fraction, workers=args.workers, preview=args.preview)
+    args.out,
+    args.videos,
+    seed=args.seed,
+    size=args.size,
+    fps=args.fps,
+    noise=args.noise,
+    val_fraction=args.val_fraction,
+    workers=args.workers,
+    preview=args.preview,
+  )
   print(json.dumps(summary, indent=1))
 
 
 def cmd_tokenizer(args) -> None:
   from auteur_jax.data.schema import read_stories
   from auteur_jax.data.tokenizer import train_bpe
-  texts = [t for s in read_stories(args.stories)
-           for t in [s.task] + [x for c in s.clips for x in (c.action, c.caption)]]
+
+  texts = [
+    t
+    for s in read_stories(args.stories)
+    for t in [s.task] + [x for c in s.clips for x in (c.action, c.caption)]
+  ]
   tok = train_bpe(texts, args.vocab_size, out_dir=args.out)
   print(f"{args.out}: BPE tokenizer, {tok.vocab_size} tokens, trained on {len(texts)} texts")
 
@@ -76,18 +95,27 @@ def cmd_tokenizer(args) -> None:
 def cmd_build(args) -> None:
   from auteur_jax.data.build import FrameSpec, build
   from auteur_jax.data.pipeline import data_config
+
   d = data_config(args.config.data)
-  summary = build(args.stories, d.dir, FrameSpec(d.fps, d.size, d.jpeg_quality),
-                  num_shards=d.num_shards, workers=d.build_workers)
+  summary = build(
+    args.stories,
+    d.dir,
+    FrameSpec(d.fps, d.size, d.jpeg_quality),
+    num_shards=d.num_shards,
+    workers=d.build_workers,
+  )
   for split, s in summary["splits"].items():
-    print(f"{d.dir}/{split}: {s['stories']} stories, {s['clips']} clips, "
-          f"{len(s['clip_shards'])} clip shards")
+    print(
+      f"{d.dir}/{split}: {s['stories']} stories, {s['clips']} clips, "
+      f"{len(s['clip_shards'])} clip shards"
+    )
 
 
 def cmd_batches(args) -> None:
   import time
 
   from auteur_jax.data import pipeline
+
   d = args.config.data
   it = iter(pipeline.dataset_from_config(d))
   start = time.perf_counter()
@@ -98,13 +126,16 @@ def cmd_batches(args) -> None:
       for k, v in batch.items():
         print(f"  {k}: {v.shape} {v.dtype}")
   rate = (args.num - 1) * d.batch_size / max(time.perf_counter() - first, 1e-9)
-  print(f"{args.num} batches of {d.batch_size} {d.kind} from {d.dir}/{d.split}; first after "
-        f"{first - start:.2f} s, then {rate:.1f} {d.kind}/s")
+  print(
+    f"{args.num} batches of {d.batch_size} {d.kind} from {d.dir}/{d.split}; first after "
+    f"{first - start:.2f} s, then {rate:.1f} {d.kind}/s"
+  )
   it.close()
 
 
 def cmd_verify(args) -> None:
   from auteur_jax.data import inventory, tfrecord
+
   total, bad = 0, 0
   for pattern in args.paths:
     if os.path.isfile(os.path.join(pattern, "dataset.json")):  # Files vs its lists, counts.
@@ -126,6 +157,7 @@ def cmd_verify(args) -> None:
 
 def cmd_inspect(args) -> None:
   from auteur_jax.data import examples, pipeline, tfrecord
+
   meta_path = os.path.join(args.dir, "dataset.json")
   if not os.path.isfile(meta_path):
     sys.exit(f"{meta_path}: not found; is {args.dir} a folder written by `auteur data build`?")
@@ -133,91 +165,124 @@ def cmd_inspect(args) -> None:
     meta = json.load(f)
   print(f"{args.dir}: frames {meta['frames']}, schema_version {meta['schema_version']}")
   for split, s in sorted(meta["splits"].items()):
-    print(f"  {split}: {s['stories']} stories, {s['clips']} clips, "
-          f"{len(s['clip_shards'])} clip shards, {len(s['story_shards'])} story shards")
+    print(
+      f"  {split}: {s['stories']} stories, {s['clips']} clips, "
+      f"{len(s['clip_shards'])} clip shards, {len(s['story_shards'])} story shards"
+    )
   split = args.split or sorted(meta["splits"])[0]
   for path in pipeline.split_files(args.dir, split, "stories"):
     for record in tfrecord.iter_records(path):
       story = examples.decode_story(record, path)
-      print(f"sample story {story['video_id']} ({split}): {story['task']}, "
-            f"{story['num_steps']} steps")
+      print(
+        f"sample story {story['video_id']} ({split}): {story['task']}, {story['num_steps']} steps"
+      )
       for t, (a, c) in enumerate(zip(story["actions"], story["captions"])):
-        print(f"  step {t}: [{story['start'][t]:.1f}-{story['end'][t]:.1f} s] {a}\n"
-              f"          {c}")
+        print(f"  step {t}: [{story['start'][t]:.1f}-{story['end'][t]:.1f} s] {a}\n          {c}")
       return
 
 
 def cmd_train(args) -> None:
   from auteur_jax.train.trainer import train
+
   last = train(args.config, args.workdir, max_steps=args.max_steps)
-  print(f"{args.workdir}: stopped at step {last['step']}"
-        + (" (SIGTERM: checkpoint saved)" if last.get("stopped_by_signal") else "")
-        + (f", loss {last['loss']:.4f}" if "loss" in last else ""))
+  print(
+    f"{args.workdir}: stopped at step {last['step']}"
+    + (" (SIGTERM: checkpoint saved)" if last.get("stopped_by_signal") else "")
+    + (f", loss {last['loss']:.4f}" if "loss" in last else "")
+  )
 
 
 def cmd_sample(args) -> None:
   from auteur_jax.sample.batch import ERRORS, run_batch
   from auteur_jax.train import run_config
+
   run_config.check_sample(args.config)
   r = run_batch(args.config, args.prompts, args.out, redo_changed=args.redo_changed)
-  print(f"{r['out_dir']}: {len(r['rendered'])} rendered, {r['skipped']} already done, "
-        f"{r['errors']} bad prompt lines or changed items "
-        f"({os.path.join(r['out_dir'], ERRORS)})"
-        + (f" [process {r['process']} of {r['processes']}]" if r["processes"] > 1 else ""))
+  print(
+    f"{r['out_dir']}: {len(r['rendered'])} rendered, {r['skipped']} already done, "
+    f"{r['errors']} bad prompt lines or changed items "
+    f"({os.path.join(r['out_dir'], ERRORS)})"
+    + (f" [process {r['process']} of {r['processes']}]" if r["processes"] > 1 else "")
+  )
   print(json.dumps({k: r[k] for k in ("process", "rendered")}))
 
 
 def cmd_demo(args) -> None:
   from auteur_jax.demo.pipeline import run
+
   m = run(args.out, "quick" if args.quick else args.plan, from_scratch=args.from_scratch)
   t = m["targets"]
-  print(f"{args.out}: metrics.json, contact_sheet.png, "
-        + ", ".join(f"{s['id']}.mp4/.gif" for s in m["stories"])
-        + f" in {m['timings_s']['total']:.0f} s")
-  print(f"  director step top-1 {_pct(t['director_step_top1'])}; state agreement "
-        f"{_pct(t['state_agreement'])}; CLIP-T given text {m['clip_t']['given_text']:.3f} "
-        f"(true clips {m['clip_t']['true_clips']:.3f})")
+  print(
+    f"{args.out}: metrics.json, contact_sheet.png, "
+    + ", ".join(f"{s['id']}.mp4/.gif" for s in m["stories"])
+    + f" in {m['timings_s']['total']:.0f} s"
+  )
+  print(
+    f"  director step top-1 {_pct(t['director_step_top1'])}; state agreement "
+    f"{_pct(t['state_agreement'])}; CLIP-T given text {m['clip_t']['given_text']:.3f} "
+    f"(true clips {m['clip_t']['true_clips']:.3f})"
+  )
 
 
 def _pct(target: dict) -> str:
   # One decimal, so that 79.9 % does not print as the 80 % target.
-  return ", ".join(f"{k} {100 * v:.1f} %" for k, v in target.items()
-                   if k not in ("target", "met") and v is not None) + \
-      f" (target {100 * target['target']:.0f} %)"
+  return (
+    ", ".join(
+      f"{k} {100 * v:.1f} %"
+      for k, v in target.items()
+      if k not in ("target", "met") and v is not None
+    )
+    + f" (target {100 * target['target']:.0f} %)"
+  )
 
 
 def cmd_encode(args) -> None:
   from auteur_jax.sample.encode import encode_dataset
   from auteur_jax.train import run_config
+
   run_config.check_encode(args.config)
   r = encode_dataset(args.config, max_shards=args.max_shards)
-  print(f"encoded {r['encoded_shards']} clip shards ({r['skipped_shards']} skipped) -> "
-        f"{r['out_dir']}: {r['field']} {r['shape']} {r['dtype']}"
-        + ("" if r["complete"] else "; more shards to do (run again)"))
+  print(
+    f"encoded {r['encoded_shards']} clip shards ({r['skipped_shards']} skipped) -> "
+    f"{r['out_dir']}: {r['field']} {r['shape']} {r['dtype']}"
+    + ("" if r["complete"] else "; more shards to do (run again)")
+  )
 
 
 def cmd_convert(args) -> None:
   from auteur_jax.convert import exporter, importer, reshard
   from auteur_jax.parallel.mesh import parse_mesh
+
   mesh = parse_mesh(args.mesh) if getattr(args, "mesh", None) else None
   if args.convert_command == "import":
-    r = importer.import_weights(args.family, args.src, args.dst, config=args.config,
-                                mesh_shape=mesh, dtype=args.dtype)
-    print(f"{r['dst']}: {r['family']}, {r['params']} params, {r['bytes']:,} bytes under "
-          f"{r['prefix']}/ on mesh {r['mesh']}")
+    r = importer.import_weights(
+      args.family, args.src, args.dst, config=args.config, mesh_shape=mesh, dtype=args.dtype
+    )
+    print(
+      f"{r['dst']}: {r['family']}, {r['params']} params, {r['bytes']:,} bytes under "
+      f"{r['prefix']}/ on mesh {r['mesh']}"
+    )
     for line in r["config_differences"]:
       print(f"  note: {line}")
     if r["fresh"]:
       print(f"  not in the checkpoint (the model initialises them): {r['fresh']}")
   elif args.convert_command == "export":
-    r = exporter.export_weights(args.family, args.src, args.dst, dtype=args.dtype,
-                                max_shard_bytes=int(args.max_shard_gb * 1e9))
+    r = exporter.export_weights(
+      args.family,
+      args.src,
+      args.dst,
+      dtype=args.dtype,
+      max_shard_bytes=int(args.max_shard_gb * 1e9),
+    )
     print(f"{r['dst']}: {r['tensors']} tensors, {r['bytes']:,} bytes in {len(r['files'])} files")
   elif args.convert_command == "reshard":
-    r = reshard.reshard(args.src, args.dst, mesh, drop_optimizer=args.drop_optimizer,
-                        dtype=args.dtype)
-    print(f"{r['dst']}: step {r['step']}, {r['leaves']} arrays, {r['bytes']:,} bytes on mesh "
-          f"{r['mesh']}")
+    r = reshard.reshard(
+      args.src, args.dst, mesh, drop_optimizer=args.drop_optimizer, dtype=args.dtype
+    )
+    print(
+      f"{r['dst']}: step {r['step']}, {r['leaves']} arrays, {r['bytes']:,} bytes on mesh "
+      f"{r['mesh']}"
+    )
   else:
     print(reshard.inspect(args.ckpt))
 
@@ -227,6 +292,7 @@ def cmd_plan(args) -> None:
 
   from auteur_jax.parallel.mesh import parse_mesh
   from auteur_jax.plan import dry_run, report, topology
+
   if not jax.config.jax_platforms:  # Compile-only: no local accelerator (or CUDA) needed.
     jax.config.update("jax_platforms", "cpu")
   try:
@@ -257,14 +323,18 @@ def cmd_plan(args) -> None:
 
 def _add_rule_flags(p: argparse.ArgumentParser) -> None:
   p.add_argument("--iou", type=float, default=0.5, help="match when IoU > this")
-  p.add_argument("--loose-iou", type=float, default=0.25,
-                 help="or when IoU > this and the start/end conditions hold (appendix: 0.2)")
+  p.add_argument(
+    "--loose-iou",
+    type=float,
+    default=0.25,
+    help="or when IoU > this and the start/end conditions hold (appendix: 0.2)",
+  )
   p.add_argument("--max-start-diff", type=float, default=5.0, help="seconds")
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
-  from auteur_jax.config import ConfigError
   from auteur_jax.checkpoint.errors import WeightError
+  from auteur_jax.config import ConfigError
   from auteur_jax.data.examples import ExampleError
   from auteur_jax.data.importers import AnnotationError
   from auteur_jax.data.inventory import DataSetError
@@ -272,16 +342,30 @@ def _user_errors() -> tuple[type[Exception], ...]:
   from auteur_jax.data.tfrecord import TFRecordError
   from auteur_jax.data.video_io import VideoError
   from auteur_jax.train.trainer import NonFiniteLoss
-  return (ConfigError, SchemaError, AnnotationError, TFRecordError, ExampleError, VideoError,
-          FileNotFoundError, FileExistsError, WeightError, NonFiniteLoss, DataSetError)
+
+  return (
+    ConfigError,
+    SchemaError,
+    AnnotationError,
+    TFRecordError,
+    ExampleError,
+    VideoError,
+    FileNotFoundError,
+    FileExistsError,
+    WeightError,
+    NonFiniteLoss,
+    DataSetError,
+  )
 
 
 def parser() -> argparse.ArgumentParser:
-  ap = argparse.ArgumentParser(prog="auteur", description=__doc__,
-                               formatter_class=argparse.RawDescriptionHelpFormatter)
+  ap = argparse.ArgumentParser(
+    prog="auteur", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   top = ap.add_subparsers(dest="command", required=True)
   data = top.add_parser("data", help="data sets: import, build, verify, inspect").add_subparsers(
-      dest="data_command", required=True)
+    dest="data_command", required=True
+  )
 
   p = data.add_parser("toy", help="write the toy-kitchen raw data set")
   p.add_argument("--videos", type=int, required=True)
@@ -289,8 +373,12 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--size", type=int, default=64, help="frame side in pixels (multiple of 16)")
   p.add_argument("--fps", type=float, default=8.0)
-  p.add_argument("--noise", type=float, default=0.0,
-                 help="ASR-like jitter of action times, as a fraction of the clip length")
+  p.add_argument(
+    "--noise",
+    type=float,
+    default=0.0,
+    help="ASR-like jitter of action times, as a fraction of the clip length",
+  )
   p.add_argument("--val-fraction", type=float, default=0.2)
   p.add_argument("--workers", type=int, default=0, help="processes; 0 = all cores")
   p.add_argument("--preview", action="store_true", help="also write preview.png")
@@ -356,27 +444,48 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument("--config", required=True, help="e.g. toy/sample")
   p.add_argument("--prompts", required=True, help='JSONL: {"id", "task", "num_steps"} lines')
   p.add_argument("--out", required=True, help="output folder (a rerun resumes it)")
-  p.add_argument("--redo-changed", action="store_true",
-                 help="redo finished items whose prompt or sampling settings changed "
-                 "(default: keep them and report them in errors.jsonl)")
+  p.add_argument(
+    "--redo-changed",
+    action="store_true",
+    help="redo finished items whose prompt or sampling settings changed "
+    "(default: keep them and report them in errors.jsonl)",
+  )
   p.set_defaults(fn=cmd_sample)
 
-  p = top.add_parser("demo", help="the toy kitchen end to end -> OUT/ videos, contact "
-                     "sheet, metrics.json")
+  p = top.add_parser(
+    "demo", help="the toy kitchen end to end -> OUT/ videos, contact sheet, metrics.json"
+  )
   p.add_argument("--out", default="demo_out", help="output folder (work/ and runs/ inside)")
-  p.add_argument("--plan", default="default", choices=("default", "long", "longer", "quick"),
-                 help="default: shipped models (minutes); long: VAE + DiT trained here; "
-                 "longer: the shipped DiT trained on (see README for both); quick: tiny "
-                 "data and steps (CI, ~3 min)")
+  p.add_argument(
+    "--plan",
+    default="default",
+    choices=("default", "long", "longer", "quick"),
+    help="default: shipped models (minutes); long: VAE + DiT trained here; "
+    "longer: the shipped DiT trained on (see README for both); quick: tiny "
+    "data and steps (CI, ~3 min)",
+  )
   p.add_argument("--quick", action="store_true", help="the same as --plan quick")
-  p.add_argument("--from-scratch", action="store_true",
-                 help="retrain every model (default: use checkpoints/toy/ when shipped)")
+  p.add_argument(
+    "--from-scratch",
+    action="store_true",
+    help="retrain every model (default: use checkpoints/toy/ when shipped)",
+  )
   p.set_defaults(fn=cmd_demo)
 
-  families = ("llama", "qwen2", "wan_dit", "wan_vae", "clip_vision", "siglip_vision",
-              "clip_text", "t5", "umt5")  # convert/families.py (not imported to parse)
-  conv = top.add_parser("convert", help="HF / diffusers weights <-> sharded orbax checkpoints"
-                        ).add_subparsers(dest="convert_command", required=True)
+  families = (
+    "llama",
+    "qwen2",
+    "wan_dit",
+    "wan_vae",
+    "clip_vision",
+    "siglip_vision",
+    "clip_text",
+    "t5",
+    "umt5",
+  )  # convert/families.py (not imported to parse)
+  conv = top.add_parser(
+    "convert", help="HF / diffusers weights <-> sharded orbax checkpoints"
+  ).add_subparsers(dest="convert_command", required=True)
   p = conv.add_parser("import", help="safetensors folder -> orbax checkpoint (params only)")
   p.add_argument("--family", required=True, choices=families)
   p.add_argument("--src", required=True, help="model folder: config.json + *.safetensors")
@@ -404,15 +513,19 @@ def parser() -> argparse.ArgumentParser:
   p.set_defaults(fn=cmd_convert)
   p = top.add_parser("plan", help="AOT-compile the train step for a TPU / GPU topology")
   p.add_argument("--config", required=True, help="e.g. paper/director_7b")
-  p.add_argument("--topology", required=True,
-                 help="CHIP:AxBxC: v4 / v5e / v5p / v6e slices (v5p:8x8x8), h100 / h200 "
-                      "SLICESxHOSTSxGPUS (h100:1x4x8)")
+  p.add_argument(
+    "--topology",
+    required=True,
+    help="CHIP:AxBxC: v4 / v5e / v5p / v6e slices (v5p:8x8x8), h100 / h200 "
+    "SLICESxHOSTSxGPUS (h100:1x4x8)",
+  )
   p.add_argument("--num-slices", type=int, default=1, help="TPU slices joined by DCN")
   p.add_argument("--mesh", help="e.g. data=1,fsdp=64,tensor=8 (default: config.mesh.shape)")
   p.add_argument("--remat", help="remat policy of the model (default: the config's)")
   p.add_argument("--sweep", action="store_true", help="try meshes x remat policies, ranked")
-  p.add_argument("--meshes", help="sweep meshes separated by ';' (default: fsdp with "
-                 "tensor 1, 2, 4, 8)")
+  p.add_argument(
+    "--meshes", help="sweep meshes separated by ';' (default: fsdp with tensor 1, 2, 4, 8)"
+  )
   p.add_argument("--remats", help="sweep remat policies separated by ',' (default: all)")
   p.add_argument("--save-executable", help="write the serialized executable (+ .hlo.txt)")
   p.add_argument("--json", help="also write the plan(s) as JSON")
@@ -425,6 +538,7 @@ def main(argv: Sequence[str] | None = None) -> None:
   from absl import flags
 
   from auteur_jax.config import load_config
+
   USER_ERRORS = _user_errors()
   flags.FLAGS.mark_as_parsed()  # grain's worker processes read absl flags.
   ap = parser()

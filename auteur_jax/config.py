@@ -18,7 +18,6 @@ from typing import Any
 
 import ml_collections
 
-
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 
 
@@ -31,8 +30,9 @@ def packaged_configs() -> list[str]:
   names = []
   for folder, _, files in os.walk(CONFIG_DIR):
     rel = os.path.relpath(folder, CONFIG_DIR)
-    names += [os.path.join(rel, f[:-3]) for f in files
-              if f.endswith(".py") and not f.startswith("_")]
+    names += [
+      os.path.join(rel, f[:-3]) for f in files if f.endswith(".py") and not f.startswith("_")
+    ]
   return sorted(names)
 
 
@@ -44,8 +44,9 @@ def resolve_config(name: str) -> str:
   packaged = os.path.join(CONFIG_DIR, rel if rel.endswith(".py") else f"{rel}.py")
   if os.path.isfile(packaged):
     return packaged
-  raise ConfigError(f"config file not found: {name} (a path, or a packaged config: "
-                    f"{', '.join(packaged_configs())})")
+  raise ConfigError(
+    f"config file not found: {name} (a path, or a packaged config: {', '.join(packaged_configs())})"
+  )
 
 
 def load_module_config(path: str) -> ml_collections.ConfigDict:
@@ -65,8 +66,9 @@ def load_module_config(path: str) -> ml_collections.ConfigDict:
     raise ConfigError(f"{path}: defines no get_config(arg=None)")
   config = module.get_config(arg) if arg is not None else module.get_config()
   if not isinstance(config, ml_collections.ConfigDict):
-    raise ConfigError(f"{path}: get_config returned {type(config).__name__}, "
-                      "expected ml_collections.ConfigDict")
+    raise ConfigError(
+      f"{path}: get_config returned {type(config).__name__}, expected ml_collections.ConfigDict"
+    )
   return config
 
 
@@ -94,15 +96,16 @@ def parse_value(key: str, text: str, current: Any) -> Any:
   if isinstance(current, (tuple, list)) and isinstance(value, (tuple, list)):
     return type(current)(value)
   if type(value) is not type(current):
-    raise ConfigError(f"--config.{key}: expected {type(current).__name__}, got {text!r} "
-                      f"({type(value).__name__})")
+    raise ConfigError(
+      f"--config.{key}: expected {type(current).__name__}, got {text!r} ({type(value).__name__})"
+    )
   return value
 
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str]) -> None:
   """Applies `--config.a.b=value` (or `a.b=value`) strings to `config` in place."""
   for item in overrides:
-    body = item[len("--config."):] if item.startswith("--config.") else item
+    body = item[len("--config.") :] if item.startswith("--config.") else item
     if "=" not in body:
       raise ConfigError(f"override {item!r}: expected --config.key=value")
     key, text = body.split("=", 1)

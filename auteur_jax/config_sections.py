@@ -55,8 +55,13 @@ def from_section(cls: type[T], section: Any, path: str) -> T:
   unknown = sorted(set(items) - set(names))
   if unknown:
     raise ConfigError(f"{path}: {_keys('unknown', unknown)}; allowed: {names}")
-  missing = [f.name for f in fields if f.name not in items
-             and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+  missing = [
+    f.name
+    for f in fields
+    if f.name not in items
+    and f.default is dataclasses.MISSING
+    and f.default_factory is dataclasses.MISSING
+  ]
   if missing:
     raise ConfigError(f"{path}: {_keys('missing', missing)}")
   hints = _hints(dc)
@@ -119,8 +124,10 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
       raise ConfigError(f"{path}: expected {len(args)} values ({_name(tp)}), got {value!r}")
   elif origin in (dict, Mapping):
     if isinstance(value, (Mapping, ml_collections.ConfigDict)):
-      return {k: _convert(v, args[1] if args else Any, f"{path}.{k}")
-              for k, v in _items(value, path).items()}
+      return {
+        k: _convert(v, args[1] if args else Any, f"{path}.{k}")
+        for k, v in _items(value, path).items()
+      }
   else:
     raise TypeError(f"from_section: field type {tp!r} of {path} is not supported")
   raise _expected(tp, value, path)
@@ -131,8 +138,9 @@ def _items(section: Any, path: str) -> dict[str, Any]:
     return {k: section[k] for k in section.keys()}  # Resolves field references.
   if isinstance(section, Mapping):
     return dict(section)
-  raise ConfigError(f"{path}: expected a section (keys and values), got "
-                    f"{type(section).__name__} {section!r}")
+  raise ConfigError(
+    f"{path}: expected a section (keys and values), got {type(section).__name__} {section!r}"
+  )
 
 
 @functools.cache

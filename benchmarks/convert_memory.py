@@ -36,28 +36,53 @@ OVERHEAD = 512 * (1 << 20)  # Interpreter + jax / orbax / tensorstore (~0.2 GiB)
 MIB = 1 << 20
 
 
-def write_random_llama(folder: str, layers: int, width: int, mlp: int, vocab: int,
-                       seed: int = 0, shard_bytes: int = 1 << 30) -> tuple[int, int]:
+def write_random_llama(
+  folder: str,
+  layers: int,
+  width: int,
+  mlp: int,
+  vocab: int,
+  seed: int = 0,
+  shard_bytes: int = 1 << 30,
+) -> tuple[int, int]:
   """A random LlamaForCausalLM-layout checkpoint (1 kv head per head, untied head),
   written one tensor at a time. Returns (total bytes, largest tensor bytes)."""
   from auteur_jax.convert.safetensors_io import write_sharded
+
   os.makedirs(folder)
   heads = width // 128
-  config = dict(model_type="llama", vocab_size=vocab, hidden_size=width,
-                intermediate_size=mlp, num_hidden_layers=layers, num_attention_heads=heads,
-                num_key_value_heads=heads, head_dim=128, rms_norm_eps=1e-6,
-                tie_word_embeddings=False, hidden_act="silu")
+  config = dict(
+    model_type="llama",
+    vocab_size=vocab,
+    hidden_size=width,
+    intermediate_size=mlp,
+    num_hidden_layers=layers,
+    num_attention_heads=heads,
+    num_key_value_heads=heads,
+    head_dim=128,
+    rms_norm_eps=1e-6,
+    tie_word_embeddings=False,
+    hidden_act="silu",
+  )
   with open(os.path.join(folder, "config.json"), "w") as f:
     json.dump(config, f)
-  decl = [("model.embed_tokens.weight", (vocab, width)), ("lm_head.weight", (vocab, width)),
-          ("model.norm.weight", (width,))]
+  decl = [
+    ("model.embed_tokens.weight", (vocab, width)),
+    ("lm_head.weight", (vocab, width)),
+    ("model.norm.weight", (width,)),
+  ]
   for i in range(layers):
     p = f"model.layers.{i}."
-    decl += [(p + "input_layernorm.weight", (width,)),
-             (p + "post_attention_layernorm.weight", (width,))]
+    decl += [
+      (p + "input_layernorm.weight", (width,)),
+      (p + "post_attention_layernorm.weight", (width,)),
+    ]
     decl += [(f"{p}self_attn.{x}_proj.weight", (width, width)) for x in "qkvo"]
-    decl += [(p + "mlp.gate_proj.weight", (mlp, width)), (p + "mlp.up_proj.weight", (mlp, width)),
-             (p + "mlp.down_proj.weight", (width, mlp))]
+    decl += [
+      (p + "mlp.gate_proj.weight", (mlp, width)),
+      (p + "mlp.up_proj.weight", (mlp, width)),
+      (p + "mlp.down_proj.weight", (width, mlp)),
+    ]
   decl = [(n, s, np.dtype(np.float32)) for n, s in decl]
 
   def produce():
@@ -88,8 +113,12 @@ print("RESULT", int(hwm.split()[1]) * 1024, time.perf_counter() - t)
 
 def measure(call: str) -> tuple[int, float]:
   """(peak RSS bytes, seconds) of the Python statement `call` in a fresh process."""
-  out = subprocess.run([sys.executable, "-c", _CHILD.format(repo=REPO, call=call)],
-                       capture_output=True, text=True, check=False)
+  out = subprocess.run(
+    [sys.executable, "-c", _CHILD.format(repo=REPO, call=call)],
+    capture_output=True,
+    text=True,
+    check=False,
+  )
   lines = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT")]
   if out.returncode or not lines:
     raise RuntimeError(f"conversion failed ({out.returncode}):\n{out.stderr[-3000:]}")
@@ -98,8 +127,9 @@ def measure(call: str) -> tuple[int, float]:
 
 
 def measure_import(src: str, dst: str) -> tuple[int, float]:
-  return measure(f"import_weights('llama', {src!r}, {dst!r}, mesh_shape={{'fsdp': 8}}, "
-                 "progress=False)")
+  return measure(
+    f"import_weights('llama', {src!r}, {dst!r}, mesh_shape={{'fsdp': 8}}, progress=False)"
+  )
 
 
 def main() -> None:
@@ -115,11 +145,12 @@ def main() -> None:
     tiny_size, _ = write_random_llama(f"{work}/tiny", 1, 256, 512, 512)
     base, _ = measure_import(f"{work}/tiny", f"{work}/tiny_out")
     t = time.perf_counter()
-    size, largest = write_random_llama(f"{work}/big", args.layers, args.width, args.mlp,
-                                       args.vocab)
-    print(f"checkpoint: {size / MIB:,.0f} MiB in {len(os.listdir(f'{work}/big')) - 2} "
-          f"files (written in {time.perf_counter() - t:.1f} s), largest tensor "
-          f"{largest / MIB:,.0f} MiB")
+    size, largest = write_random_llama(f"{work}/big", args.layers, args.width, args.mlp, args.vocab)
+    print(
+      f"checkpoint: {size / MIB:,.0f} MiB in {len(os.listdir(f'{work}/big')) - 2} "
+      f"files (written in {time.perf_counter() - t:.1f} s), largest tensor "
+      f"{largest / MIB:,.0f} MiB"
+    )
     peaks, times = [], []
     for _ in range(args.repeats):
       shutil.rmtree(f"{work}/out", ignore_errors=True)
@@ -129,20 +160,29 @@ def main() -> None:
     peak, seconds = statistics.median(peaks), statistics.median(times)
     bound = 1.5 * largest + OVERHEAD
     print(f"baseline peak RSS (tiny {tiny_size / MIB:.1f} MiB checkpoint): {base / MIB:,.0f} MiB")
-    print(f"peak RSS converting {size / MIB:,.0f} MiB: {peak / MIB:,.0f} MiB "
-          f"({seconds:.1f} s, {size / MIB / seconds:,.0f} MiB/s); above baseline "
-          f"{(peak - base) / MIB:,.0f} MiB = {(peak - base) / largest:.2f} x largest tensor")
+    print(
+      f"peak RSS converting {size / MIB:,.0f} MiB: {peak / MIB:,.0f} MiB "
+      f"({seconds:.1f} s, {size / MIB / seconds:,.0f} MiB/s); above baseline "
+      f"{(peak - base) / MIB:,.0f} MiB = {(peak - base) / largest:.2f} x largest tensor"
+    )
     print(f"bound 1.5 x largest + {OVERHEAD / MIB:,.0f} MiB overhead: {bound / MIB:,.0f} MiB")
-    print(f"ratio import peak RSS / checkpoint size (lower is better): {peak / size:.3f} "
-          f"(target <= {bound / size:.3f})")
-    r_peak, r_s = measure(f"reshard({work + '/out'!r}, {work + '/resharded'!r}, "
-                          "{'data': 2, 'fsdp': 4})")
+    print(
+      f"ratio import peak RSS / checkpoint size (lower is better): {peak / size:.3f} "
+      f"(target <= {bound / size:.3f})"
+    )
+    r_peak, r_s = measure(
+      f"reshard({work + '/out'!r}, {work + '/resharded'!r}, {{'data': 2, 'fsdp': 4}})"
+    )
     r_bound = base + OVERHEAD
-    print(f"peak RSS resharding it onto data=2,fsdp=4: {r_peak / MIB:,.0f} MiB ({r_s:.1f} s); "
-          f"above baseline {(r_peak - base) / MIB:,.0f} MiB; bound baseline + "
-          f"{OVERHEAD / MIB:,.0f} MiB overhead: {r_bound / MIB:,.0f} MiB")
-    print(f"ratio reshard peak RSS / checkpoint size (lower is better): {r_peak / size:.3f} "
-          f"(target <= {r_bound / size:.3f})")
+    print(
+      f"peak RSS resharding it onto data=2,fsdp=4: {r_peak / MIB:,.0f} MiB ({r_s:.1f} s); "
+      f"above baseline {(r_peak - base) / MIB:,.0f} MiB; bound baseline + "
+      f"{OVERHEAD / MIB:,.0f} MiB overhead: {r_bound / MIB:,.0f} MiB"
+    )
+    print(
+      f"ratio reshard peak RSS / checkpoint size (lower is better): {r_peak / size:.3f} "
+      f"(target <= {r_bound / size:.3f})"
+    )
   finally:
     shutil.rmtree(work, ignore_errors=True)
 

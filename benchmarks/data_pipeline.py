@@ -42,10 +42,12 @@ def write_records(out_dir: str, clips: int, size: int, frames: int, shards: int)
 
 def plain_loop(paths: list[str], decoder, batch: int, n_batches: int) -> float:
   """Reads records in order, decodes, stacks batches; returns clips/s."""
+
   def records():
     while True:
       for p in paths:
         yield from tfrecord.iter_records(p)
+
   it = records()
   start = time.perf_counter()
   for _ in range(n_batches):
@@ -54,11 +56,13 @@ def plain_loop(paths: list[str], decoder, batch: int, n_batches: int) -> float:
   return n_batches * batch / (time.perf_counter() - start)
 
 
-def grain_loop(paths: list[str], decoder, batch: int, n_batches: int, workers: int,
-               threads: int) -> float:
+def grain_loop(
+  paths: list[str], decoder, batch: int, n_batches: int, workers: int, threads: int
+) -> float:
   """The real pipeline; the clock starts after the first batch (workers started)."""
-  it = iter(pipeline.make_dataset(paths, decoder, batch, seed=0, num_workers=workers,
-                                  num_threads=threads))
+  it = iter(
+    pipeline.make_dataset(paths, decoder, batch, seed=0, num_workers=workers, num_threads=threads)
+  )
   next(it)
   start = time.perf_counter()
   for _ in range(n_batches):
@@ -83,16 +87,21 @@ def main() -> None:
   decoder = pipeline.ClipDecoder(num_frames=args.frames)
   with tempfile.TemporaryDirectory() as d:
     paths = write_records(d, args.clips, args.size, args.frames, shards=4)
-    print(f"{args.clips} clips x {args.frames} JPEG frames {args.size}x{args.size}, "
-          f"batch {args.batch}, {os.cpu_count()} cores")
+    print(
+      f"{args.clips} clips x {args.frames} JPEG frames {args.size}x{args.size}, "
+      f"batch {args.batch}, {os.cpu_count()} cores"
+    )
     plain_loop(paths, decoder, args.batch, 2)  # Warm-up (page cache, imports).
     n = args.workers
-    runs = {"plain single-process loop": lambda: plain_loop(paths, decoder, args.batch,
-                                                             args.batches),
-            f"grain, {n} read threads": lambda: grain_loop(paths, decoder, args.batch,
-                                                            args.batches, 0, n),
-            f"grain, {n} worker processes": lambda: grain_loop(paths, decoder, args.batch,
-                                                                args.batches, n, 1)}
+    runs = {
+      "plain single-process loop": lambda: plain_loop(paths, decoder, args.batch, args.batches),
+      f"grain, {n} read threads": lambda: grain_loop(
+        paths, decoder, args.batch, args.batches, 0, n
+      ),
+      f"grain, {n} worker processes": lambda: grain_loop(
+        paths, decoder, args.batch, args.batches, n, 1
+      ),
+    }
     rates: dict[str, list[float]] = {k: [] for k in runs}
     for r in range(args.repeats):  # Interleaved, so drift in machine load hits all.
       for name, fn in runs.items():
@@ -102,10 +111,13 @@ def main() -> None:
   for name, rate in med.items():
     print(f"{name}: {rate:.1f} clips/s (median of {args.repeats})")
   plain, threads, procs = med.values()
-  print(f"ratio grain {n} worker processes / plain loop clips/s, higher is better: "
-        f"{procs / plain:.2f}")
-  print(f"ratio grain clips/s ({n} read threads, the config default) over plain loop "
-        f"clips/s, higher is better: {threads / plain:.2f} (target >= 1.5)")
+  print(
+    f"ratio grain {n} worker processes / plain loop clips/s, higher is better: {procs / plain:.2f}"
+  )
+  print(
+    f"ratio grain clips/s ({n} read threads, the config default) over plain loop "
+    f"clips/s, higher is better: {threads / plain:.2f} (target >= 1.5)"
+  )
 
 
 if __name__ == "__main__":

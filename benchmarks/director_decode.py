@@ -51,9 +51,15 @@ from auteur_jax.sample.director import LMSampler  # noqa: E402
 def build_reference(args, path: str) -> transformers.LlamaForCausalLM:
   torch.manual_seed(0)
   cfg = transformers.LlamaConfig(
-      vocab_size=32000, hidden_size=args.width, intermediate_size=3 * args.width,
-      num_hidden_layers=args.layers, num_attention_heads=args.width // 64,
-      num_key_value_heads=args.kv_heads, head_dim=64, max_position_embeddings=4096)
+    vocab_size=32000,
+    hidden_size=args.width,
+    intermediate_size=3 * args.width,
+    num_hidden_layers=args.layers,
+    num_attention_heads=args.width // 64,
+    num_key_value_heads=args.kv_heads,
+    head_dim=64,
+    max_position_embeddings=4096,
+  )
   model = transformers.LlamaForCausalLM(cfg).eval()
   model.save_pretrained(path)
   return model
@@ -61,10 +67,16 @@ def build_reference(args, path: str) -> transformers.LlamaForCausalLM:
 
 def hf_generate(model, ids: np.ndarray, new: int) -> np.ndarray:
   with torch.inference_mode():
-    out = model.generate(torch.from_numpy(ids).long(), attention_mask=torch.ones(ids.shape),
-                         max_new_tokens=new, min_new_tokens=new, do_sample=False,
-                         eos_token_id=None, pad_token_id=0)
-  return out[:, ids.shape[1]:].numpy()
+    out = model.generate(
+      torch.from_numpy(ids).long(),
+      attention_mask=torch.ones(ids.shape),
+      max_new_tokens=new,
+      min_new_tokens=new,
+      do_sample=False,
+      eos_token_id=None,
+      pad_token_id=0,
+    )
+  return out[:, ids.shape[1] :].numpy()
 
 
 def ours_generate(sampler: LMSampler, ids: np.ndarray, new: int) -> tuple[np.ndarray, float]:
@@ -95,21 +107,26 @@ def main() -> None:
     ref = build_reference(args, path)
     llm = load_hf_llm(path)
   n_params = sum(x.numel() for x in ref.parameters())
-  samplers = {loop: LMSampler(llm, loop=loop, cache_dtype=args.cache_dtype)
-              for loop in ("device", "host")}
+  samplers = {
+    loop: LMSampler(llm, loop=loop, cache_dtype=args.cache_dtype) for loop in ("device", "host")
+  }
   if args.cache_dtype != "float32":
     samplers["device f32-cache"] = LMSampler(llm, cache_dtype="float32")
-  print(f"model: {args.layers} layers, width {args.width}, {args.width // 64} heads, "
-        f"{args.kv_heads} kv heads, {n_params / 1e6:.1f}M params; batch {args.batch}, "
-        f"{args.new} new tokens, greedy, float32, {args.cache_dtype} KV cache; "
-        f"jax {jax.__version__} "
-        f"({jax.devices()[0].platform}), torch {torch.__version__} (2 threads)")
+  print(
+    f"model: {args.layers} layers, width {args.width}, {args.width // 64} heads, "
+    f"{args.kv_heads} kv heads, {n_params / 1e6:.1f}M params; batch {args.batch}, "
+    f"{args.new} new tokens, greedy, float32, {args.cache_dtype} KV cache; "
+    f"jax {jax.__version__} "
+    f"({jax.devices()[0].platform}), torch {torch.__version__} (2 threads)"
+  )
 
   # Same weights, same greedy tokens (a sanity check of the comparison itself).
   a = hf_generate(ref, short, 16)
   b, _ = ours_generate(samplers["device"], short, 16)
-  print(f"greedy tokens equal to transformers': {(a == b).mean() * 100:.1f} % of "
-        f"{a.size} (first 16 per row)")
+  print(
+    f"greedy tokens equal to transformers': {(a == b).mean() * 100:.1f} % of "
+    f"{a.size} (first 16 per row)"
+  )
 
   total: dict[str, list[float]] = {}
   decode: dict[str, list[float]] = {}
@@ -134,32 +151,45 @@ def main() -> None:
   per_token = {k: statistics.median(v) / args.new for k, v in decode.items()}
   tokens = args.batch * args.new
   for name in runs:
-    line = (f"{name:>21}: {med[name]:.3f} s for {tokens} new tokens = "
-            f"{tokens / med[name]:.1f} tokens/s")
+    line = (
+      f"{name:>21}: {med[name]:.3f} s for {tokens} new tokens = {tokens / med[name]:.1f} tokens/s"
+    )
     if name in per_token:
       line += f"; decode loop {per_token[name] * 1e3:.2f} ms per token"
     print(line + f" (runs: {', '.join(f'{t:.2f}' for t in total[name])})")
   best = min(("device", "host"), key=lambda loop: med[f"{loop} 128"])
-  print(f"faster loop: {best} (host / device time at context 128: "
-        f"{med['host 128'] / med['device 128']:.2f})")
-  print(f"ratio tokens/s ours ({best} loop) / transformers generate (higher is better): "
-        f"{med['transformers 128'] / med[f'{best} 128']:.2f} (target >= 1.5)")
+  print(
+    f"faster loop: {best} (host / device time at context 128: "
+    f"{med['host 128'] / med['device 128']:.2f})"
+  )
+  print(
+    f"ratio tokens/s ours ({best} loop) / transformers generate (higher is better): "
+    f"{med['transformers 128'] / med[f'{best} 128']:.2f} (target >= 1.5)"
+  )
   if "device f32-cache 128" in per_token:
-    print(f"(float32 cache, device loop: per-token latency context 1024 / 128 = "
-          f"{per_token['device f32-cache 1024'] / per_token['device f32-cache 128']:.2f})")
-  print(f"ratio per-token latency context 1024 / context 128, ours ({best} loop, "
-        f"{args.cache_dtype} cache) (lower is better): "
-        f"{per_token[f'{best} 1024'] / per_token[f'{best} 128']:.2f} (target <= 1.3)")
+    print(
+      f"(float32 cache, device loop: per-token latency context 1024 / 128 = "
+      f"{per_token['device f32-cache 1024'] / per_token['device f32-cache 128']:.2f})"
+    )
+  print(
+    f"ratio per-token latency context 1024 / context 128, ours ({best} loop, "
+    f"{args.cache_dtype} cache) (lower is better): "
+    f"{per_token[f'{best} 1024'] / per_token[f'{best} 128']:.2f} (target <= 1.3)"
+  )
   # The machine is shared: the fastest run of each side shows what it does unloaded
   # (torch's threads suffer more than XLA's when the cores are oversubscribed).
   low = {k: min(v) for k, v in total.items()}
   low_tok = {k: min(v) / args.new for k, v in decode.items()}
-  print(f"ratio tokens/s ours ({best} loop) / transformers generate, fastest run of each "
-        f"(higher is better): {low['transformers 128'] / low[f'{best} 128']:.2f} "
-        f"(target >= 1.5)")
-  print(f"ratio per-token latency context 1024 / context 128, ours ({best} loop, "
-        f"{args.cache_dtype} cache), fastest runs (lower is better): "
-        f"{low_tok[f'{best} 1024'] / low_tok[f'{best} 128']:.2f} (target <= 1.3)")
+  print(
+    f"ratio tokens/s ours ({best} loop) / transformers generate, fastest run of each "
+    f"(higher is better): {low['transformers 128'] / low[f'{best} 128']:.2f} "
+    f"(target >= 1.5)"
+  )
+  print(
+    f"ratio per-token latency context 1024 / context 128, ours ({best} loop, "
+    f"{args.cache_dtype} cache), fastest runs (lower is better): "
+    f"{low_tok[f'{best} 1024'] / low_tok[f'{best} 128']:.2f} (target <= 1.3)"
+  )
 
 
 if __name__ == "__main__":

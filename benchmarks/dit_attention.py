@@ -32,9 +32,19 @@ from flax import nnx  # noqa: E402
 
 from auteur_jax.models.dit import DiTConfig, VideoDiT  # noqa: E402
 
-CFG = DiTConfig(patch_size=(1, 2, 2), in_channels=16, out_channels=16, num_heads=4,
-                head_dim=64, ffn_dim=1024, num_layers=4, text_dim=64, freq_dim=64,
-                visual_dim=64, remat="full")
+CFG = DiTConfig(
+  patch_size=(1, 2, 2),
+  in_channels=16,
+  out_channels=16,
+  num_heads=4,
+  head_dim=64,
+  ffn_dim=1024,
+  num_layers=4,
+  text_dim=64,
+  freq_dim=64,
+  visual_dim=64,
+  remat="full",
+)
 TEXT, VISUAL = 64, 16  # Context tokens per clip.
 
 
@@ -49,10 +59,12 @@ def make_step(cfg: DiTConfig, tokens: int):
   graphdef, params = nnx.split(model)
   tx = optax.adamw(1e-4, b1=0.9, b2=0.95)
   ks = jax.random.split(jax.random.key(1), 4)
-  batch = (jax.random.normal(ks[0], (1, 4, side, side, cfg.in_channels)),
-           jax.random.uniform(ks[1], (1,)),
-           jax.random.normal(ks[2], (1, TEXT, cfg.text_dim)),
-           jax.random.normal(ks[3], (1, VISUAL, cfg.visual_dim)))
+  batch = (
+    jax.random.normal(ks[0], (1, 4, side, side, cfg.in_channels)),
+    jax.random.uniform(ks[1], (1,)),
+    jax.random.normal(ks[2], (1, TEXT, cfg.text_dim)),
+    jax.random.normal(ks[3], (1, VISUAL, cfg.visual_dim)),
+  )
 
   def loss(p, x, t, text, vis):
     return jnp.mean((nnx.merge(graphdef, p)(x, t, text, vis) - x) ** 2)
@@ -72,9 +84,10 @@ def main() -> None:
   ap.add_argument("--block", type=int, default=512)
   ap.add_argument("--repeats", type=int, default=5)
   args = ap.parse_args()
-  variants = {"full": CFG,
-              "blockwise": dataclasses.replace(CFG, attention="blockwise",
-                                               attention_block=args.block)}
+  variants = {
+    "full": CFG,
+    "blockwise": dataclasses.replace(CFG, attention="blockwise", attention_block=args.block),
+  }
   steps, temp, times = {}, {}, {k: [] for k in variants}
   for name, cfg in variants.items():
     step, state = make_step(cfg, args.tokens)
@@ -90,11 +103,15 @@ def main() -> None:
       s[1], s[2], val = s[0](s[1], s[2], *s[3])
       val.block_until_ready()
       times[name].append(time.perf_counter() - t0)
-  print(f"DiT train step, {CFG.num_layers} blocks of width {CFG.width}, {args.tokens} video "
-        f"tokens, batch 1, key block {args.block} (median of {args.repeats})")
+  print(
+    f"DiT train step, {CFG.num_layers} blocks of width {CFG.width}, {args.tokens} video "
+    f"tokens, batch 1, key block {args.block} (median of {args.repeats})"
+  )
   for name in variants:
-    print(f"  {name:<10} scratch {temp[name] / 2 ** 20:8.1f} MiB   step "
-          f"{statistics.median(times[name]) * 1e3:8.1f} ms")
+    print(
+      f"  {name:<10} scratch {temp[name] / 2**20:8.1f} MiB   step "
+      f"{statistics.median(times[name]) * 1e3:8.1f} ms"
+    )
   t = statistics.median(times["blockwise"]) / statistics.median(times["full"])
   print(f"ratio blockwise / full step time, lower is better: {t:.2f} (for information)")
   m = temp["blockwise"] / temp["full"]

@@ -38,30 +38,48 @@ from auteur_jax.models.dit import DiTConfig, VideoDiT, count_params  # noqa: E40
 # Benchmark shapes: 8 blocks of width 512 (8 heads x 64), latents 4 x 16 x 32 x 16 ->
 # 512 tokens per clip, batch 2. Wan's text encoder pads captions to 512 tokens, and
 # diffusers' image-conditioned attention needs exactly those 512 before the visual ones.
-WAN = dict(patch_size=(1, 2, 2), num_attention_heads=8, attention_head_dim=64,
-           in_channels=16, out_channels=16, text_dim=512, freq_dim=256, ffn_dim=2048,
-           num_layers=8)
+WAN = dict(
+  patch_size=(1, 2, 2),
+  num_attention_heads=8,
+  attention_head_dim=64,
+  in_channels=16,
+  out_channels=16,
+  text_dim=512,
+  freq_dim=256,
+  ffn_dim=2048,
+  num_layers=8,
+)
 BATCH, LATENT = 2, (4, 16, 32)
-LAYOUTS = {"visual": dict(text_len=512, visual_len=64, visual_dim=512),
-           "text": dict(text_len=64, visual_len=0, visual_dim=0)}
+LAYOUTS = {
+  "visual": dict(text_len=512, visual_len=64, visual_dim=512),
+  "text": dict(text_len=64, visual_len=0, visual_dim=0),
+}
 ADAM = dict(lr=1e-4, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.0)  # Paper, Table 12.
 
 
-def train_flops(cfg: DiTConfig, batch: int, tokens: int, text_len: int, visual_len: int
-                ) -> float:
+def train_flops(cfg: DiTConfig, batch: int, tokens: int, text_len: int, visual_len: int) -> float:
   """Matmul FLOPs of one training step: 3 x forward (backward = 2 x forward)."""
   d, f, bn = cfg.width, cfg.ffn_dim, batch * tokens
   p = int(np.prod(cfg.patch_size))
-  block = (2 * bn * d * 3 * d + 4 * bn * tokens * d + 2 * bn * d * d  # self-attention
-           + 2 * bn * d * d + 4 * batch * text_len * d * d + 4 * bn * text_len * d  # text
-           + 2 * bn * d * d  # cross-attention output
-           + 4 * bn * d * f)  # MLP
+  block = (
+    2 * bn * d * 3 * d
+    + 4 * bn * tokens * d
+    + 2 * bn * d * d  # self-attention
+    + 2 * bn * d * d
+    + 4 * batch * text_len * d * d
+    + 4 * bn * text_len * d  # text
+    + 2 * bn * d * d  # cross-attention output
+    + 4 * bn * d * f
+  )  # MLP
   if visual_len:
     block += 4 * batch * visual_len * d * d + 4 * bn * visual_len * d
-  embed = (2 * bn * p * cfg.in_channels * d + 2 * bn * d * p * cfg.out_channels
-           + 2 * batch * text_len * (cfg.text_dim * d + d * d))
+  embed = (
+    2 * bn * p * cfg.in_channels * d
+    + 2 * bn * d * p * cfg.out_channels
+    + 2 * batch * text_len * (cfg.text_dim * d + d * d)
+  )
   if visual_len:
-    embed += 2 * batch * visual_len * (cfg.visual_dim ** 2 + cfg.visual_dim * d)
+    embed += 2 * batch * visual_len * (cfg.visual_dim**2 + cfg.visual_dim * d)
   return 3.0 * (cfg.num_layers * block + embed)
 
 
@@ -70,12 +88,16 @@ def make_data(layout: dict, seed: int = 0) -> dict[str, np.ndarray]:
   x0 = rng.standard_normal((BATCH, *LATENT, WAN["in_channels"]), np.float32)
   noise = rng.standard_normal(x0.shape, np.float32)
   t = np.array([0.3, 0.8], np.float32)
-  out = dict(x_t=np.asarray(flow.add_noise(x0, noise, jnp.asarray(t))), t=t,
-             target=noise - x0,
-             text=rng.standard_normal((BATCH, layout["text_len"], WAN["text_dim"]), np.float32))
+  out = dict(
+    x_t=np.asarray(flow.add_noise(x0, noise, jnp.asarray(t))),
+    t=t,
+    target=noise - x0,
+    text=rng.standard_normal((BATCH, layout["text_len"], WAN["text_dim"]), np.float32),
+  )
   if layout["visual_len"]:
-    out["visual"] = rng.standard_normal((BATCH, layout["visual_len"], layout["visual_dim"]),
-                                        np.float32)
+    out["visual"] = rng.standard_normal(
+      (BATCH, layout["visual_len"], layout["visual_dim"]), np.float32
+    )
   return out
 
 
@@ -83,8 +105,14 @@ def torch_step_fn(model: WanTransformer3DModel, data: dict[str, np.ndarray]):
   """Their step: diffusers forward, MSE to the velocity, backward, torch AdamW."""
   model.train()
   kw = dict(ADAM)
-  opt = torch.optim.AdamW(model.parameters(), lr=kw["lr"], betas=(kw["b1"], kw["b2"]),
-                          eps=kw["eps"], weight_decay=kw["weight_decay"], fused=True)
+  opt = torch.optim.AdamW(
+    model.parameters(),
+    lr=kw["lr"],
+    betas=(kw["b1"], kw["b2"]),
+    eps=kw["eps"],
+    weight_decay=kw["weight_decay"],
+    fused=True,
+  )
 
   def to_ncthw(a):  # Ours is channels-last; diffusers takes [B, C, T, H, W].
     return torch.from_numpy(np.ascontiguousarray(a.transpose(0, 4, 1, 2, 3)))
@@ -101,6 +129,7 @@ def torch_step_fn(model: WanTransformer3DModel, data: dict[str, np.ndarray]):
     opt.step()
     opt.zero_grad(set_to_none=True)
     return float(loss.detach())
+
   return step
 
 
@@ -131,6 +160,7 @@ def jax_step_fn(model: VideoDiT, data: dict[str, np.ndarray]):
   def step():
     box[0], loss = step_jit(box[0], args)
     return float(loss)
+
   return step
 
 
@@ -140,6 +170,7 @@ def matmul_fn(n: int = 2048):
 
   def step():
     mm(a).block_until_ready()
+
   return step, 2.0 * n**3
 
 
@@ -170,8 +201,14 @@ def main(argv: list[str] | None = None) -> None:
   layout = LAYOUTS[args.layout]
   torch.set_num_threads(os.cpu_count() or 1)
   torch.manual_seed(0)
-  extra = (dict(image_dim=layout["visual_dim"], added_kv_proj_dim=WAN["num_attention_heads"]
-                * WAN["attention_head_dim"]) if layout["visual_len"] else {})
+  extra = (
+    dict(
+      image_dim=layout["visual_dim"],
+      added_kv_proj_dim=WAN["num_attention_heads"] * WAN["attention_head_dim"],
+    )
+    if layout["visual_len"]
+    else {}
+  )
   theirs = WanTransformer3DModel(**WAN, **extra)
   with tempfile.TemporaryDirectory() as tmp:
     theirs.save_pretrained(tmp)
@@ -181,11 +218,13 @@ def main(argv: list[str] | None = None) -> None:
   tokens = int(np.prod(LATENT)) // int(np.prod(cfg.patch_size))
   flops = train_flops(cfg, BATCH, tokens, layout["text_len"], layout["visual_len"])
   n_theirs = sum(p.numel() for p in theirs.parameters())
-  print(f"layout {args.layout}: batch {BATCH}, latents {LATENT} x {cfg.in_channels} -> "
-        f"{tokens} tokens, text {layout['text_len']}, visual {layout['visual_len']}; "
-        f"width {cfg.width}, {cfg.num_layers} layers; params ours {count_params(ours) / 1e6:.2f}M"
-        f", theirs {n_theirs / 1e6:.2f}M; float32; {os.cpu_count()} cores; "
-        f"{flops / 1e9:.1f} GFLOP per step")
+  print(
+    f"layout {args.layout}: batch {BATCH}, latents {LATENT} x {cfg.in_channels} -> "
+    f"{tokens} tokens, text {layout['text_len']}, visual {layout['visual_len']}; "
+    f"width {cfg.width}, {cfg.num_layers} layers; params ours {count_params(ours) / 1e6:.2f}M"
+    f", theirs {n_theirs / 1e6:.2f}M; float32; {os.cpu_count()} cores; "
+    f"{flops / 1e9:.1f} GFLOP per step"
+  )
 
   def name(c):
     return f"ours remat={c.remat} scan={c.scan_layers}"
@@ -195,8 +234,13 @@ def main(argv: list[str] | None = None) -> None:
   mm, mm_flops = matmul_fn()
   fns["matmul"] = mm
   if args.sweep:
-    for remat, scan in (("names", True), ("none", True), ("dots_no_batch", True),
-                        ("full", True), ("names", False)):
+    for remat, scan in (
+      ("names", True),
+      ("none", True),
+      ("dots_no_batch", True),
+      ("full", True),
+      ("names", False),
+    ):
       vcfg = dataclasses.replace(cfg, remat=remat, scan_layers=scan)
       if name(vcfg) not in fns:
         with nnx.use_eager_sharding(False):
@@ -209,13 +253,17 @@ def main(argv: list[str] | None = None) -> None:
   print(f"matmul 2048^3: {peak / 1e9:.0f} GFLOP/s (median)")
   for k, v in times.items():
     if k != "matmul":
-      print(f"{k:44s} median {med[k]:.3f} s  min {min(v):.3f} s  "
-            f"{flops / med[k] / 1e9:6.1f} GFLOP/s = {flops / med[k] / peak:.2f} of matmul")
+      print(
+        f"{k:44s} median {med[k]:.3f} s  min {min(v):.3f} s  "
+        f"{flops / med[k] / 1e9:6.1f} GFLOP/s = {flops / med[k] / peak:.2f} of matmul"
+      )
   theirs_frac = flops / med["theirs"] / peak
   ratio = med[main_name] / med["theirs"]
   print(f"ratio ours/theirs step time (lower is better): {ratio:.2f} (target <= 0.9)")
-  print(f"ratio ours step FLOP/s / matmul FLOP/s (higher is better): "
-        f"{flops / med[main_name] / peak:.2f} (target >= {theirs_frac / 0.9:.2f})")
+  print(
+    f"ratio ours step FLOP/s / matmul FLOP/s (higher is better): "
+    f"{flops / med[main_name] / peak:.2f} (target >= {theirs_frac / 0.9:.2f})"
+  )
 
 
 if __name__ == "__main__":

@@ -30,8 +30,9 @@ from auteur_jax.eval import toy_state as ts
 BUDGET_S = 120.0
 
 
-def reader_accuracy(out: str, n: int, seed: int, size: int, fps: float,
-                    steps: int) -> dict[str, tuple[float, float, int]]:
+def reader_accuracy(
+  out: str, n: int, seed: int, size: int, fps: float, steps: int
+) -> dict[str, tuple[float, float, int]]:
   """{condition: (per-object accuracy, ingredient-only accuracy, frames)}."""
   preds: dict[str, list] = {"clean": [], "jpeg q90": [], "mp4": [], "clean, in motion": []}
   trues: dict[str, list] = {k: [] for k in preds}
@@ -40,20 +41,32 @@ def reader_accuracy(out: str, n: int, seed: int, size: int, fps: float,
     truth = json.load(open(os.path.join(out, "states", f"{vid}.json")))
     recipe, _ = trc.video_recipe(seed, i, 0.2, steps, steps)
     frames, tl = tr.render_story(recipe, size, fps)
-    decoded = video_io.read_frames(os.path.join(out, "videos", f"{vid}.mp4"), 0.0,
-                                   truth["duration"], fps)
+    decoded = video_io.read_frames(
+      os.path.join(out, "videos", f"{vid}.mp4"), 0.0, truth["duration"], fps
+    )
     states = [tw.State.from_json(s) for s in truth["states"]]
     assert np.array_equal(truth["frames"]["state"], tl.state_index), vid
     for t, (k, moving) in enumerate(zip(truth["frames"]["state"], truth["frames"]["moving"])):
-      views = {"clean, in motion": frames[t]} if moving else {
-          "clean": frames[t], "mp4": decoded[t],
-          "jpeg q90": video_io.decode_jpeg(video_io.encode_jpeg(frames[t], 90))}
+      views = (
+        {"clean, in motion": frames[t]}
+        if moving
+        else {
+          "clean": frames[t],
+          "mp4": decoded[t],
+          "jpeg q90": video_io.decode_jpeg(video_io.encode_jpeg(frames[t], 90)),
+        }
+      )
       for name, img in views.items():
         preds[name].append(ts.read_state(img))
         trues[name].append(states[k])
-  return {k: (ts.state_accuracy(preds[k], trues[k]),
-              ts.state_accuracy(preds[k], trues[k], "ingredients"), len(preds[k]))
-          for k in preds}
+  return {
+    k: (
+      ts.state_accuracy(preds[k], trues[k]),
+      ts.state_accuracy(preds[k], trues[k], "ingredients"),
+      len(preds[k]),
+    )
+    for k in preds
+  }
 
 
 def main() -> None:
@@ -68,18 +81,36 @@ def main() -> None:
   args = ap.parse_args()
   with tempfile.TemporaryDirectory() as out:
     start = time.perf_counter()
-    summary = tk.generate_dataset(out, args.videos, seed=args.seed, size=args.size,
-                                  fps=args.fps, noise=0.2, workers=args.workers,
-                                  progress=False, min_steps=args.steps, max_steps=args.steps)
+    summary = tk.generate_dataset(
+      out,
+      args.videos,
+      seed=args.seed,
+      size=args.size,
+      fps=args.fps,
+      noise=0.2,
+      workers=args.workers,
+      progress=False,
+      min_steps=args.steps,
+      max_steps=args.steps,
+    )
     seconds = time.perf_counter() - start
-    mb = sum(os.path.getsize(os.path.join(out, "videos", f))
-             for f in os.listdir(os.path.join(out, "videos"))) / 2**20
-    print(f"generated {args.videos} videos x {args.steps} steps at {args.size}x{args.size}, "
-          f"{args.fps:g} fps ({summary['frames']} frames, {mb:.1f} MiB of mp4; "
-          f"{summary['training']} training / {summary['validation']} validation), "
-          f"{os.cpu_count()} CPUs, workers={args.workers or os.cpu_count()}")
-    print(f"time: {seconds:.1f} s total, {args.videos / seconds:.1f} videos/s, "
-          f"{summary['frames'] / seconds:.0f} frames/s")
+    mb = (
+      sum(
+        os.path.getsize(os.path.join(out, "videos", f))
+        for f in os.listdir(os.path.join(out, "videos"))
+      )
+      / 2**20
+    )
+    print(
+      f"generated {args.videos} videos x {args.steps} steps at {args.size}x{args.size}, "
+      f"{args.fps:g} fps ({summary['frames']} frames, {mb:.1f} MiB of mp4; "
+      f"{summary['training']} training / {summary['validation']} validation), "
+      f"{os.cpu_count()} CPUs, workers={args.workers or os.cpu_count()}"
+    )
+    print(
+      f"time: {seconds:.1f} s total, {args.videos / seconds:.1f} videos/s, "
+      f"{summary['frames'] / seconds:.0f} frames/s"
+    )
     per_1000 = seconds * 1000 / args.videos
     print(f"extrapolated time for 1000 videos: {per_1000:.1f} s (budget {BUDGET_S:.0f} s)")
     n_eval = min(args.eval_videos, args.videos)
@@ -87,10 +118,13 @@ def main() -> None:
   if n_eval:
     print(f"state reader on {n_eval} videos (frames at rest unless noted):")
   for name, (all_acc, ing_acc, frames) in acc.items() if n_eval else ():
-    print(f"  {name:17s} {frames:6d} frames  per object {all_acc:.4f}  "
-          f"ingredients only {ing_acc:.4f}")
-  print(f"ratio time for 1000 videos / {BUDGET_S:.0f} s budget, lower is better: "
-        f"{per_1000 / BUDGET_S:.3f} (target <= 1.0)")
+    print(
+      f"  {name:17s} {frames:6d} frames  per object {all_acc:.4f}  ingredients only {ing_acc:.4f}"
+    )
+  print(
+    f"ratio time for 1000 videos / {BUDGET_S:.0f} s budget, lower is better: "
+    f"{per_1000 / BUDGET_S:.3f} (target <= 1.0)"
+  )
 
 
 if __name__ == "__main__":

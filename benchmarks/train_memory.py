@@ -17,8 +17,9 @@ import argparse
 import os
 import time
 
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                           + " --xla_force_host_platform_device_count=8").strip()
+os.environ["XLA_FLAGS"] = (
+  os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 from auteur_jax.config import CONFIG_DIR, load_config  # noqa: E402
@@ -46,12 +47,16 @@ def main() -> None:
     ideal = mem["state_replicated"] / 8
     ratio = mem["state"] / ideal
     worst = max(worst, abs(ratio - 1))
-    print(f"{name}: state {mem['state_replicated'] / 2**30:.2f} GiB in all; per device "
-          f"{mem['state'] / 2**30:.3f} GiB compiled vs {ideal / 2**30:.3f} GiB = all / 8 "
-          f"(ratio {ratio:.4f}); temporaries {mem['temp'] / 2**30:.2f} GiB "
-          f"({time.perf_counter() - start:.0f} s to compile)")
-  print(f"ratio per-device state bytes / (replicated / 8), worst distance from 1 (lower is "
-        f"better): {worst:.4f} (target <= 0.05)")
+    print(
+      f"{name}: state {mem['state_replicated'] / 2**30:.2f} GiB in all; per device "
+      f"{mem['state'] / 2**30:.3f} GiB compiled vs {ideal / 2**30:.3f} GiB = all / 8 "
+      f"(ratio {ratio:.4f}); temporaries {mem['temp'] / 2**30:.2f} GiB "
+      f"({time.perf_counter() - start:.0f} s to compile)"
+    )
+  print(
+    f"ratio per-device state bytes / (replicated / 8), worst distance from 1 (lower is "
+    f"better): {worst:.4f} (target <= 0.05)"
+  )
 
 
 if __name__ == "__main__":

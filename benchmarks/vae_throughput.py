@@ -81,10 +81,13 @@ def _time(fn, repeats: int) -> list[float]:
 
 
 def conv_table(cfg: V.VAEConfig, frames: int, size: int, repeats: int) -> None:
-  print(f"3x3x3 causal convs of one {frames}x{size}x{size} encode+decode "
-        "(ms per conv, median; GFLOP/s):")
-  print(f"  {'T x H x W, Cin->Cout':24s} {'n':>2s}  " + "  ".join(f"{f:>14s}" for f in FORMS)
-        + "  auto")
+  print(
+    f"3x3x3 causal convs of one {frames}x{size}x{size} encode+decode "
+    "(ms per conv, median; GFLOP/s):"
+  )
+  print(
+    f"  {'T x H x W, Cin->Cout':24s} {'n':>2s}  " + "  ".join(f"{f:>14s}" for f in FORMS) + "  auto"
+  )
   total = collections.Counter()
   for (t, h, cin, cout), n in sorted(conv_shapes(cfg, frames, size).items()):
     x = jax.random.normal(jax.random.key(0), (1, t, h, h, cin))
@@ -102,10 +105,15 @@ def conv_table(cfg: V.VAEConfig, frames: int, size: int, repeats: int) -> None:
       cells.append(f"{ms:7.2f} {flops / ms / 1e6:4.0f}GF")
     auto = ops.auto_conv_impl(t, cin, cout)
     total["auto"] += n * row[auto]
-    print(f"  {f'{t}x{h}x{h}, {cin}->{cout}':24s} {n:2d}  " + "  ".join(f"{c:>14s}" for c in cells)
-          + f"  {auto}")
-  print("  sum over the model's convs (ms): "
-        + ", ".join(f"{f} {total[f]:.0f}" for f in (*FORMS, "auto")))
+    print(
+      f"  {f'{t}x{h}x{h}, {cin}->{cout}':24s} {n:2d}  "
+      + "  ".join(f"{c:>14s}" for c in cells)
+      + f"  {auto}"
+    )
+  print(
+    "  sum over the model's convs (ms): "
+    + ", ".join(f"{f} {total[f]:.0f}" for f in (*FORMS, "auto"))
+  )
 
 
 def main() -> None:
@@ -127,15 +135,20 @@ def main() -> None:
     ref.save_pretrained(d)
     ours = load_diffusers_vae(d)
   cfg = ours.cfg
-  print(f"config: base_dim {cfg.base_dim}, z_dim {cfg.z_dim}, dim_mult {cfg.dim_mult}, "
-        f"num_res_blocks {cfg.num_res_blocks}; clip 1 x {args.frames} x {args.size} x "
-        f"{args.size} x 3, float32; torch threads {torch.get_num_threads()}, "
-        f"jax {jax.__version__} on {jax.devices()[0].platform}")
+  print(
+    f"config: base_dim {cfg.base_dim}, z_dim {cfg.z_dim}, dim_mult {cfg.dim_mult}, "
+    f"num_res_blocks {cfg.num_res_blocks}; clip 1 x {args.frames} x {args.size} x "
+    f"{args.size} x 3, float32; torch threads {torch.get_num_threads()}, "
+    f"jax {jax.__version__} on {jax.devices()[0].platform}"
+  )
   if not args.no_table:
     conv_table(cfg, args.frames, args.size, args.repeats)
 
-  xt = torch.rand(1, 3, args.frames, args.size, args.size, generator=torch.Generator()
-                  .manual_seed(1)) * 2 - 1
+  xt = (
+    torch.rand(1, 3, args.frames, args.size, args.size, generator=torch.Generator().manual_seed(1))
+    * 2
+    - 1
+  )
   xj = jnp.asarray(xt.permute(0, 2, 3, 4, 1).numpy())
 
   def run_theirs():
@@ -157,10 +170,14 @@ def main() -> None:
   for side, ts in times.items():
     med = statistics.median(ts)
     fps[side] = args.frames / med
-    print(f"{side:9s}: median {med:.3f} s per encode+decode over {len(ts)} runs "
-          f"(min {min(ts):.3f}, max {max(ts):.3f}) = {fps[side]:.1f} frames/s")
-  print(f"ratio ours/diffusers frames/s (higher means ours is faster): "
-        f"{fps['ours'] / fps['diffusers']:.2f} (target >= 1.25)")
+    print(
+      f"{side:9s}: median {med:.3f} s per encode+decode over {len(ts)} runs "
+      f"(min {min(ts):.3f}, max {max(ts):.3f}) = {fps[side]:.1f} frames/s"
+    )
+  print(
+    f"ratio ours/diffusers frames/s (higher means ours is faster): "
+    f"{fps['ours'] / fps['diffusers']:.2f} (target >= 1.25)"
+  )
 
 
 if __name__ == "__main__":

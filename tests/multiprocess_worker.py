@@ -27,6 +27,7 @@ def main() -> None:
   os.environ["JAX_PLATFORMS"] = "cpu"
   sys.path.insert(0, os.path.dirname(__file__))
   from absl import flags
+
   flags.FLAGS.mark_as_parsed()
 
   import jax.numpy as jnp
@@ -41,24 +42,31 @@ def main() -> None:
   def build(config, rngs):
     init = nnx.initializers.normal(0.3)
     return nnx.Sequential(
-        nnx.Linear(8, 32, kernel_init=nnx.with_partitioning(init, ("embed", "mlp")), rngs=rngs),
-        jnp.tanh,
-        nnx.Linear(32, 1, kernel_init=nnx.with_partitioning(init, ("mlp", None)), rngs=rngs))
+      nnx.Linear(8, 32, kernel_init=nnx.with_partitioning(init, ("embed", "mlp")), rngs=rngs),
+      jnp.tanh,
+      nnx.Linear(32, 1, kernel_init=nnx.with_partitioning(init, ("mlp", None)), rngs=rngs),
+    )
 
   class Task:
     def loss(self, config, model, batch, rng):
       x = batch["latents"]
       err = model(x)[..., 0] - jnp.sin(x).sum(-1)
-      return jnp.mean(err ** 2), {}
+      return jnp.mean(err**2), {}
 
     def dataset(self, config, process_index, process_count):
       paths = pipeline.split_files(config.data.dir, "train", "clips")
       mine = pipeline.files_for_process(paths, process_index, process_count)
       with open(os.path.join(args.workdir, f"files-{process_index}.json"), "w") as f:
         json.dump(mine, f)
-      return pipeline.make_dataset(paths, pipeline.ClipDecoder(1, arrays=("latents",)),
-                                   config.data.batch_size, seed=0, window=8,
-                                   process_index=process_index, process_count=process_count)
+      return pipeline.make_dataset(
+        paths,
+        pipeline.ClipDecoder(1, arrays=("latents",)),
+        config.data.batch_size,
+        seed=0,
+        window=8,
+        process_index=process_index,
+        process_count=process_count,
+      )
 
   registry.register("regression", build)
   tasks.register("regression", Task())
@@ -66,18 +74,33 @@ def main() -> None:
   c.task = "regression"
   c.data = ml_collections.ConfigDict(dict(dir=args.data, batch_size=8))
   c.train = optim.train_defaults()
-  c.train.update(steps=args.steps, lr=0.05, warmup_steps=1, log_every=1,
-                 checkpoint_every=args.checkpoint_every)
-  c.mesh = ml_collections.ConfigDict(dict(shape={"data": 2, "fsdp": -1},
-                                          batch_axes=("data", "fsdp"), rules=()))
+  c.train.update(
+    steps=args.steps, lr=0.05, warmup_steps=1, log_every=1, checkpoint_every=args.checkpoint_every
+  )
+  c.mesh = ml_collections.ConfigDict(
+    dict(shape={"data": 2, "fsdp": -1}, batch_axes=("data", "fsdp"), rules=())
+  )
   c.distributed = distributed.distributed_defaults()
   if args.num_processes > 1:
-    c.distributed.update(mode="explicit", coordinator=f"127.0.0.1:{args.port}",
-                         num_processes=args.num_processes, process_id=args.process_id,
-                         initialization_timeout=60, heartbeat_timeout=20)
+    c.distributed.update(
+      mode="explicit",
+      coordinator=f"127.0.0.1:{args.port}",
+      num_processes=args.num_processes,
+      process_id=args.process_id,
+      initialization_timeout=60,
+      heartbeat_timeout=20,
+    )
   last = trainer.train(c, args.workdir, progress=False)
-  print(json.dumps({"process": args.process_id, "step": last["step"], "loss": last["loss"],
-                    "stopped_by_signal": last["stopped_by_signal"]}))
+  print(
+    json.dumps(
+      {
+        "process": args.process_id,
+        "step": last["step"],
+        "loss": last["loss"],
+        "stopped_by_signal": last["stopped_by_signal"],
+      }
+    )
+  )
 
 
 if __name__ == "__main__":

@@ -27,8 +27,9 @@ def _value_and_grads(fn, q, k, v, w):
 
 
 # Unit: 7 keys a block (the 23 keys leave a padded last block); the sweep is integration.
-@pytest.mark.parametrize("block", [7, *(pytest.param(b, marks=pytest.mark.integration)
-                                        for b in (1, 4, 23, 64))])
+@pytest.mark.parametrize(
+  "block", [7, *(pytest.param(b, marks=pytest.mark.integration) for b in (1, 4, 23, 64))]
+)
 def test_equals_full_attention(block):
   """Blocks that divide the 23 keys or not, one key, all keys in one block, more."""
   q, k, v, w = _qkv()

@@ -28,10 +28,15 @@ def stories_file(tmp_path):
   stories = []
   for i, split in enumerate(["train", "train", "train", "val"]):
     _video(str(tmp_path / "videos" / f"v{i}.mp4"), 6.0, seed=i)
-    clips = tuple(Clip(f"v{i}_{j}", 2.0 * j, 2.0 * j + 1.5, f"step {j} of video {i}",
-                       f"the caption of step {j}") for j in range(3))
-    stories.append(Story(f"v{i}", "toy_kitchen", split, "soup", 6.0, 8.0,
-                         f"videos/v{i}.mp4", clips))
+    clips = tuple(
+      Clip(
+        f"v{i}_{j}", 2.0 * j, 2.0 * j + 1.5, f"step {j} of video {i}", f"the caption of step {j}"
+      )
+      for j in range(3)
+    )
+    stories.append(
+      Story(f"v{i}", "toy_kitchen", split, "soup", 6.0, 8.0, f"videos/v{i}.mp4", clips)
+    )
   path = tmp_path / "stories.jsonl"
   write_stories(path, stories)
   return str(path)
@@ -39,17 +44,28 @@ def stories_file(tmp_path):
 
 def test_build_verify_inspect_batches(tmp_path, stories_file, capsys):
   out = str(tmp_path / "tfr")
-  over = [f"--config.data.dir={out}", "--config.data.size=32", "--config.data.num_shards=2",
-          "--config.data.build_workers=1"]
+  over = [
+    f"--config.data.dir={out}",
+    "--config.data.size=32",
+    "--config.data.num_shards=2",
+    "--config.data.build_workers=1",
+  ]
   cli.main(["data", "build", "--config", CONFIG, "--stories", stories_file, *over])
   meta = json.load(open(os.path.join(out, "dataset.json")))
   assert meta["splits"]["train"]["clips"] == 9 and meta["splits"]["val"]["stories"] == 1
   assert sorted(os.listdir(os.path.join(out, "train"))) == [
-      "clips-00000-of-00002.tfrecord", "clips-00001-of-00002.tfrecord",
-      "stories-00000-of-00002.tfrecord", "stories-00001-of-00002.tfrecord"]
+    "clips-00000-of-00002.tfrecord",
+    "clips-00001-of-00002.tfrecord",
+    "stories-00000-of-00002.tfrecord",
+    "stories-00001-of-00002.tfrecord",
+  ]
   # 1.5 s clips at 8 fps: 12 frames at 32 x 32, the right ones (red = 9 * index).
-  recs = [examples.decode_clip(r) for p in tfrecord.list_shards(os.path.join(out, "train"))
-          if "clips" in p for r in tfrecord.iter_records(p)]
+  recs = [
+    examples.decode_clip(r)
+    for p in tfrecord.list_shards(os.path.join(out, "train"))
+    if "clips" in p
+    for r in tfrecord.iter_records(p)
+  ]
   c = next(r for r in recs if r["clip_id"] == "v0_1")
   frames = np.stack([video_io.decode_jpeg(b) for b in c["frames"]])
   assert frames.shape == (12, 32, 32, 3)
@@ -60,17 +76,39 @@ def test_build_verify_inspect_batches(tmp_path, stories_file, capsys):
   text = capsys.readouterr().out
   assert "16 records verified, 0 bad files or data-set mismatches" in text
   assert "sample story v3 (val): soup, 3 steps" in text
-  cli.main(["data", "batches", "--config", CONFIG, "--num", "2", f"--config.data.dir={out}",
-            "--config.data.batch_size=4", "--config.data.num_frames=6",
-            "--config.data.num_workers=0", "--config.data.tokenizer="])
+  cli.main(
+    [
+      "data",
+      "batches",
+      "--config",
+      CONFIG,
+      "--num",
+      "2",
+      f"--config.data.dir={out}",
+      "--config.data.batch_size=4",
+      "--config.data.num_frames=6",
+      "--config.data.num_workers=0",
+      "--config.data.tokenizer=",
+    ]
+  )
   assert "frames: (4, 6, 32, 32, 3) uint8" in capsys.readouterr().out
 
 
 def test_verify_reports_corrupt_file(tmp_path, stories_file, capsys):
   out = str(tmp_path / "tfr")
-  cli.main(["data", "build", "--config", CONFIG, "--stories", stories_file,
-            f"--config.data.dir={out}", "--config.data.num_shards=1",
-            "--config.data.build_workers=1"])
+  cli.main(
+    [
+      "data",
+      "build",
+      "--config",
+      CONFIG,
+      "--stories",
+      stories_file,
+      f"--config.data.dir={out}",
+      "--config.data.num_shards=1",
+      "--config.data.build_workers=1",
+    ]
+  )
   path = os.path.join(out, "train", "clips-00000-of-00001.tfrecord")
   data = bytearray(open(path, "rb").read())
   data[len(data) // 2] ^= 0xFF
@@ -85,10 +123,21 @@ def test_verify_finds_a_deleted_or_cut_shard(tmp_path, stories_file, capsys):
   """Shards deleted or truncated exactly at a record boundary pass their CRCs; the lists
   and counts of dataset.json catch them."""
   from auteur_jax.data import inventory
+
   out = str(tmp_path / "tfr")
-  cli.main(["data", "build", "--config", CONFIG, "--stories", stories_file,
-            f"--config.data.dir={out}", "--config.data.num_shards=2",
-            "--config.data.build_workers=1"])
+  cli.main(
+    [
+      "data",
+      "build",
+      "--config",
+      CONFIG,
+      "--stories",
+      stories_file,
+      f"--config.data.dir={out}",
+      "--config.data.num_shards=2",
+      "--config.data.build_workers=1",
+    ]
+  )
   cut = os.path.join(out, "train", "clips-00000-of-00002.tfrecord")
   offsets = tfrecord.index_records(cut)
   with open(cut, "r+b") as f:  # Keep the first record only: a clean boundary.
@@ -108,24 +157,56 @@ def test_verify_finds_a_deleted_or_cut_shard(tmp_path, stories_file, capsys):
 def test_build_missing_video_names_it(tmp_path, stories_file):
   os.remove(tmp_path / "videos" / "v2.mp4")
   with pytest.raises(SystemExit, match="VideoError: .*v2.mp4: video not found"):
-    cli.main(["data", "build", "--config", CONFIG, "--stories", stories_file,
-              f"--config.data.dir={tmp_path / 'o'}"])
+    cli.main(
+      [
+        "data",
+        "build",
+        "--config",
+        CONFIG,
+        "--stories",
+        stories_file,
+        f"--config.data.dir={tmp_path / 'o'}",
+      ]
+    )
   assert not os.path.exists(tmp_path / "o" / "train" / "clips-00000-of-00004.tfrecord")
 
 
 def test_import_commands(tmp_path, capsys):
   data = os.path.join(os.path.dirname(__file__), "..", "data")
   out = str(tmp_path / "yc.jsonl")
-  cli.main(["data", "import-youcook2", "--annotations", f"{data}/youcook2_sample.json",
-            "--captions", f"{data}/youcook2_captions.jsonl", "--out", out,
-            "--recipes", f"{data}/youcook2_recipes.csv"])
+  cli.main(
+    [
+      "data",
+      "import-youcook2",
+      "--annotations",
+      f"{data}/youcook2_sample.json",
+      "--captions",
+      f"{data}/youcook2_captions.jsonl",
+      "--out",
+      out,
+      "--recipes",
+      f"{data}/youcook2_recipes.csv",
+    ]
+  )
   assert "2/3 videos -> stories, 9/10 clips matched" in capsys.readouterr().out
-  cli.main(["data", "import-howto", "--asr", f"{data}/howto_asr_sample.json", "--captions",
-            f"{data}/howto_captions.jsonl", "--out", str(tmp_path / "ht.jsonl"),
-            "--loose-iou", "0.2"])
+  cli.main(
+    [
+      "data",
+      "import-howto",
+      "--asr",
+      f"{data}/howto_asr_sample.json",
+      "--captions",
+      f"{data}/howto_captions.jsonl",
+      "--out",
+      str(tmp_path / "ht.jsonl"),
+      "--loose-iou",
+      "0.2",
+    ]
+  )
   assert "2/2 videos -> stories" in capsys.readouterr().out
-  cli.main(["data", "tokenizer", "--stories", out, "--vocab-size", "300",
-            "--out", str(tmp_path / "tok")])
+  cli.main(
+    ["data", "tokenizer", "--stories", out, "--vocab-size", "300", "--out", str(tmp_path / "tok")]
+  )
   assert os.path.isfile(tmp_path / "tok" / "tokenizer.json")
 
 
@@ -138,6 +219,16 @@ def test_toy_command_feeds_the_importer(tmp_path, capsys):
   out = str(tmp_path / "toy")
   cli.main(["data", "toy", "--videos", "3", "--out", out, "--noise", "0.2", "--workers", "1"])
   capsys.readouterr()
-  cli.main(["data", "import-youcook2", "--annotations", f"{out}/youcook2_annotations.json",
-            "--captions", f"{out}/captions.jsonl", "--out", f"{out}/stories.jsonl"])
+  cli.main(
+    [
+      "data",
+      "import-youcook2",
+      "--annotations",
+      f"{out}/youcook2_annotations.json",
+      "--captions",
+      f"{out}/captions.jsonl",
+      "--out",
+      f"{out}/stories.jsonl",
+    ]
+  )
   assert "3/3 videos -> stories" in capsys.readouterr().out

@@ -15,8 +15,15 @@ from auteur_jax.convert.hf_text import load_hf_clip_text
 from auteur_jax.models import clip_text as CT
 from auteur_jax.models.vision import VisionConfig
 
-SHAPE = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-             vocab_size=100, max_position_embeddings=16, projection_dim=16)
+SHAPE = dict(
+  hidden_size=32,
+  intermediate_size=64,
+  num_hidden_layers=2,
+  num_attention_heads=4,
+  vocab_size=100,
+  max_position_embeddings=16,
+  projection_dim=16,
+)
 
 
 def _reference(tmp_path, **extra):
@@ -66,8 +73,9 @@ def test_clip_loss_hand_computed():
   logits = np.array([[1.0, c], [0.0, c]])
   i2t = np.mean([-logits[i, i] + np.log(np.exp(logits[i]).sum()) for i in range(2)])
   t2i = np.mean([-logits[i, i] + np.log(np.exp(logits[:, i]).sum()) for i in range(2)])
-  np.testing.assert_allclose(float(CT.clip_loss(img, txt, jnp.log(1.0))), (i2t + t2i) / 2,
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+    float(CT.clip_loss(img, txt, jnp.log(1.0))), (i2t + t2i) / 2, rtol=1e-6
+  )
 
 
 def test_sigmoid_loss_hand_computed():
@@ -81,15 +89,33 @@ def test_sigmoid_loss_hand_computed():
 @pytest.mark.integration
 @pytest.mark.parametrize("loss", ["softmax", "sigmoid"])
 def test_clip_model_learns_to_pair(loss):
-  vision = VisionConfig(family="clip", image_size=16, patch_size=8, width=16, depth=1,
-                        num_heads=2, mlp_dim=32, projection_dim=8, num_tokens=4)
-  text = CT.TextConfig(vocab_size=20, width=16, depth=1, num_heads=2, mlp_dim=32, max_len=6,
-                       projection_dim=8, eos_token_id=19)
+  vision = VisionConfig(
+    family="clip",
+    image_size=16,
+    patch_size=8,
+    width=16,
+    depth=1,
+    num_heads=2,
+    mlp_dim=32,
+    projection_dim=8,
+    num_tokens=4,
+  )
+  text = CT.TextConfig(
+    vocab_size=20,
+    width=16,
+    depth=1,
+    num_heads=2,
+    mlp_dim=32,
+    max_len=6,
+    projection_dim=8,
+    eos_token_id=19,
+  )
   with nnx.use_eager_sharding(False):
     model = CT.ClipModel(vision, text, loss=loss, rngs=nnx.Rngs(0))
   images = jax.random.normal(jax.random.key(1), (4, 16, 16, 3))
-  ids = jnp.array([[1, 2, 19, 0, 0, 0], [3, 4, 5, 19, 0, 0], [6, 19, 0, 0, 0, 0],
-                   [7, 8, 9, 10, 19, 0]])
+  ids = jnp.array(
+    [[1, 2, 19, 0, 0, 0], [3, 4, 5, 19, 0, 0], [6, 19, 0, 0, 0, 0], [7, 8, 9, 10, 19, 0]]
+  )
   mask = (ids > 0).astype(jnp.int32)
   opt = nnx.Optimizer(model, optax.adam(3e-3), wrt=nnx.Param)
 
@@ -104,5 +130,6 @@ def test_clip_model_learns_to_pair(loss):
     last = float(step(model, opt))
   assert last < 0.5 * first, (first, last)
   with pytest.raises(ValueError, match="width 8, text embeddings 16"):
-    CT.ClipModel(vision, CT.TextConfig(projection_dim=0, width=16, depth=1, num_heads=2),
-                 rngs=nnx.Rngs(0))
+    CT.ClipModel(
+      vision, CT.TextConfig(projection_dim=0, width=16, depth=1, num_heads=2), rngs=nnx.Rngs(0)
+    )

@@ -5,8 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from auteur_jax.diffusion.conditioning import (VisualRegConfig, estimate_embedding_std,
-                                               regularize)
+from auteur_jax.diffusion.conditioning import VisualRegConfig, estimate_embedding_std, regularize
 
 B, K, D = 512, 64, 16
 
@@ -57,7 +56,8 @@ def test_estimate_std_over_batches_and_sample_cap():
   later = rng.normal(0, 5.0, (100, K, D))
   # Only the first 100 samples count: the wide later batch is ignored.
   assert estimate_embedding_std([first[:60], first[60:], later], 100) == pytest.approx(
-      1.0, rel=0.02)
+    1.0, rel=0.02
+  )
   assert estimate_embedding_std([first, later], 200) > 3.0
   with pytest.raises(ValueError, match="expected"):
     estimate_embedding_std([np.zeros((3,))])

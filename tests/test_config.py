@@ -4,7 +4,7 @@ import pytest
 
 from auteur_jax.config import ConfigError, load_config
 
-CONFIG = '''
+CONFIG = """
 import ml_collections
 
 def get_config(arg=None):
@@ -13,7 +13,7 @@ def get_config(arg=None):
   c.data = ml_collections.ConfigDict(dict(batch_size=8, fps=8.0, path="x", shuffle=True,
                                           sizes=(64, 64), tokenizer=None))
   return c
-'''
+"""
 
 
 @pytest.fixture
@@ -24,9 +24,17 @@ def cfg_file(tmp_path):
 
 
 def test_overrides_typed(cfg_file):
-  c = load_config(cfg_file, ["--config.data.batch_size=4", "--config.data.fps=2",
-                             "--config.data.shuffle=false", "--config.data.sizes=(32,32)",
-                             "--config.data.path=/tmp/y", "--config.data.tokenizer=tok/dir"])
+  c = load_config(
+    cfg_file,
+    [
+      "--config.data.batch_size=4",
+      "--config.data.fps=2",
+      "--config.data.shuffle=false",
+      "--config.data.sizes=(32,32)",
+      "--config.data.path=/tmp/y",
+      "--config.data.tokenizer=tok/dir",
+    ],
+  )
   assert c.data.batch_size == 4 and isinstance(c.data.fps, float) and c.data.fps == 2.0
   assert c.data.shuffle is False and c.data.sizes == (32, 32) and c.data.path == "/tmp/y"
   assert c.data.tokenizer == "tok/dir"
@@ -38,7 +46,9 @@ def test_arg_suffix(cfg_file):
   assert load_config(cfg_file + ":director").task == "director"
 
 
-@pytest.mark.parametrize("override, message", [
+@pytest.mark.parametrize(
+  "override, message",
+  [
     ("--config.data.batch=4", "unknown key 'batch' in data"),
     ("--config.nope.x=1", "unknown key 'nope' in config"),
     ("--config.data.batch_size=four", "data.batch_size: expected int"),
@@ -46,7 +56,8 @@ def test_arg_suffix(cfg_file):
     ("--config.data.shuffle=maybe", "expected a bool"),
     ("--config.data=3", "is a section"),
     ("--config.data.fps", "expected --config.key=value"),
-])
+  ],
+)
 def test_bad_overrides(cfg_file, override, message):
   with pytest.raises(ConfigError, match=message):
     load_config(cfg_file, [override])

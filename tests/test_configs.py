@@ -23,18 +23,25 @@ from auteur_jax.models.vision import VisionConfig
 from auteur_jax.train import run_config
 from auteur_jax.train.optim import TrainConfig
 
+
 def _config_names() -> list[str]:
-  return sorted(os.path.relpath(os.path.join(d, f), CONFIG_DIR)[:-3]
-                for d, _, files in os.walk(CONFIG_DIR) for f in files
-                if f.endswith(".py") and not f.startswith("_"))
+  return sorted(
+    os.path.relpath(os.path.join(d, f), CONFIG_DIR)[:-3]
+    for d, _, files in os.walk(CONFIG_DIR)
+    for f in files
+    if f.endswith(".py") and not f.startswith("_")
+  )
 
 
 def docstring_args(name: str) -> list[str]:
   """The arguments the config's docstring names: "`toy/dit:text_only`" or "`:siglip`"."""
   with open(os.path.join(CONFIG_DIR, f"{name}.py")) as f:
     doc = ast.get_docstring(ast.parse(f.read())) or ""
-  found = [m["arg"] for m in re.finditer(r"`(?P<name>[\w/]*):(?P<arg>\w+)`", doc)
-           if m["name"] in ("", name)]
+  found = [
+    m["arg"]
+    for m in re.finditer(r"`(?P<name>[\w/]*):(?P<arg>\w+)`", doc)
+    if m["name"] in ("", name)
+  ]
   return sorted(set(found))
 
 
@@ -74,13 +81,17 @@ def test_paper_models_have_the_sizes_their_docstrings_give():
   def count(name):
     model = _abstract(load_config(name))
     return sum(math.prod(p.shape) for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
+
   assert count("paper/umt5_xxl") == pytest.approx(5.7e9, rel=0.01)
   assert count("paper/vae_wan") == pytest.approx(127e6, rel=0.01)
 
 
 def test_unknown_config_argument_names_file_and_allowed():
-  with pytest.raises(ConfigError, match=r"toy/dit.py: unknown argument 'text_onyl'; "
-                                        r"allowed: \['text_only'\] or none"):
+  with pytest.raises(
+    ConfigError,
+    match=r"toy/dit.py: unknown argument 'text_onyl'; "
+    r"allowed: \['text_only'\] or none",
+  ):
     load_config("toy/dit:text_onyl")
   with pytest.raises(ConfigError, match=r"vae.py: unknown argument 'big'; allowed: none"):
     load_config("toy/vae:big")
@@ -90,8 +101,11 @@ def test_unknown_config_argument_names_file_and_allowed():
 
 
 def test_unknown_key_is_named_with_its_path():
-  with pytest.raises(ConfigError, match=r"config.model.vision: unknown key 'widht'; "
-                                        r"allowed: \['family', 'image_size'"):
+  with pytest.raises(
+    ConfigError,
+    match=r"config.model.vision: unknown key 'widht'; "
+    r"allowed: \['family', 'image_size'",
+  ):
     VisionConfig.from_dict({"widht": 64})
   with pytest.raises(ConfigError, match=r"config.model: unknown keys \['a', 'b'\]"):
     DiTConfig.from_dict({"b": 1, "a": 2})
@@ -128,8 +142,9 @@ def test_wrong_types_and_missing_keys():
   assert issubclass(ConfigError, ValueError)
   config = load_module_config("toy/vae")
   with pytest.raises(ConfigError, match=r"`auteur train` reads \['loss'\]"):
-    run_config.check_train(ml_collections.ConfigDict(
-        {k: v for k, v in config.items() if k != "loss"}))
+    run_config.check_train(
+      ml_collections.ConfigDict({k: v for k, v in config.items() if k != "loss"})
+    )
   run_config.check_train(config)
   with pytest.raises(ConfigError, match=r"reads \['data', 'train', 'distributed', 'loss'\]"):
     run_config.check_train(load_config("paper/vae_wan"))  # Only encoded with.
@@ -140,17 +155,20 @@ def test_wrong_types_and_missing_keys():
 
 def test_nested_sections():
   toy = load_config("toy/director").model.to_dict()
-  scaling = dict(factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
-                 original_max_position=64)
+  scaling = dict(factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0, original_max_position=64)
   cfg = DirectorConfig.from_config({**toy, "llm": {**toy["llm"], "rope_scaling": scaling}})
   assert cfg.llm.rope_scaling.factor == 8.0 and dataclasses.is_dataclass(cfg.llm.rope_scaling)
   bad = {**toy, "llm": {**toy["llm"], "rope_scaling": {**scaling, "factor": "8"}}}
-  with pytest.raises(ConfigError, match=r"config.model.llm.rope_scaling.factor: expected "
-                                        r"float, got str '8'"):
+  with pytest.raises(
+    ConfigError,
+    match=r"config.model.llm.rope_scaling.factor: expected "
+    r"float, got str '8'",
+  ):
     DirectorConfig.from_config(bad)
   with pytest.raises(ConfigError, match=r"config.model.markup: missing key 'img'"):
-    DirectorConfig.from_config({**toy, "markup": {k: v for k, v in toy["markup"].items()
-                                                  if k != "img"}})
+    DirectorConfig.from_config(
+      {**toy, "markup": {k: v for k, v in toy["markup"].items() if k != "img"}}
+    )
   config = load_module_config("toy/dit")
   config.train.flow.drop_text = 1.5
   with pytest.raises(ConfigError, match=r"config.train.flow.drop_text must be in \[0, 1\]"):
@@ -162,8 +180,9 @@ def test_non_finite_numbers_are_refused(value):
   with pytest.raises(ConfigError, match=r"config.train.lr: must be a finite number"):
     from_section(TrainConfig, {"lr": value}, "config.train")
   with pytest.raises(ConfigError, match=r"config.model.latents_mean\[3\]: must be a finite"):
-    VAEConfig.from_dict({"z_dim": 4, "latents_mean": [0.0, 0.0, 0.0, value],
-                         "latents_std": [1.0] * 4})
+    VAEConfig.from_dict(
+      {"z_dim": 4, "latents_mean": [0.0, 0.0, 0.0, value], "latents_std": [1.0] * 4}
+    )
   config = load_module_config("toy/dit")
   config.sample.shift = value  # The command line cannot say nan; a config file can.
   with pytest.raises(ConfigError, match="config.sample.shift: must be a finite number"):

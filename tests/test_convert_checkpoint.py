@@ -13,21 +13,29 @@ import optax
 import orbax.checkpoint as ocp
 import pytest
 from flax import nnx
+from test_convert_roundtrip import save_reference
 
-from auteur_jax.models import registry
 from auteur_jax.checkpoint import layout, orbax_io
 from auteur_jax.config import ConfigError
 from auteur_jax.convert.hf_llm import load_hf_llm
 from auteur_jax.convert.importer import import_weights
 from auteur_jax.convert.reshard import inspect, reshard
 from auteur_jax.models import llm as L
+from auteur_jax.models import registry
 from auteur_jax.parallel import distributed
 from auteur_jax.train import optim, tasks, trainer
 from auteur_jax.train.checkpoint import Checkpoints
-from test_convert_roundtrip import save_reference
 
-LLM_FIELDS = dict(vocab_size=96, width=32, num_layers=2, num_heads=4, num_kv_heads=2,
-                  head_dim=8, mlp_dim=48, norm_eps=1e-6)
+LLM_FIELDS = dict(
+  vocab_size=96,
+  width=32,
+  num_layers=2,
+  num_heads=4,
+  num_kv_heads=2,
+  head_dim=8,
+  mlp_dim=48,
+  norm_eps=1e-6,
+)
 
 
 @pytest.fixture(scope="module")
@@ -35,17 +43,24 @@ def converted(tmp_path_factory):
   """A tiny HF Llama folder and its import onto an 8-way fsdp mesh."""
   root = tmp_path_factory.mktemp("llama")
   save_reference("llama", root / "hf")
-  import_weights("llama", str(root / "hf"), str(root / "ckpt"), mesh_shape={"fsdp": 8},
-                 progress=False)
+  import_weights(
+    "llama", str(root / "hf"), str(root / "ckpt"), mesh_shape={"fsdp": 8}, progress=False
+  )
   return root
 
 
 def _leaves(path):
   step = layout.find_step_dir(path)
   meta = orbax_io.tree_metadata(f"{step}/state")
-  return orbax_io.restore(f"{step}/state", {k: jax.ShapeDtypeStruct(
-      m.shape, m.dtype, sharding=jax.sharding.SingleDeviceSharding(jax.devices()[0]))
-      for k, m in meta.items()})
+  return orbax_io.restore(
+    f"{step}/state",
+    {
+      k: jax.ShapeDtypeStruct(
+        m.shape, m.dtype, sharding=jax.sharding.SingleDeviceSharding(jax.devices()[0])
+      )
+      for k, m in meta.items()
+    },
+  )
 
 
 def _dir_bytes(path):
@@ -57,13 +72,15 @@ def test_import_holds_the_reference_weights_sharded(converted):
   got = _leaves(str(converted / "ckpt"))
   for key, v in nnx.to_flat_state(nnx.state(ref, nnx.Param)):
     np.testing.assert_array_equal(np.asarray(got[("model", *map(str, key), "value")]), v[...])
-  q = orbax_io.tree_metadata(f"{converted}/ckpt/0/state")[("model", "layers", "attn", "q",
-                                                           "value")]
+  q = orbax_io.tree_metadata(f"{converted}/ckpt/0/state")[("model", "layers", "attn", "q", "value")]
   assert tuple(q.sharding.partition_spec) == (None, "fsdp", None, None)
   text = inspect(str(converted / "ckpt"))
   assert "converted: family llama" in text
-  assert re.search(r"model/layers/attn/q/value +\(2, 32, 4, 8\) +float32 +"
-                   r"\(None, 'fsdp', None, None\) on \{'fsdp': 8\} +8,192 B", text)
+  assert re.search(
+    r"model/layers/attn/q/value +\(2, 32, 4, 8\) +float32 +"
+    r"\(None, 'fsdp', None, None\) on \{'fsdp': 8\} +8,192 B",
+    text,
+  )
   total = sum(int(np.prod(x.shape)) * 4 for x in got.values())
   assert f"{len(got)} arrays, {total:,} bytes" in text
 
@@ -99,8 +116,10 @@ class _LMTask:
   def dataset(self, config, process_index, process_count):
     def example(i):
       return {"ids": np.random.default_rng(i).integers(0, 96, 8).astype(np.int32)}
-    return (grain.MapDataset.range(10 ** 6).map(example).batch(8, drop_remainder=True)
-            .to_iter_dataset())
+
+    return (
+      grain.MapDataset.range(10**6).map(example).batch(8, drop_remainder=True).to_iter_dataset()
+    )
 
 
 def _run_config(ckpt, **model):
@@ -109,10 +128,12 @@ def _run_config(ckpt, **model):
   c.model = ml_collections.ConfigDict(dict(LLM_FIELDS, **model))
   c.data = ml_collections.ConfigDict(dict(batch_size=8))
   c.train = optim.train_defaults()
-  c.train.update(dict(steps=1, lr=0.0, warmup_steps=0, log_every=1, checkpoint_every=10,
-                      async_checkpoints=False))
-  c.mesh = ml_collections.ConfigDict(dict(shape={"data": 2, "fsdp": 4},
-                                          batch_axes=("data", "fsdp"), rules=()))
+  c.train.update(
+    dict(steps=1, lr=0.0, warmup_steps=0, log_every=1, checkpoint_every=10, async_checkpoints=False)
+  )
+  c.mesh = ml_collections.ConfigDict(
+    dict(shape={"data": 2, "fsdp": 4}, batch_axes=("data", "fsdp"), rules=())
+  )
   c.distributed = distributed.distributed_defaults()
   c.init = ml_collections.ConfigDict(dict(checkpoint=ckpt))
   return c
@@ -120,8 +141,9 @@ def _run_config(ckpt, **model):
 
 @pytest.mark.integration
 def test_trainer_starts_from_converted_weights(converted, tmp_path):
-  registry.register("convert_lm", lambda c, rngs: L.LLM(L.LLMConfig(**c.model.to_dict()),
-                                                         rngs=rngs))
+  registry.register(
+    "convert_lm", lambda c, rngs: L.LLM(L.LLMConfig(**c.model.to_dict()), rngs=rngs)
+  )
   tasks.register("convert_lm", _LMTask())
   config = _run_config(str(converted / "ckpt"))
   trainer.train(config, str(tmp_path / "run"), progress=False)
@@ -130,23 +152,32 @@ def test_trainer_starts_from_converted_weights(converted, tmp_path):
   state = ck.restore(1, s.abstract, None)
   ck.close()
   want = _leaves(str(converted / "ckpt"))
-  flat = {tuple(str(getattr(k, "key", getattr(k, "name", k))) for k in p): x
-          for p, x in jax.tree_util.tree_flatten_with_path(state)[0]}
+  flat = {
+    tuple(str(getattr(k, "key", getattr(k, "name", k))) for k in p): x
+    for p, x in jax.tree_util.tree_flatten_with_path(state)[0]
+  }
   for key, x in want.items():  # lr = 0: one step later the params are still the import.
     np.testing.assert_array_equal(np.asarray(flat[key]), np.asarray(x))
-  counts = [x for p, x in jax.tree_util.tree_flatten_with_path(state["opt"])[0]
-            if "count" in jax.tree_util.keystr(p)]
+  counts = [
+    x
+    for p, x in jax.tree_util.tree_flatten_with_path(state["opt"])[0]
+    if "count" in jax.tree_util.keystr(p)
+  ]
   assert counts and all(int(c) == 1 for c in counts)  # A fresh optimizer, one step on.
   wrong = _run_config(str(converted / "ckpt"), mlp_dim=64)
-  with pytest.raises(ConfigError, match=r"layers/mlp/up/value: checkpoint \(2, 32, 48\), "
-                                        r"model \(2, 32, 64\)"):
+  with pytest.raises(
+    ConfigError,
+    match=r"layers/mlp/up/value: checkpoint \(2, 32, 48\), "
+    r"model \(2, 32, 64\)",
+  ):
     trainer.train(wrong, str(tmp_path / "wrong"), progress=False)
 
 
 @pytest.mark.integration
 def test_reshard_without_optimizer_state_is_smaller(converted, tmp_path):
-  registry.register("convert_lm", lambda c, rngs: L.LLM(L.LLMConfig(**c.model.to_dict()),
-                                                         rngs=rngs))
+  registry.register(
+    "convert_lm", lambda c, rngs: L.LLM(L.LLMConfig(**c.model.to_dict()), rngs=rngs)
+  )
   tasks.register("convert_lm", _LMTask())
   config = _run_config(str(converted / "ckpt"))
   run = str(tmp_path / "run")
@@ -178,8 +209,9 @@ def test_reshard_without_optimizer_state_is_smaller(converted, tmp_path):
   before.close()
   for got, ref in zip(jax.tree.leaves(state), jax.tree.leaves(want)):
     np.testing.assert_array_equal(np.asarray(got), np.asarray(ref))
-  assert all(dict(x.sharding.mesh.shape) == {"fsdp": 4, "tensor": 2}
-             for x in jax.tree.leaves(state))
+  assert all(
+    dict(x.sharding.mesh.shape) == {"fsdp": 4, "tensor": 2} for x in jax.tree.leaves(state)
+  )
 
 
 def test_relative_paths_and_a_hostile_record(converted, tmp_path, monkeypatch):
@@ -189,6 +221,7 @@ def test_relative_paths_and_a_hostile_record(converted, tmp_path, monkeypatch):
   import sys
 
   from auteur_jax.checkpoint.errors import WeightError
+
   copy = tmp_path / "copy"
   shutil.copytree(converted / "ckpt", copy)
   monkeypatch.chdir(tmp_path)
@@ -215,14 +248,24 @@ def test_relative_paths_and_a_hostile_record(converted, tmp_path, monkeypatch):
 def test_import_into_a_run_config_puts_params_where_its_task_keeps_them(converted, tmp_path):
   """--config: the director run's shapes and mesh; the LLM's params under model/llm."""
   from auteur_jax.config import load_config
-  config = load_config("toy/director", [
-      "--config.model.llm.vocab_size=96", "--config.model.llm.width=32",
-      "--config.model.llm.mlp_dim=48", "--config.model.llm.num_layers=2",
-      "--config.model.llm.num_heads=4", "--config.model.llm.num_kv_heads=2",
-      "--config.model.llm.head_dim=8", "--config.mesh.shape.data=1",
-      "--config.mesh.shape.fsdp=8"])
-  r = import_weights("llama", str(converted / "hf"), str(tmp_path / "run_init"),
-                     config=config, progress=False)
+
+  config = load_config(
+    "toy/director",
+    [
+      "--config.model.llm.vocab_size=96",
+      "--config.model.llm.width=32",
+      "--config.model.llm.mlp_dim=48",
+      "--config.model.llm.num_layers=2",
+      "--config.model.llm.num_heads=4",
+      "--config.model.llm.num_kv_heads=2",
+      "--config.model.llm.head_dim=8",
+      "--config.mesh.shape.data=1",
+      "--config.mesh.shape.fsdp=8",
+    ],
+  )
+  r = import_weights(
+    "llama", str(converted / "hf"), str(tmp_path / "run_init"), config=config, progress=False
+  )
   assert r["prefix"] == "model/llm" and r["mesh"] == {"data": 1, "fsdp": 8, "tensor": 1}
   meta = orbax_io.tree_metadata(f"{tmp_path}/run_init/0/state")
   assert ("model", "llm", "embed", "value") in meta

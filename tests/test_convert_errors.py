@@ -7,13 +7,13 @@ import os
 import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
+from test_convert_roundtrip import save_reference
 
 from auteur_jax import cli
+from auteur_jax.checkpoint.errors import WeightError
 from auteur_jax.convert import mapping
 from auteur_jax.convert.importer import import_weights
 from auteur_jax.convert.safetensors_io import SafetensorsError
-from auteur_jax.checkpoint.errors import WeightError
-from test_convert_roundtrip import save_reference
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +35,9 @@ def _copy(src, dst, keep=lambda name: True):
 
 def _fails(src, dst, match, exc=WeightError, **kw):
   with pytest.raises(exc, match=match):
-    import_weights(kw.pop("family", "llama"), str(src), str(dst), mesh_shape={"fsdp": 8},
-                   progress=False, **kw)
+    import_weights(
+      kw.pop("family", "llama"), str(src), str(dst), mesh_shape={"fsdp": 8}, progress=False, **kw
+    )
   parent = os.path.dirname(str(dst))
   assert not os.path.exists(dst)
   # No temporary left either, nor the folders made for it.
@@ -48,8 +49,13 @@ def test_truncated_file(llama, tmp_path):
   file = os.path.join(src, "model.safetensors")
   with open(file, "r+b") as f:
     f.truncate(os.path.getsize(file) - 100)
-  _fails(src, tmp_path / "dst", r"model.safetensors: truncated: the header describes \d+ "
-                                r"bytes, the file has \d+", SafetensorsError)
+  _fails(
+    src,
+    tmp_path / "dst",
+    r"model.safetensors: truncated: the header describes \d+ "
+    r"bytes, the file has \d+",
+    SafetensorsError,
+  )
 
 
 def test_wrong_family(llama, tmp_path):
@@ -61,8 +67,13 @@ def test_wrong_family(llama, tmp_path):
 def test_missing_shard(llama, tmp_path):
   shards = sorted(n for n in os.listdir(llama / "many") if n.endswith(".safetensors"))
   src = _copy(llama / "many", tmp_path / "src", keep=lambda n: n != shards[1])
-  _fails(src, tmp_path / "dst", rf"model.safetensors.index.json: shard\(s\) \['{shards[1]}'\] "
-                                "are listed but missing", SafetensorsError)
+  _fails(
+    src,
+    tmp_path / "dst",
+    rf"model.safetensors.index.json: shard\(s\) \['{shards[1]}'\] "
+    "are listed but missing",
+    SafetensorsError,
+  )
 
 
 def test_shape_mismatch_unused_and_missing_tensors(llama, tmp_path):
@@ -88,8 +99,13 @@ def test_pickles_refused_and_destination_kept(llama, tmp_path):
   pickled.mkdir()
   (pickled / "config.json").write_text(json.dumps({"model_type": "llama"}))
   (pickled / "pytorch_model.bin").write_bytes(b"\x80\x02")
-  _fails(pickled, tmp_path / "dst", r"only pickled weights \['pytorch_model.bin'\]; convert "
-                                    "them to safetensors first", SafetensorsError)
+  _fails(
+    pickled,
+    tmp_path / "dst",
+    r"only pickled weights \['pytorch_model.bin'\]; convert "
+    "them to safetensors first",
+    SafetensorsError,
+  )
   (tmp_path / "taken").mkdir()
   (tmp_path / "taken" / "keep.txt").write_text("mine")
   with pytest.raises(WeightError, match="taken exists"):
@@ -112,12 +128,37 @@ def test_failure_while_writing_leaves_nothing(llama, tmp_path, monkeypatch):
 
 
 def test_cli_reports_user_errors(llama, tmp_path, capsys):
-  with pytest.raises(SystemExit, match=r"auteur: WeightError: .*'llama' model, not --family "
-                                       "umt5"):
-    cli.main(["convert", "import", "--family", "umt5", "--src", str(llama / "one"),
-              "--dst", str(tmp_path / "x")])
-  cli.main(["convert", "import", "--family", "llama", "--src", str(llama / "many"), "--dst",
-            str(tmp_path / "ok"), "--mesh", "data=2,fsdp=4"])
+  with pytest.raises(
+    SystemExit,
+    match=r"auteur: WeightError: .*'llama' model, not --family "
+    "umt5",
+  ):
+    cli.main(
+      [
+        "convert",
+        "import",
+        "--family",
+        "umt5",
+        "--src",
+        str(llama / "one"),
+        "--dst",
+        str(tmp_path / "x"),
+      ]
+    )
+  cli.main(
+    [
+      "convert",
+      "import",
+      "--family",
+      "llama",
+      "--src",
+      str(llama / "many"),
+      "--dst",
+      str(tmp_path / "ok"),
+      "--mesh",
+      "data=2,fsdp=4",
+    ]
+  )
   assert "12 params" in capsys.readouterr().out
   cli.main(["convert", "inspect", str(tmp_path / "ok")])
   assert "(None, 'fsdp') on {'data': 2, 'fsdp': 4}" in capsys.readouterr().out
@@ -128,11 +169,16 @@ def test_config_json_missing_a_key_or_not_an_object(llama, tmp_path):
   hf = json.load(open(os.path.join(src, "config.json")))
   del hf["num_attention_heads"]
   json.dump(hf, open(os.path.join(src, "config.json"), "w"))
-  _fails(src, tmp_path / "dst", r"src/config.json: no key 'num_attention_heads' \(has \[",
-         SafetensorsError)
+  _fails(
+    src,
+    tmp_path / "dst",
+    r"src/config.json: no key 'num_attention_heads' \(has \[",
+    SafetensorsError,
+  )
   json.dump([1, 2], open(os.path.join(src, "config.json"), "w"))
-  _fails(src, tmp_path / "dst", r"src/config.json: a JSON list, expected an object",
-         SafetensorsError)
+  _fails(
+    src, tmp_path / "dst", r"src/config.json: a JSON list, expected an object", SafetensorsError
+  )
 
 
 def test_a_header_that_is_a_json_list(llama, tmp_path):
@@ -140,14 +186,20 @@ def test_a_header_that_is_a_json_list(llama, tmp_path):
   raw = b"[1, 2, 3]"
   with open(os.path.join(src, "model.safetensors"), "wb") as f:
     f.write(len(raw).to_bytes(8, "little") + raw)
-  _fails(src, tmp_path / "dst", r"model.safetensors: the header is a JSON list, expected an "
-                                r"object", SafetensorsError)
+  _fails(
+    src,
+    tmp_path / "dst",
+    r"model.safetensors: the header is a JSON list, expected an "
+    r"object",
+    SafetensorsError,
+  )
 
 
 def test_a_killed_import_leaves_nothing_a_rerun_keeps(llama, tmp_path):
   """A killed conversion's temporary (its process gone) is removed by the next one to the
   same destination; a failing import creates no folders."""
   import subprocess
+
   gone = subprocess.Popen(["true"])
   gone.wait()
   stale = tmp_path / f"ckpt.tmp-{gone.pid}"
@@ -155,9 +207,9 @@ def test_a_killed_import_leaves_nothing_a_rerun_keeps(llama, tmp_path):
   (stale / "0" / "state" / "junk").write_bytes(b"x" * 1000)
   other = tmp_path / f"other.tmp-{gone.pid}"  # Another destination's: not ours to remove.
   os.makedirs(other)
-  import_weights("llama", str(llama / "one"), str(tmp_path / "ckpt"), mesh_shape={"fsdp": 8},
-                 progress=False)
+  import_weights(
+    "llama", str(llama / "one"), str(tmp_path / "ckpt"), mesh_shape={"fsdp": 8}, progress=False
+  )
   assert sorted(os.listdir(tmp_path)) == ["ckpt", other.name]
-  _fails(llama / "one", tmp_path / "new" / "deep" / "dst", "not --family qwen2",
-         family="qwen2")
+  _fails(llama / "one", tmp_path / "new" / "deep" / "dst", "not --family qwen2", family="qwen2")
   assert not os.path.exists(tmp_path / "new")

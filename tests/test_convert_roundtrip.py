@@ -29,87 +29,155 @@ def _perturbed(model):
 
 def _llama():
   import transformers
-  cfg = transformers.LlamaConfig(vocab_size=96, hidden_size=32, intermediate_size=48,
-                                 num_hidden_layers=2, num_attention_heads=4,
-                                 num_key_value_heads=2)
+
+  cfg = transformers.LlamaConfig(
+    vocab_size=96,
+    hidden_size=32,
+    intermediate_size=48,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+  )
   return transformers.LlamaForCausalLM(cfg), lambda m: m(torch.arange(12)[None] % 96).logits
 
 
 def _qwen2():
   import transformers
-  cfg = transformers.Qwen2Config(vocab_size=96, hidden_size=32, intermediate_size=48,
-                                 num_hidden_layers=2, num_attention_heads=4,
-                                 num_key_value_heads=2, tie_word_embeddings=True)
+
+  cfg = transformers.Qwen2Config(
+    vocab_size=96,
+    hidden_size=32,
+    intermediate_size=48,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    tie_word_embeddings=True,
+  )
   return transformers.Qwen2ForCausalLM(cfg), lambda m: m(torch.arange(12)[None] % 96).logits
 
 
 def _wan_dit():
   from diffusers import WanTransformer3DModel
-  model = WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2,
-                                attention_head_dim=12, in_channels=4, out_channels=4,
-                                text_dim=16, freq_dim=8, ffn_dim=32, num_layers=2,
-                                rope_max_seq_len=32, image_dim=16, added_kv_proj_dim=24)
+
+  model = WanTransformer3DModel(
+    patch_size=(1, 2, 2),
+    num_attention_heads=2,
+    attention_head_dim=12,
+    in_channels=4,
+    out_channels=4,
+    text_dim=16,
+    freq_dim=8,
+    ffn_dim=32,
+    num_layers=2,
+    rope_max_seq_len=32,
+    image_dim=16,
+    added_kv_proj_dim=24,
+  )
   g = torch.Generator().manual_seed(0)
   x, text = torch.randn(1, 4, 2, 4, 4, generator=g), torch.randn(1, 512, 16, generator=g)
   image = torch.randn(1, 4, 16, generator=g)
-  return model, lambda m: m(x, torch.tensor([500.0]), text, encoder_hidden_states_image=image,
-                            return_dict=False)[0]
+  return model, lambda m: m(
+    x, torch.tensor([500.0]), text, encoder_hidden_states_image=image, return_dict=False
+  )[0]
 
 
 def _wan_vae():
   from diffusers import AutoencoderKLWan
-  model = AutoencoderKLWan(base_dim=8, z_dim=4, dim_mult=[1, 2, 2, 2], num_res_blocks=1,
-                           temperal_downsample=[False, True, True], latents_mean=[0.0] * 4,
-                           latents_std=[1.0] * 4)
+
+  model = AutoencoderKLWan(
+    base_dim=8,
+    z_dim=4,
+    dim_mult=[1, 2, 2, 2],
+    num_res_blocks=1,
+    temperal_downsample=[False, True, True],
+    latents_mean=[0.0] * 4,
+    latents_std=[1.0] * 4,
+  )
   x = torch.rand(1, 3, 5, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
   return model, lambda m: m.decode(m.encode(x).latent_dist.mean).sample
 
 
-_VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-               image_size=32, patch_size=8)
+_VISION = dict(
+  hidden_size=32,
+  intermediate_size=64,
+  num_hidden_layers=2,
+  num_attention_heads=4,
+  image_size=32,
+  patch_size=8,
+)
 _PIXELS = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 
 
 def _clip_vision():
   from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
   model = CLIPVisionModelWithProjection(CLIPVisionConfig(**_VISION, projection_dim=16))
   return model, lambda m: m(pixel_values=_PIXELS).image_embeds
 
 
 def _siglip_vision():
   from transformers import SiglipVisionConfig, SiglipVisionModel
+
   model = SiglipVisionModel(SiglipVisionConfig(**_VISION))
   return model, lambda m: m(pixel_values=_PIXELS).pooler_output
 
 
 def _clip_text():
   from transformers import CLIPTextConfig, CLIPTextModelWithProjection
-  model = CLIPTextModelWithProjection(CLIPTextConfig(
-      hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-      vocab_size=100, max_position_embeddings=16, projection_dim=16, eos_token_id=50))
+
+  model = CLIPTextModelWithProjection(
+    CLIPTextConfig(
+      hidden_size=32,
+      intermediate_size=64,
+      num_hidden_layers=2,
+      num_attention_heads=4,
+      vocab_size=100,
+      max_position_embeddings=16,
+      projection_dim=16,
+      eos_token_id=50,
+    )
+  )
   ids = torch.tensor([[98, 5, 6, 7, 50, 0], [98, 9, 10, 11, 12, 50]])
   return model, lambda m: m(input_ids=ids).text_embeds
 
 
-_T5 = dict(vocab_size=48, d_model=16, d_kv=4, d_ff=32, num_heads=4, num_layers=2,
-           relative_attention_num_buckets=8, relative_attention_max_distance=20)
+_T5 = dict(
+  vocab_size=48,
+  d_model=16,
+  d_kv=4,
+  d_ff=32,
+  num_heads=4,
+  num_layers=2,
+  relative_attention_num_buckets=8,
+  relative_attention_max_distance=20,
+)
 _IDS = torch.randint(1, 48, (2, 30), generator=torch.Generator().manual_seed(2))
 
 
 def _t5():
   from transformers import T5Config, T5EncoderModel
+
   model = T5EncoderModel(T5Config(**_T5, feed_forward_proj="gated-gelu"))
   return model, lambda m: m(input_ids=_IDS).last_hidden_state
 
 
 def _umt5():
   from transformers import UMT5Config, UMT5EncoderModel
+
   return UMT5EncoderModel(UMT5Config(**_T5)), lambda m: m(input_ids=_IDS).last_hidden_state
 
 
-REFERENCES = {"llama": _llama, "qwen2": _qwen2, "wan_dit": _wan_dit, "wan_vae": _wan_vae,
-              "clip_vision": _clip_vision, "siglip_vision": _siglip_vision,
-              "clip_text": _clip_text, "t5": _t5, "umt5": _umt5}
+REFERENCES = {
+  "llama": _llama,
+  "qwen2": _qwen2,
+  "wan_dit": _wan_dit,
+  "wan_vae": _wan_vae,
+  "clip_vision": _clip_vision,
+  "siglip_vision": _siglip_vision,
+  "clip_text": _clip_text,
+  "t5": _t5,
+  "umt5": _umt5,
+}
 
 
 def save_reference(family, path, **save_kw):
@@ -130,11 +198,13 @@ def _tensors(folder):
 @pytest.mark.parametrize("family", sorted(REFERENCES))
 def test_import_export_round_trip(tmp_path, monkeypatch, family):
   ref, run = save_reference(family, tmp_path / "ref")
-  summary = import_weights(family, str(tmp_path / "ref"), str(tmp_path / "ckpt"),
-                           mesh_shape=MESH, progress=False)
+  summary = import_weights(
+    family, str(tmp_path / "ref"), str(tmp_path / "ckpt"), mesh_shape=MESH, progress=False
+  )
   assert summary["params"] > 0 and summary["mesh"] == MESH
-  export_weights(family, str(tmp_path / "ckpt"), str(tmp_path / "out"),
-                 max_shard_bytes=16_000, progress=False)
+  export_weights(
+    family, str(tmp_path / "ckpt"), str(tmp_path / "out"), max_shard_bytes=16_000, progress=False
+  )
   fam = families.get(family)
   index = tmp_path / "out" / f"{fam.stem}.safetensors.index.json"
   with open(index) as f:  # Sharded at the size limit, with the reference library's index.
@@ -161,8 +231,13 @@ def test_sharded_input_converts_like_one_file(tmp_path, family):
   assert glob.glob(str(tmp_path / "many" / "*.safetensors.index.json"))
   assert len(glob.glob(str(tmp_path / "many" / "*.safetensors"))) > 2
   for name in ("one", "many"):
-    import_weights(family, str(tmp_path / name), str(tmp_path / f"ckpt_{name}"),
-                   mesh_shape={"fsdp": 8}, progress=False)
+    import_weights(
+      family,
+      str(tmp_path / name),
+      str(tmp_path / f"ckpt_{name}"),
+      mesh_shape={"fsdp": 8},
+      progress=False,
+    )
   a, b = (layout.find_step_dir(str(tmp_path / f"ckpt_{n}")) for n in ("one", "many"))
   meta_a, meta_b = orbax_io.tree_metadata(f"{a}/state"), orbax_io.tree_metadata(f"{b}/state")
   assert set(meta_a) == set(meta_b)

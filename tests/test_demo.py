@@ -28,8 +28,17 @@ pytestmark = pytest.mark.e2e
 def test_end_keyframes_sit_on_the_last_sampled_frame(tmp_path):
   from auteur_jax.data import video_io
   from auteur_jax.data.schema import Clip, Story
-  story = Story("v", "toy_kitchen", "train", "soup", 6.0, 8.0, None,
-                (Clip("0", 0.0, 2.0, "a", "c"), Clip("1", 2.0, 5.25, "a", "c")))
+
+  story = Story(
+    "v",
+    "toy_kitchen",
+    "train",
+    "soup",
+    6.0,
+    8.0,
+    None,
+    (Clip("0", 0.0, 2.0, "a", "c"), Clip("1", 2.0, 5.25, "a", "c")),
+  )
   got = demo_data.end_keyframes(story, 2.0)
   for c, want in zip(got.clips, (1.75, 4.75)):  # Samples at start + (i + 0.5) / fps.
     assert c.keyframe == pytest.approx(want)
@@ -38,14 +47,18 @@ def test_end_keyframes_sit_on_the_last_sampled_frame(tmp_path):
 
 def test_director_data_extends_the_demo_set_with_its_tokenizer(tmp_path):
   from auteur_jax.data.schema import read_stories
+
   small = demo_data.prepare(str(tmp_path / "demo"), 5, progress=False)
-  big = demo_data.prepare(str(tmp_path / "director"), 7, progress=False,
-                          tokenizer=small["tokenizer"])
+  big = demo_data.prepare(
+    str(tmp_path / "director"), 7, progress=False, tokenizer=small["tokenizer"]
+  )
   assert big["tokenizer"] == small["tokenizer"]
   assert not os.path.exists(tmp_path / "director" / "tokenizer")
   # Equal stories (their video files live in each set's own folder).
-  read = lambda p: {s.video_id: dataclasses.replace(s, video_path=None)  # noqa: E731
-                    for s in read_stories(p)}
+  read = lambda p: {
+    s.video_id: dataclasses.replace(s, video_path=None)  # noqa: E731
+    for s in read_stories(p)
+  }
   first, more = read(small["stories"]), read(big["stories"])
   assert len(more) > len(first) and all(more[k] == s for k, s in first.items())
 
@@ -53,13 +66,16 @@ def test_director_data_extends_the_demo_set_with_its_tokenizer(tmp_path):
 def test_a_continued_task_starts_from_its_shipped_params(tmp_path):
   """Plan.continues: the DiT trains on from the shipped toy DiT, not from a fresh init."""
   from auteur_jax.demo import pipeline
+
   shipped = os.path.join(pipeline.SHIPPED, "dit")
   quick = PLANS["quick"]
-  plan = dataclasses.replace(quick, steps={**quick.steps, "dit": 1},
-                             shipped=("vae", "clip", "director"), continues=("dit",))
+  plan = dataclasses.replace(
+    quick, steps={**quick.steps, "dit": 1}, shipped=("vae", "clip", "director"), continues=("dit",)
+  )
   paths = pipeline.prepare(str(tmp_path / "work"), plan, progress=False)
-  models = pipeline.train_chain(plan, paths, str(tmp_path / "runs"), from_scratch=False,
-                                progress=False)
+  models = pipeline.train_chain(
+    plan, paths, str(tmp_path / "runs"), from_scratch=False, progress=False
+  )
   assert models["dit"]["source"] == "trained" and models["dit"]["init"] == shipped
   states = [os.path.join(step_dir_of(d), "state") for d in (shipped, models["dit"]["workdir"])]
   assert states[1].endswith(os.path.join("1", "state"))
@@ -76,10 +92,15 @@ def demo(tmp_path_factory):
   out = str(tmp_path_factory.mktemp("demo") / "demo_out")
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   env["XLA_FLAGS"] = env.get("XLA_FLAGS", "").replace(
-      "--xla_force_host_platform_device_count=8", "")
-  r = subprocess.run([sys.executable, "-m", "auteur_jax.cli", "demo", "--quick",
-                      "--from-scratch", "--out", out], env=env, capture_output=True,
-                     text=True, timeout=1200)
+    "--xla_force_host_platform_device_count=8", ""
+  )
+  r = subprocess.run(
+    [sys.executable, "-m", "auteur_jax.cli", "demo", "--quick", "--from-scratch", "--out", out],
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=1200,
+  )
   assert r.returncode == 0, r.stderr[-3000:]
   return out, r.stdout
 
@@ -102,8 +123,9 @@ def test_quick_demo_writes_everything(demo):
     # Pillow merges identical consecutive frames (a clip's padded end may repeat).
     assert meta["num_steps"] <= gif.n_frames <= 9 * meta["num_steps"]
   sheet = Image.open(os.path.join(out, "contact_sheet.png"))
-  assert sheet.width >= 2 * 128 and sheet.height >= 128 * sum(len(s["actions"])
-                                                              for s in m["stories"])
+  assert sheet.width >= 2 * 128 and sheet.height >= 128 * sum(
+    len(s["actions"]) for s in m["stories"]
+  )
   # Every metric is there and is a number in its range (never a placeholder).
   d, v, c = m["director"], m["video"], m["clip_t"]
   for k in ("free_run", "given_text", "teacher_forced"):
@@ -125,8 +147,9 @@ def test_quick_demo_writes_everything(demo):
   # The VAE's image stage ran on the plan's stills, and its clip run started from it.
   stills = m["models"]["vae"]["stills"]
   assert stills["source"] == "trained" and stills["steps"] == plan.steps["vae_stills"]
-  assert json.load(open(os.path.join(stills["data"], "dataset.json")))["stills"]["num"] == \
-      plan.stills
+  assert (
+    json.load(open(os.path.join(stills["data"], "dataset.json")))["stills"]["num"] == plan.stills
+  )
   assert os.path.isdir(os.path.join(stills["workdir"], "checkpoints", str(stills["steps"])))
   assert f"init: params from {stills['workdir']}\n" in stdout
   assert m["timings_s"]["total"] > 0

@@ -13,15 +13,27 @@ from diffusers import WanTransformer3DModel
 from flax import nnx
 from safetensors.numpy import load_file, save_file
 
-from auteur_jax.convert import diffusers_wan as W
 from auteur_jax.checkpoint.errors import WeightError
+from auteur_jax.convert import diffusers_wan as W
 
-TINY = dict(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=4,
-            out_channels=3, text_dim=16, freq_dim=8, ffn_dim=32, num_layers=2,
-            rope_max_seq_len=32)
+TINY = dict(
+  patch_size=(1, 2, 2),
+  num_attention_heads=2,
+  attention_head_dim=12,
+  in_channels=4,
+  out_channels=3,
+  text_dim=16,
+  freq_dim=8,
+  ffn_dim=32,
+  num_layers=2,
+  rope_max_seq_len=32,
+)
 # Image-conditioned: added_kv_proj_dim must be heads x head_dim; image_dim is the raw width.
-LAYOUTS = {"t2v": {}, "i2v": dict(image_dim=20, added_kv_proj_dim=24),
-           "flf2v": dict(image_dim=20, added_kv_proj_dim=24, pos_embed_seq_len=6)}
+LAYOUTS = {
+  "t2v": {},
+  "i2v": dict(image_dim=20, added_kv_proj_dim=24),
+  "flf2v": dict(image_dim=20, added_kv_proj_dim=24, pos_embed_seq_len=6),
+}
 _fwd = nnx.jit(lambda model, *args: model(*args))
 
 
@@ -49,8 +61,13 @@ def _run_both(model, ours, thw, image, text_len, seed=0, batch=2):
   with torch.no_grad():
     ref = model(x, t * 1000, text, encoder_hidden_states_image=image, return_dict=False)[0]
   vis = None if image is None else jnp.asarray(image.numpy()).reshape(batch, -1, 20)
-  got = _fwd(ours, jnp.asarray(x.numpy().transpose(0, 2, 3, 4, 1)), jnp.asarray(t.numpy()),
-             jnp.asarray(text.numpy()), vis)
+  got = _fwd(
+    ours,
+    jnp.asarray(x.numpy().transpose(0, 2, 3, 4, 1)),
+    jnp.asarray(t.numpy()),
+    jnp.asarray(text.numpy()),
+    vis,
+  )
   return np.asarray(got).transpose(0, 4, 1, 2, 3), ref.numpy()
 
 
@@ -79,8 +96,7 @@ def test_parity_position_embedded_visual_tokens(references):
   got, ref = _run_both(model, ours, (2, 4, 4), image, 512, batch=1)
   np.testing.assert_allclose(got, ref, atol=1e-4, rtol=1e-4)
   with pytest.raises(ValueError, match="exactly 6 tokens"):
-    ours(jnp.zeros((1, 2, 4, 4, 4)), jnp.zeros((1,)), jnp.zeros((1, 3, 16)),
-         jnp.zeros((1, 5, 20)))
+    ours(jnp.zeros((1, 2, 4, 4, 4)), jnp.zeros((1,)), jnp.zeros((1, 3, 16)), jnp.zeros((1, 5, 20)))
 
 
 @pytest.mark.integration
@@ -94,8 +110,7 @@ def test_visual_branch_added_to_text_to_video_checkpoint(references):
   vis = jnp.asarray(image.numpy())
   plain = W.load_diffusers_wan(path)
   # Untrained visual branch: same prediction as the text-to-video model ...
-  np.testing.assert_allclose(_fwd(ours, x, t, text, vis), _fwd(plain, x, t, text, None),
-                             atol=1e-5)
+  np.testing.assert_allclose(_fwd(ours, x, t, text, vis), _fwd(plain, x, t, text, None), atol=1e-5)
   # ... but its keys are random and its values train: the gradient reaches them.
   grads = nnx.jit(nnx.grad(lambda m: jnp.sum(m(x, t, text, vis) ** 2)))(ours)
   assert float(jnp.abs(grads.blocks.ca_vkv[...][:, :, 1]).sum()) > 0
@@ -109,8 +124,9 @@ def test_sharded_and_bfloat16_checkpoints(references, tmp_path):
   sharded = str(tmp_path / "sharded")
   model.save_pretrained(sharded, max_shard_size="20KB")
   assert len([n for n in os.listdir(sharded) if n.endswith(".safetensors")]) > 1
-  jax.tree.map(np.testing.assert_array_equal, nnx.state(W.load_diffusers_wan(sharded), nnx.Param),
-               whole)
+  jax.tree.map(
+    np.testing.assert_array_equal, nnx.state(W.load_diffusers_wan(sharded), nnx.Param), whole
+  )
   bf16 = str(tmp_path / "bf16")
   model.to(torch.bfloat16).save_pretrained(bf16)
   model.to(torch.float32)
@@ -129,8 +145,9 @@ def test_load_onto_mesh(references):
   up = sharded.blocks.ffn_up[...]
   assert tuple(up.sharding.spec) == (None, "fsdp", "tensor")
   assert len(up.addressable_shards) == 8
-  jax.tree.map(np.testing.assert_array_equal, nnx.state(sharded, nnx.Param),
-               nnx.state(plain, nnx.Param))
+  jax.tree.map(
+    np.testing.assert_array_equal, nnx.state(sharded, nnx.Param), nnx.state(plain, nnx.Param)
+  )
 
 
 def _folder(tmp_path, name, config, tensors=None, like=None):
@@ -169,8 +186,7 @@ def test_refuses_mismatches(references, tmp_path):
     W.load_diffusers_wan(str(tmp_path))
 
 
-@pytest.mark.parametrize("path", ["paper/dit_wan_1_3b", "paper/dit_wan_14b",
-                                  "toy/dit"])
+@pytest.mark.parametrize("path", ["paper/dit_wan_1_3b", "paper/dit_wan_14b", "toy/dit"])
 def test_configs_match_diffusers_shapes(path):
   """Our model of each config has exactly the parameters of the diffusers model with
   the same shapes (built on torch's meta device: no memory)."""
@@ -182,12 +198,20 @@ def test_configs_match_diffusers_shapes(path):
     ours = count_params(nnx.eval_shape(lambda: VideoDiT(cfg, rngs=nnx.Rngs(0))))
   with torch.device("meta"):
     theirs = WanTransformer3DModel(
-        patch_size=cfg.patch_size, num_attention_heads=cfg.num_heads,
-        attention_head_dim=cfg.head_dim, in_channels=cfg.in_channels,
-        out_channels=cfg.out_channels, text_dim=cfg.text_dim, freq_dim=cfg.freq_dim,
-        ffn_dim=cfg.ffn_dim, num_layers=cfg.num_layers, cross_attn_norm=cfg.cross_attn_norm,
-        eps=cfg.eps, image_dim=cfg.visual_dim or None,
-        added_kv_proj_dim=cfg.width if cfg.visual_dim else None)
+      patch_size=cfg.patch_size,
+      num_attention_heads=cfg.num_heads,
+      attention_head_dim=cfg.head_dim,
+      in_channels=cfg.in_channels,
+      out_channels=cfg.out_channels,
+      text_dim=cfg.text_dim,
+      freq_dim=cfg.freq_dim,
+      ffn_dim=cfg.ffn_dim,
+      num_layers=cfg.num_layers,
+      cross_attn_norm=cfg.cross_attn_norm,
+      eps=cfg.eps,
+      image_dim=cfg.visual_dim or None,
+      added_kv_proj_dim=cfg.width if cfg.visual_dim else None,
+    )
   # diffusers also creates norm_added_q weights that its own attention never uses.
   unused = sum(p.numel() for n, p in theirs.named_parameters() if "norm_added_q" in n)
   assert ours == sum(p.numel() for p in theirs.parameters()) - unused

@@ -15,8 +15,9 @@ from auteur_jax.models import llm as L
 from auteur_jax.parallel import rules as R
 from auteur_jax.parallel.mesh import make_mesh
 
-LLM_CFG = L.LLMConfig(vocab_size=48, width=32, num_layers=2, num_heads=4, num_kv_heads=2,
-                      head_dim=8, mlp_dim=48)
+LLM_CFG = L.LLMConfig(
+  vocab_size=48, width=32, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8, mlp_dim=48
+)
 MARKUP = D.MarkupIds(4, 5, 6, 7, 8, 9, bos=1)
 K, DIM = 3, 6
 
@@ -39,14 +40,15 @@ def make_batch(b=2, s=3, la=4, lc=5, seed=0):
   step = np.ones((b, s), bool)
   step[-1, -1] = False
   return dict(
-      task_ids=rng.integers(10, 48, (b, la)).astype(np.int32),
-      task_mask=np.arange(la)[None] < rng.integers(1, la + 1, (b, 1)),
-      action_ids=rng.integers(10, 48, (b, s, la)).astype(np.int32),
-      action_mask=np.arange(la) < al[..., None],
-      caption_ids=rng.integers(10, 48, (b, s, lc)).astype(np.int32),
-      caption_mask=np.arange(lc) < cl[..., None],
-      step_mask=step,
-      visual_embedding=rng.normal(size=(b, s, K, DIM)).astype(np.float32))
+    task_ids=rng.integers(10, 48, (b, la)).astype(np.int32),
+    task_mask=np.arange(la)[None] < rng.integers(1, la + 1, (b, 1)),
+    action_ids=rng.integers(10, 48, (b, s, la)).astype(np.int32),
+    action_mask=np.arange(la) < al[..., None],
+    caption_ids=rng.integers(10, 48, (b, s, lc)).astype(np.int32),
+    caption_mask=np.arange(lc) < cl[..., None],
+    step_mask=step,
+    visual_embedding=rng.normal(size=(b, s, K, DIM)).astype(np.float32),
+  )
 
 
 @jax.jit
@@ -67,15 +69,17 @@ def last_step_sequences(model, batch, row, t):
   cfg = model.cfg
   emb = lambda ids: model.llm.embed_tokens(jnp.asarray([ids], jnp.int32))[0]  # noqa: E731
   prefix = ([cfg.markup.bos] if cfg.markup.bos is not None else []) + [
-      int(i) for i, m in zip(batch["task_ids"][row], batch["task_mask"][row]) if m]
+    int(i) for i, m in zip(batch["task_ids"][row], batch["task_mask"][row]) if m
+  ]
   parts = [emb(prefix)]
   n = len(prefix)
   text_slots = []
   for u in range(t + 1):
     for name in cfg.segments:
       open_, close = cfg.markup.segment(name)
-      ids = [int(i) for i, m in zip(batch[f"{name}_ids"][row, u], batch[f"{name}_mask"][row, u])
-             if m]
+      ids = [
+        int(i) for i, m in zip(batch[f"{name}_ids"][row, u], batch[f"{name}_mask"][row, u]) if m
+      ]
       if u == t:
         text_slots += list(range(n, n + 1 + len(ids)))
       parts.append(emb([open_] + ids + [close]))
@@ -83,8 +87,10 @@ def last_step_sequences(model, batch, row, t):
     parts.append(emb([cfg.markup.img]))
     n += 1
     if u < t:
-      parts += [model.encode_visual(jnp.asarray(batch["visual_embedding"][row, u])),
-                emb([cfg.markup.img_end])]
+      parts += [
+        model.encode_visual(jnp.asarray(batch["visual_embedding"][row, u])),
+        emb([cfg.markup.img_end]),
+      ]
       n += K + 1
   parts.append(model.query_embeddings())
   return jnp.concatenate(parts, 0), text_slots
@@ -110,14 +116,18 @@ def test_masked_queries_equal_last_step_only_passes(chain):
   h = compact_pass(model, x, valid)
   for i, (row, t) in enumerate(where):
     n = len(seqs[i])
-    want_z = model.decode_visual(h[i, n - K:n])
-    np.testing.assert_allclose(np.asarray(out.visual[row, t]), np.asarray(want_z), rtol=1e-4,
-                               atol=1e-5, err_msg=f"z_hat row {row} step {t}")
+    want_z = model.decode_visual(h[i, n - K : n])
+    np.testing.assert_allclose(
+      np.asarray(out.visual[row, t]),
+      np.asarray(want_z),
+      rtol=1e-4,
+      atol=1e-5,
+      err_msg=f"z_hat row {row} step {t}",
+    )
     # Text: the loss-carrying slots of step t, in order, are the compact text slots.
     got = np.asarray(out.text_logits[row, t])[np.asarray(out.text_mask[row, t])]
     want = np.asarray(model.llm.logits(h[i, jnp.asarray(slots[i])]))
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5,
-                               err_msg=f"text row {row} step {t}")
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5, err_msg=f"text row {row} step {t}")
 
 
 def test_segment_targets_and_loss_mask():
@@ -130,8 +140,9 @@ def test_segment_targets_and_loss_mask():
 
 def test_chains_ignore_what_they_leave_out():
   batch = make_batch()
-  other = dict(batch, action_ids=(batch["action_ids"] + 7) % 48,
-               caption_ids=(batch["caption_ids"] + 7) % 48)
+  other = dict(
+    batch, action_ids=(batch["action_ids"] + 7) % 48, caption_ids=(batch["caption_ids"] + 7) % 48
+  )
   for chain, changed in [("caption_visual", "action_ids"), ("action_visual", "caption_ids")]:
     model = make_model(make_cfg(chain))
     a = forward(model, batch).visual
@@ -199,8 +210,11 @@ def test_batch_and_config_errors_name_the_key():
   batch = make_batch()
   with pytest.raises(KeyError, match="visual_embedding.*embedding_shape"):
     model({k: v for k, v in batch.items() if k != "visual_embedding"})
-  with pytest.raises(ValueError, match=r"visual_embedding'\] has shape \(2, 3, 3, 5\), "
-                                       r"expected \(2, 3, 3, 6\)"):
+  with pytest.raises(
+    ValueError,
+    match=r"visual_embedding'\] has shape \(2, 3, 3, 5\), "
+    r"expected \(2, 3, 3, 6\)",
+  ):
     model(dict(batch, visual_embedding=batch["visual_embedding"][..., :5]))
   with pytest.raises(ValueError, match=r"caption_mask'\] has shape"):
     model(dict(batch, caption_mask=batch["caption_mask"][..., :2]))
@@ -214,8 +228,14 @@ class _Tok:
   bos_id = 1
 
   def special_id(self, name):
-    return {"<action>": 4, "</action>": 5, "<caption>": 6, "</caption>": 7, "<img>": 8,
-            "</img>": 9}[name]
+    return {
+      "<action>": 4,
+      "</action>": 5,
+      "<caption>": 6,
+      "</caption>": 7,
+      "<img>": 8,
+      "</img>": 9,
+    }[name]
 
 
 def test_configs_build():

@@ -13,9 +13,18 @@ from auteur_jax.models import dit, layers
 from auteur_jax.parallel import rules as R
 from auteur_jax.parallel.mesh import make_mesh
 
-CFG = dit.DiTConfig(patch_size=(1, 2, 2), in_channels=4, out_channels=3, num_heads=2,
-                    head_dim=12, ffn_dim=32, num_layers=2, text_dim=16, freq_dim=8,
-                    visual_dim=20)
+CFG = dit.DiTConfig(
+  patch_size=(1, 2, 2),
+  in_channels=4,
+  out_channels=3,
+  num_heads=2,
+  head_dim=12,
+  ffn_dim=32,
+  num_layers=2,
+  text_dim=16,
+  freq_dim=8,
+  visual_dim=20,
+)
 
 
 @functools.cache
@@ -48,14 +57,17 @@ _fwd = nnx.jit(lambda model, *args: model(*args))
 
 def _inputs(b=2, t=3, h=4, w=6, lt=5, k=4, cfg=CFG, seed=0):
   ks = jax.random.split(jax.random.key(seed), 4)
-  return (jax.random.normal(ks[0], (b, t, h, w, cfg.in_channels)),
-          jax.random.uniform(ks[1], (b,)),
-          jax.random.normal(ks[2], (b, lt, cfg.text_dim)),
-          jax.random.normal(ks[3], (b, k, cfg.visual_dim)))
+  return (
+    jax.random.normal(ks[0], (b, t, h, w, cfg.in_channels)),
+    jax.random.uniform(ks[1], (b,)),
+    jax.random.normal(ks[2], (b, lt, cfg.text_dim)),
+    jax.random.normal(ks[3], (b, k, cfg.visual_dim)),
+  )
 
 
-@pytest.mark.parametrize("shape,patch", [((2, 3, 4, 6, 5), (1, 2, 2)),
-                                         ((1, 4, 6, 2, 3), (2, 3, 1))])
+@pytest.mark.parametrize(
+  "shape,patch", [((2, 3, 4, 6, 5), (1, 2, 2)), ((1, 4, 6, 2, 3), (2, 3, 1))]
+)
 def test_patchify_round_trip(shape, patch):
   x = jax.random.normal(jax.random.key(0), shape)
   tokens = dit.patchify(x, patch)
@@ -141,10 +153,17 @@ def test_layer_loop_variants_agree():
   loss and gradients."""
   x, t, text, vis = _inputs()  # 18 tokens: blocks of 5 keys leave a padded last block.
   results = {}
-  for scan, remat, attention in ((False, "none", "full"), (True, "names", "full"),
-                                 (True, "names", "blockwise"), (False, "full", "blockwise")):
-    model = _build(dataclasses.replace(CFG, scan_layers=scan, remat=remat,
-                                       attention=attention, attention_block=5))
+  for scan, remat, attention in (
+    (False, "none", "full"),
+    (True, "names", "full"),
+    (True, "names", "blockwise"),
+    (False, "full", "blockwise"),
+  ):
+    model = _build(
+      dataclasses.replace(
+        CFG, scan_layers=scan, remat=remat, attention=attention, attention_block=5
+      )
+    )
     graphdef, params = nnx.split(model)
 
     def loss(p, graphdef=graphdef):
@@ -154,8 +173,9 @@ def test_layer_loop_variants_agree():
   ref_loss, ref_grad = results[(False, "none", "full")]  # Plain autodiff, unrolled layers.
   for key, (val, grad) in results.items():
     np.testing.assert_allclose(val, ref_loss, rtol=1e-5, err_msg=str(key))
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-6),
-                 grad, ref_grad)
+    jax.tree.map(
+      lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-6), grad, ref_grad
+    )
   assert float(jnp.abs(ref_grad["blocks"]["ca_vkv"][...]).sum()) > 0  # Visual path trains.
 
 
@@ -164,7 +184,7 @@ def test_init_and_logical_axes():
   with nnx.use_eager_sharding(False):
     model = nnx.jit(lambda: dit.VideoDiT(CFG, rngs=nnx.Rngs(0)))()
   assert bool(jnp.all(model.blocks.sa_q_norm[...] == 1.0))
-  assert float(jnp.std(model.blocks.ffn_up[...])) == pytest.approx(CFG.width ** -0.5, rel=0.1)
+  assert float(jnp.std(model.blocks.ffn_up[...])) == pytest.approx(CFG.width**-0.5, rel=0.1)
   for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
     names = var.get_metadata().get("out_sharding")
     assert names is not None and len(names) == var.ndim, (path, names)
@@ -173,10 +193,14 @@ def test_init_and_logical_axes():
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("axes,attention", [
+@pytest.mark.parametrize(
+  "axes,attention",
+  [
     ({"data": 2, "fsdp": 2, "tensor": 2}, "full"),
     ({"data": 2, "context": 2, "tensor": 2}, "full"),
-    ({"data": 2, "context": 2, "tensor": 2}, "blockwise")])
+    ({"data": 2, "context": 2, "tensor": 2}, "blockwise"),
+  ],
+)
 def test_sharded_forward_equals_single_device(axes, attention):
   x, t, text, vis = _inputs(b=2, t=2, h=4, w=4)
   ref = _fwd(_build(), x, t, text, vis)

@@ -22,8 +22,10 @@ SIZE, FPS = 16, 4.0
 
 def _frames(n: int, seed: int) -> list[bytes]:
   rng = np.random.default_rng(seed)
-  return [video_io.encode_jpeg(rng.integers(0, 255, (SIZE, SIZE, 3), dtype=np.uint8), 95)
-          for _ in range(n)]
+  return [
+    video_io.encode_jpeg(rng.integers(0, 255, (SIZE, SIZE, 3), dtype=np.uint8), 95)
+    for _ in range(n)
+  ]
 
 
 @pytest.fixture(scope="module")
@@ -53,19 +55,46 @@ def _config(task: str, in_dir: str, out_dir: str) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.task = task
   if task == "vae":
-    c.model = ml_collections.ConfigDict(dict(
-        base_dim=4, z_dim=4, dim_mult=(1, 1, 1, 1), num_res_blocks=1, latents_mean=(),
-        latents_std=()))
+    c.model = ml_collections.ConfigDict(
+      dict(
+        base_dim=4,
+        z_dim=4,
+        dim_mult=(1, 1, 1, 1),
+        num_res_blocks=1,
+        latents_mean=(),
+        latents_std=(),
+      )
+    )
     c.init = ml_collections.ConfigDict(dict(checkpoint="", diffusers_vae=""))
   else:
     c.model = ml_collections.ConfigDict()
-    c.model.vision = ml_collections.ConfigDict(dict(
-        family="clip", image_size=32, patch_size=8, width=16, depth=1, num_heads=2,
-        mlp_dim=32, projection_dim=8, feature_layer=-1, num_tokens=4, project_tokens=True))
+    c.model.vision = ml_collections.ConfigDict(
+      dict(
+        family="clip",
+        image_size=32,
+        patch_size=8,
+        width=16,
+        depth=1,
+        num_heads=2,
+        mlp_dim=32,
+        projection_dim=8,
+        feature_layer=-1,
+        num_tokens=4,
+        project_tokens=True,
+      )
+    )
     c.init = ml_collections.ConfigDict(dict(checkpoint="", hf_vision=""))
-  c.encode = ml_collections.ConfigDict(dict(
-      in_dir=in_dir, out_dir=out_dir, splits=(), batch_size=8, num_frames=9,
-      dtype="float32" if task == "vae" else "float16", seed=0))
+  c.encode = ml_collections.ConfigDict(
+    dict(
+      in_dir=in_dir,
+      out_dir=out_dir,
+      splits=(),
+      batch_size=8,
+      num_frames=9,
+      dtype="float32" if task == "vae" else "float16",
+      seed=0,
+    )
+  )
   c.mesh = mesh_config({"data": -1, "fsdp": 1, "tensor": 1})
   return c
 
@@ -110,7 +139,8 @@ def test_vae_pass_resumes_by_shard(dataset, tmp_path):
   for s, d in zip(src, dst):
     before, after = _records(s), _records(d)
     assert [(r["video_id"], r["clip_id"]) for r in after] == [
-        (r["video_id"], r["clip_id"]) for r in before]
+      (r["video_id"], r["clip_id"]) for r in before
+    ]
     for b, a in zip(before, after):
       assert a["frames"] == b["frames"] and a["caption"] == b["caption"]
       assert a["latents"].shape == (3, 2, 2, 4) and a["latents"].dtype == np.float32
@@ -121,8 +151,9 @@ def test_vae_pass_resumes_by_shard(dataset, tmp_path):
   record = next(tfrecord.iter_records(dst[0]))
   frames = pipeline.ClipDecoder(9)(record)["frames"]
   mean, _ = V.encode(model, jnp.asarray(frames[None], jnp.float32) / 127.5 - 1.0)
-  np.testing.assert_allclose(examples.decode_clip(record)["latents"], np.asarray(mean)[0],
-                             atol=1e-5)
+  np.testing.assert_allclose(
+    examples.decode_clip(record)["latents"], np.asarray(mean)[0], atol=1e-5
+  )
   meta = json.load(open(os.path.join(out, "dataset.json")))
   assert meta["encoded"]["latents"]["z_dim"] == 4
   assert len(pipeline.split_files(out, "train", "stories")) == 2  # Stories copied.
@@ -134,9 +165,10 @@ def test_clip_pass_chains_and_fills_stories(dataset, tmp_path):
   encode_dataset(_config("vae", dataset, vae_out), progress=False)
   config_file = tmp_path / "clip_config.py"  # Through the CLI, as a user runs it.
   config_file.write_text(
-      "import ml_collections\n"
-      f"def get_config():\n  return ml_collections.ConfigDict("
-      f"{_config('clip', vae_out, '').to_dict()!r})\n")
+    "import ml_collections\n"
+    f"def get_config():\n  return ml_collections.ConfigDict("
+    f"{_config('clip', vae_out, '').to_dict()!r})\n"
+  )
   cli.main(["encode", "--config", str(config_file), f"--config.encode.out_dir={enc_out}"])
   by_clip = {}
   for path in pipeline.split_files(enc_out, "train", "clips"):
@@ -146,8 +178,11 @@ def test_clip_pass_chains_and_fills_stories(dataset, tmp_path):
       assert r["latents"].shape == (3, 2, 2, 4)  # Kept from the VAE pass.
       by_clip[(r["video_id"], r["start"])] = r["visual_embedding"]
   assert len(by_clip) == 9
-  stories = [examples.decode_story(r) for p in pipeline.split_files(enc_out, "train", "stories")
-             for r in tfrecord.iter_records(p)]
+  stories = [
+    examples.decode_story(r)
+    for p in pipeline.split_files(enc_out, "train", "stories")
+    for r in tfrecord.iter_records(p)
+  ]
   assert sorted(s["video_id"] for s in stories) == ["vid0", "vid1", "vid2"]
   for s in stories:
     emb = s["visual_embedding"]

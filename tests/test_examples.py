@@ -10,15 +10,36 @@ from tensorflow_datasets.proto import tf_example_pb2
 from auteur_jax.data import examples as ex
 from auteur_jax.data.schema import Clip, Story
 
-CLIP = Clip(clip_id="c1", start=1.5, end=4.25, action="Chop the onion.",
-            caption="A knife slices a white onion on a wooden board — quickly.")
+CLIP = Clip(
+  clip_id="c1",
+  start=1.5,
+  end=4.25,
+  action="Chop the onion.",
+  caption="A knife slices a white onion on a wooden board — quickly.",
+)
 
 
 def _story(n: int = 3) -> Story:
-  clips = tuple(Clip(clip_id=f"c{i}", start=2.0 * i, end=2.0 * i + 1.5,
-                     action=f"step {i}", caption=f"caption {i} ✓") for i in range(n))
-  return Story(video_id="vid", source="toy_kitchen", split="train", task="Onion soup",
-               duration=2.0 * n, fps=24.0, video_path=None, clips=clips)
+  clips = tuple(
+    Clip(
+      clip_id=f"c{i}",
+      start=2.0 * i,
+      end=2.0 * i + 1.5,
+      action=f"step {i}",
+      caption=f"caption {i} ✓",
+    )
+    for i in range(n)
+  )
+  return Story(
+    video_id="vid",
+    source="toy_kitchen",
+    split="train",
+    task="Onion soup",
+    duration=2.0 * n,
+    fps=24.0,
+    video_path=None,
+    clips=clips,
+  )
 
 
 def _drop(data: bytes, key: str) -> bytes:
@@ -38,9 +59,9 @@ def _replace_int(data: bytes, key: str, value: int) -> bytes:
 def test_clip_round_trip_with_arrays():
   rng = np.random.default_rng(0)
   arrays = {
-      "latents": rng.normal(size=(4, 8, 8, 16)).astype(np.float32),
-      "visual_embedding": rng.normal(size=(64, 32)).astype(np.float16),
-      "text_embedding": rng.normal(size=(7, 32)).astype(ml_dtypes.bfloat16),
+    "latents": rng.normal(size=(4, 8, 8, 16)).astype(np.float32),
+    "visual_embedding": rng.normal(size=(64, 32)).astype(np.float16),
+    "text_embedding": rng.normal(size=(7, 32)).astype(ml_dtypes.bfloat16),
   }
   frames = [b"\xff\xd8jpeg0\xff\xd9", b"", bytes(range(256))]
   d = ex.decode_clip(ex.encode_clip("vid", CLIP, frames, fps=8.0, arrays=arrays))
@@ -74,7 +95,11 @@ def test_story_round_trip():
   for embeddings in (None, emb):
     d = ex.decode_story(ex.encode_story(story, embeddings))
     assert (d["video_id"], d["task"], d["source"], d["split"]) == (
-        "vid", "Onion soup", "toy_kitchen", "train")
+      "vid",
+      "Onion soup",
+      "toy_kitchen",
+      "train",
+    )
     assert d["actions"] == [c.action for c in story.clips]
     assert d["captions"] == [c.caption for c in story.clips]
     assert d["start"] == [c.start for c in story.clips]
@@ -84,8 +109,9 @@ def test_story_round_trip():
       assert "visual_embedding" not in d
     else:
       assert d["visual_embedding"].dtype == emb.dtype
-      np.testing.assert_array_equal(d["visual_embedding"].astype(np.float32),
-                                    emb.astype(np.float32))
+      np.testing.assert_array_equal(
+        d["visual_embedding"].astype(np.float32), emb.astype(np.float32)
+      )
 
 
 def test_story_embedding_steps_must_match():
@@ -100,8 +126,7 @@ def test_story_inconsistent_lengths():
     ex.decode_story(proto.SerializeToString(), where="shard-7:12")
 
 
-@pytest.mark.parametrize("key", ["caption", "frames", "fps", "schema_version",
-                                 "latents_shape"])
+@pytest.mark.parametrize("key", ["caption", "frames", "fps", "schema_version", "latents_shape"])
 def test_clip_missing_feature(key):
   data = ex.encode_clip("vid", CLIP, [b"j"], 2.0, {"latents": np.zeros(3, np.float32)})
   with pytest.raises(ex.ExampleError, match=f"file.tfrecord#4.*missing.*'{key}'"):
@@ -138,8 +163,10 @@ def test_frames_must_be_bytes():
 
 def test_newer_schema_version_refused():
   newer = ex.SCHEMA_VERSION + 1
-  for data, decode in ((ex.encode_clip("vid", CLIP, [], 2.0), ex.decode_clip),
-                       (ex.encode_story(_story()), ex.decode_story)):
+  for data, decode in (
+    (ex.encode_clip("vid", CLIP, [], 2.0), ex.decode_clip),
+    (ex.encode_story(_story()), ex.decode_story),
+  ):
     with pytest.raises(ex.ExampleError, match=f"schema_version {newer}"):
       decode(_replace_int(data, "schema_version", newer))
 

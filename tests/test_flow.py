@@ -13,7 +13,7 @@ MU, SIGMA = 2.0, 0.5  # Target distribution N(MU, SIGMA^2) per coordinate.
 def optimal_velocity(x, t):
   """E[eps - x0 | x_t = x] for x0 ~ N(MU, SIGMA^2), eps ~ N(0, 1) (closed form)."""
   t = t[:, None]
-  gain = (t - (1 - t) * SIGMA**2) / ((1 - t)**2 * SIGMA**2 + t**2)
+  gain = (t - (1 - t) * SIGMA**2) / ((1 - t) ** 2 * SIGMA**2 + t**2)
   return -MU + gain * (x - (1 - t) * MU)
 
 

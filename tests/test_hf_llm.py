@@ -18,10 +18,21 @@ from auteur_jax.convert.safetensors_io import SafetensorsFolder
 from auteur_jax.models import llm as L
 from auteur_jax.parallel.mesh import make_mesh
 
-SMALL = dict(vocab_size=97, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-             num_attention_heads=4, num_key_value_heads=2)
-LLAMA3_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-               "high_freq_factor": 4.0, "original_max_position_embeddings": 16}
+SMALL = dict(
+  vocab_size=97,
+  hidden_size=32,
+  intermediate_size=48,
+  num_hidden_layers=2,
+  num_attention_heads=4,
+  num_key_value_heads=2,
+)
+LLAMA3_ROPE = {
+  "rope_type": "llama3",
+  "factor": 8.0,
+  "low_freq_factor": 1.0,
+  "high_freq_factor": 4.0,
+  "original_max_position_embeddings": 16,
+}
 
 
 def _save(tmp_path, config_cls, name="m", seed=0, **kw):
@@ -54,12 +65,15 @@ def _check_parity(ref, ours, lengths=(1, 9, 40), atol=1e-4):
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("family,kw", [
+@pytest.mark.parametrize(
+  "family,kw",
+  [
     ("llama", {}),
     ("qwen2", {}),
     ("llama", {"rope_parameters": {"rope_theta": 500000.0, **LLAMA3_ROPE}}),
     ("qwen2", {"tie_word_embeddings": True}),
-])
+  ],
+)
 def test_logits_match_transformers(tmp_path, family, kw):
   cls = transformers.LlamaConfig if family == "llama" else transformers.Qwen2Config
   ref, path = _save(tmp_path, cls, **kw)
@@ -114,12 +128,12 @@ def test_vocab_extension_keeps_old_rows(tmp_path):
   cfg = dataclasses.replace(plain.cfg, vocab_size=104, remat="full")
   into = hf_llm.load_hf_llm(path, cfg)
   assert into.cfg == cfg and into.embed[...].shape == (104, 32)
-  np.testing.assert_array_equal(np.asarray(into.lm_head[...])[:, :97],
-                                np.asarray(plain.lm_head[...]))
+  np.testing.assert_array_equal(
+    np.asarray(into.lm_head[...])[:, :97], np.asarray(plain.lm_head[...])
+  )
   with pytest.raises(ValueError, match="only without cfg"):
     hf_llm.load_hf_llm(path, cfg, vocab_size=110)
-  with pytest.raises(hf_llm.ConversionError,
-                     match=r"\(97, 32\), the config expects \(90, 32\)"):
+  with pytest.raises(hf_llm.ConversionError, match=r"\(97, 32\), the config expects \(90, 32\)"):
     hf_llm.load_hf_llm(path, dataclasses.replace(cfg, vocab_size=90))
 
 
@@ -132,14 +146,17 @@ def _rewrite(path, fn):
 def test_bad_checkpoints_name_the_tensor(tmp_path):
   _, path = _save(tmp_path, transformers.LlamaConfig)
   cfg = hf_llm.llm_config_from_hf(hf_llm.read_hf_config(path))
-  with pytest.raises(hf_llm.ConversionError,
-                     match=r"model.embed_tokens.weight' has shape \(97, 32\).*\(97, 40\)"):
+  with pytest.raises(
+    hf_llm.ConversionError, match=r"model.embed_tokens.weight' has shape \(97, 32\).*\(97, 40\)"
+  ):
     hf_llm.load_hf_llm(path, dataclasses.replace(cfg, width=40))
-  with pytest.raises(hf_llm.ConversionError,
-                     match=r"self_attn.k_proj.weight' has shape \(16, 32\).*\(32, 32\)"):
+  with pytest.raises(
+    hf_llm.ConversionError, match=r"self_attn.k_proj.weight' has shape \(16, 32\).*\(32, 32\)"
+  ):
     hf_llm.load_hf_llm(path, dataclasses.replace(cfg, num_kv_heads=4))
-  with pytest.raises(hf_llm.ConversionError,
-                     match="rope_theta is 10000.0, the model config has 500.0"):
+  with pytest.raises(
+    hf_llm.ConversionError, match="rope_theta is 10000.0, the model config has 500.0"
+  ):
     hf_llm.load_hf_llm(path, dataclasses.replace(cfg, rope_theta=500.0))
   name = "model.layers.1.mlp.up_proj.weight"
   _rewrite(path, lambda t: {**t, name: t[name][:40]})
@@ -148,8 +165,14 @@ def test_bad_checkpoints_name_the_tensor(tmp_path):
   _rewrite(path, lambda t: {k: v for k, v in t.items() if k != name})
   with pytest.raises(hf_llm.ConversionError, match=rf"missing: \['{name}'\]"):
     hf_llm.load_hf_llm(path)
-  _rewrite(path, lambda t: {**t, name: np.zeros((48, 32), np.float32),
-                            "model.layers.2.mlp.up_proj.weight": np.zeros((48, 32), np.float32)})
+  _rewrite(
+    path,
+    lambda t: {
+      **t,
+      name: np.zeros((48, 32), np.float32),
+      "model.layers.2.mlp.up_proj.weight": np.zeros((48, 32), np.float32),
+    },
+  )
   with pytest.raises(hf_llm.ConversionError, match="not used.*model.layers.2.mlp.up_proj"):
     hf_llm.load_hf_llm(path)
 
@@ -158,8 +181,9 @@ def test_bad_folders_and_configs(tmp_path):
   _, path = _save(tmp_path, transformers.LlamaConfig)
   with open(os.path.join(path, "model.safetensors.index.json"), "w") as f:
     json.dump({"weight_map": {"model.norm.weight": "model-00002-of-00002.safetensors"}}, f)
-  with pytest.raises(hf_llm.ConversionError,
-                     match="model-00002-of-00002.safetensors'\\] are listed"):
+  with pytest.raises(
+    hf_llm.ConversionError, match="model-00002-of-00002.safetensors'\\] are listed"
+  ):
     hf_llm.load_hf_llm(path)
   pickled = tmp_path / "pickled"
   pickled.mkdir()
@@ -176,7 +200,9 @@ def test_bad_folders_and_configs(tmp_path):
   with pytest.raises(hf_llm.ConversionError, match="attention_bias"):
     hf_llm.llm_config_from_hf({**hf, "attention_bias": True})
   old_style = {k: v for k, v in hf.items() if k != "rope_parameters"}
-  old_style.update(rope_theta=5000.0, rope_scaling={"type": "llama3", **{
-      k: v for k, v in LLAMA3_ROPE.items() if k != "rope_type"}})
+  old_style.update(
+    rope_theta=5000.0,
+    rope_scaling={"type": "llama3", **{k: v for k, v in LLAMA3_ROPE.items() if k != "rope_type"}},
+  )
   cfg = hf_llm.llm_config_from_hf(old_style, remat="full")
   assert cfg.rope_theta == 5000.0 and cfg.rope_scaling.factor == 8.0 and cfg.remat == "full"

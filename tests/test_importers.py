@@ -5,8 +5,12 @@ import os
 
 import pytest
 
-from auteur_jax.data.importers import (AnnotationError, import_howto, import_youcook2,
-                                       read_task_names)
+from auteur_jax.data.importers import (
+  AnnotationError,
+  import_howto,
+  import_youcook2,
+  read_task_names,
+)
 
 DATA = os.path.join(os.path.dirname(__file__), "..", "data")
 YC = os.path.join(DATA, "youcook2_sample.json")
@@ -22,9 +26,12 @@ def test_youcook2_with_captions():
   assert (s2.split, s2.task) == ("val", "omelette")
   # The wiping clip (96-99 s) matches no action and is dropped.
   assert [c.action for c in s1.clips] == [
-      "cut the tomatoes into thin slices", "chop the onion and the garlic finely",
-      "fry the onion and garlic in olive oil", "add the tomatoes and simmer the sauce",
-      "pour the sauce over the pasta"]
+    "cut the tomatoes into thin slices",
+    "chop the onion and the garlic finely",
+    "fry the onion and garlic in olive oil",
+    "add the tomatoes and simmer the sauce",
+    "pour the sauce over the pasta",
+  ]
   assert s1.clips[2].start == 47 and s1.clips[2].caption.startswith("A pan with olive oil")
   assert report.clips_in == 10 and report.clips_matched == 9
   assert report.dropped_videos == [("yc_vid_003", "no clip matched an action")]
@@ -42,13 +49,18 @@ def test_youcook2_segments_only_and_video_dir(tmp_path):
 
 
 def test_howto():
-  stories, report = import_howto(os.path.join(DATA, "howto_asr_sample.json"),
-                                 os.path.join(DATA, "howto_captions.jsonl"),
-                                 tasks={"ht_vid_002": "buttered bread"})
+  stories, report = import_howto(
+    os.path.join(DATA, "howto_asr_sample.json"),
+    os.path.join(DATA, "howto_captions.jsonl"),
+    tasks={"ht_vid_002": "buttered bread"},
+  )
   assert [s.video_id for s in stories] == ["ht_vid_001", "ht_vid_002"]
   assert [c.action for c in stories[0].clips] == [
-      "wash the potatoes under cold water", "peel the potatoes and cut them into cubes",
-      "put the cubes into boiling salted water", "mash the potatoes with butter and milk"]
+    "wash the potatoes under cold water",
+    "peel the potatoes and cut them into cubes",
+    "put the cubes into boiling salted water",
+    "mash the potatoes with butter and milk",
+  ]
   assert stories[1].task == "buttered bread" and stories[0].task == "cooking"
   assert len(stories[1].clips) == 1 and report.clips_matched == 5
   assert stories[0].duration == 57.0
@@ -56,8 +68,9 @@ def test_howto():
 
 def test_malformed_inputs_name_file_and_key(tmp_path):
   bad = tmp_path / "yc.json"
-  bad.write_text(json.dumps({"database": {"v": {"duration": 10, "subset": "training",
-                                                "annotations": []}}}))
+  bad.write_text(
+    json.dumps({"database": {"v": {"duration": 10, "subset": "training", "annotations": []}}})
+  )
   with pytest.raises(AnnotationError, match=r"yc.json: database\['v'\]: missing key 'recipe_type'"):
     import_youcook2(str(bad))
   bad.write_text("{not json")

@@ -28,12 +28,15 @@ def _inputs(b, l, h, kvh, d, t, seed=0):
   return q, k, v, jnp.asarray(mask)
 
 
-@pytest.mark.parametrize("b,l,h,kvh,d,t", [
+@pytest.mark.parametrize(
+  "b,l,h,kvh,d,t",
+  [
     (2, 1, 8, 2, 64, 1280),  # A decode step: 4 query heads per kv head.
     (3, 1, 4, 4, 16, 37),  # Multi-head; slots not a multiple of the vector width.
     (1, 2, 8, 1, 8, 5),  # Fewer slots than one vector; 16 rows in two passes of 4 rows.
     (2, 3, 6, 2, 8, 50),  # 3 rows per kv head and query: groups of 4 and 3, 2.
-])
+  ],
+)
 @pytest.mark.parametrize("cache", ["float32", "bfloat16", "uint16"])
 def test_kernel_equals_einsum_attention(b, l, h, kvh, d, t, cache):
   assert build.compile_library("decode_attention").exists()
@@ -74,8 +77,9 @@ def test_missing_compiler_is_named(monkeypatch):
 
 
 def _llm():
-  cfg = L.LLMConfig(vocab_size=64, width=32, num_layers=2, num_heads=4, num_kv_heads=2,
-                    head_dim=8, mlp_dim=48)
+  cfg = L.LLMConfig(
+    vocab_size=64, width=32, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8, mlp_dim=48
+  )
   with nnx.use_eager_sharding(False):
     return L.LLM(cfg, rngs=nnx.Rngs(0))
 
@@ -90,20 +94,24 @@ def test_sampler_decodes_through_kernel_and_matches_einsums(cache_dtype, monkeyp
   carry = sampler.prefill(ids, mask, 8)
   if cache_dtype == "bfloat16":
     assert carry.state.caches[0].k.dtype == jnp.uint16  # Its bits: in-place writes.
-  hlo = sampler._loop.lower(sampler.params, sampler.layer_states(), carry,
-                            jax.random.key(0), 8).as_text()
+  hlo = sampler._loop.lower(
+    sampler.params, sampler.layer_states(), carry, jax.random.key(0), 8
+  ).as_text()
   assert hlo.count("AuteurDecodeAttention") == 2  # One call per layer in the step.
   out = sampler._loop(sampler.params, sampler.layer_states(), carry, jax.random.key(0), 8)
 
   monkeypatch.setattr(da, "applies", lambda q, k: False)
   plain = LMSampler(llm, cache_dtype=cache_dtype)
-  ref = plain._loop(plain.params, plain.layer_states(), plain.prefill(ids, mask, 8),
-                    jax.random.key(0), 8)
-  assert "AuteurDecodeAttention" not in plain._loop.lower(
-      plain.params, plain.layer_states(), plain.prefill(ids, mask, 8), jax.random.key(0),
-      8).as_text()
-  np.testing.assert_allclose(np.asarray(out.logits), np.asarray(ref.logits), rtol=1e-4,
-                             atol=1e-4)
+  ref = plain._loop(
+    plain.params, plain.layer_states(), plain.prefill(ids, mask, 8), jax.random.key(0), 8
+  )
+  assert (
+    "AuteurDecodeAttention"
+    not in plain._loop.lower(
+      plain.params, plain.layer_states(), plain.prefill(ids, mask, 8), jax.random.key(0), 8
+    ).as_text()
+  )
+  np.testing.assert_allclose(np.asarray(out.logits), np.asarray(ref.logits), rtol=1e-4, atol=1e-4)
   np.testing.assert_array_equal(np.asarray(out.ids), np.asarray(ref.ids))
 
 
@@ -118,8 +126,9 @@ def test_bfloat16_cache_decoding_is_close_to_full_forward():
   outs = []
   for i in range(7):
     m = jnp.broadcast_to(jnp.arange(7) <= i, (2, 1, 7))
-    h, caches = llm.decode(llm.embed_tokens(ids[:, i:i + 1]), jnp.full((2, 1), i), m, caches,
-                           i, layers)
+    h, caches = llm.decode(
+      llm.embed_tokens(ids[:, i : i + 1]), jnp.full((2, 1), i), m, caches, i, layers
+    )
     outs.append(llm.logits(h[:, 0]))
   got = np.asarray(jnp.stack(outs, 1))
   np.testing.assert_allclose(got, np.asarray(full), atol=2e-2 * np.abs(full).max())

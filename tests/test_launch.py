@@ -7,14 +7,20 @@ LAUNCH = os.path.join(os.path.dirname(__file__), "..", "launch")
 
 
 def _dry(script: str, env: dict, *args: str) -> str:
-  out = subprocess.run(["bash", os.path.join(LAUNCH, script), *args], check=True, text=True,
-                       capture_output=True, env={**os.environ, "DRY_RUN": "1", **env})
+  out = subprocess.run(
+    ["bash", os.path.join(LAUNCH, script), *args],
+    check=True,
+    text=True,
+    capture_output=True,
+    env={**os.environ, "DRY_RUN": "1", **env},
+  )
   return out.stdout
 
 
 def test_local_dry_run():
-  out = _dry("local.sh", {"NUM_PROCESSES": "3", "DEVICES": "2"}, "--config", "c.py",
-             "--workdir", "w")
+  out = _dry(
+    "local.sh", {"NUM_PROCESSES": "3", "DEVICES": "2"}, "--config", "c.py", "--workdir", "w"
+  )
   lines = out.strip().splitlines()
   assert len(lines) == 3
   for i, line in enumerate(lines):
@@ -24,8 +30,7 @@ def test_local_dry_run():
 
 
 def test_tpu_and_slurm_dry_run():
-  out = _dry("tpu_pod.sh", {"TPU_NAME": "pod", "ZONE": "z"}, "--config", "c.py",
-             "--workdir", "w")
+  out = _dry("tpu_pod.sh", {"TPU_NAME": "pod", "ZONE": "z"}, "--config", "c.py", "--workdir", "w")
   assert "tpu-vm ssh pod --zone z --worker=all" in out and "mode=auto" in out
   out = _dry("slurm.sbatch", {"PROCS_PER_NODE": "4"}, "--config", "c.py", "--workdir", "w")
   assert out.startswith("srun --ntasks-per-node=4") and "auteur train --config c.py" in out

@@ -16,16 +16,35 @@ ROOT = os.path.dirname(auteur_jax.__file__)
 # layer -> the layers that must not import it (the design doc's layering: models know no
 # training, sampling or files; nothing below the trainer imports train/).
 FORBIDDEN = {
-    "data": ("models", "diffusion", "parallel", "checkpoint"),
-    "checkpoint": ("models", "data", "diffusion", "parallel"),
-    "convert": ("models", "data", "diffusion", "parallel", "checkpoint", "train", "eval"),
-    "train": ("models", "data", "diffusion", "parallel", "checkpoint", "convert", "sample",
-              "eval"),
-    "sample": ("models", "data", "diffusion", "parallel", "checkpoint", "convert"),
-    "demo": ("models", "data", "diffusion", "parallel", "checkpoint", "convert", "sample",
-             "eval", "train"),
-    "cli": ("models", "data", "diffusion", "parallel", "checkpoint", "convert", "sample",
-            "eval", "train", "demo", "plan"),
+  "data": ("models", "diffusion", "parallel", "checkpoint"),
+  "checkpoint": ("models", "data", "diffusion", "parallel"),
+  "convert": ("models", "data", "diffusion", "parallel", "checkpoint", "train", "eval"),
+  "train": ("models", "data", "diffusion", "parallel", "checkpoint", "convert", "sample", "eval"),
+  "sample": ("models", "data", "diffusion", "parallel", "checkpoint", "convert"),
+  "demo": (
+    "models",
+    "data",
+    "diffusion",
+    "parallel",
+    "checkpoint",
+    "convert",
+    "sample",
+    "eval",
+    "train",
+  ),
+  "cli": (
+    "models",
+    "data",
+    "diffusion",
+    "parallel",
+    "checkpoint",
+    "convert",
+    "sample",
+    "eval",
+    "train",
+    "demo",
+    "plan",
+  ),
 }
 
 
@@ -48,7 +67,7 @@ def module_imports() -> dict[str, set[str]]:
       elif isinstance(node, ast.ImportFrom):
         base = node.module or ""
         if node.level:
-          parts = package.split(".")[:len(package.split(".")) - node.level + 1]
+          parts = package.split(".")[: len(package.split(".")) - node.level + 1]
           base = ".".join(parts + ([base] if base else []))
         names = [base] + [f"{base}.{a.name}" for a in node.names]
       else:
@@ -111,14 +130,17 @@ def test_no_layer_cycles():
   graph = module_imports()
   layers: dict[str, set[str]] = {}
   for mod, deps in graph.items():
-    layers.setdefault(layer(mod), set()).update(
-        layer(d) for d in deps if layer(d) != layer(mod))
+    layers.setdefault(layer(mod), set()).update(layer(d) for d in deps if layer(d) != layer(mod))
   assert cycles(layers) == []
 
 
 @pytest.mark.parametrize("low", sorted({lo for los in FORBIDDEN.values() for lo in los}))
 def test_no_import_against_the_layering(low):
   """A layer never imports one that FORBIDDEN puts above it."""
-  bad = [f"{mod} -> {dep}" for mod, deps in module_imports().items() for dep in deps
-         if layer(mod) == low and low in FORBIDDEN.get(layer(dep), ())]
+  bad = [
+    f"{mod} -> {dep}"
+    for mod, deps in module_imports().items()
+    for dep in deps
+    if layer(mod) == low and low in FORBIDDEN.get(layer(dep), ())
+  ]
   assert not bad, bad

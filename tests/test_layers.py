@@ -27,8 +27,9 @@ def test_rmsnorm_matches_formula():
 def test_rope_frequencies_plain_and_llama3():
   plain = Ly.rope_frequencies(8, 10000.0)
   np.testing.assert_allclose(plain, 10000.0 ** (-np.arange(0, 8, 2) / 8), rtol=1e-6)
-  s = Ly.RopeScaling(factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
-                     original_max_position=64)
+  s = Ly.RopeScaling(
+    factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0, original_max_position=64
+  )
   scaled = Ly.rope_frequencies(16, 500000.0, s)
   base = Ly.rope_frequencies(16, 500000.0)
   wavelen = 2 * np.pi / base
@@ -38,8 +39,9 @@ def test_rope_frequencies_plain_and_llama3():
   mid = ~short & ~long
   assert mid.any(), "the test needs a wavelength in the interpolated band"
   smooth = (64 / wavelen[mid] - 1.0) / (4.0 - 1.0)
-  np.testing.assert_allclose(scaled[mid], (1 - smooth) * base[mid] / 8 + smooth * base[mid],
-                             rtol=1e-5)
+  np.testing.assert_allclose(
+    scaled[mid], (1 - smooth) * base[mid] / 8 + smooth * base[mid], rtol=1e-5
+  )
   with pytest.raises(ValueError, match="even head_dim"):
     Ly.rope_frequencies(7, 10000.0)
 
@@ -56,8 +58,9 @@ def test_rope_is_a_relative_rotation():
   dot = lambda m, n: float(jnp.sum(rot(q, m) * rot(k, n)))  # noqa: E731
   assert dot(7, 3) == pytest.approx(dot(14, 10), rel=1e-4)  # Depends on m - n only.
   assert dot(7, 3) != pytest.approx(dot(7, 4), rel=1e-3)
-  np.testing.assert_allclose(float(jnp.linalg.norm(rot(q, 5))), float(jnp.linalg.norm(q)),
-                             rtol=1e-5)
+  np.testing.assert_allclose(
+    float(jnp.linalg.norm(rot(q, 5))), float(jnp.linalg.norm(q)), rtol=1e-5
+  )
 
 
 def _naive_attention(q, k, v, mask):
@@ -80,10 +83,10 @@ def test_gqa_attention_matches_naive():
   v = rng.normal(size=(2, 2, 7, 8)).astype(np.float32)
   mask = rng.random((2, 5, 7)) < 0.7
   mask[..., 0] = True
-  got = Ly.attend(jnp.asarray(q), jnp.asarray(k).swapaxes(2, 3), jnp.asarray(v).swapaxes(2, 3),
-                  jnp.asarray(mask))  # Keys and values in the cache layout [B, KVH, Dh, T].
-  np.testing.assert_allclose(np.asarray(got), _naive_attention(q, k, v, mask), rtol=1e-5,
-                             atol=1e-5)
+  got = Ly.attend(
+    jnp.asarray(q), jnp.asarray(k).swapaxes(2, 3), jnp.asarray(v).swapaxes(2, 3), jnp.asarray(mask)
+  )  # Keys and values in the cache layout [B, KVH, Dh, T].
+  np.testing.assert_allclose(np.asarray(got), _naive_attention(q, k, v, mask), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.integration
@@ -103,8 +106,9 @@ def test_attention_cache_chunks_equal_full_pass():
     y, cache = attn(x[:, sl], Ly.rope_angles(pos[:, sl], freq), mask.repeat(2, 0), cache, start)
     outs.append(y)
     start += size
-  np.testing.assert_allclose(np.asarray(jnp.concatenate(outs, 1)), np.asarray(full),
-                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(
+    np.asarray(jnp.concatenate(outs, 1)), np.asarray(full), rtol=1e-5, atol=1e-5
+  )
   assert cache.k.shape == cache.v.shape == (2, 2, 8, 10)
   np.testing.assert_array_equal(np.asarray(cache.k[..., 6:]), 0)
   np.testing.assert_array_equal(np.asarray(cache.v[..., 6:]), 0)

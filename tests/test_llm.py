@@ -11,8 +11,16 @@ from flax import nnx
 from auteur_jax.config import ConfigError
 from auteur_jax.models import llm as L
 
-CFG = L.LLMConfig(vocab_size=64, width=32, num_layers=2, num_heads=4, num_kv_heads=2,
-                  head_dim=8, mlp_dim=48, rope_theta=100.0)
+CFG = L.LLMConfig(
+  vocab_size=64,
+  width=32,
+  num_layers=2,
+  num_heads=4,
+  num_kv_heads=2,
+  head_dim=8,
+  mlp_dim=48,
+  rope_theta=100.0,
+)
 
 
 def _model(cfg=CFG, seed=0):
@@ -54,12 +62,19 @@ def test_stacked_cache_decoding_equals_full_forward():
   for size in (5, 1, 1, 1):  # Prefill, then token by token.
     idx = jnp.arange(start, start + size)
     mask = jnp.broadcast_to(jnp.arange(12)[None, :] <= idx[:, None], (2, size, 12))
-    h, cache = step(model, cache, model.embed_tokens(ids[:, idx]),
-                    jnp.broadcast_to(idx, (2, size)), mask, jnp.int32(start))
+    h, cache = step(
+      model,
+      cache,
+      model.embed_tokens(ids[:, idx]),
+      jnp.broadcast_to(idx, (2, size)),
+      mask,
+      jnp.int32(start),
+    )
     outs.append(model.logits(h))
     start += size
-  np.testing.assert_allclose(np.asarray(jnp.concatenate(outs, 1)), np.asarray(full),
-                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(
+    np.asarray(jnp.concatenate(outs, 1)), np.asarray(full), rtol=1e-5, atol=1e-5
+  )
 
 
 def test_unrolled_decode_equals_full_forward_and_compiles_once():
@@ -72,8 +87,9 @@ def test_unrolled_decode_equals_full_forward_and_compiles_once():
   @jax.jit
   def step(caches, tok, index):
     mask = jnp.broadcast_to(jnp.arange(7) <= index, (3, 1, 7))
-    h, caches = model.decode(model.embed_tokens(tok[:, None]), jnp.full((3, 1), index), mask,
-                             caches, index, layers)
+    h, caches = model.decode(
+      model.embed_tokens(tok[:, None]), jnp.full((3, 1), index), mask, caches, index, layers
+    )
     return caches, model.logits(h[:, 0])
 
   outs = []
@@ -81,8 +97,7 @@ def test_unrolled_decode_equals_full_forward_and_compiles_once():
     caches, logits = step(caches, ids[:, i], jnp.int32(i))
     outs.append(logits)
   assert step._cache_size() == 1  # One compiled step for every position.
-  np.testing.assert_allclose(np.asarray(jnp.stack(outs, 1)), np.asarray(full), rtol=1e-5,
-                             atol=1e-5)
+  np.testing.assert_allclose(np.asarray(jnp.stack(outs, 1)), np.asarray(full), rtol=1e-5, atol=1e-5)
 
 
 def test_padding_is_invisible():
@@ -125,8 +140,9 @@ def test_params_stacked_with_logical_axes_and_tied_head():
   tied = _model(dataclasses.replace(CFG, tie_embeddings=True))
   assert ("lm_head",) not in dict(nnx.to_flat_state(nnx.state(tied, nnx.Param)))
   h = jnp.ones((1, 1, 32))
-  np.testing.assert_allclose(np.asarray(tied.logits(h)), np.asarray(h @ tied.embed[...].T),
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+    np.asarray(tied.logits(h)), np.asarray(h @ tied.embed[...].T), rtol=1e-6
+  )
 
 
 def test_config_errors_name_the_key():
@@ -140,8 +156,14 @@ def test_config_errors_name_the_key():
     L.LLMConfig.from_config({**base, "remat": "some"})
   with pytest.raises(ConfigError, match=r"config.model.llm.rope_scaling: missing keys \["):
     L.LLMConfig.from_config({**base, "rope_scaling": {"factor": 8.0}})
-  scaled = L.LLMConfig.from_config({**base, "rope_scaling": dict(
-      factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0, original_max_position=64)})
+  scaled = L.LLMConfig.from_config(
+    {
+      **base,
+      "rope_scaling": dict(
+        factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0, original_max_position=64
+      ),
+    }
+  )
   assert scaled.rope_scaling.factor == 8.0
   with pytest.raises(ValueError, match="input width 16 != config width 32"):
     _model()(jnp.zeros((1, 2, 16)), jnp.zeros((1, 2), jnp.int32), jnp.ones((1, 2, 2), bool))

@@ -23,18 +23,44 @@ def data_dir(tmp_path):
   with tfrecord.ShardedWriter(tmp_path / "data" / "train", "clips", 4) as w:
     for i in range(64):
       clip = Clip(f"c{i}", 0.0, 1.0, "stir", "a pot")
-      w.write(examples.encode_clip(f"v{i}", clip, [frame], 8.0,
-                                   {"latents": rng.normal(size=8).astype(np.float32)}))
+      w.write(
+        examples.encode_clip(
+          f"v{i}", clip, [frame], 8.0, {"latents": rng.normal(size=8).astype(np.float32)}
+        )
+      )
   return str(tmp_path / "data")
 
 
 def _run(workdir: str, data: str, steps: int) -> list[dict]:
   port = portpicker.pick_unused_port()
   env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS",)}
-  procs = [subprocess.Popen(
-      ["timeout", "180", sys.executable, WORKER, "--process-id", str(i), "--num-processes", "2",
-       "--port", str(port), "--workdir", workdir, "--data", data, "--steps", str(steps)],
-      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for i in range(2)]
+  procs = [
+    subprocess.Popen(
+      [
+        "timeout",
+        "180",
+        sys.executable,
+        WORKER,
+        "--process-id",
+        str(i),
+        "--num-processes",
+        "2",
+        "--port",
+        str(port),
+        "--workdir",
+        workdir,
+        "--data",
+        data,
+        "--steps",
+        str(steps),
+      ],
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+      env=env,
+    )
+    for i in range(2)
+  ]
   outs = [p.communicate(timeout=200) for p in procs]
   for p, (_, err) in zip(procs, outs):
     assert p.returncode == 0, f"worker failed ({p.returncode}):\n{err[-3000:]}"
@@ -52,7 +78,8 @@ def test_two_processes_train_checkpoint_restore(tmp_path, data_dir):
   assert not set(files[0]) & set(files[1]) and len(files[0]) == len(files[1]) == 2
   ckpt = os.path.join(workdir, "checkpoints", "2")
   assert {"process_0-of-2.json", "process_1-of-2.json"} <= set(
-      os.listdir(os.path.join(ckpt, "data")))
+    os.listdir(os.path.join(ckpt, "data"))
+  )
   second = _run(workdir, data_dir, steps=4)  # Restores step 2, trains to 4.
   assert [r["step"] for r in second] == [4, 4]
   rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
@@ -62,10 +89,31 @@ def test_two_processes_train_checkpoint_restore(tmp_path, data_dir):
 def _worker(workdir: str, data: str, steps: int) -> subprocess.Popen:
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
   return subprocess.Popen(
-      ["timeout", "120", sys.executable, WORKER, "--process-id", "0", "--num-processes", "1",
-       "--port", "0", "--workdir", workdir, "--data", data, "--steps", str(steps),
-       "--checkpoint-every", "100000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-      text=True, env=env)
+    [
+      "timeout",
+      "120",
+      sys.executable,
+      WORKER,
+      "--process-id",
+      "0",
+      "--num-processes",
+      "1",
+      "--port",
+      "0",
+      "--workdir",
+      workdir,
+      "--data",
+      data,
+      "--steps",
+      str(steps),
+      "--checkpoint-every",
+      "100000",
+    ],
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+    env=env,
+  )
 
 
 def _losses(workdir: str) -> list[float]:

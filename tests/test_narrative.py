@@ -32,8 +32,9 @@ def test_step_top1_right_wrong_and_shapes():
 def test_token_cosine_is_the_mean_over_tokens():
   rng = np.random.default_rng(1)
   a, b = rng.normal(size=(2, 3, 4)), rng.normal(size=(3, 3, 4))
-  want = np.mean([a[0, k] @ b[2, k] / np.linalg.norm(a[0, k]) / np.linalg.norm(b[2, k])
-                  for k in range(3)])
+  want = np.mean(
+    [a[0, k] @ b[2, k] / np.linalg.norm(a[0, k]) / np.linalg.norm(b[2, k]) for k in range(3)]
+  )
   np.testing.assert_allclose(N.token_cosine(a, b)[0, 2], want, rtol=1e-9)
 
 
@@ -47,16 +48,22 @@ def test_every_toy_instruction_parses_back():
 
 
 def test_action_match_exact_and_parsed():
-  m = N.action_match("move the whole  carrot onto the cutting board", "Move the whole carrot "
-                     "onto the cutting board.")
+  m = N.action_match(
+    "move the whole  carrot onto the cutting board", "Move the whole carrot onto the cutting board."
+  )
   assert m == {"exact": True, "parsed": True}
-  m = N.action_match("Place the carrot on the board.", "Move the whole carrot onto the "
-                     "cutting board.")
+  m = N.action_match(
+    "Place the carrot on the board.", "Move the whole carrot onto the cutting board."
+  )
   assert m == {"exact": False, "parsed": True}  # Another phrasing of the same step.
   assert N.action_match("Place the tofu on the board.", "Place the carrot on the board.") == {
-      "exact": False, "parsed": False}
-  assert N.action_match("Chop the carrot into small pieces.", "Place the carrot on the "
-                        "board.")["parsed"] is False
+    "exact": False,
+    "parsed": False,
+  }
+  assert (
+    N.action_match("Chop the carrot into small pieces.", "Place the carrot on the board.")["parsed"]
+    is False
+  )
   assert N.parse_action("Place the banana on the board.") is None  # Not a toy ingredient.
   assert N.parse_action("Dance.") is None
 
@@ -77,14 +84,38 @@ def test_state_agreement_on_rendered_frames():
 
 @pytest.fixture(scope="module")
 def scorer(tmp_path_factory):
-  tok = train_bpe([f"a {c} cube on a grey table number {i}" for i in range(30)
-                   for c in ("red", "green", "blue")], 300,
-                  out_dir=str(tmp_path_factory.mktemp("tok")))
-  vision = VisionConfig.from_dict(dict(
-      family="clip", image_size=32, patch_size=8, width=32, depth=1, num_heads=2, mlp_dim=64,
-      projection_dim=16, num_tokens=4, resampler="avgpool", project_tokens=True))
-  text = TextConfig.from_dict(dict(vocab_size=300, width=32, depth=1, num_heads=2, mlp_dim=64,
-                                   max_len=16, projection_dim=16, eos_token_id=tok.eos_id))
+  tok = train_bpe(
+    [f"a {c} cube on a grey table number {i}" for i in range(30) for c in ("red", "green", "blue")],
+    300,
+    out_dir=str(tmp_path_factory.mktemp("tok")),
+  )
+  vision = VisionConfig.from_dict(
+    dict(
+      family="clip",
+      image_size=32,
+      patch_size=8,
+      width=32,
+      depth=1,
+      num_heads=2,
+      mlp_dim=64,
+      projection_dim=16,
+      num_tokens=4,
+      resampler="avgpool",
+      project_tokens=True,
+    )
+  )
+  text = TextConfig.from_dict(
+    dict(
+      vocab_size=300,
+      width=32,
+      depth=1,
+      num_heads=2,
+      mlp_dim=64,
+      max_len=16,
+      projection_dim=16,
+      eos_token_id=tok.eos_id,
+    )
+  )
   with nnx.use_eager_sharding(False):
     return ClipModel(vision, text, rngs=nnx.Rngs(0)), tok
 
@@ -100,10 +131,12 @@ def test_clip_t_matches_the_towers(scorer):
   # By hand: resize to 32, the family's normalisation, eos after the caption.
   import jax
   import jax.numpy as jnp
+
   want = []
   for c, cap in zip(clips, caps):
-    x = jnp.clip(jax.image.resize(c.astype(np.float32), (3, 32, 32, 3), "bicubic",
-                                  antialias=True), 0, 255)
+    x = jnp.clip(
+      jax.image.resize(c.astype(np.float32), (3, 32, 32, 3), "bicubic", antialias=True), 0, 255
+    )
     img = np.asarray(model.vision.embed_images(normalize_pixels(x / 255.0, "clip")))
     ids = tok.encode(cap) + [tok.eos_id]
     ids = np.asarray(ids + [tok.pad_id] * (16 - len(ids)))[None]

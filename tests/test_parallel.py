@@ -11,7 +11,10 @@ from auteur_jax.parallel.mesh import make_mesh
 
 def test_make_mesh_sizes():
   assert dict(make_mesh({"data": 2, "fsdp": -1, "tensor": 2}).shape) == {
-      "data": 2, "fsdp": 2, "tensor": 2}
+    "data": 2,
+    "fsdp": 2,
+    "tensor": 2,
+  }
   assert dict(make_mesh({"fsdp": -1}).shape) == {"fsdp": 8}
   with pytest.raises(ValueError, match="needs 6 devices, this process has 8"):
     make_mesh({"data": 3, "tensor": 2})
@@ -22,10 +25,12 @@ def test_make_mesh_sizes():
 class _Mlp(nnx.Module):
   def __init__(self, rngs):
     init = nnx.initializers.lecun_normal()
-    self.up = nnx.Linear(16, 32, kernel_init=nnx.with_partitioning(init, ("embed", "mlp")),
-                         rngs=rngs)
-    self.down = nnx.Linear(32, 16, kernel_init=nnx.with_partitioning(init, ("mlp", "embed")),
-                           rngs=rngs)
+    self.up = nnx.Linear(
+      16, 32, kernel_init=nnx.with_partitioning(init, ("embed", "mlp")), rngs=rngs
+    )
+    self.down = nnx.Linear(
+      32, 16, kernel_init=nnx.with_partitioning(init, ("mlp", "embed")), rngs=rngs
+    )
 
   def __call__(self, x):
     return self.down(R.constrain(jax.nn.gelu(self.up(x)), ("batch", "length", "mlp")))
@@ -47,4 +52,5 @@ def test_sharded_params_and_equal_outputs():
   shardings = R.state_shardings(abstract, mesh)
   assert tuple(shardings["down"]["kernel"].spec) == ("tensor", "fsdp")
   assert R.logical_to_spec(("batch", "vocab")) == jax.sharding.PartitionSpec(
-      ("data", "fsdp"), "tensor")
+    ("data", "fsdp"), "tensor"
+  )

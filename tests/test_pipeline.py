@@ -11,11 +11,14 @@ NUM_SHARDS, PER_SHARD = 4, 12
 
 
 def _clip_record(i: int, num_frames: int) -> bytes:
-  frames = [video_io.encode_jpeg(np.full((16, 16, 3), (i * 7 + f) % 256, np.uint8))
-            for f in range(num_frames)]
+  frames = [
+    video_io.encode_jpeg(np.full((16, 16, 3), (i * 7 + f) % 256, np.uint8))
+    for f in range(num_frames)
+  ]
   clip = Clip(f"c{i}", 0.0, 1.0, f"action {i}", f"caption number {i}")
-  return examples.encode_clip(f"v{i}", clip, frames, 8.0,
-                              {"latents": np.full((2, 3), i, np.float32)})
+  return examples.encode_clip(
+    f"v{i}", clip, frames, 8.0, {"latents": np.full((2, 3), i, np.float32)}
+  )
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +45,7 @@ def test_order_is_seeded_permutation_per_epoch(clip_files):
   # window=1: whole files in a shuffled order (records of one shard are i % 4 == shard).
   src1 = pipeline.ShuffledRecords(clip_files, seed=3, window=1)
   shards = [i % NUM_SHARDS for i in _ids(src1, 0, n)]
-  runs = [shards[k * PER_SHARD:(k + 1) * PER_SHARD] for k in range(NUM_SHARDS)]
+  runs = [shards[k * PER_SHARD : (k + 1) * PER_SHARD] for k in range(NUM_SHARDS)]
   assert all(len(set(r)) == 1 for r in runs) and sorted(r[0] for r in runs) == [0, 1, 2, 3]
   # No shuffle: file order then record order.
   assert _ids(pipeline.ShuffledRecords(clip_files, shuffle=False), 0, 5) == [0, 4, 8, 12, 16]
@@ -108,19 +111,23 @@ def test_missing_array_is_named(clip_files):
 
 
 def test_story_batches(tmp_path):
-  tok = train_bpe(["chop the onion", "boil the water in the pot", "serve the soup"] * 20,
-                  vocab_size=300)
+  tok = train_bpe(
+    ["chop the onion", "boil the water in the pot", "serve the soup"] * 20, vocab_size=300
+  )
   stories = []
   for i in range(6):
     n = 2 + i % 3
-    clips = tuple(Clip(f"c{j}", j, j + 1.0, f"chop the onion {j}", "the onion is on the board")
-                  for j in range(n))
+    clips = tuple(
+      Clip(f"c{j}", j, j + 1.0, f"chop the onion {j}", "the onion is on the board")
+      for j in range(n)
+    )
     stories.append(Story(f"v{i}", "toy_kitchen", "train", "onion soup", 10.0, 8.0, None, clips))
   with tfrecord.ShardedWriter(tmp_path, "stories", 2) as w:
     for s in stories:
       w.write(examples.encode_story(s, np.full((len(s.clips), 4, 8), 0.5, np.float32)))
-  decoder = pipeline.StoryDecoder(tok, max_steps=3, max_action_tokens=8,
-                                  max_caption_tokens=12, embedding_shape=(4, 8))
+  decoder = pipeline.StoryDecoder(
+    tok, max_steps=3, max_action_tokens=8, max_caption_tokens=12, embedding_shape=(4, 8)
+  )
   b = next(iter(pipeline.make_dataset(w.paths, decoder, 6, shuffle=False)))
   assert b["action_ids"].shape == (6, 3, 8) and b["caption_ids"].shape == (6, 3, 12)
   assert b["visual_embedding"].shape == (6, 3, 4, 8)
@@ -143,8 +150,9 @@ def test_global_batches_on_mesh(clip_files):
   mesh = jax.make_mesh((4, 2), ("data", "tensor"), axis_types=(AxisType.Auto,) * 2)
   ds = pipeline.make_dataset(clip_files, pipeline.ClipDecoder(num_frames=2), 8, seed=0)
   local = next(iter(ds))
-  gb = pipeline.GlobalBatches(pipeline.make_dataset(clip_files, pipeline.ClipDecoder(2), 8),
-                              mesh, ("data", "fsdp"))
+  gb = pipeline.GlobalBatches(
+    pipeline.make_dataset(clip_files, pipeline.ClipDecoder(2), 8), mesh, ("data", "fsdp")
+  )
   batch = next(gb)
   x = batch["frames"]
   assert isinstance(x, jax.Array) and x.shape == (8, 2, 16, 16, 3)
@@ -161,8 +169,15 @@ def test_two_processes_read_disjoint_records(clip_files):
   """Two simulated JAX processes: one epoch each, disjoint, together every record once."""
   per_process = []
   for p in range(2):
-    ds = pipeline.make_dataset(clip_files, pipeline.ClipDecoder(1, arrays=("latents",)), 4,
-                               seed=5, num_epochs=1, process_index=p, process_count=2)
+    ds = pipeline.make_dataset(
+      clip_files,
+      pipeline.ClipDecoder(1, arrays=("latents",)),
+      4,
+      seed=5,
+      num_epochs=1,
+      process_index=p,
+      process_count=2,
+    )
     per_process.append([int(x) for b in ds for x in b["latents"][:, 0, 0]])
   a, b = per_process
   assert len(a) == len(b) == NUM_SHARDS * PER_SHARD // 2

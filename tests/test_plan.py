@@ -11,36 +11,64 @@ from auteur_jax import cli
 from auteur_jax.config import load_config
 from auteur_jax.parallel import rules
 from auteur_jax.parallel.mesh import make_mesh, parse_mesh
-from auteur_jax.plan import batch as batch_lib, costs, dry_run, report, topology
+from auteur_jax.plan import batch as batch_lib
+from auteur_jax.plan import costs, dry_run, report, topology
 from auteur_jax.train import tasks, trainer
 
 HAS_LIBTPU = importlib.util.find_spec("libtpu") is not None
 needs_libtpu = pytest.mark.skipif(
-    not HAS_LIBTPU, reason="libtpu is not installed: pip install -e \".[plan]\" (CI does)")
+  not HAS_LIBTPU, reason='libtpu is not installed: pip install -e ".[plan]" (CI does)'
+)
 
 # The toy director, small but dominated by its big matrices (so that nearly every
 # parameter is split over fsdp x tensor), with a short story batch.
-TINY = ["--config.model.llm.vocab_size=1024", "--config.model.llm.width=128",
-        "--config.model.llm.mlp_dim=512", "--config.model.llm.num_layers=2",
-        "--config.model.llm.num_heads=4", "--config.model.llm.num_kv_heads=4",
-        "--config.model.llm.head_dim=32", "--config.model.num_queries=8",
-        "--config.model.visual_dim=32", "--config.data.embedding_shape=(8, 32)",
-        "--config.data.max_steps=2", "--config.data.max_action_tokens=8",
-        "--config.data.max_caption_tokens=16", "--config.data.batch_size=8"]
+TINY = [
+  "--config.model.llm.vocab_size=1024",
+  "--config.model.llm.width=128",
+  "--config.model.llm.mlp_dim=512",
+  "--config.model.llm.num_layers=2",
+  "--config.model.llm.num_heads=4",
+  "--config.model.llm.num_kv_heads=4",
+  "--config.model.llm.head_dim=32",
+  "--config.model.num_queries=8",
+  "--config.model.visual_dim=32",
+  "--config.data.embedding_shape=(8, 32)",
+  "--config.data.max_steps=2",
+  "--config.data.max_action_tokens=8",
+  "--config.data.max_caption_tokens=16",
+  "--config.data.batch_size=8",
+]
 ONE_LAYER = {
-    "toy/director": ["--config.model.llm.num_layers=1", "--config.data.batch_size=2",
-                                "--config.data.max_steps=2"],
-    "toy/dit": ["--config.model.num_layers=1", "--config.data.batch_size=2",
-                           "--config.model.remat=none", "--config.data.size=64",
-                           "--config.data.embedding_shape=(16, 64)",
-                           "--config.data.arrays=('latents', 'visual_embedding')"],
+  "toy/director": [
+    "--config.model.llm.num_layers=1",
+    "--config.data.batch_size=2",
+    "--config.data.max_steps=2",
+  ],
+  "toy/dit": [
+    "--config.model.num_layers=1",
+    "--config.data.batch_size=2",
+    "--config.model.remat=none",
+    "--config.data.size=64",
+    "--config.data.embedding_shape=(16, 64)",
+    "--config.data.arrays=('latents', 'visual_embedding')",
+  ],
 }
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("path,extra", [*((p, []) for p in sorted(ONE_LAYER)), (
-    "toy/dit", ["--config.model.attention=blockwise",  # 48 tokens: 3 key blocks.
-                           "--config.model.attention_block=16"])])
+@pytest.mark.parametrize(
+  "path,extra",
+  [
+    *((p, []) for p in sorted(ONE_LAYER)),
+    (
+      "toy/dit",
+      [
+        "--config.model.attention=blockwise",  # 48 tokens: 3 key blocks.
+        "--config.model.attention_block=16",
+      ],
+    ),
+  ],
+)
 def test_analytic_costs_match_the_model_and_xla(path, extra):
   """Parameter formulas are exact; with one layer (XLA counts a scanned body once) the
   analytic FLOPs of a train step are XLA's count within 10 % (blockwise attention's
@@ -48,8 +76,10 @@ def test_analytic_costs_match_the_model_and_xla(path, extra):
   c, policy = dry_run.prepare(load_config(path, ONE_LAYER[path] + extra), {"data": 1}, None)
   mesh = make_mesh({"data": 1}, jax.devices()[:1])
   s = trainer.setup(c, tasks.get(c.task), mesh)
-  b = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=s.batch_sharding)
-       for k, v in batch_lib.abstract_batch(c).items()}
+  b = {
+    k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=s.batch_sharding)
+    for k, v in batch_lib.abstract_batch(c).items()
+  }
   with rules.use_mesh(mesh, rules.mesh_rules(c)):
     compiled = s.step_jit.lower(s.abstract, b, jax.ShapeDtypeStruct((), jnp.int32)).compile()
   k = costs.model_costs(c)
@@ -60,20 +90,37 @@ def test_analytic_costs_match_the_model_and_xla(path, extra):
 
 def _plan(tmp_path, topo: str, mesh: str, *extra: str) -> dict:
   out = tmp_path / "plan.json"
-  cli.main(["plan", "--config", "toy/director", "--topology", topo, "--mesh", mesh,
-            "--json", str(out), *extra, *TINY])
+  cli.main(
+    [
+      "plan",
+      "--config",
+      "toy/director",
+      "--topology",
+      topo,
+      "--mesh",
+      mesh,
+      "--json",
+      str(out),
+      *extra,
+      *TINY,
+    ]
+  )
   (plan,) = json.loads(out.read_text())
   return plan
 
 
 @needs_libtpu
 @pytest.mark.integration
-@pytest.mark.parametrize("topo,extra,mesh,dcn", [
+@pytest.mark.parametrize(
+  "topo,extra,mesh,dcn",
+  [
     ("v5p:2x2x1", (), "data=1,fsdp=2,tensor=2", []),
     ("v5p:2x2x1", ("--num-slices", "2"), "data=2,fsdp=2,tensor=2", ["data"]),
-])
-def test_tpu_plan_param_bytes_are_the_analytic_count_over_the_shards(tmp_path, capsys, topo,
-                                                                      extra, mesh, dcn):
+  ],
+)
+def test_tpu_plan_param_bytes_are_the_analytic_count_over_the_shards(
+  tmp_path, capsys, topo, extra, mesh, dcn
+):
   exe = tmp_path / "step.exe"
   plan = _plan(tmp_path, topo, mesh, *extra, "--save-executable", str(exe))
   assert exe.stat().st_size > 0 and "all-gather" in (tmp_path / "step.exe.hlo.txt").read_text()
@@ -126,11 +173,30 @@ def test_sweep_ranks_fitting_plans_by_step_time(monkeypatch):
     step = {"full": 3.0, "none": 1.0, "dots": 2.0}[remat]
     fits = not (remat == "none" and mesh["tensor"] == 1)
     return dry_run.Plan(
-        topology="v5p:2x2x1", chip="v5p", devices=4, mesh=dict(mesh), dcn_axes=[], remat=remat,
-        params=10, analytic_params=10, param_bytes=40, opt_bytes=80, batch_bytes=1,
-        temp_bytes=5, total_bytes=200, hbm_bytes=1000 if fits else 100, fits=fits,
-        model_flops=1.0, executed_flops=1.0, compiler_flops=None, compute_s=step, comm_s={},
-        step_s=step, mfu=0.5, compile_s=0.0)
+      topology="v5p:2x2x1",
+      chip="v5p",
+      devices=4,
+      mesh=dict(mesh),
+      dcn_axes=[],
+      remat=remat,
+      params=10,
+      analytic_params=10,
+      param_bytes=40,
+      opt_bytes=80,
+      batch_bytes=1,
+      temp_bytes=5,
+      total_bytes=200,
+      hbm_bytes=1000 if fits else 100,
+      fits=fits,
+      model_flops=1.0,
+      executed_flops=1.0,
+      compiler_flops=None,
+      compute_s=step,
+      comm_s={},
+      step_s=step,
+      mfu=0.5,
+      compile_s=0.0,
+    )
 
   def fake_or_fail(config, topo, mesh, remat):
     if mesh["tensor"] == 4:
@@ -142,8 +208,7 @@ def test_sweep_ranks_fitting_plans_by_step_time(monkeypatch):
   meshes = [{"fsdp": 4, "tensor": 1}, {"fsdp": 2, "tensor": 2}, {"fsdp": 1, "tensor": 4}]
   out = dry_run.sweep(config, None, meshes, ["full", "none", "dots"], progress=None)
   plans = [r for r in out if isinstance(r, dry_run.Plan)]
-  assert [(p.mesh["tensor"], p.remat) for p in plans[:3]] == [(2, "none"), (1, "dots"),
-                                                              (2, "dots")]
+  assert [(p.mesh["tensor"], p.remat) for p in plans[:3]] == [(2, "none"), (1, "dots"), (2, "dots")]
   assert not plans[-1].fits and plans[-1].remat == "none"
   assert len(out) - len(plans) == 3  # The tensor=4 mesh failed for every policy.
   table = report.sweep_table(out).splitlines()

@@ -23,28 +23,59 @@ from auteur_jax.sample import batch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(CONFIG_DIR, "toy", "sample.py")
-TINY = ["--config.allow_random_init=True", "--config.director.init.checkpoint=",
-        "--config.dit.init.checkpoint=", "--config.vae.init.checkpoint=",
-        "--config.director.model.llm.num_layers=1", "--config.director.model.llm.width=32",
-        "--config.director.model.llm.mlp_dim=64", "--config.director.model.llm.head_dim=8",
-        "--config.director.sample.max_action_tokens=3",
-        "--config.director.sample.max_caption_tokens=4", "--config.director.sample.num_steps=2",
-        "--config.dit.model.num_layers=1", "--config.dit.model.head_dim=8",
-        "--config.dit.model.ffn_dim=32", "--config.dit.sample.num_steps=2",
-        "--config.dit.data.max_text_len=8", "--config.vae.model.base_dim=4",
-        "--config.sample.num_frames=5", "--config.sample.size=32", "--config.sample.max_steps=4",
-        "--config.sample.crf=0"]  # Lossless mp4s: see _same_outputs.
-GOOD = [dict(id=f"s{i}", task=t, num_steps=1 + i % 3) for i, t in enumerate(
-    ["make a salad", "boil water", "make tea", "slice bread", "stir the soup", "add salt"])]
-GOOD.insert(3, dict(id="given", task="make a salad", actions=["chop", "mix"],
-                    captions=["chop the tomato", "mix the salad"]))
+TINY = [
+  "--config.allow_random_init=True",
+  "--config.director.init.checkpoint=",
+  "--config.dit.init.checkpoint=",
+  "--config.vae.init.checkpoint=",
+  "--config.director.model.llm.num_layers=1",
+  "--config.director.model.llm.width=32",
+  "--config.director.model.llm.mlp_dim=64",
+  "--config.director.model.llm.head_dim=8",
+  "--config.director.sample.max_action_tokens=3",
+  "--config.director.sample.max_caption_tokens=4",
+  "--config.director.sample.num_steps=2",
+  "--config.dit.model.num_layers=1",
+  "--config.dit.model.head_dim=8",
+  "--config.dit.model.ffn_dim=32",
+  "--config.dit.sample.num_steps=2",
+  "--config.dit.data.max_text_len=8",
+  "--config.vae.model.base_dim=4",
+  "--config.sample.num_frames=5",
+  "--config.sample.size=32",
+  "--config.sample.max_steps=4",
+  "--config.sample.crf=0",
+]  # Lossless mp4s: see _same_outputs.
+GOOD = [
+  dict(id=f"s{i}", task=t, num_steps=1 + i % 3)
+  for i, t in enumerate(
+    ["make a salad", "boil water", "make tea", "slice bread", "stir the soup", "add salt"]
+  )
+]
+GOOD.insert(
+  3,
+  dict(
+    id="given",
+    task="make a salad",
+    actions=["chop", "mix"],
+    captions=["chop the tomato", "mix the salad"],
+  ),
+)
 GOOD.append(dict(id="seeded.v2", task="boil water", num_steps=2, seed=5))
-BAD = ['{"id": "../up", "task": "escape"}', '{"id": "/tmp/abs", "task": "escape"}',
-       '{"id": "a/b", "task": "x"}', '{"id": ".hidden", "task": "x"}', "not json {",
-       '{"id": "notask"}', '{"id": "s0", "task": "again"}', '[1, 2]',
-       '{"id": "m", "task": "x", "actions": ["a"], "captions": ["b", "c"]}',
-       '{"id": "long", "task": "x", "num_steps": 9}', '{"id": "k", "task": "x", "colour": 1}',
-       '{"id": "onlycap", "task": "x", "captions": ["a"]}']
+BAD = [
+  '{"id": "../up", "task": "escape"}',
+  '{"id": "/tmp/abs", "task": "escape"}',
+  '{"id": "a/b", "task": "x"}',
+  '{"id": ".hidden", "task": "x"}',
+  "not json {",
+  '{"id": "notask"}',
+  '{"id": "s0", "task": "again"}',
+  "[1, 2]",
+  '{"id": "m", "task": "x", "actions": ["a"], "captions": ["b", "c"]}',
+  '{"id": "long", "task": "x", "num_steps": 9}',
+  '{"id": "k", "task": "x", "colour": 1}',
+  '{"id": "onlycap", "task": "x", "captions": ["a"]}',
+]
 
 
 def _prompt_lines() -> list[str]:
@@ -58,23 +89,43 @@ def _prompt_lines() -> list[str]:
 @pytest.fixture(scope="module")
 def job(tmp_path_factory):
   root = tmp_path_factory.mktemp("sample_job")
-  train_bpe(["chop the tomato", "make a salad", "boil water", "stir the soup"] * 3, 300,
-            out_dir=str(root / "tok"))
+  train_bpe(
+    ["chop the tomato", "make a salad", "boil water", "stir the soup"] * 3,
+    300,
+    out_dir=str(root / "tok"),
+  )
   prompts = root / "prompts.jsonl"
   prompts.write_text("\n".join(_prompt_lines()) + "\n")
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  env.update(XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu",
-             JAX_COMPILATION_CACHE_DIR=str(root / "jax_cache"),
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-             JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1")
+  env.update(
+    XLA_FLAGS="--xla_force_host_platform_device_count=4",
+    JAX_PLATFORMS="cpu",
+    JAX_COMPILATION_CACHE_DIR=str(root / "jax_cache"),
+    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+    JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1",
+  )
   return dict(root=root, prompts=str(prompts), env=env, tok=str(root / "tok"))
 
 
 def _start(job, out, *extra, env=None) -> subprocess.Popen:
-  cmd = [sys.executable, "-m", "auteur_jax.cli", "sample", "--config", CONFIG, "--prompts",
-         job["prompts"], "--out", str(out), f"--config.tokenizer={job['tok']}", *TINY, *extra]
-  return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          env=env or job["env"], cwd=REPO)
+  cmd = [
+    sys.executable,
+    "-m",
+    "auteur_jax.cli",
+    "sample",
+    "--config",
+    CONFIG,
+    "--prompts",
+    job["prompts"],
+    "--out",
+    str(out),
+    f"--config.tokenizer={job['tok']}",
+    *TINY,
+    *extra,
+  ]
+  return subprocess.Popen(
+    cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env or job["env"], cwd=REPO
+  )
 
 
 def _finish(p: subprocess.Popen, timeout: float = 400) -> dict:
@@ -109,7 +160,8 @@ def _same_outputs(got, want) -> None:
   a, b = _files(got), _files(want)
   assert sorted(a) == sorted(b)
   assert {k: v for k, v in a.items() if not k.endswith(".mp4")} == {
-      k: v for k, v in b.items() if not k.endswith(".mp4")}
+    k: v for k, v in b.items() if not k.endswith(".mp4")
+  }
   for k in (k for k in a if k.endswith(".mp4") and a[k] != b[k]):
     x, y = (video_io.read_frames(os.path.join(o, k), 0.0, 10.0, 8.0) for o in (got, want))
     np.testing.assert_array_equal(x, y, err_msg=k)
@@ -148,8 +200,10 @@ def test_read_prompts_reports_bad_lines(job):
       batch.check_id(bad)
 
 
-@pytest.mark.parametrize("key,value,match", [("batch_size", 0, "batch_size must be >= 1"),
-                                             ("crf", 52, r"crf must be in 0\.\.51")])
+@pytest.mark.parametrize(
+  "key,value,match",
+  [("batch_size", 0, "batch_size must be >= 1"), ("crf", 52, r"crf must be in 0\.\.51")],
+)
 def test_bad_sample_settings_are_refused(tmp_path, key, value, match):
   config = load_module_config(CONFIG)
   config.sample[key] = value
@@ -171,7 +225,8 @@ def test_uninterrupted_run_outputs(job, straight):
     steps = len(g.get("actions", ())) or g["num_steps"]
     assert meta["num_steps"] == steps and meta["task"] == g["task"]
     assert sorted(os.listdir(straight / g["id"])) == sorted(
-        [f"clip_{t}.mp4" for t in range(steps)] + ["story.mp4", "story.json", "embeddings.npy"])
+      [f"clip_{t}.mp4" for t in range(steps)] + ["story.mp4", "story.json", "embeddings.npy"]
+    )
   assert json.load(open(straight / "seeded.v2" / "story.json"))["seed"] == 5
   assert json.load(open(straight / "given" / "story.json"))["captions"] == GOOD[3]["captions"]
 
@@ -212,12 +267,23 @@ def test_two_processes_split_the_items(job, straight):
   port = portpicker.pick_unused_port()
   procs = []
   for i in range(2):
-    env = dict(job["env"], AUTEUR_COORDINATOR=f"127.0.0.1:{port}", AUTEUR_NUM_PROCESSES="2",
-               AUTEUR_PROCESS_ID=str(i))
-    procs.append(_start(job, out, "--config.sample.batch_size=2",
-                        "--config.distributed.mode=explicit",
-                        "--config.distributed.initialization_timeout=60",
-                        "--config.distributed.heartbeat_timeout=20", env=env))
+    env = dict(
+      job["env"],
+      AUTEUR_COORDINATOR=f"127.0.0.1:{port}",
+      AUTEUR_NUM_PROCESSES="2",
+      AUTEUR_PROCESS_ID=str(i),
+    )
+    procs.append(
+      _start(
+        job,
+        out,
+        "--config.sample.batch_size=2",
+        "--config.distributed.mode=explicit",
+        "--config.distributed.initialization_timeout=60",
+        "--config.distributed.heartbeat_timeout=20",
+        env=env,
+      )
+    )
   reports = sorted((_finish(p) for p in procs), key=lambda r: r["process"])
   mine = [set(r["rendered"]) for r in reports]
   assert [r["process"] for r in reports] == [0, 1] and all(mine)
@@ -235,13 +301,13 @@ class _Renderer:
 
   def render(self, requests):
     from auteur_jax.sample.story import StoryResult
+
     self.asked += [r.id for r in requests]
     out = []
     for r in requests:
       n = r.num_steps or 2
       clips = np.full((n, 5, 16, 16, 3), len(r.task) % 255, np.uint8)
-      out.append(StoryResult(r, 1, ["a"] * n, ["c"] * n, np.zeros((n, 2, 4), np.float32),
-                             clips))
+      out.append(StoryResult(r, 1, ["a"] * n, ["c"] * n, np.zeros((n, 2, 4), np.float32), clips))
     return out
 
 
@@ -267,12 +333,20 @@ def test_manifest_repairs_a_torn_line_and_reports_changed_items(tmp_path):
   r, asked = run([dict(a, task="make another a"), b, c])
   assert asked == [] and r["changed"] == ["a"]
   errors = [json.loads(x) for x in open(out / batch.ERRORS)]
-  assert errors == [{"line": 1, "id": "a", "error": "finished with another prompt or other "
-                     "sampling settings than now; kept (--redo-changed redoes it)"}]
+  assert errors == [
+    {
+      "line": 1,
+      "id": "a",
+      "error": "finished with another prompt or other "
+      "sampling settings than now; kept (--redo-changed redoes it)",
+    }
+  ]
   r, asked = run([dict(a, task="make another a"), b, c], redo_changed=True)
   assert asked == ["a"] and r["changed"] == ["a"]
-  assert run([dict(a, task="make another a"), b, c]) == (dict(r, changed=[], rendered=[],
-                                                             skipped=3), [])
+  assert run([dict(a, task="make another a"), b, c]) == (
+    dict(r, changed=[], rendered=[], skipped=3),
+    [],
+  )
   config.dit.sample.text_scale = 1.0  # The CFG scale shapes every clip.
   assert run([dict(a, task="make another a"), b, c])[0]["changed"] == ["a", "b", "c"]
   (tmp_path / "file").write_text("x")

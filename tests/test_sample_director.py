@@ -10,8 +10,9 @@ from auteur_jax.models import director as D
 from auteur_jax.models import llm as L
 from auteur_jax.sample import director as S
 
-LLM_CFG = L.LLMConfig(vocab_size=40, width=32, num_layers=2, num_heads=4, num_kv_heads=2,
-                      head_dim=8, mlp_dim=48)
+LLM_CFG = L.LLMConfig(
+  vocab_size=40, width=32, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8, mlp_dim=48
+)
 MARKUP = D.MarkupIds(4, 5, 6, 7, 8, 9, bos=1)
 K, DIM = 2, 5
 SAMPLING = S.Sampling(max_action_tokens=4, max_caption_tokens=5)
@@ -62,17 +63,25 @@ def test_story_equals_teacher_forced_forward():
   out = S.DirectorSampler(model, SAMPLING).generate(TASK_IDS, TASK_MASK, 3)
   assert out.action_ids.shape == (3, 3, 4) and out.caption_ids.shape == (3, 3, 5)
   assert out.visual_embedding.shape == (3, 3, K, DIM)
-  lengths = np.concatenate([np.asarray(out.action_mask).sum(-1),
-                            np.asarray(out.caption_mask).sum(-1)])
+  lengths = np.concatenate(
+    [np.asarray(out.action_mask).sum(-1), np.asarray(out.caption_mask).sum(-1)]
+  )
   assert (lengths < np.array([4] * 3 + [5] * 3)[:, None]).any(), "no segment ended early"
   assert (lengths > 0).any()
-  batch = dict(task_ids=TASK_IDS, task_mask=TASK_MASK, action_ids=out.action_ids,
-               action_mask=out.action_mask, caption_ids=out.caption_ids,
-               caption_mask=out.caption_mask, step_mask=np.ones((3, 3), bool),
-               visual_embedding=out.visual_embedding)
+  batch = dict(
+    task_ids=TASK_IDS,
+    task_mask=TASK_MASK,
+    action_ids=out.action_ids,
+    action_mask=out.action_mask,
+    caption_ids=out.caption_ids,
+    caption_mask=out.caption_mask,
+    step_mask=np.ones((3, 3), bool),
+    visual_embedding=out.visual_embedding,
+  )
   ref = jax.jit(lambda m, b: m(b))(model, batch)
-  np.testing.assert_allclose(np.asarray(out.visual_embedding), np.asarray(ref.visual),
-                             rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(
+    np.asarray(out.visual_embedding), np.asarray(ref.visual), rtol=1e-4, atol=1e-5
+  )
   # Text: greedy choice (markup other than the segment's close banned) == next token,
   # except where the close was forced by the length limit.
   logits = np.array(ref.text_logits)
@@ -96,8 +105,9 @@ def test_loops_agree_and_never_recompile_per_token():
   b = host.generate(TASK_IDS, TASK_MASK, 2, key)
   for name in ("action_ids", "action_mask", "caption_ids", "caption_mask"):
     np.testing.assert_array_equal(np.asarray(getattr(a, name)), np.asarray(getattr(b, name)))
-  np.testing.assert_allclose(np.asarray(a.visual_embedding), np.asarray(b.visual_embedding),
-                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+    np.asarray(a.visual_embedding), np.asarray(b.visual_embedding), rtol=1e-5, atol=1e-6
+  )
   host.generate(TASK_IDS[::-1], TASK_MASK[::-1], 2, jax.random.key(4))
   # One compiled token step per segment kind (action, caption), however many tokens.
   assert host._token._cache_size() == 2
@@ -109,8 +119,9 @@ def test_loops_agree_and_never_recompile_per_token():
 @pytest.mark.integration
 def test_sampled_stories_are_well_formed_and_seeded():
   model = make_director()
-  sampler = S.DirectorSampler(model, S.Sampling(temperature=1.0, top_p=0.9,
-                                                max_action_tokens=4, max_caption_tokens=5))
+  sampler = S.DirectorSampler(
+    model, S.Sampling(temperature=1.0, top_p=0.9, max_action_tokens=4, max_caption_tokens=5)
+  )
   a = sampler.generate(TASK_IDS, TASK_MASK, 2, jax.random.key(0))
   b = sampler.generate(TASK_IDS, TASK_MASK, 2, jax.random.key(0))
   c = sampler.generate(TASK_IDS, TASK_MASK, 2, jax.random.key(1))
@@ -126,8 +137,9 @@ def test_sampled_stories_are_well_formed_and_seeded():
 def test_sample_token_top_p_temperature_and_bans():
   logits = jnp.log(jnp.array([[0.5, 0.3, 0.15, 0.05]]))
   keys = jax.random.split(jax.random.key(0), 2000)
-  draw = jax.jit(jax.vmap(lambda k, s: S.sample_token(logits, k, s)[0],
-                          in_axes=(0, None)), static_argnums=1)
+  draw = jax.jit(
+    jax.vmap(lambda k, s: S.sample_token(logits, k, s)[0], in_axes=(0, None)), static_argnums=1
+  )
   greedy = np.asarray(draw(keys, S.Sampling(temperature=1.0, top_p=0.01)))
   assert (greedy == 0).all()  # The nucleus is the top token alone.
   nucleus = np.asarray(draw(keys, S.Sampling(temperature=1.0, top_p=0.7)))

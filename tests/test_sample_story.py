@@ -14,15 +14,15 @@ import pytest
 from flax import nnx
 from jax.sharding import PartitionSpec
 
-from auteur_jax.models import registry
-from auteur_jax.models.conditioned_dit import TextConditionedDiT
 from auteur_jax.config import ConfigError
 from auteur_jax.data import video_io
 from auteur_jax.data.tokenizer import train_bpe
 from auteur_jax.diffusion import flow
 from auteur_jax.models import director as D
 from auteur_jax.models import llm as L
+from auteur_jax.models import registry
 from auteur_jax.models import vae as V
+from auteur_jax.models.conditioned_dit import TextConditionedDiT
 from auteur_jax.models.dit import DiTConfig
 from auteur_jax.parallel.mesh import make_mesh
 from auteur_jax.sample import director as S
@@ -30,25 +30,57 @@ from auteur_jax.sample import story
 
 pytestmark = pytest.mark.integration
 
-TEXTS = ["chop the tomato", "slice the bread", "make a salad", "boil water in a pot",
-         "stir the soup", "add salt"] * 4
+TEXTS = [
+  "chop the tomato",
+  "slice the bread",
+  "make a salad",
+  "boil water in a pot",
+  "stir the soup",
+  "add salt",
+] * 4
 K, DIM, VOCAB = 3, 8, 300
-VAE_CFG = V.VAEConfig(base_dim=4, z_dim=4, dim_mult=(1, 2, 2, 2), num_res_blocks=1,
-                      latents_mean=(0.1, -0.2, 0.3, 0.0), latents_std=(1.5, 0.5, 1.0, 2.0))
-DIT_CFG = DiTConfig(in_channels=4, out_channels=4, num_heads=2, head_dim=8, ffn_dim=32,
-                    num_layers=1, text_dim=16, freq_dim=16, visual_dim=DIM, remat="none")
-SETTINGS = story.Settings(num_steps=2, max_steps=4, num_frames=5, size=16, sampler_steps=2,
-                          max_task_tokens=6, max_text_len=8)
+VAE_CFG = V.VAEConfig(
+  base_dim=4,
+  z_dim=4,
+  dim_mult=(1, 2, 2, 2),
+  num_res_blocks=1,
+  latents_mean=(0.1, -0.2, 0.3, 0.0),
+  latents_std=(1.5, 0.5, 1.0, 2.0),
+)
+DIT_CFG = DiTConfig(
+  in_channels=4,
+  out_channels=4,
+  num_heads=2,
+  head_dim=8,
+  ffn_dim=32,
+  num_layers=1,
+  text_dim=16,
+  freq_dim=16,
+  visual_dim=DIM,
+  remat="none",
+)
+SETTINGS = story.Settings(
+  num_steps=2,
+  max_steps=4,
+  num_frames=5,
+  size=16,
+  sampler_steps=2,
+  max_task_tokens=6,
+  max_text_len=8,
+)
 
 
 def make_models(seed=0, build=story.build_jitted):
   """Director, DiT, VAE; build=abstract for shapes only (checks that fail first)."""
-  llm = L.LLMConfig(vocab_size=VOCAB, width=32, num_layers=1, num_heads=4, num_kv_heads=2,
-                    head_dim=8, mlp_dim=48)
+  llm = L.LLMConfig(
+    vocab_size=VOCAB, width=32, num_layers=1, num_heads=4, num_kv_heads=2, head_dim=8, mlp_dim=48
+  )
   markup = D.MarkupIds(4, 5, 6, 7, 8, 9, bos=1)
-  return (build(lambda: D.Director(D.DirectorConfig(llm, markup, K, DIM), rngs=nnx.Rngs(seed))),
-          build(lambda: TextConditionedDiT(DIT_CFG, VOCAB, rngs=nnx.Rngs(seed + 1))),
-          build(lambda: V.VideoVAE(VAE_CFG, rngs=nnx.Rngs(seed + 2))))
+  return (
+    build(lambda: D.Director(D.DirectorConfig(llm, markup, K, DIM), rngs=nnx.Rngs(seed))),
+    build(lambda: TextConditionedDiT(DIT_CFG, VOCAB, rngs=nnx.Rngs(seed + 1))),
+    build(lambda: V.VideoVAE(VAE_CFG, rngs=nnx.Rngs(seed + 2))),
+  )
 
 
 @functools.lru_cache(maxsize=1)
@@ -58,8 +90,10 @@ def _initialised():
 
 def fresh_models():
   """make_models() initialised once; new modules over the same arrays on every call."""
-  return [nnx.merge(graphdef, jax.tree.map(lambda a: a, state))  # New Variables.
-          for graphdef, state in _initialised()]
+  return [
+    nnx.merge(graphdef, jax.tree.map(lambda a: a, state))  # New Variables.
+    for graphdef, state in _initialised()
+  ]
 
 
 def abstract(make):
@@ -71,8 +105,9 @@ def abstract(make):
 def sampler():
   tok = train_bpe(TEXTS, VOCAB)
   mesh = make_mesh({"data": 2}, jax.local_devices()[:2])
-  return story.StorySampler(*fresh_models(), tok, SETTINGS,
-                            S.Sampling(max_action_tokens=3, max_caption_tokens=4), mesh)
+  return story.StorySampler(
+    *fresh_models(), tok, SETTINGS, S.Sampling(max_action_tokens=3, max_caption_tokens=4), mesh
+  )
 
 
 def test_regression_of_given_text_equals_generation(sampler):
@@ -81,8 +116,10 @@ def test_regression_of_given_text_equals_generation(sampler):
   ids, mask = sampler._rows(sampler.tokenizer.encode_batch(["make a salad", "boil"], 6))
   keys = sampler._rows(jnp.stack([jax.random.key(0), jax.random.key(1)]))
   out = sampler._generate(d.params, d.layer_states(), ids, mask, 2, keys)
-  text = {"action": (out.action_ids, out.action_mask),
-          "caption": (out.caption_ids, out.caption_mask)}
+  text = {
+    "action": (out.action_ids, out.action_mask),
+    "caption": (out.caption_ids, out.caption_mask),
+  }
   z = sampler._regress(d.params, d.layer_states(), ids, mask, text, 2)
   assert z.shape == (2, 2, K, DIM)
   np.testing.assert_allclose(z, out.visual_embedding, rtol=1e-4, atol=1e-5)
@@ -90,10 +127,13 @@ def test_regression_of_given_text_equals_generation(sampler):
 
 def test_same_item_same_output_in_any_batch(sampler):
   a = story.StoryRequest("a", "make a salad", num_steps=2)
-  others = [story.StoryRequest("b", "add salt", num_steps=3),
-            story.StoryRequest("c", "stir", actions=("stir", "add salt"),
-                               captions=("stir the soup", "add salt")),
-            story.StoryRequest("d", "boil water", num_steps=2)]
+  others = [
+    story.StoryRequest("b", "add salt", num_steps=3),
+    story.StoryRequest(
+      "c", "stir", actions=("stir", "add salt"), captions=("stir the soup", "add salt")
+    ),
+    story.StoryRequest("d", "boil water", num_steps=2),
+  ]
   alone = sampler.render([a])[0]
   mixed = sampler.render([others[0], others[1], a, others[2]])
   assert mixed[2].request == a
@@ -113,17 +153,23 @@ def test_same_item_same_output_in_any_batch(sampler):
 
 def test_clip_equals_reference_sampling(sampler):
   """Clip t = VAE(denormalize(euler ODE of the 3-way guided DiT from clip t's noise))."""
-  r = story.StoryRequest("x", "boil water", actions=("boil", "pour"),
-                         captions=("boil water in a pot", "add salt"), seed=7)
+  r = story.StoryRequest(
+    "x",
+    "boil water",
+    actions=("boil", "pour"),
+    captions=("boil water in a pot", "add salt"),
+    seed=7,
+  )
   res = sampler.render([r])[0]
   dit = nnx.merge(sampler._dit_graph, sampler._dit_params)
   s = SETTINGS
   for t in range(2):
     ids, mask = sampler.tokenizer.encode_batch([r.captions[t]], s.max_text_len)
     text = dit.text_embed(jnp.asarray(ids)) * mask[..., None]
-    z = jnp.asarray(res.embeddings[t:t + 1])
-    v_fn = flow.guided_velocity(dit.dit, text, z, jnp.zeros_like(text), jnp.zeros_like(z),
-                                s.text_scale, s.visual_scale)
+    z = jnp.asarray(res.embeddings[t : t + 1])
+    v_fn = flow.guided_velocity(
+      dit.dit, text, z, jnp.zeros_like(text), jnp.zeros_like(z), s.text_scale, s.visual_scale
+    )
     key = jax.random.fold_in(jax.random.split(jax.random.key(7))[1], t)
     noise = jax.random.normal(key, sampler.latent_shape())[None]
     latents = flow.euler_sample(v_fn, noise, s.sampler_steps, s.shift)
@@ -135,8 +181,13 @@ def test_clip_equals_reference_sampling(sampler):
 def test_weights_split_over_fsdp_and_tensor(sampler):
   """The same stories from a sampler whose weights are split over fsdp x tensor."""
   mesh = make_mesh({"data": 1, "fsdp": 2, "tensor": 2}, jax.local_devices()[:4])
-  split = story.StorySampler(*fresh_models(), sampler.tokenizer, SETTINGS,
-                             S.Sampling(max_action_tokens=3, max_caption_tokens=4), mesh)
+  split = story.StorySampler(
+    *fresh_models(),
+    sampler.tokenizer,
+    SETTINGS,
+    S.Sampling(max_action_tokens=3, max_caption_tokens=4),
+    mesh,
+  )
   kernel = split._dit_params["dit"]["blocks"]["ffn_up"][...]
   assert kernel.sharding.spec == PartitionSpec(None, "fsdp", "tensor")
   reqs = [story.StoryRequest("a", "make a salad", num_steps=2)]
@@ -150,8 +201,14 @@ def test_write_story(sampler, tmp_path):
   res = sampler.render([story.StoryRequest("w", "make a salad", num_steps=3)])[0]
   meta = story.write_story(res, str(tmp_path / "w"), fps=8.0)
   names = sorted(os.listdir(tmp_path / "w"))
-  assert names == ["clip_0.mp4", "clip_1.mp4", "clip_2.mp4", "embeddings.npy", "story.json",
-                   "story.mp4"]
+  assert names == [
+    "clip_0.mp4",
+    "clip_1.mp4",
+    "clip_2.mp4",
+    "embeddings.npy",
+    "story.json",
+    "story.mp4",
+  ]
   assert json.load(open(tmp_path / "w" / "story.json")) == meta
   assert meta["actions"] == res.actions and len(meta["captions"]) == 3
   assert meta["frames_sha256"][1] == hashlib.sha256(res.clips[1].tobytes()).hexdigest()
@@ -183,6 +240,7 @@ def test_bad_requests_and_configs(sampler):
 
 def test_load_model_from_a_run(tmp_path):
   from auteur_jax.config import load_module_config
+
   cfg = load_module_config("toy/vae")
   cfg.model.base_dim, cfg.model.dim_mult = 4, (1, 2, 2, 2)
   with pytest.raises(ConfigError, match="config.vae.init.checkpoint is empty"):

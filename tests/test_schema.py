@@ -10,10 +10,20 @@ from auteur_jax.data.schema import Clip, SchemaError, Story, read_stories, write
 
 
 def _story(**kw) -> Story:
-  clips = (Clip("a", 0.0, 5.0, "chop the onion", "an onion is chopped on a board"),
-           Clip("b", 5.0, 9.0, "fry the onion", "the onion fries in a pan", keyframe_time=8.0))
-  base = dict(video_id="v1", source="toy_kitchen", split="train", task="onion soup",
-              duration=10.0, fps=8.0, video_path="videos/v1.mp4", clips=clips)
+  clips = (
+    Clip("a", 0.0, 5.0, "chop the onion", "an onion is chopped on a board"),
+    Clip("b", 5.0, 9.0, "fry the onion", "the onion fries in a pan", keyframe_time=8.0),
+  )
+  base = dict(
+    video_id="v1",
+    source="toy_kitchen",
+    split="train",
+    task="onion soup",
+    duration=10.0,
+    fps=8.0,
+    video_path="videos/v1.mp4",
+    clips=clips,
+  )
   base.update(kw)
   return Story(**base)
 
@@ -26,7 +36,9 @@ def test_round_trip(tmp_path):
   assert stories[0].clips[0].keyframe == 2.5 and stories[0].clips[1].keyframe == 8.0
 
 
-@pytest.mark.parametrize("change, message", [
+@pytest.mark.parametrize(
+  "change, message",
+  [
     (lambda d: d["clips"][0].update(start=6.0), "start (6.0) must be < end"),
     (lambda d: d["clips"][1].update(end=12.0), "outside the video"),
     (lambda d: d["clips"].reverse(), "sorted"),
@@ -38,7 +50,8 @@ def test_round_trip(tmp_path):
     (lambda d: d.update(extra=1), "unknown keys ['extra']"),
     (lambda d: d.update(duration="long"), "'duration' must be a number"),
     (lambda d: d.update(clips=[]), "at least one clip"),
-])
+  ],
+)
 def test_validation_names_file_and_line(tmp_path, change, message):
   good = json.dumps(_story().to_json())
   bad = _story().to_json()

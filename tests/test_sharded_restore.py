@@ -18,8 +18,15 @@ from auteur_jax.parallel.mesh import make_mesh
 from auteur_jax.parallel.rules import mesh_rules
 from auteur_jax.sample import story
 
-TEXTS = ["chop the tomato", "slice the bread", "make a salad", "boil water in a pot",
-         "stir the soup", "add salt to the pot", "put the pan on the stove"] * 4
+TEXTS = [
+  "chop the tomato",
+  "slice the bread",
+  "make a salad",
+  "boil water in a pot",
+  "stir the soup",
+  "add salt to the pot",
+  "put the pan on the stove",
+] * 4
 
 
 @pytest.fixture(scope="module")
@@ -27,11 +34,17 @@ def sample_config(tmp_path_factory):
   """toy/sample with its three models saved (random weights) as training runs."""
   tmp = tmp_path_factory.mktemp("runs")
   train_bpe(TEXTS, 300, out_dir=str(tmp / "tok"))
-  config = load_config("toy/sample", [
-      f"--config.tokenizer={tmp / 'tok'}", "--config.sample.num_frames=5",
-      "--config.sample.size=32", "--config.dit.sample.num_steps=2",
+  config = load_config(
+    "toy/sample",
+    [
+      f"--config.tokenizer={tmp / 'tok'}",
+      "--config.sample.num_frames=5",
+      "--config.sample.size=32",
+      "--config.dit.sample.num_steps=2",
       "--config.director.sample.max_action_tokens=6",
-      "--config.director.sample.max_caption_tokens=8"])
+      "--config.director.sample.max_caption_tokens=8",
+    ],
+  )
   config.unlock()
   for name in ("director", "dit", "vae"):
     model = story.build_jitted(lambda c=config[name]: registry.build(c, nnx.Rngs(7)))
@@ -65,13 +78,17 @@ def test_eight_devices_hold_an_eighth_and_render_what_one_does(sample_config, mo
 
   config.mesh.shape.update(data=1, fsdp=1, tensor=1)
   one = story.StorySampler.from_config(config, devices=jax.local_devices()[:1])
-  assert set(_device_bytes(nnx.merge(one._dit_graph, one._dit_params))) == {
-      jax.local_devices()[0]}
+  assert set(_device_bytes(nnx.merge(one._dit_graph, one._dit_params))) == {jax.local_devices()[0]}
 
-  requests = [story.StoryRequest("free", "make a salad", num_steps=2),
-              story.StoryRequest("given", "make a salad", actions=("chop the tomato",
-                                                                  "add salt to the pot"),
-                                 captions=("chop the tomato", "add salt to the pot"))]
+  requests = [
+    story.StoryRequest("free", "make a salad", num_steps=2),
+    story.StoryRequest(
+      "given",
+      "make a salad",
+      actions=("chop the tomato", "add salt to the pot"),
+      captions=("chop the tomato", "add salt to the pot"),
+    ),
+  ]
   got, want = sharded.render(requests), one.render(requests)
   for a, b in zip(got, want):
     assert a.actions == b.actions and a.captions == b.captions
@@ -90,9 +107,14 @@ def test_shipped_toy_checkpoints_restore_onto_a_mesh(task):
   reshard`) restore through it, sharded over fsdp 4 x tensor 2."""
   config = load_config(f"toy/{task}")
   mesh = make_mesh({"data": 1, "fsdp": 4, "tensor": 2})
-  model = restore_model(os.path.join(SHIPPED, task),
-                        lambda: registry.build(config, nnx.Rngs(0)), ("model",),
-                        f"shipped {task}", mesh, mesh_rules(config))
+  model = restore_model(
+    os.path.join(SHIPPED, task),
+    lambda: registry.build(config, nnx.Rngs(0)),
+    ("model",),
+    f"shipped {task}",
+    mesh,
+    mesh_rules(config),
+  )
   leaves = jax.tree.leaves(nnx.state(model, nnx.Param))
   assert leaves and all(isinstance(x, jax.Array) for x in leaves)
   assert all(np.isfinite(np.asarray(x, np.float32)).all() for x in leaves)

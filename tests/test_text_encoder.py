@@ -10,12 +10,19 @@ import torch
 from transformers import T5Config, T5EncoderModel, UMT5Config, UMT5EncoderModel
 from transformers.models.t5.modeling_t5 import T5Attention
 
-from auteur_jax.convert.hf_text import load_hf_t5
 from auteur_jax.checkpoint.errors import WeightError
+from auteur_jax.convert.hf_text import load_hf_t5
 from auteur_jax.models.text_encoder import relative_buckets
 
-SHAPE = dict(vocab_size=50, d_model=16, d_kv=4, d_ff=32, num_heads=4,
-             relative_attention_num_buckets=8, relative_attention_max_distance=20)
+SHAPE = dict(
+  vocab_size=50,
+  d_model=16,
+  d_kv=4,
+  d_ff=32,
+  num_heads=4,
+  relative_attention_num_buckets=8,
+  relative_attention_max_distance=20,
+)
 
 
 def _save(model, path):
@@ -57,8 +64,9 @@ def test_relative_buckets_match_hf(buckets, distance):
   q, k = 7, 400
   ours = relative_buckets(q, k, buckets, distance)
   rel = torch.arange(k)[None, :] - torch.arange(q)[:, None]
-  theirs = T5Attention._relative_position_bucket(rel, bidirectional=True, num_buckets=buckets,
-                                                 max_distance=distance)
+  theirs = T5Attention._relative_position_bucket(
+    rel, bidirectional=True, num_buckets=buckets, max_distance=distance
+  )
   np.testing.assert_array_equal(ours, theirs.numpy())
   assert ours.max() == buckets - 1 and ours.min() == 0
 
@@ -74,8 +82,9 @@ def test_t5_converter_errors(tmp_path):
   os.symlink(good / "model.safetensors", bad / "model.safetensors")
   # umT5 weights read as T5: the per-layer bias tables of blocks 1.. are left over.
   (bad / "config.json").write_text(json.dumps(dict(config, model_type="t5")))
-  with pytest.raises(WeightError, match="not used.*block.1.layer.0.SelfAttention"
-                                        ".relative_attention_bias"):
+  with pytest.raises(
+    WeightError, match="not used.*block.1.layer.0.SelfAttention.relative_attention_bias"
+  ):
     load_hf_t5(str(bad))
   (bad / "config.json").write_text(json.dumps(dict(config, d_ff=24)))
   with pytest.raises(WeightError, match="wi_0.weight.*expects"):

@@ -44,12 +44,15 @@ def test_empty_file_has_no_records(tmp_path):
 
 
 # Published CRC32C check values (RFC 3720 B.4, and the "123456789" check value).
-@pytest.mark.parametrize("data, crc, masked", [
+@pytest.mark.parametrize(
+  "data, crc, masked",
+  [
     (b"123456789", 0xE3069283, 0xC78AB0E5),
     (bytes(32), 0x8A9136AA, 0x0FD7FFFA),
     (b"\xff" * 32, 0x62A8AB43, 0xF909B029),
     (bytes(range(32)), 0x46DD794E, 0x951F7892),
-])
+  ],
+)
 def test_masked_crc32c_reference_values(data, crc, masked):
   rotated = ((crc >> 15) | (crc << 17)) & 0xFFFFFFFF
   assert (rotated + 0xA282EAD8) & 0xFFFFFFFF == masked  # The masking definition.
@@ -62,8 +65,12 @@ def test_exact_byte_layout(tmp_path):
 
   def frame(data: bytes) -> bytes:
     length = struct.pack("<Q", len(data))
-    return (length + struct.pack("<I", tfr.masked_crc32c(length)) + data +
-            struct.pack("<I", tfr.masked_crc32c(data)))
+    return (
+      length
+      + struct.pack("<I", tfr.masked_crc32c(length))
+      + data
+      + struct.pack("<I", tfr.masked_crc32c(data))
+    )
 
   assert path.read_bytes() == frame(b"abc") + frame(b"")
   assert len(frame(b"abc")) == 8 + 4 + 3 + 4
@@ -78,8 +85,11 @@ def test_sharded_writer(tmp_path):
     for r in records:
       w.write(r)
     assert os.listdir(out) == [] or all(n.endswith(".tmp") for n in os.listdir(out))
-  names = ["train-00000-of-00003.tfrecord", "train-00001-of-00003.tfrecord",
-           "train-00002-of-00003.tfrecord"]
+  names = [
+    "train-00000-of-00003.tfrecord",
+    "train-00001-of-00003.tfrecord",
+    "train-00002-of-00003.tfrecord",
+  ]
   assert sorted(os.listdir(out)) == names
   assert w.paths == [str(out / n) for n in names]
   assert tfr.list_shards(str(out)) == w.paths
@@ -147,7 +157,7 @@ def test_truncated_file(tmp_path, cut):
   records = [b"a" * 10, b"b" * 10, b"c" * 10]
   _write(path, records)
   last = _offsets(records)[2]
-  path.write_bytes(path.read_bytes()[:last + cut])
+  path.write_bytes(path.read_bytes()[: last + cut])
   for fn in (lambda p: list(tfr.iter_records(p, verify=False)), tfr.index_records):
     with pytest.raises(tfr.TFRecordError, match="truncated") as e:
       fn(path)

@@ -23,8 +23,7 @@ def corpus() -> list[str]:
 
 @pytest.fixture(scope="module")
 def tok(tmp_path_factory) -> Tokenizer:
-  return train_bpe(corpus(), vocab_size=400,
-                   out_dir=str(tmp_path_factory.mktemp("tok") / "bpe"))
+  return train_bpe(corpus(), vocab_size=400, out_dir=str(tmp_path_factory.mktemp("tok") / "bpe"))
 
 
 def test_train_is_deterministic(tok):
@@ -38,10 +37,10 @@ def test_save_load_round_trip(tok, tmp_path):
   loaded = Tokenizer.load(str(tmp_path / "copy"))
   text = "<caption> peel the garlic and fry it until golden. </caption> <img></img>"
   assert loaded.encode(text, add_bos=True, add_eos=True) == tok.encode(
-      text, add_bos=True, add_eos=True)
+    text, add_bos=True, add_eos=True
+  )
   assert loaded.vocab_size == tok.vocab_size
-  assert (loaded.pad_id, loaded.bos_id, loaded.eos_id) == (tok.pad_id, tok.bos_id,
-                                                         tok.eos_id)
+  assert (loaded.pad_id, loaded.bos_id, loaded.eos_id) == (tok.pad_id, tok.bos_id, tok.eos_id)
 
 
 def test_special_ids(tok):
@@ -74,8 +73,8 @@ def test_encode_batch_pads_truncates_and_masks(tok):
   assert ids.dtype == np.int32 and mask.dtype == bool
   short = tok.encode(texts[0], add_eos=True)
   assert len(short) < 6
-  np.testing.assert_array_equal(ids[0, :len(short)], short)
-  assert mask[0].sum() == len(short) and (ids[0, len(short):] == tok.pad_id).all()
+  np.testing.assert_array_equal(ids[0, : len(short)], short)
+  assert mask[0].sum() == len(short) and (ids[0, len(short) :] == tok.pad_id).all()
   np.testing.assert_array_equal(ids[1], tok.encode(texts[1])[:6])  # Cut, eos lost.
   assert mask[1].all()
   np.testing.assert_array_equal(mask[2], [True] + [False] * 5)  # Just eos.
@@ -91,9 +90,15 @@ def test_load_plain_transformers_folder_adds_specials(tmp_path):
   """A folder saved by transformers without our tokens (like a hub checkpoint's)."""
   raw = tokenizers.Tokenizer(models.BPE())
   raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-  raw.train_from_iterator(corpus(), trainers.BpeTrainer(
-      vocab_size=300, special_tokens=["</s>"], show_progress=False,
-      initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+  raw.train_from_iterator(
+    corpus(),
+    trainers.BpeTrainer(
+      vocab_size=300,
+      special_tokens=["</s>"],
+      show_progress=False,
+      initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    ),
+  )
   hf = transformers.PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="</s>")
   hf.save_pretrained(str(tmp_path))
   base_size = len(hf)
@@ -112,12 +117,11 @@ def test_load_plain_transformers_folder_adds_specials(tmp_path):
 def test_no_eos_gets_pad_token(tmp_path):
   raw = tokenizers.Tokenizer(models.BPE())
   raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-  raw.train_from_iterator(corpus(), trainers.BpeTrainer(vocab_size=280,
-                                                        show_progress=False))
+  raw.train_from_iterator(corpus(), trainers.BpeTrainer(vocab_size=280, show_progress=False))
   tok = Tokenizer(transformers.PreTrainedTokenizerFast(tokenizer_object=raw))
   assert tok.special_id(tokenizer_lib.PAD) == tok.pad_id
   ids, mask = tok.encode_batch(["chop"], max_len=4)
-  assert (ids[0, mask[0].sum():] == tok.pad_id).all()
+  assert (ids[0, mask[0].sum() :] == tok.pad_id).all()
 
 
 def test_train_rejects_tiny_vocab():

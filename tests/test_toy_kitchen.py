@@ -32,9 +32,17 @@ def test_vocabulary_is_distinct():
 
 def test_world_refuses_actions_out_of_order():
   s = tw.State.initial(["tomato"])
-  for action, ing in [("chop", "tomato"), ("add", "tomato"), ("serve", "tomato"),
-                      ("boil", None), ("stir", None), ("season", None), ("sprinkle", None),
-                      ("place", "carrot"), ("pour", "tomato")]:
+  for action, ing in [
+    ("chop", "tomato"),
+    ("add", "tomato"),
+    ("serve", "tomato"),
+    ("boil", None),
+    ("stir", None),
+    ("season", None),
+    ("sprinkle", None),
+    ("place", "carrot"),
+    ("pour", "tomato"),
+  ]:
     with pytest.raises(tw.PreconditionError):
       s.apply(action, ing)
   s = s.apply("place", "tomato").apply("chop", "tomato").apply("add", "tomato")
@@ -80,8 +88,11 @@ def test_preconditions_hold_in_every_recipe(bounds):
       assert plated and min(plated) < at["sprinkle", None]
     final = r.states()[-1]  # Also replays the steps through the world's rules.
     for n, route in zip(r.ingredients, r.routes):
-      want = {"garnish": ("plate", "chopped"), "served": ("plate", "cooked"),
-              "soup": ("pot", "cooked" if final.heat else "chopped")}[route]
+      want = {
+        "garnish": ("plate", "chopped"),
+        "served": ("plate", "cooked"),
+        "soup": ("pot", "cooked" if final.heat else "chopped"),
+      }[route]
       assert final.ingredients[n] == want
   if bounds == (4, 12):
     assert seen == set(tw.ACTIONS)
@@ -123,8 +134,9 @@ def test_timeline_and_motion():
     assert tl.state_index[f0] == s and tl.state_index[f1 - 1] == s + 1
     assert not tl.moving[f0] and tl.moving[a] and not tl.moving[f1 - 1]
     # Motion, not slides: nearly every moving frame changes, and only a little.
-    changed = [np.mean(np.abs(frames[t].astype(int) - frames[t + 1]).sum(-1) > 0)
-               for t in range(a - 1, b)]
+    changed = [
+      np.mean(np.abs(frames[t].astype(int) - frames[t + 1]).sum(-1) > 0) for t in range(a - 1, b)
+    ]
     assert np.mean(np.array(changed) > 0) >= 0.75, (r.steps[s].action, changed)
     assert max(changed) < 0.12, (r.steps[s].action, changed)
 
@@ -156,8 +168,7 @@ def test_noisy_segments_and_matching_recover_pairs():
 
 def test_generate_dataset_files(tmp_path):
   out = str(tmp_path / "toy")
-  summary = tk.generate_dataset(out, 6, seed=3, noise=0.3, workers=2, preview=True,
-                                progress=False)
+  summary = tk.generate_dataset(out, 6, seed=3, noise=0.3, workers=2, preview=True, progress=False)
   assert summary["videos"] == 6 and summary["training"] == 5 and summary["validation"] == 1
   db = json.load(open(os.path.join(out, "youcook2_annotations.json")))["database"]
   captions = [json.loads(line) for line in open(os.path.join(out, "captions.jsonl"))]
@@ -191,13 +202,18 @@ def test_generate_dataset_is_deterministic(tmp_path):
   a, b = str(tmp_path / "a"), str(tmp_path / "b")
   tk.generate_dataset(a, 3, seed=5, noise=0.2, workers=1, progress=False)
   tk.generate_dataset(b, 3, seed=5, noise=0.2, workers=2, progress=False)
-  for rel in ["youcook2_annotations.json", "captions.jsonl", "states/toy_000002.json",
-              "videos/toy_000001.mp4"]:
+  for rel in [
+    "youcook2_annotations.json",
+    "captions.jsonl",
+    "states/toy_000002.json",
+    "videos/toy_000001.mp4",
+  ]:
     assert open(os.path.join(a, rel), "rb").read() == open(os.path.join(b, rel), "rb").read(), rel
   c = str(tmp_path / "c")
   tk.generate_dataset(c, 3, seed=6, noise=0.2, workers=1, progress=False)
-  assert (open(os.path.join(a, "captions.jsonl")).read()
-          != open(os.path.join(c, "captions.jsonl")).read())
+  assert (
+    open(os.path.join(a, "captions.jsonl")).read() != open(os.path.join(c, "captions.jsonl")).read()
+  )
 
 
 def test_bad_arguments():

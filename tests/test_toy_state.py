@@ -16,8 +16,12 @@ from auteur_jax.data import toy_world as tw
 from auteur_jax.data import video_io
 from auteur_jax.eval import toy_state as ts
 
-_ALLOWED = {"shelf": ("whole",), "board": ("whole", "chopped"), "pot": ("chopped", "cooked"),
-            "plate": ("chopped", "cooked")}
+_ALLOWED = {
+  "shelf": ("whole",),
+  "board": ("whole", "chopped"),
+  "pot": ("chopped", "cooked"),
+  "plate": ("chopped", "cooked"),
+}
 
 
 def _stories(n: int, size: int = 64, seed0: int = 0):
@@ -42,8 +46,13 @@ def test_every_ingredient_in_every_place():
               if not any(td.LOOKS[n].group == other.group for n in ings):
                 oloc = ("shelf", "board", "pot", "plate")[rng.integers(4)]
                 ings[other.name] = (oloc, _ALLOWED[oloc][rng.integers(len(_ALLOWED[oloc]))])
-          state = tw.State(ings, water=water, heat=water and rng.random() < 0.5,
-                           pot_seasoned=seasoned, plate_seasoned=bool(rng.random() < 0.5))
+          state = tw.State(
+            ings,
+            water=water,
+            heat=water and rng.random() < 0.5,
+            pot_seasoned=seasoned,
+            plate_seasoned=bool(rng.random() < 0.5),
+          )
           img = td.scene(64, state)
           if state.heat:
             td.draw_bubbles(img, int(rng.integers(1000)))
@@ -103,8 +112,15 @@ def test_state_accuracy_counts_objects():
   true = tw.State({"tomato": ("board", "whole"), "corn": ("pot", "chopped")}, water=True)
   pred = tw.State({"tomato": ("board", "chopped"), "fish": ("pot", "chopped")}, water=True)
   m = ts.object_matches(pred, true)
-  assert m == {"corn": False, "fish": False, "tomato": False, "water": True, "heat": True,
-               "pot_seasoned": True, "plate_seasoned": True}
+  assert m == {
+    "corn": False,
+    "fish": False,
+    "tomato": False,
+    "water": True,
+    "heat": True,
+    "pot_seasoned": True,
+    "plate_seasoned": True,
+  }
   assert ts.state_accuracy([pred], [true]) == pytest.approx(4 / 7)
   assert ts.state_accuracy([pred], [true], "ingredients") == 0.0
   assert ts.state_accuracy([true, true], [true, true]) == 1.0
@@ -125,8 +141,9 @@ def test_reads_a_generated_video(tmp_path):
   tk.generate_dataset(out, 2, seed=9, workers=1, progress=False)
   for vid in ("toy_000000", "toy_000001"):
     truth = json.load(open(os.path.join(out, "states", f"{vid}.json")))
-    frames = video_io.read_frames(os.path.join(out, "videos", f"{vid}.mp4"), 0.0,
-                                  truth["duration"], truth["fps"])
+    frames = video_io.read_frames(
+      os.path.join(out, "videos", f"{vid}.mp4"), 0.0, truth["duration"], truth["fps"]
+    )
     states = [tw.State.from_json(s) for s in truth["states"]]
     idx, moving = truth["frames"]["state"], truth["frames"]["moving"]
     rest = [t for t in range(len(frames)) if not moving[t]]

@@ -25,9 +25,11 @@ def _bare(img: np.ndarray) -> np.ndarray:
     for liquid in toy_draw.LIQUIDS:
       for herbs in (False, True):
         s = toy_draw.surface(img.shape[0], heat, liquid, herbs)
-        if (s[geo.burner] == img[geo.burner]).all() and \
-            (s[geo.pot_free] == img[geo.pot_free]).all() and \
-            (s[geo.plate_free] == img[geo.plate_free]).all():
+        if (
+          (s[geo.burner] == img[geo.burner]).all()
+          and (s[geo.pot_free] == img[geo.pot_free]).all()
+          and (s[geo.plate_free] == img[geo.plate_free]).all()
+        ):
           return s
   raise AssertionError("no surface matches the still's flags")
 
@@ -39,8 +41,10 @@ def test_stills_are_dense_and_seeded():
   assert a.shape == (64, 64, 3) and a.dtype == np.uint8
   assert _filled_slots(a, _bare(a)) == 16  # Every slot of the four surfaces.
   rng = np.random.default_rng(0)
-  counts = [_filled_slots(s, _bare(s)) for s in
-            (toy_stills.render_still(64, rng, fill=0.5) for _ in range(20))]
+  counts = [
+    _filled_slots(s, _bare(s))
+    for s in (toy_stills.render_still(64, rng, fill=0.5) for _ in range(20))
+  ]
   assert 4 <= np.mean(counts) <= 12
 
 
@@ -52,14 +56,16 @@ def test_write_stills_reads_as_clips(tmp_path):
   it = iter(pipeline.make_dataset(files, pipeline.ClipDecoder(num_frames=1), 5, seed=0))
   batch = next(it)
   assert batch["frames"].shape == (5, 1, 64, 64, 3) and batch["frames"].dtype == np.uint8
-  first = video_io.decode_jpeg(video_io.encode_jpeg(
-      toy_stills.render_still(64, np.random.default_rng(1))))
+  first = video_io.decode_jpeg(
+    video_io.encode_jpeg(toy_stills.render_still(64, np.random.default_rng(1)))
+  )
   frames = [f[0] for b in (batch, next(it)) for f in b["frames"]]
   assert sum((f == first).all() for f in frames) == 1  # Shuffled, each still once.
 
 
-@pytest.mark.parametrize("kw, msg", [({"num": 0}, "num must be >= 1"),
-                                     ({"num": 2, "fill": 0.0}, "fill must be in")])
+@pytest.mark.parametrize(
+  "kw, msg", [({"num": 0}, "num must be >= 1"), ({"num": 2, "fill": 0.0}, "fill must be in")]
+)
 def test_write_stills_errors(tmp_path, kw, msg):
   with pytest.raises(ValueError, match=msg):
     toy_stills.write_stills(str(tmp_path / "s"), progress=False, **kw)

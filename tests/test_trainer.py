@@ -21,11 +21,16 @@ from auteur_jax.train.metrics import read_metrics
 class _Mlp(nnx.Module):
   def __init__(self, width: int, rngs: nnx.Rngs):
     init = nnx.initializers.normal(0.3)
-    self.up = nnx.Linear(8, width, kernel_init=nnx.with_partitioning(init, ("embed", "mlp")),
-                         bias_init=nnx.with_partitioning(nnx.initializers.zeros, ("mlp",)),
-                         rngs=rngs)
-    self.down = nnx.Linear(width, 1, kernel_init=nnx.with_partitioning(init, ("mlp", None)),
-                           rngs=rngs)
+    self.up = nnx.Linear(
+      8,
+      width,
+      kernel_init=nnx.with_partitioning(init, ("embed", "mlp")),
+      bias_init=nnx.with_partitioning(nnx.initializers.zeros, ("mlp",)),
+      rngs=rngs,
+    )
+    self.down = nnx.Linear(
+      width, 1, kernel_init=nnx.with_partitioning(init, ("mlp", None)), rngs=rngs
+    )
 
   def __call__(self, x):
     return self.down(jnp.tanh(self.up(x)))[..., 0]
@@ -45,7 +50,7 @@ class RegressionTask:
 
   def loss(self, config, model, batch, rng):
     err = model(batch["x"]) - batch["y"]
-    mse = jnp.mean(err ** 2)
+    mse = jnp.mean(err**2)
     noise = 1e-3 * jax.random.normal(rng, ())  # Uses the per-step rng: resume must match.
     loss = mse + noise
     if self.nan_at is not None:
@@ -60,8 +65,12 @@ class RegressionTask:
       e["step"] = np.int32(i // config.data.batch_size)
       return e
 
-    return (grain.MapDataset.range(10 ** 6)[process_index::process_count].map(example)
-            .batch(b, drop_remainder=True).to_iter_dataset())
+    return (
+      grain.MapDataset.range(10**6)[process_index::process_count]
+      .map(example)
+      .batch(b, drop_remainder=True)
+      .to_iter_dataset()
+    )
 
 
 def _config(steps=6, **train) -> ml_collections.ConfigDict:
@@ -70,10 +79,22 @@ def _config(steps=6, **train) -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict(dict(width=16))
   c.data = ml_collections.ConfigDict(dict(batch_size=8))
   c.train = optim.train_defaults()
-  c.train.update(dict(dict(steps=steps, lr=0.05, warmup_steps=2, log_every=1,
-                           checkpoint_every=3, async_checkpoints=False), **train))
-  c.mesh = ml_collections.ConfigDict(dict(shape={"data": -1}, batch_axes=("data", "fsdp"),
-                                          rules=()))
+  c.train.update(
+    dict(
+      dict(
+        steps=steps,
+        lr=0.05,
+        warmup_steps=2,
+        log_every=1,
+        checkpoint_every=3,
+        async_checkpoints=False,
+      ),
+      **train,
+    )
+  )
+  c.mesh = ml_collections.ConfigDict(
+    dict(shape={"data": -1}, batch_axes=("data", "fsdp"), rules=())
+  )
   c.distributed = distributed.distributed_defaults()
   return c
 
@@ -88,8 +109,7 @@ def _task():
 def _params(workdir, config, mesh):
   s = trainer.setup(config, tasks.get(config.task), mesh)
   ck = Checkpoints(workdir, config.train)
-  st = ck.restore(ck.latest_step(), s.abstract,
-                  None)
+  st = ck.restore(ck.latest_step(), s.abstract, None)
   ck.close()
   return [np.asarray(x) for x in jax.tree.leaves(st)]
 
@@ -120,8 +140,9 @@ def test_one_device_equals_8_device_mesh(tmp_path):
   l1 = [r["loss"] for r in read_metrics(str(tmp_path / "1"))]
   l8 = [r["loss"] for r in read_metrics(str(tmp_path / "8"))]
   np.testing.assert_allclose(l1, l8, rtol=1e-5)
-  for x, y in zip(_params(str(tmp_path / "1"), _config(), one),
-                  _params(str(tmp_path / "8"), _config(), eight)):
+  for x, y in zip(
+    _params(str(tmp_path / "1"), _config(), one), _params(str(tmp_path / "8"), _config(), eight)
+  ):
     np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
 
 
@@ -142,8 +163,7 @@ def test_reshard_on_restore(tmp_path):
 def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path):
   tasks.register("regression", RegressionTask(nan_at=4))
   with pytest.raises(trainer.NonFiniteLoss, match=r"step 5: non-finite loss \(.*mse="):
-    trainer.train(_config(steps=8), str(tmp_path), progress=False,
-                  mesh=make_mesh({"data": -1}))
+    trainer.train(_config(steps=8), str(tmp_path), progress=False, mesh=make_mesh({"data": -1}))
   assert Checkpoints(str(tmp_path), _config().train).all_steps() == [3]
 
 
@@ -152,13 +172,14 @@ def test_a_state_that_yields_nan_is_not_kept_and_the_kept_one_trains_on(tmp_path
   state after step 2 overflows. Its checkpoint is deleted when step 3 computes its loss;
   checkpoint 1 is kept, holds finite params and a rerun with a sane lr trains on from it."""
   config = _config(steps=20, lr=1e30, warmup_steps=5, checkpoint_every=1)
-  with pytest.raises(trainer.NonFiniteLoss,
-                     match=r"step 3: non-finite loss .* of the state after step 2; the last "
-                           r"good checkpoint is step 1 \("):
+  with pytest.raises(
+    trainer.NonFiniteLoss,
+    match=r"step 3: non-finite loss .* of the state after step 2; the last "
+    r"good checkpoint is step 1 \(",
+  ):
     trainer.train(config, str(tmp_path), progress=False, mesh=make_mesh({"data": -1}))
   assert Checkpoints(str(tmp_path), config.train).all_steps() == [1]
-  assert all(np.isfinite(x).all() for x in _params(str(tmp_path), config, make_mesh(
-      {"data": -1})))
+  assert all(np.isfinite(x).all() for x in _params(str(tmp_path), config, make_mesh({"data": -1})))
   sane = _config(steps=6, lr=0.05, warmup_steps=1, checkpoint_every=1)
   last = trainer.train(sane, str(tmp_path), progress=False, mesh=make_mesh({"data": -1}))
   assert last["step"] == 6 and np.isfinite(last["loss"])
@@ -169,8 +190,7 @@ def test_the_final_save_is_checked_too(tmp_path):
   """The last state's loss is computed (one more step after the save) before it counts."""
   tasks.register("regression", RegressionTask(nan_at=6))  # Step 7 reads the 7th batch.
   with pytest.raises(trainer.NonFiniteLoss, match=r"step 7: .*last good checkpoint is step 3"):
-    trainer.train(_config(steps=6), str(tmp_path), progress=False,
-                  mesh=make_mesh({"data": -1}))
+    trainer.train(_config(steps=6), str(tmp_path), progress=False, mesh=make_mesh({"data": -1}))
   assert Checkpoints(str(tmp_path), _config().train).all_steps() == [3]
 
 
@@ -190,9 +210,11 @@ def test_fsdp_state_bytes_per_device():
   config.mesh.rules = (("embed", None), ("mlp", "fsdp"))
   tasks.register("regression", RegressionTask())
   s = trainer.setup(config, tasks.get("regression"), make_mesh({"fsdp": 8}))
-  batch = {"x": jax.ShapeDtypeStruct((8, 8), jnp.float32),
-           "y": jax.ShapeDtypeStruct((8,), jnp.float32),
-           "step": jax.ShapeDtypeStruct((8,), jnp.int32)}
+  batch = {
+    "x": jax.ShapeDtypeStruct((8, 8), jnp.float32),
+    "y": jax.ShapeDtypeStruct((8,), jnp.float32),
+    "step": jax.ShapeDtypeStruct((8,), jnp.int32),
+  }
   mem = trainer.step_memory(s, batch)
   ratio = mem["state"] / (mem["state_replicated"] / 8)
   assert 0.95 <= ratio <= 1.05, mem
@@ -204,7 +226,7 @@ def test_grad_accumulation_equals_one_big_batch():
   examples = [_example(i) for i in range(8)]
   whole = {k: np.stack([e[k] for e in examples]) for k in ("x", "y")}
   whole["step"] = np.zeros(8, np.int32)
-  halves = [{k: v[i * 4:(i + 1) * 4] for k, v in whole.items()} for i in range(2)]
+  halves = [{k: v[i * 4 : (i + 1) * 4] for k, v in whole.items()} for i in range(2)]
 
   def run(config, batches):
     s = trainer.setup(config, tasks.get("regression"), mesh)
@@ -226,9 +248,12 @@ def test_grad_accumulation_equals_one_big_batch():
 def _cli_train(tmp_path, config, *overrides) -> str:
   """`auteur train` on `config` (written as a config file); its exit message."""
   from auteur_jax import cli
+
   file = tmp_path / "regression.py"
-  file.write_text("import ml_collections\n"
-                  f"def get_config():\n  return ml_collections.ConfigDict({config.to_dict()!r})\n")
+  file.write_text(
+    "import ml_collections\n"
+    f"def get_config():\n  return ml_collections.ConfigDict({config.to_dict()!r})\n"
+  )
   with pytest.raises(SystemExit) as stop:
     cli.main(["train", "--config", str(file), "--workdir", str(tmp_path / "run"), *overrides])
   return str(stop.value)
@@ -238,11 +263,14 @@ def test_user_errors_are_one_line_before_compiling(tmp_path):
   config = _config()
   config.mesh.shape = {"data": 8}
   message = _cli_train(tmp_path, config, "--config.mesh.shape.data=3")
-  assert message == ("auteur: ConfigError: config.mesh.shape {'data': 3} needs 3 devices, "
-                     "this process has 8")
+  assert message == (
+    "auteur: ConfigError: config.mesh.shape {'data': 3} needs 3 devices, this process has 8"
+  )
   message = _cli_train(tmp_path, config, "--config.data.batch_size=12")
-  assert message == ("auteur: ConfigError: config.data.batch_size=12 does not split over the "
-                     "mesh's batch axes {'data': 8} (8 ways); use a multiple of 8")
+  assert message == (
+    "auteur: ConfigError: config.data.batch_size=12 does not split over the "
+    "mesh's batch axes {'data': 8} (8 ways); use a multiple of 8"
+  )
   for key in ("checkpoint_every", "log_every"):
     message = _cli_train(tmp_path, config, f"--config.train.{key}=0")
     assert message.startswith("auteur: ConfigError: config.train") and key in message

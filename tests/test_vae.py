@@ -11,14 +11,20 @@ import torch
 from diffusers import AutoencoderKLWan
 from flax import nnx
 
-from auteur_jax.convert.diffusers_vae import load_diffusers_vae
 from auteur_jax.checkpoint.errors import WeightError
+from auteur_jax.convert.diffusers_vae import load_diffusers_vae
 from auteur_jax.models import vae as V
 from auteur_jax.models import vae_ops as ops
 
-TINY = dict(base_dim=8, z_dim=4, dim_mult=[1, 2, 2, 2], num_res_blocks=1,
-            temperal_downsample=[False, True, True], latents_mean=[0.0] * 4,
-            latents_std=[1.0] * 4)
+TINY = dict(
+  base_dim=8,
+  z_dim=4,
+  dim_mult=[1, 2, 2, 2],
+  num_res_blocks=1,
+  temperal_downsample=[False, True, True],
+  latents_mean=[0.0] * 4,
+  latents_std=[1.0] * 4,
+)
 
 
 @pytest.fixture(scope="module")
@@ -98,8 +104,9 @@ def test_conv_formulations_match_xla_conv3d(impl, frames):
   y, state = ops.causal_conv3d(x, prev, w, impl)
   np.testing.assert_allclose(np.asarray(y), np.asarray(ref), atol=1e-4, rtol=1e-5)
   np.testing.assert_array_equal(np.asarray(state), np.asarray(ref_state))
-  np.testing.assert_array_equal(np.asarray(state), np.asarray(
-      jnp.concatenate([prev, x], 1)[:, -2:]))
+  np.testing.assert_array_equal(
+    np.asarray(state), np.asarray(jnp.concatenate([prev, x], 1)[:, -2:])
+  )
 
 
 @pytest.mark.parametrize("impl", ["subpixel", "direct"])
@@ -126,8 +133,9 @@ def test_input_errors_and_kl(reference):
   mean = jnp.array([[[1.0, 0.0]]])
   logvar = jnp.array([[[0.0, jnp.log(2.0)]]])
   # 0.5 * (1 + 1 - 1 - 0) + 0.5 * (0 + 2 - 1 - log 2)
-  np.testing.assert_allclose(np.asarray(V.kl_divergence(mean, logvar)),
-                             [0.5 + 0.5 * (1 - np.log(2.0))], rtol=1e-6)
+  np.testing.assert_allclose(
+    np.asarray(V.kl_divergence(mean, logvar)), [0.5 + 0.5 * (1 - np.log(2.0))], rtol=1e-6
+  )
   cfg = V.VAEConfig(z_dim=2, latents_mean=(1.0, -1.0), latents_std=(2.0, 4.0))
   with nnx.use_eager_sharding(False):
     small = nnx.eval_shape(lambda: V.VideoVAE(cfg, rngs=nnx.Rngs(0)))
@@ -142,8 +150,10 @@ def test_converter_refuses_mismatches(reference, tmp_path):
     config = json.load(f)
   bad = tmp_path / "bad"
   bad.mkdir()
-  os.symlink(os.path.join(path, "diffusion_pytorch_model.safetensors"),
-             bad / "diffusion_pytorch_model.safetensors")
+  os.symlink(
+    os.path.join(path, "diffusion_pytorch_model.safetensors"),
+    bad / "diffusion_pytorch_model.safetensors",
+  )
   (bad / "config.json").write_text(json.dumps(dict(config, z_dim=8, latents_mean=None)))
   with pytest.raises(WeightError, match="has shape .*, the config expects"):
     load_diffusers_vae(str(bad))
@@ -160,8 +170,15 @@ def test_converter_refuses_mismatches(reference, tmp_path):
 def test_inflated_image_weights_run_video_frame_by_frame():
   """After inflation a clip's first and last frames reconstruct as images do, and a
   static clip reconstructs every frame as its image."""
-  cfg = V.VAEConfig(base_dim=8, z_dim=4, dim_mult=(1, 2, 2, 2), num_res_blocks=1,
-                    temporal_downsample=(False, True, True), latents_mean=(), latents_std=())
+  cfg = V.VAEConfig(
+    base_dim=8,
+    z_dim=4,
+    dim_mult=(1, 2, 2, 2),
+    num_res_blocks=1,
+    temporal_downsample=(False, True, True),
+    latents_mean=(),
+    latents_std=(),
+  )
   with nnx.use_eager_sharding(False):
     model = V.VideoVAE(cfg, rngs=nnx.Rngs(3))
   video = jax.random.uniform(jax.random.key(0), (2, 9, 16, 16, 3), minval=-1, maxval=1)
@@ -170,11 +187,11 @@ def test_inflated_image_weights_run_video_frame_by_frame():
     mean, _, _ = model.encode_chunk(x)
     return model.decode_chunk(mean)[0]
 
-  images = jnp.stack([recon(video[:, t:t + 1])[:, 0] for t in range(9)], axis=1)
+  images = jnp.stack([recon(video[:, t : t + 1])[:, 0] for t in range(9)], axis=1)
   before = recon(video)
   assert not np.allclose(before[:, -1], images[:, -1], atol=1e-3)  # Random earlier taps.
   V.inflate_image_weights(model)
-  images_after = jnp.stack([recon(video[:, t:t + 1])[:, 0] for t in range(9)], axis=1)
+  images_after = jnp.stack([recon(video[:, t : t + 1])[:, 0] for t in range(9)], axis=1)
   np.testing.assert_allclose(images_after, images, atol=1e-6)  # The last taps are kept.
   out = recon(video)
   np.testing.assert_allclose(out[:, 0], images[:, 0], atol=1e-5)

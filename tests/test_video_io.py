@@ -22,7 +22,7 @@ def make_frames() -> np.ndarray:
   frames = np.full((FPS * SECONDS, H, W, 3), 40, np.uint8)
   for i in range(len(frames)):
     x = square_x(i / FPS)
-    frames[i, 20:20 + SQ, x:x + SQ] = (230, 30, 30)
+    frames[i, 20 : 20 + SQ, x : x + SQ] = (230, 30, 30)
   return frames
 
 

@@ -9,15 +9,27 @@ import numpy as np
 import pytest
 import torch
 from flax import nnx
-from transformers import (CLIPConfig, CLIPModel, CLIPVisionConfig, CLIPVisionModelWithProjection,
-                          SiglipVisionConfig, SiglipVisionModel)
+from transformers import (
+  CLIPConfig,
+  CLIPModel,
+  CLIPVisionConfig,
+  CLIPVisionModelWithProjection,
+  SiglipVisionConfig,
+  SiglipVisionModel,
+)
 
-from auteur_jax.convert.hf_vision import load_hf_vision
 from auteur_jax.checkpoint.errors import WeightError
+from auteur_jax.convert.hf_vision import load_hf_vision
 from auteur_jax.models import vision as VIS
 
-SHAPE = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
-             image_size=32, patch_size=8)
+SHAPE = dict(
+  hidden_size=32,
+  intermediate_size=64,
+  num_hidden_layers=3,
+  num_attention_heads=4,
+  image_size=32,
+  patch_size=8,
+)
 
 
 def _perturbed(model):
@@ -88,10 +100,22 @@ def test_siglip_vision_parity(siglip):
 
 def test_vision_half_of_a_full_clip_model(tmp_path):
   torch.manual_seed(0)
-  full = _perturbed(CLIPModel(CLIPConfig(
-      vision_config=dict(SHAPE), projection_dim=16,
-      text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                       num_attention_heads=4, vocab_size=64, max_position_embeddings=8))))
+  full = _perturbed(
+    CLIPModel(
+      CLIPConfig(
+        vision_config=dict(SHAPE),
+        projection_dim=16,
+        text_config=dict(
+          hidden_size=32,
+          intermediate_size=64,
+          num_hidden_layers=1,
+          num_attention_heads=4,
+          vocab_size=64,
+          max_position_embeddings=8,
+        ),
+      )
+    )
+  )
   full.save_pretrained(tmp_path)
   tower = load_hf_vision(str(tmp_path))  # Text tensors and logit_scale are skipped.
   xt, xj = _images(2)
@@ -104,8 +128,17 @@ def test_avgpool_resampler_shapes_and_means():
   assert VIS.adaptive_pool_matrix(4, 2).tolist() == [[0.5, 0.5, 0, 0], [0, 0, 0.5, 0.5]]
   # Non-divisible grids pool overlapping bins, as torch's adaptive_avg_pool2d does.
   np.testing.assert_allclose(VIS.adaptive_pool_matrix(3, 2), [[0.5, 0.5, 0], [0, 0.5, 0.5]])
-  cfg = VIS.VisionConfig(family="siglip", image_size=32, patch_size=8, width=8, depth=1,
-                         num_heads=2, mlp_dim=16, num_tokens=4, feature_layer=-1)
+  cfg = VIS.VisionConfig(
+    family="siglip",
+    image_size=32,
+    patch_size=8,
+    width=8,
+    depth=1,
+    num_heads=2,
+    mlp_dim=16,
+    num_tokens=4,
+    feature_layer=-1,
+  )
   with nnx.use_eager_sharding(False):
     tower = VIS.VisionTower(cfg, rngs=nnx.Rngs(0))
   tokens = jnp.arange(2 * 16 * 8, dtype=jnp.float32).reshape(2, 16, 8)  # 4 x 4 grid.
@@ -127,8 +160,9 @@ def test_visual_tokens_from_a_converted_clip_tower(clip):
   _, xj = _images(3)
   tower = load_hf_vision(path, feature_layer=-2, num_tokens=4, project_tokens=True)
   with torch.no_grad():
-    hs = ref(pixel_values=torch.from_numpy(np.array(xj)).permute(0, 3, 1, 2),
-             output_hidden_states=True).hidden_states[-2]
+    hs = ref(
+      pixel_values=torch.from_numpy(np.array(xj)).permute(0, 3, 1, 2), output_hidden_states=True
+    ).hidden_states[-2]
   grid = hs[:, 1:].reshape(2, 4, 4, 32)  # Patch tokens of the penultimate block.
   pooled = torch.nn.functional.adaptive_avg_pool2d(grid.permute(0, 3, 1, 2), 2)
   pooled = pooled.permute(0, 2, 3, 1).reshape(2, 4, 32)

@@ -60,8 +60,10 @@ def find_step_dir(path: str) -> str:
   found = step_dir_of(path)
   if found is not None:
     return found
-  raise WeightError(f"{path}: no orbax checkpoint (expected a folder with <step>/state, a "
-                    "training run's workdir or one step folder)")
+  raise WeightError(
+    f"{path}: no orbax checkpoint (expected a folder with <step>/state, a "
+    "training run's workdir or one step folder)"
+  )
 
 
 def read_config_item(step_dir: str) -> dict | None:
@@ -74,7 +76,8 @@ def read_config_item(step_dir: str) -> dict | None:
 
 def write_config_item(step_dir: str, value: dict) -> None:
   ocp.Checkpointer(ocp.JsonCheckpointHandler()).save(
-      os.path.join(absolute(step_dir), "config"), args=ocp.args.JsonSave(value))
+    os.path.join(absolute(step_dir), "config"), args=ocp.args.JsonSave(value)
+  )
 
 
 def nest(flat: dict[Key, Any]) -> dict:
@@ -101,5 +104,6 @@ def flatten(tree: dict, prefix: Key = ()) -> dict[Key, Any]:
 
 def abstract_like(tree: Any, shardings: Any) -> Any:
   """ShapeDtypeStructs of `tree` (arrays or ShapeDtypeStructs) with `shardings`."""
-  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                      tree, shardings)
+  return jax.tree.map(
+    lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings
+  )

@@ -41,12 +41,17 @@ def restore(state_dir: str, targets: dict[Key, jax.ShapeDtypeStruct]) -> dict[Ke
   item = nest(targets)
   try:
     out = ocp.PyTreeCheckpointer().restore(
-        absolute(state_dir), args=ocp.args.PyTreeRestore(
-            item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
-            partial_restore=True))
+      absolute(state_dir),
+      args=ocp.args.PyTreeRestore(
+        item=item,
+        restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+        partial_restore=True,
+      ),
+    )
   except (ValueError, KeyError, FileNotFoundError) as e:
-    raise WeightError(f"{state_dir}: cannot restore {len(targets)} leaves "
-                      f"({type(e).__name__}: {e})") from e
+    raise WeightError(
+      f"{state_dir}: cannot restore {len(targets)} leaves ({type(e).__name__}: {e})"
+    ) from e
   return flatten(out)
 
 
@@ -63,13 +68,16 @@ def leaf_opener(state_dir: str) -> Callable[[Key], ts.TensorStore]:
 
   def open_leaf(key: Key) -> ts.TensorStore:
     name = ".".join(key)
-    kvstore = ({"driver": "ocdbt", "base": f"file://{state_dir}", "path": name}
-               if meta.get("use_ocdbt") else
-               {"driver": "file", "path": os.path.join(state_dir, name)})
+    kvstore = (
+      {"driver": "ocdbt", "base": f"file://{state_dir}", "path": name}
+      if meta.get("use_ocdbt")
+      else {"driver": "file", "path": os.path.join(state_dir, name)}
+    )
     try:
       return ts.open({"driver": driver, "kvstore": kvstore}, open=True, read=True).result()
     except ValueError as e:
       raise WeightError(f"{state_dir}: cannot open {'/'.join(key)} ({e})") from e
+
   return open_leaf
 
 
@@ -77,8 +85,13 @@ def _zarr_dtype(dtype: np.dtype) -> str:
   return "bfloat16" if dtype == jax.numpy.bfloat16 else np.dtype(dtype).str
 
 
-def chunk_shape(shape: Sequence[int], sharding: jax.sharding.Sharding, itemsize: int,
-                limit: int, splits: Sequence[Sequence[int]] = ()) -> tuple[int, ...]:
+def chunk_shape(
+  shape: Sequence[int],
+  sharding: jax.sharding.Sharding,
+  itemsize: int,
+  limit: int,
+  splits: Sequence[Sequence[int]] = (),
+) -> tuple[int, ...]:
   """A chunk shape that divides the shard shape, every offset in `splits[d]` (where
   pieces of the parameter meet along axis d) and holds at most `limit` bytes where it can."""
   chunk = list(sharding.shard_shape(tuple(shape)))
@@ -122,22 +135,34 @@ class ParamWriter:
     self.tree: dict[str, dict] = {}
     self.shardings: dict[str, str] = {}
 
-  def write(self, key: Key, shape: Sequence[int], dtype: Any,
-            sharding: jax.sharding.NamedSharding,
-            fill: Callable[[np.ndarray, tuple[slice, ...]], None],
-            splits: Sequence[Sequence[int]] = ()) -> int:
+  def write(
+    self,
+    key: Key,
+    shape: Sequence[int],
+    dtype: Any,
+    sharding: jax.sharding.NamedSharding,
+    fill: Callable[[np.ndarray, tuple[slice, ...]], None],
+    splits: Sequence[Sequence[int]] = (),
+  ) -> int:
     """Creates leaf `key` [shape] and writes it chunk by chunk: `fill(out, block)` puts
     our values of `block` (global slices) into the zeroed buffer `out`. Returns bytes."""
     dtype = np.dtype(dtype)
     shape = tuple(int(s) for s in shape)
     name = ".".join(key)
     chunk = chunk_shape(shape, sharding, dtype.itemsize, self.chunk_bytes, splits)
-    store = ts.open({"driver": "zarr", "kvstore": {"driver": "file",
-                                                    "path": os.path.join(self.dir, name)},
-                     "metadata": {"shape": list(shape), "chunks": list(chunk),
-                                  "dtype": _zarr_dtype(dtype),
-                                  "compressor": {"id": "zstd", "level": 1}},
-                     "create": True}).result()
+    store = ts.open(
+      {
+        "driver": "zarr",
+        "kvstore": {"driver": "file", "path": os.path.join(self.dir, name)},
+        "metadata": {
+          "shape": list(shape),
+          "chunks": list(chunk),
+          "dtype": _zarr_dtype(dtype),
+          "compressor": {"id": "zstd", "level": 1},
+        },
+        "create": True,
+      }
+    ).result()
     shard = sharding.shard_shape(shape)
     owned = _owned(shape, sharding)
     for block in _blocks(shape, chunk):
@@ -148,23 +173,37 @@ class ParamWriter:
       fill(out, block)
       store[block].write(out).result()
       del out
-    self.tree[str(key)] = {"key_metadata": [{"key": k, "key_type": 2} for k in key],
-                           "value_metadata": {"value_type": "jax.Array",
-                                              "skip_deserialize": False,
-                                              "write_shape": list(chunk)}}
+    self.tree[str(key)] = {
+      "key_metadata": [{"key": k, "key_type": 2} for k in key],
+      "value_metadata": {
+        "value_type": "jax.Array",
+        "skip_deserialize": False,
+        "write_shape": list(chunk),
+      },
+    }
     self.shardings[base64.urlsafe_b64encode(name.encode()).decode()] = (
-        ocp.metadata.NamedShardingMetadata.from_jax_sharding(sharding).to_serialized_string())
+      ocp.metadata.NamedShardingMetadata.from_jax_sharding(sharding).to_serialized_string()
+    )
     return math.prod(shape) * dtype.itemsize
 
   def finish(self) -> None:
     """Writes the tree metadata (process 0); the item is readable after this."""
     if jax.process_count() > 1:
       from jax.experimental import multihost_utils
+
       multihost_utils.sync_global_devices("auteur_convert_params_written")
     if jax.process_index():
       return
     with open(os.path.join(self.dir, "_METADATA"), "w") as f:
-      json.dump({"tree_metadata": self.tree, "use_ocdbt": False, "use_zarr3": False,
-                 "store_array_data_equal_to_fill_value": True, "custom_metadata": None}, f)
+      json.dump(
+        {
+          "tree_metadata": self.tree,
+          "use_ocdbt": False,
+          "use_zarr3": False,
+          "store_array_data_equal_to_fill_value": True,
+          "custom_metadata": None,
+        },
+        f,
+      )
     with open(os.path.join(self.dir, "_sharding"), "w") as f:
       json.dump(self.shardings, f)

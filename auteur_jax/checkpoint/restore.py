@@ -29,14 +29,21 @@ def _state_dir(path: str, where: str) -> str:
     raise FileNotFoundError(f"{where}: {path} does not exist")
   step_dir = step_dir_of(path)
   if step_dir is None:
-    raise ConfigError(f"{where}: {path} holds no orbax checkpoint (expected a training "
-                      "run's workdir, its checkpoints/ folder or one step folder)")
+    raise ConfigError(
+      f"{where}: {path} holds no orbax checkpoint (expected a training "
+      "run's workdir, its checkpoints/ folder or one step folder)"
+    )
   return os.path.join(step_dir, "state")
 
 
-def restore_model(path: str, make: Callable[[], nnx.Module], key_path: Key, where: str,
-                  mesh: jax.sharding.Mesh | None = None,
-                  rules: Rules = DEFAULT_RULES) -> nnx.Module:
+def restore_model(
+  path: str,
+  make: Callable[[], nnx.Module],
+  key_path: Key,
+  where: str,
+  mesh: jax.sharding.Mesh | None = None,
+  rules: Rules = DEFAULT_RULES,
+) -> nnx.Module:
   """make()'s model (built abstractly) with its params restored from the `state` item of
   the latest checkpoint of `path` (a training run's workdir, its checkpoints/ folder, one
   step folder or a converted checkpoint), each onto its sharding under `rules` on `mesh`
@@ -53,8 +60,10 @@ def restore_model(path: str, make: Callable[[], nnx.Module], key_path: Key, wher
   leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
   shardings = jax.tree.leaves(state_shardings(params, mesh, rules))
   keys = [(*key_path, *key_of(p)) for p, _ in leaves]
-  targets = {k: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s)
-             for k, (_, x), s in zip(keys, leaves, shardings, strict=True)}
+  targets = {
+    k: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s)
+    for k, (_, x), s in zip(keys, leaves, shardings, strict=True)
+  }
   try:
     restored = orbax_io.restore(state_dir, targets)
   except WeightError as e:
@@ -63,8 +72,9 @@ def restore_model(path: str, make: Callable[[], nnx.Module], key_path: Key, wher
   return model
 
 
-def restore_into(path: str, state: Any, abstract: Any, where: str = "config.init.checkpoint"
-                 ) -> tuple[Any, list[str]]:
+def restore_into(
+  path: str, state: Any, abstract: Any, where: str = "config.init.checkpoint"
+) -> tuple[Any, list[str]]:
   """`state` (a train state {model, opt, ...}) with the model params that the checkpoint
   at `path` holds (a converted checkpoint from `auteur convert import`, or another run)
   restored onto `abstract`'s shardings and dtypes; the optimizer state and params the
@@ -74,12 +84,20 @@ def restore_into(path: str, state: Any, abstract: Any, where: str = "config.init
   wanted = {key_of(p): x for p, x in jax.tree_util.tree_flatten_with_path(abstract)[0]}
   wanted = {k: x for k, x in wanted.items() if k[0] == "model"}
   found = {k: x for k, x in wanted.items() if k in saved}
-  bad = [f"{'/'.join(k)}: checkpoint {tuple(saved[k].shape)}, model {x.shape}"
-         for k, x in found.items() if tuple(saved[k].shape) != tuple(x.shape)]
+  bad = [
+    f"{'/'.join(k)}: checkpoint {tuple(saved[k].shape)}, model {x.shape}"
+    for k, x in found.items()
+    if tuple(saved[k].shape) != tuple(x.shape)
+  ]
   if not found or bad:
-    raise ConfigError(f"{where}: {state_dir} does not fit this run's model: "
-                      + ("; ".join(bad[:8]) if bad else "none of its params are there "
-                         f"(it has e.g. {['/'.join(k) for k in list(saved)[:3]]})"))
+    raise ConfigError(
+      f"{where}: {state_dir} does not fit this run's model: "
+      + (
+        "; ".join(bad[:8])
+        if bad
+        else f"none of its params are there (it has e.g. {['/'.join(k) for k in list(saved)[:3]]})"
+      )
+    )
   try:
     restored = orbax_io.restore(state_dir, found)
   except WeightError as e:

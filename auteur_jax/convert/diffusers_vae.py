@@ -25,10 +25,19 @@ from typing import Any
 import jax
 from flax import nnx
 
-from auteur_jax.convert.mapping import (Family, Map, Piece, Shapes, class_name, flat, from_run,
-                                        load_model, transpose)
-from auteur_jax.convert.safetensors_io import read_hf_config
 from auteur_jax.checkpoint.errors import WeightError
+from auteur_jax.convert.mapping import (
+  Family,
+  Map,
+  Piece,
+  Shapes,
+  class_name,
+  flat,
+  from_run,
+  load_model,
+  transpose,
+)
+from auteur_jax.convert.safetensors_io import read_hf_config
 from auteur_jax.models.vae import WAN21_LATENTS_MEAN, VAEConfig, VideoVAE
 from auteur_jax.parallel.rules import DEFAULT_RULES, Rules
 
@@ -38,19 +47,28 @@ def config_from_diffusers(config: Mapping[str, Any], **overrides: Any) -> VAECon
   cls = config.get("_class_name", "AutoencoderKLWan")
   if cls != "AutoencoderKLWan":
     raise WeightError(f"config.json: _class_name is {cls!r}, expected 'AutoencoderKLWan'")
-  for key, why in (("is_residual", "the Wan 2.2 residual layout"),
-                   ("patch_size", "patchified input"), ("attn_scales", "attention in levels")):
+  for key, why in (
+    ("is_residual", "the Wan 2.2 residual layout"),
+    ("patch_size", "patchified input"),
+    ("attn_scales", "attention in levels"),
+  ):
     if config.get(key):
-      raise WeightError(f"config.json: {key}={config[key]!r}: {why} is not supported "
-                        "(Wan 2.1 layout only)")
+      raise WeightError(
+        f"config.json: {key}={config[key]!r}: {why} is not supported (Wan 2.1 layout only)"
+      )
   mean = config.get("latents_mean")
   fields = dict(
-      base_dim=config.get("base_dim", 96), decoder_base_dim=config.get("decoder_base_dim") or 0,
-      z_dim=config.get("z_dim", 16), dim_mult=tuple(config.get("dim_mult", (1, 2, 4, 4))),
-      num_res_blocks=config.get("num_res_blocks", 2),
-      temporal_downsample=tuple(bool(t) for t in config.get("temperal_downsample",
-                                                            (False, True, True))),
-      in_channels=config.get("in_channels", 3), out_channels=config.get("out_channels", 3))
+    base_dim=config.get("base_dim", 96),
+    decoder_base_dim=config.get("decoder_base_dim") or 0,
+    z_dim=config.get("z_dim", 16),
+    dim_mult=tuple(config.get("dim_mult", (1, 2, 4, 4))),
+    num_res_blocks=config.get("num_res_blocks", 2),
+    temporal_downsample=tuple(
+      bool(t) for t in config.get("temperal_downsample", (False, True, True))
+    ),
+    in_channels=config.get("in_channels", 3),
+    out_channels=config.get("out_channels", 3),
+  )
   if mean is not None:
     fields["latents_mean"] = tuple(float(v) for v in mean)
     fields["latents_std"] = tuple(float(v) for v in config.get("latents_std", ()))
@@ -138,23 +156,45 @@ def _pieces(cfg: VAEConfig, ours: Shapes, source: Shapes | None) -> list[Piece]:
 
 
 def _to_hf(cfg: VAEConfig) -> dict:
-  out = dict(_class_name="AutoencoderKLWan", base_dim=cfg.base_dim,
-             decoder_base_dim=cfg.decoder_base_dim or None, z_dim=cfg.z_dim,
-             dim_mult=list(cfg.dim_mult), num_res_blocks=cfg.num_res_blocks, attn_scales=[],
-             temperal_downsample=list(cfg.temporal_downsample), dropout=0.0,
-             in_channels=cfg.in_channels, out_channels=cfg.out_channels)
+  out = dict(
+    _class_name="AutoencoderKLWan",
+    base_dim=cfg.base_dim,
+    decoder_base_dim=cfg.decoder_base_dim or None,
+    z_dim=cfg.z_dim,
+    dim_mult=list(cfg.dim_mult),
+    num_res_blocks=cfg.num_res_blocks,
+    attn_scales=[],
+    temperal_downsample=list(cfg.temporal_downsample),
+    dropout=0.0,
+    in_channels=cfg.in_channels,
+    out_channels=cfg.out_channels,
+  )
   if cfg.latents_mean:
     out.update(latents_mean=list(cfg.latents_mean), latents_std=list(cfg.latents_std))
   return out
 
 
-FAMILY = Family("wan_vae", VAEConfig, "diffusion_pytorch_model", class_name, ("AutoencoderKLWan",),
-                config_from_diffusers, _to_hf, lambda cfg: VideoVAE(cfg, rngs=nnx.Rngs(0)),
-                _pieces, task=("vae", ("model",), from_run(VAEConfig)))
+FAMILY = Family(
+  "wan_vae",
+  VAEConfig,
+  "diffusion_pytorch_model",
+  class_name,
+  ("AutoencoderKLWan",),
+  config_from_diffusers,
+  _to_hf,
+  lambda cfg: VideoVAE(cfg, rngs=nnx.Rngs(0)),
+  _pieces,
+  task=("vae", ("model",), from_run(VAEConfig)),
+)
 
 
-def load_diffusers_vae(path: str, *, mesh: jax.sharding.Mesh | None = None,
-                       rules: Rules = DEFAULT_RULES, **overrides: Any) -> VideoVAE:
+def load_diffusers_vae(
+  path: str,
+  *,
+  mesh: jax.sharding.Mesh | None = None,
+  rules: Rules = DEFAULT_RULES,
+  **overrides: Any,
+) -> VideoVAE:
   """A VideoVAE holding the weights of the diffusers model folder `path`.
 
   overrides: VAEConfig fields that do not change shapes (dtype, param_dtype, conv_impl).

@@ -19,11 +19,29 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from auteur_jax.convert.mapping import (HEADS_IN, HEADS_OUT, HEADS_VEC, LINEAR, UNIT_LEAD, Family,
-                                        Map, Piece, Shapes, class_name, flat, from_run, load_model)
+from auteur_jax.convert.mapping import (
+  HEADS_IN,
+  HEADS_OUT,
+  HEADS_VEC,
+  LINEAR,
+  UNIT_LEAD,
+  Family,
+  Map,
+  Piece,
+  Shapes,
+  class_name,
+  flat,
+  from_run,
+  load_model,
+)
 from auteur_jax.convert.safetensors_io import read_hf_config
-from auteur_jax.models.dit import (DiTConfig, VideoDiT, VisualEmbedder, block_param_specs,
-                                   per_layer_init)
+from auteur_jax.models.dit import (
+  DiTConfig,
+  VideoDiT,
+  VisualEmbedder,
+  block_param_specs,
+  per_layer_init,
+)
 from auteur_jax.parallel.rules import DEFAULT_RULES, Rules
 
 
@@ -34,25 +52,35 @@ def config_from_diffusers(config: Mapping[str, Any], **overrides: Any) -> DiTCon
     raise ValueError(f"config.json: _class_name is {cls!r}, expected 'WanTransformer3DModel'")
   qk_norm = config.get("qk_norm", "rms_norm_across_heads")
   if qk_norm != "rms_norm_across_heads":
-    raise ValueError(f"config.json: qk_norm {qk_norm!r} unsupported; "
-                     "expected 'rms_norm_across_heads'")
+    raise ValueError(
+      f"config.json: qk_norm {qk_norm!r} unsupported; expected 'rms_norm_across_heads'"
+    )
   heads, head_dim = config.get("num_attention_heads", 40), config.get("attention_head_dim", 128)
   image_dim = config.get("image_dim") or 0
   added = config.get("added_kv_proj_dim")
   if image_dim and added != heads * head_dim:
-    raise ValueError(f"config.json: added_kv_proj_dim must equal heads x head_dim = "
-                     f"{heads * head_dim} when image_dim is set, got {added}")
+    raise ValueError(
+      f"config.json: added_kv_proj_dim must equal heads x head_dim = "
+      f"{heads * head_dim} when image_dim is set, got {added}"
+    )
   if added and not image_dim:
     raise ValueError("config.json: added_kv_proj_dim set without image_dim")
   fields = dict(
-      patch_size=tuple(config.get("patch_size", (1, 2, 2))), num_heads=heads,
-      head_dim=head_dim, in_channels=config.get("in_channels", 16),
-      out_channels=config.get("out_channels") or config.get("in_channels", 16),
-      text_dim=config.get("text_dim", 4096), freq_dim=config.get("freq_dim", 256),
-      ffn_dim=config.get("ffn_dim", 13824), num_layers=config.get("num_layers", 40),
-      cross_attn_norm=bool(config.get("cross_attn_norm", True)), eps=config.get("eps", 1e-6),
-      visual_dim=image_dim, visual_pos_len=config.get("pos_embed_seq_len") or 0,
-      rope_max_len=config.get("rope_max_seq_len", 1024))
+    patch_size=tuple(config.get("patch_size", (1, 2, 2))),
+    num_heads=heads,
+    head_dim=head_dim,
+    in_channels=config.get("in_channels", 16),
+    out_channels=config.get("out_channels") or config.get("in_channels", 16),
+    text_dim=config.get("text_dim", 4096),
+    freq_dim=config.get("freq_dim", 256),
+    ffn_dim=config.get("ffn_dim", 13824),
+    num_layers=config.get("num_layers", 40),
+    cross_attn_norm=bool(config.get("cross_attn_norm", True)),
+    eps=config.get("eps", 1e-6),
+    visual_dim=image_dim,
+    visual_pos_len=config.get("pos_embed_seq_len") or 0,
+    rope_max_len=config.get("rope_max_seq_len", 1024),
+  )
   fields.update(overrides)
   return DiTConfig.from_dict(fields)
 
@@ -60,13 +88,20 @@ def config_from_diffusers(config: Mapping[str, Any], **overrides: Any) -> DiTCon
 def _pieces(cfg: DiTConfig, ours: Shapes, source: Shapes | None) -> list[Piece]:
   m = Map(ours)
   d, (pt, ph, pw) = cfg.width, cfg.patch_size
-  m.add("patch_embed/kernel", "patch_embedding.weight",
-        lambda s: ((d, cfg.in_channels, pt, ph, pw), (("t", (2, 3, 4, 1, 0)), ("r", s))))
+  m.add(
+    "patch_embed/kernel",
+    "patch_embedding.weight",
+    lambda s: ((d, cfg.in_channels, pt, ph, pw), (("t", (2, 3, 4, 1, 0)), ("r", s))),
+  )
   m.add("patch_embed/bias", "patch_embedding.bias")
   ce = "condition_embedder."
-  pairs = {"time_fc1": ce + "time_embedder.linear_1", "time_fc2": ce + "time_embedder.linear_2",
-           "text_fc1": ce + "text_embedder.linear_1", "text_fc2": ce + "text_embedder.linear_2",
-           "head": "proj_out"}
+  pairs = {
+    "time_fc1": ce + "time_embedder.linear_1",
+    "time_fc2": ce + "time_embedder.linear_2",
+    "text_fc1": ce + "text_embedder.linear_1",
+    "text_fc2": ce + "text_embedder.linear_2",
+    "head": "proj_out",
+  }
   if cfg.visual_dim:
     ie = ce + "image_embedder."
     pairs.update({"visual_embed/fc1": ie + "ff.net.0.proj", "visual_embed/fc2": ie + "ff.net.2"})
@@ -82,8 +117,11 @@ def _pieces(cfg: DiTConfig, ours: Shapes, source: Shapes | None) -> list[Piece]:
   m.add("time_proj_bias", ce + "time_proj.bias", flat(lambda s: (6 * d,)))
   m.add("head_modulation", "scale_shift_table", UNIT_LEAD)
   n, b = cfg.num_layers, "blocks.{i}."
-  fused = {"sa_qkv": ["attn1.to_q", "attn1.to_k", "attn1.to_v"], "ca_q": ["attn2.to_q"],
-           "ca_kv": ["attn2.to_k", "attn2.to_v"]}
+  fused = {
+    "sa_qkv": ["attn1.to_q", "attn1.to_k", "attn1.to_v"],
+    "ca_q": ["attn2.to_q"],
+    "ca_kv": ["attn2.to_k", "attn2.to_v"],
+  }
   if cfg.visual_dim:
     fused["ca_vkv"] = ["attn2.add_k_proj", "attn2.add_v_proj"]
     m.stack("blocks/ca_vk_norm", b + "attn2.norm_added_k.weight", n, HEADS_VEC)
@@ -107,20 +145,40 @@ def _pieces(cfg: DiTConfig, ours: Shapes, source: Shapes | None) -> list[Piece]:
 
 
 def _to_hf(cfg: DiTConfig) -> dict:
-  return dict(_class_name="WanTransformer3DModel", patch_size=list(cfg.patch_size),
-              num_attention_heads=cfg.num_heads, attention_head_dim=cfg.head_dim,
-              in_channels=cfg.in_channels, out_channels=cfg.out_channels,
-              text_dim=cfg.text_dim, freq_dim=cfg.freq_dim, ffn_dim=cfg.ffn_dim,
-              num_layers=cfg.num_layers, cross_attn_norm=cfg.cross_attn_norm,
-              qk_norm="rms_norm_across_heads", eps=cfg.eps, image_dim=cfg.visual_dim or None,
-              added_kv_proj_dim=cfg.width if cfg.visual_dim else None,
-              rope_max_seq_len=cfg.rope_max_len, pos_embed_seq_len=cfg.visual_pos_len or None)
+  return dict(
+    _class_name="WanTransformer3DModel",
+    patch_size=list(cfg.patch_size),
+    num_attention_heads=cfg.num_heads,
+    attention_head_dim=cfg.head_dim,
+    in_channels=cfg.in_channels,
+    out_channels=cfg.out_channels,
+    text_dim=cfg.text_dim,
+    freq_dim=cfg.freq_dim,
+    ffn_dim=cfg.ffn_dim,
+    num_layers=cfg.num_layers,
+    cross_attn_norm=cfg.cross_attn_norm,
+    qk_norm="rms_norm_across_heads",
+    eps=cfg.eps,
+    image_dim=cfg.visual_dim or None,
+    added_kv_proj_dim=cfg.width if cfg.visual_dim else None,
+    rope_max_seq_len=cfg.rope_max_len,
+    pos_embed_seq_len=cfg.visual_pos_len or None,
+  )
 
 
-FAMILY = Family("wan_dit", DiTConfig, "diffusion_pytorch_model", class_name, ("WanTransformer3DModel",),
-                config_from_diffusers, _to_hf, lambda cfg: VideoDiT(cfg, rngs=nnx.Rngs(0)),
-                _pieces, ignore=lambda n: n.endswith("norm_added_q.weight"),  # diffusers too
-                task=("dit", ("model", "dit"), from_run(DiTConfig)))
+FAMILY = Family(
+  "wan_dit",
+  DiTConfig,
+  "diffusion_pytorch_model",
+  class_name,
+  ("WanTransformer3DModel",),
+  config_from_diffusers,
+  _to_hf,
+  lambda cfg: VideoDiT(cfg, rngs=nnx.Rngs(0)),
+  _pieces,
+  ignore=lambda n: n.endswith("norm_added_q.weight"),  # diffusers too
+  task=("dit", ("model", "dit"), from_run(DiTConfig)),
+)
 
 
 def new_visual_branch(cfg: DiTConfig, seed: int = 0) -> dict[str, jax.Array]:
@@ -136,13 +194,16 @@ def new_visual_branch(cfg: DiTConfig, seed: int = 0) -> dict[str, jax.Array]:
     rngs = nnx.Rngs(seed)
     with nnx.use_eager_sharding(False):
       embed = VisualEmbedder(cfg, rngs)
-    out = {f"visual_embed/{'/'.join(str(k) for k in key)}": v[...]
-           for key, v in nnx.to_flat_state(nnx.state(embed, nnx.Param))}
+    out = {
+      f"visual_embed/{'/'.join(str(k) for k in key)}": v[...]
+      for key, v in nnx.to_flat_state(nnx.state(embed, nnx.Param))
+    }
     shapes = block_param_specs(cfg)
     for name in ("ca_vkv", "ca_vkv_bias", "ca_vk_norm"):
       shape, _, fn = shapes[name]
-      out[f"blocks/{name}"] = per_layer_init(fn)(rngs.params(), (cfg.num_layers, *shape),
-                                             jnp.dtype(cfg.param_dtype))
+      out[f"blocks/{name}"] = per_layer_init(fn)(
+        rngs.params(), (cfg.num_layers, *shape), jnp.dtype(cfg.param_dtype)
+      )
     out["blocks/ca_vkv"] = out["blocks/ca_vkv"].at[:, :, 1].set(0.0)  # [L, D, (k, v), H, K]
     out["blocks/ca_vkv_bias"] = out["blocks/ca_vkv_bias"].at[:, 1].set(0.0)
     return out
@@ -150,9 +211,15 @@ def new_visual_branch(cfg: DiTConfig, seed: int = 0) -> dict[str, jax.Array]:
   return init()
 
 
-def load_diffusers_wan(path: str, *, mesh: jax.sharding.Mesh | None = None,
-                       rules: Rules = DEFAULT_RULES, add_visual_dim: int = 0, seed: int = 0,
-                       **overrides: Any) -> VideoDiT:
+def load_diffusers_wan(
+  path: str,
+  *,
+  mesh: jax.sharding.Mesh | None = None,
+  rules: Rules = DEFAULT_RULES,
+  add_visual_dim: int = 0,
+  seed: int = 0,
+  **overrides: Any,
+) -> VideoDiT:
   """A VideoDiT holding the weights of the diffusers model folder `path`.
 
   overrides: DiTConfig fields that do not change shapes (dtype, param_dtype, remat,
@@ -165,8 +232,11 @@ def load_diffusers_wan(path: str, *, mesh: jax.sharding.Mesh | None = None,
   if not add_visual_dim:
     return load_model(FAMILY, cfg, path, mesh=mesh, rules=rules)
   if cfg.visual_dim:
-    raise ValueError(f"{path}: add_visual_dim is for text-to-video checkpoints; this one "
-                     f"has an image branch (image_dim={cfg.visual_dim})")
+    raise ValueError(
+      f"{path}: add_visual_dim is for text-to-video checkpoints; this one "
+      f"has an image branch (image_dim={cfg.visual_dim})"
+    )
   full = dataclasses.replace(cfg, visual_dim=add_visual_dim)
-  return load_model(FAMILY, full, path, mesh=mesh, rules=rules, map_cfg=cfg,
-                    values=new_visual_branch(full, seed))
+  return load_model(
+    FAMILY, full, path, mesh=mesh, rules=rules, map_cfg=cfg, values=new_visual_branch(full, seed)
+  )

@@ -19,10 +19,10 @@ import numpy as np
 import tqdm
 
 from auteur_jax.checkpoint import layout, orbax_io
+from auteur_jax.checkpoint.errors import WeightError
 from auteur_jax.convert import families, mapping, records
 from auteur_jax.convert.importer import committed, temporary
 from auteur_jax.convert.safetensors_io import write_sharded
-from auteur_jax.checkpoint.errors import WeightError
 
 
 def hf_config(family: mapping.Family, cfg: Any, source: dict, dtype: np.dtype) -> dict:
@@ -37,9 +37,16 @@ def hf_config(family: mapping.Family, cfg: Any, source: dict, dtype: np.dtype) -
   return out
 
 
-def export_weights(family: str, src: str, dst: str, *, dtype: str | None = None,
-                   max_shard_bytes: int = 5 * 10 ** 9, batch_bytes: int = 1 << 30,
-                   progress: bool = True) -> dict:
+def export_weights(
+  family: str,
+  src: str,
+  dst: str,
+  *,
+  dtype: str | None = None,
+  max_shard_bytes: int = 5 * 10**9,
+  batch_bytes: int = 1 << 30,
+  progress: bool = True,
+) -> dict:
   """Writes the `family` params of checkpoint `src` to the folder `dst` (see module doc).
 
   Returns a summary: dst, files, tensors, bytes.
@@ -59,13 +66,19 @@ def export_weights(family: str, src: str, dst: str, *, dtype: str | None = None,
       if key not in meta:
         problems.append(f"{'/'.join(key)} is missing")
       elif tuple(meta[key].shape) != tuple(want.shape):
-        problems.append(f"{'/'.join(key)} has shape {tuple(meta[key].shape)}, the model "
-                        f"config expects {tuple(want.shape)}")
+        problems.append(
+          f"{'/'.join(key)} has shape {tuple(meta[key].shape)}, the model "
+          f"config expects {tuple(want.shape)}"
+        )
   if problems:
-    raise WeightError(f"{src}: the checkpoint does not fit the {family} config: "
-                      + "; ".join(problems[:12]))
-  out_dtype = lambda name: np.dtype(jax.numpy.dtype(dtype)) if dtype else np.dtype(
-      meta[records.leaf_key(prefix, name)].dtype)
+    raise WeightError(
+      f"{src}: the checkpoint does not fit the {family} config: " + "; ".join(problems[:12])
+    )
+  out_dtype = lambda name: (
+    np.dtype(jax.numpy.dtype(dtype))
+    if dtype
+    else np.dtype(meta[records.leaf_key(prefix, name)].dtype)
+  )
   # Source tensors in the order of the params they come from; pieces grouped per tensor.
   tensors: dict[str, list[mapping.Piece]] = {}
   for p in pieces:
@@ -89,9 +102,12 @@ def export_weights(family: str, src: str, dst: str, *, dtype: str | None = None,
           load += new
           size += nbytes
         device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-        targets = {records.leaf_key(prefix, n): jax.ShapeDtypeStruct(
-            ours[n].shape, meta[records.leaf_key(prefix, n)].dtype, sharding=device)
-            for n in load}
+        targets = {
+          records.leaf_key(prefix, n): jax.ShapeDtypeStruct(
+            ours[n].shape, meta[records.leaf_key(prefix, n)].dtype, sharding=device
+          )
+          for n in load
+        }
         got = orbax_io.restore(state_dir, targets)
         cache.update({n: np.asarray(got[records.leaf_key(prefix, n)]) for n in load})
       first = tensors[t][0]

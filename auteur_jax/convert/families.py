@@ -17,14 +17,24 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from auteur_jax.checkpoint.errors import WeightError
 from auteur_jax.convert import diffusers_vae, diffusers_wan, hf_llm, hf_text, hf_vision
 from auteur_jax.convert.mapping import Family
-from auteur_jax.checkpoint.errors import WeightError
 
-FAMILIES: dict[str, Family] = {f.name: f for f in [
-    hf_llm.LLAMA, hf_llm.QWEN2, diffusers_wan.FAMILY, diffusers_vae.FAMILY,
-    hf_vision.FAMILIES["clip"], hf_vision.FAMILIES["siglip"], hf_text.CLIP_TEXT, hf_text.T5,
-    hf_text.UMT5]}
+FAMILIES: dict[str, Family] = {
+  f.name: f
+  for f in [
+    hf_llm.LLAMA,
+    hf_llm.QWEN2,
+    diffusers_wan.FAMILY,
+    diffusers_vae.FAMILY,
+    hf_vision.FAMILIES["clip"],
+    hf_vision.FAMILIES["siglip"],
+    hf_text.CLIP_TEXT,
+    hf_text.T5,
+    hf_text.UMT5,
+  ]
+}
 
 
 def get(name: str) -> Family:
@@ -38,5 +48,7 @@ def check_kind(family: Family, hf: Mapping[str, Any], where: str) -> None:
   kind = family.kind(hf)
   if kind not in family.kinds:
     what = kind or hf.get("model_type") or hf.get("_class_name") or "unknown"
-    raise WeightError(f"{where}/config.json: this is a {what!r} model, not "
-                      f"--family {family.name} (which reads {list(family.kinds)})")
+    raise WeightError(
+      f"{where}/config.json: this is a {what!r} model, not "
+      f"--family {family.name} (which reads {list(family.kinds)})"
+    )

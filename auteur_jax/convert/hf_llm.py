@@ -23,10 +23,20 @@ from typing import Any
 import jax
 from flax import nnx
 
-from auteur_jax.convert.mapping import (HEADS_IN, HEADS_OUT, HEADS_VEC, LINEAR, Family, Map, Piece,
-                                        Shapes, load_model, model_type)
-from auteur_jax.convert.safetensors_io import read_hf_config
 from auteur_jax.checkpoint.errors import WeightError
+from auteur_jax.convert.mapping import (
+  HEADS_IN,
+  HEADS_OUT,
+  HEADS_VEC,
+  LINEAR,
+  Family,
+  Map,
+  Piece,
+  Shapes,
+  load_model,
+  model_type,
+)
+from auteur_jax.convert.safetensors_io import read_hf_config
 from auteur_jax.models.layers import RopeScaling
 from auteur_jax.models.llm import LLM, LLMConfig
 from auteur_jax.parallel.rules import DEFAULT_RULES, Rules
@@ -45,12 +55,16 @@ def _rope(hf: Mapping[str, Any]) -> tuple[float, RopeScaling | None]:
   if kind == "default":
     return float(theta), None
   if kind != "llama3":
-    raise WeightError(f"config.json: rope type {kind!r} is not supported "
-                     "(expected 'default' or 'llama3')")
+    raise WeightError(
+      f"config.json: rope type {kind!r} is not supported (expected 'default' or 'llama3')"
+    )
   try:
-    return float(theta), RopeScaling(float(scaling["factor"]), float(scaling["low_freq_factor"]),
-                                      float(scaling["high_freq_factor"]),
-                                      int(scaling["original_max_position_embeddings"]))
+    return float(theta), RopeScaling(
+      float(scaling["factor"]),
+      float(scaling["low_freq_factor"]),
+      float(scaling["high_freq_factor"]),
+      int(scaling["original_max_position_embeddings"]),
+    )
   except KeyError as e:
     raise WeightError(f"config.json: llama3 rope scaling lacks {e.args[0]!r}") from None
 
@@ -60,27 +74,34 @@ def llm_config_from_hf(hf: Mapping[str, Any], **overrides: Any) -> LLMConfig:
   (dtype, param_dtype, remat, scan_unroll) or replace any field."""
   family = hf.get("model_type")
   if family not in FAMILIES:
-    raise WeightError(f"config.json: model_type {family!r} is not supported; "
-                          f"expected one of {FAMILIES}")
+    raise WeightError(
+      f"config.json: model_type {family!r} is not supported; expected one of {FAMILIES}"
+    )
   if hf.get("hidden_act", "silu") != "silu":
     raise WeightError(f"config.json: hidden_act {hf['hidden_act']!r}, expected 'silu'")
   if hf.get("mlp_bias"):
     raise WeightError("config.json: mlp_bias=true is not supported")
   if family == "llama" and hf.get("attention_bias"):
-    raise WeightError("config.json: attention_bias=true (bias on o_proj too) is not "
-                          "supported")
+    raise WeightError("config.json: attention_bias=true (bias on o_proj too) is not supported")
   if family == "qwen2" and hf.get("use_sliding_window"):
     raise WeightError("config.json: use_sliding_window=true is not supported")
   theta, scaling = _rope(hf)
   heads = hf["num_attention_heads"]
   fields = dict(
-      vocab_size=hf["vocab_size"], width=hf["hidden_size"], num_layers=hf["num_hidden_layers"],
-      num_heads=heads, num_kv_heads=hf.get("num_key_value_heads") or heads,
-      head_dim=hf.get("head_dim") or hf["hidden_size"] // heads,
-      mlp_dim=hf["intermediate_size"], rope_theta=theta, rope_scaling=scaling,
-      qkv_bias=family == "qwen2", tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
-      norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
-      init_std=float(hf.get("initializer_range", 0.02)))
+    vocab_size=hf["vocab_size"],
+    width=hf["hidden_size"],
+    num_layers=hf["num_hidden_layers"],
+    num_heads=heads,
+    num_kv_heads=hf.get("num_key_value_heads") or heads,
+    head_dim=hf.get("head_dim") or hf["hidden_size"] // heads,
+    mlp_dim=hf["intermediate_size"],
+    rope_theta=theta,
+    rope_scaling=scaling,
+    qkv_bias=family == "qwen2",
+    tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+    norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
+    init_std=float(hf.get("initializer_range", 0.02)),
+  )
   fields.update(overrides)
   return LLMConfig(**fields)
 
@@ -98,16 +119,22 @@ def _pieces(cfg: LLMConfig, ours: Shapes, source: Shapes | None) -> list[Piece]:
     w = cfg.width
     m.pieces.append(Piece("embed", emb, (rows, w), (("mean", v - rows),), (slice(rows, v),)))
     if not cfg.tie_embeddings:
-      m.pieces.append(Piece("lm_head", "lm_head.weight", (rows, w),
-                            (("mean", v - rows), ("t", (1, 0))), (slice(None), slice(rows, v))))
+      m.pieces.append(
+        Piece(
+          "lm_head",
+          "lm_head.weight",
+          (rows, w),
+          (("mean", v - rows), ("t", (1, 0))),
+          (slice(None), slice(rows, v)),
+        )
+      )
   layer = "model.layers.{i}."
   m.stack("layers/attn_norm/scale", layer + "input_layernorm.weight", n)
   m.stack("layers/mlp_norm/scale", layer + "post_attention_layernorm.weight", n)
   for x in "qkv":
     m.stack(f"layers/attn/{x}", f"{layer}self_attn.{x}_proj.weight", n, HEADS_IN)
     if cfg.qkv_bias:
-      m.stack(f"layers/attn/{x}_bias", f"{layer}self_attn.{x}_proj.bias", n,
-              HEADS_VEC)
+      m.stack(f"layers/attn/{x}_bias", f"{layer}self_attn.{x}_proj.bias", n, HEADS_VEC)
   m.stack("layers/attn/o", layer + "self_attn.o_proj.weight", n, HEADS_OUT)
   for x in ("gate", "up", "down"):
     m.stack(f"layers/mlp/{x}", f"{layer}mlp.{x}_proj.weight", n, LINEAR)
@@ -120,33 +147,58 @@ def _to_hf(family: str) -> Callable[[LLMConfig], dict]:
     rope = {"rope_type": "default", "rope_theta": cfg.rope_theta}
     if cfg.rope_scaling is not None:
       s = cfg.rope_scaling
-      rope.update(rope_type="llama3", factor=s.factor, low_freq_factor=s.low_freq_factor,
-                  high_freq_factor=s.high_freq_factor,
-                  original_max_position_embeddings=s.original_max_position_embeddings)
-    out = dict(model_type=family, vocab_size=cfg.vocab_size, hidden_size=cfg.width,
-               intermediate_size=cfg.mlp_dim, num_hidden_layers=cfg.num_layers,
-               num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_kv_heads,
-               head_dim=cfg.head_dim, hidden_act="silu", rms_norm_eps=cfg.norm_eps,
-               initializer_range=cfg.init_std, tie_word_embeddings=cfg.tie_embeddings,
-               rope_parameters=rope, rope_theta=cfg.rope_theta,
-               architectures=["LlamaForCausalLM" if family == "llama" else "Qwen2ForCausalLM"])
+      rope.update(
+        rope_type="llama3",
+        factor=s.factor,
+        low_freq_factor=s.low_freq_factor,
+        high_freq_factor=s.high_freq_factor,
+        original_max_position_embeddings=s.original_max_position_embeddings,
+      )
+    out = dict(
+      model_type=family,
+      vocab_size=cfg.vocab_size,
+      hidden_size=cfg.width,
+      intermediate_size=cfg.mlp_dim,
+      num_hidden_layers=cfg.num_layers,
+      num_attention_heads=cfg.num_heads,
+      num_key_value_heads=cfg.num_kv_heads,
+      head_dim=cfg.head_dim,
+      hidden_act="silu",
+      rms_norm_eps=cfg.norm_eps,
+      initializer_range=cfg.init_std,
+      tie_word_embeddings=cfg.tie_embeddings,
+      rope_parameters=rope,
+      rope_theta=cfg.rope_theta,
+      architectures=["LlamaForCausalLM" if family == "llama" else "Qwen2ForCausalLM"],
+    )
     if family == "llama":
       out.update(attention_bias=False, mlp_bias=False)
     return out
+
   return to_hf
 
 
 def _run_llm(config) -> LLMConfig:
   from auteur_jax.models.director import DirectorConfig
+
   return DirectorConfig.from_config(config.model.to_dict()).llm
 
 
 def _family(name: str) -> Family:
   # Tied checkpoints sometimes store lm_head too; rotary buffers hold no weights.
-  return Family(name, LLMConfig, "model", model_type, (name,), llm_config_from_hf, _to_hf(name),
-                lambda cfg: LLM(cfg, rngs=nnx.Rngs(0)), _pieces,
-                ignore=lambda n: n.endswith("rotary_emb.inv_freq") or n == "lm_head.weight",
-                task=("director", ("model", "llm"), _run_llm))
+  return Family(
+    name,
+    LLMConfig,
+    "model",
+    model_type,
+    (name,),
+    llm_config_from_hf,
+    _to_hf(name),
+    lambda cfg: LLM(cfg, rngs=nnx.Rngs(0)),
+    _pieces,
+    ignore=lambda n: n.endswith("rotary_emb.inv_freq") or n == "lm_head.weight",
+    task=("director", ("model", "llm"), _run_llm),
+  )
 
 
 LLAMA, QWEN2 = _family("llama"), _family("qwen2")
@@ -156,9 +208,15 @@ _SEMANTIC_FIELDS = ("rope_theta", "rope_scaling", "qkv_bias", "tie_embeddings", 
 _VOCAB_HINT = " (pad the vocabulary with vocab_size=...)"
 
 
-def load_hf_llm(path: str, cfg: LLMConfig | None = None, *, vocab_size: int | None = None,
-                mesh: jax.sharding.Mesh | None = None, rules: Rules = DEFAULT_RULES,
-                **overrides: Any) -> LLM:
+def load_hf_llm(
+  path: str,
+  cfg: LLMConfig | None = None,
+  *,
+  vocab_size: int | None = None,
+  mesh: jax.sharding.Mesh | None = None,
+  rules: Rules = DEFAULT_RULES,
+  **overrides: Any,
+) -> LLM:
   """An LLM holding the weights of the HF checkpoint folder `path`.
 
   Args:
@@ -175,12 +233,22 @@ def load_hf_llm(path: str, cfg: LLMConfig | None = None, *, vocab_size: int | No
   if cfg is None:
     cfg = hf_cfg if vocab_size is None else dataclasses.replace(hf_cfg, vocab_size=vocab_size)
   elif vocab_size is not None or overrides:
-    raise ValueError("load_hf_llm: vocab_size / overrides apply only without cfg "
-                     "(cfg.vocab_size and cfg's options decide)")
+    raise ValueError(
+      "load_hf_llm: vocab_size / overrides apply only without cfg "
+      "(cfg.vocab_size and cfg's options decide)"
+    )
   else:
     for name in _SEMANTIC_FIELDS:
       if getattr(cfg, name) != getattr(hf_cfg, name):
-        raise WeightError(f"{path}/config.json: {name} is {getattr(hf_cfg, name)!r}, "
-                          f"the model config has {getattr(cfg, name)!r}")
-  return load_model(LLAMA if hf["model_type"] == "llama" else QWEN2, cfg, path, mesh=mesh,
-                    rules=rules, hints={"embed": _VOCAB_HINT, "lm_head": _VOCAB_HINT})
+        raise WeightError(
+          f"{path}/config.json: {name} is {getattr(hf_cfg, name)!r}, "
+          f"the model config has {getattr(cfg, name)!r}"
+        )
+  return load_model(
+    LLAMA if hf["model_type"] == "llama" else QWEN2,
+    cfg,
+    path,
+    mesh=mesh,
+    rules=rules,
+    hints={"embed": _VOCAB_HINT, "lm_head": _VOCAB_HINT},
+  )

@@ -27,20 +27,38 @@ from typing import Any
 import jax
 from flax import nnx
 
-from auteur_jax.convert.hf_vision import encoder_blocks
-from auteur_jax.convert.mapping import (HEADS_IN, HEADS_OUT, LINEAR, Family, Map, Piece,
-                                        Shapes, from_run, load_model, model_type)
-from auteur_jax.convert.safetensors_io import read_hf_config
 from auteur_jax.checkpoint.errors import WeightError
+from auteur_jax.convert.hf_vision import encoder_blocks
+from auteur_jax.convert.mapping import (
+  HEADS_IN,
+  HEADS_OUT,
+  LINEAR,
+  Family,
+  Map,
+  Piece,
+  Shapes,
+  from_run,
+  load_model,
+  model_type,
+)
+from auteur_jax.convert.safetensors_io import read_hf_config
 from auteur_jax.models.clip_text import ClipTextTower, TextConfig
 from auteur_jax.models.text_encoder import T5Config, T5Encoder
 from auteur_jax.models.vit_blocks import ACTIVATIONS
 from auteur_jax.parallel.rules import DEFAULT_RULES, Rules
 
-_CLIP_DEFAULTS = dict(vocab_size=49408, hidden_size=512, intermediate_size=2048,
-                      num_hidden_layers=12, num_attention_heads=8, max_position_embeddings=77,
-                      hidden_act="quick_gelu", layer_norm_eps=1e-5, projection_dim=512,
-                      eos_token_id=2)
+_CLIP_DEFAULTS = dict(
+  vocab_size=49408,
+  hidden_size=512,
+  intermediate_size=2048,
+  num_hidden_layers=12,
+  num_attention_heads=8,
+  max_position_embeddings=77,
+  hidden_act="quick_gelu",
+  layer_norm_eps=1e-5,
+  projection_dim=512,
+  eos_token_id=2,
+)
 _T5_TYPES = {"t5": False, "mt5": False, "umt5": True}  # model_type -> per-layer bias.
 
 
@@ -58,16 +76,25 @@ def clip_config_from_hf(config: Mapping[str, Any], **overrides: Any) -> TextConf
   else:
     raise WeightError(f"config.json: model_type {mt!r}; expected 'clip_text_model' or 'clip'")
   c = {**_CLIP_DEFAULTS, **{k: v for k, v in tc.items() if v is not None}}
-  fields = dict(vocab_size=c["vocab_size"], width=c["hidden_size"],
-                depth=c["num_hidden_layers"], num_heads=c["num_attention_heads"],
-                mlp_dim=c["intermediate_size"], max_len=c["max_position_embeddings"],
-                projection_dim=c["projection_dim"], act=c["hidden_act"],
-                eps=c["layer_norm_eps"], eos_token_id=c["eos_token_id"],
-                pool_argmax=c["eos_token_id"] == 2)  # HF's rule for OpenAI's configs.
+  fields = dict(
+    vocab_size=c["vocab_size"],
+    width=c["hidden_size"],
+    depth=c["num_hidden_layers"],
+    num_heads=c["num_attention_heads"],
+    mlp_dim=c["intermediate_size"],
+    max_len=c["max_position_embeddings"],
+    projection_dim=c["projection_dim"],
+    act=c["hidden_act"],
+    eps=c["layer_norm_eps"],
+    eos_token_id=c["eos_token_id"],
+    pool_argmax=c["eos_token_id"] == 2,
+  )  # HF's rule for OpenAI's configs.
   fields.update(overrides)
   if fields["act"] not in ACTIVATIONS:
-    raise WeightError(f"config.json: hidden_act {fields['act']!r} is not supported; "
-                      f"expected one of {sorted(ACTIVATIONS)}")
+    raise WeightError(
+      f"config.json: hidden_act {fields['act']!r} is not supported; "
+      f"expected one of {sorted(ACTIVATIONS)}"
+    )
   return TextConfig.from_dict(fields)
 
 
@@ -85,23 +112,46 @@ def _clip_pieces(cfg: TextConfig, ours: Shapes, source: Shapes | None) -> list[P
 
 
 def _clip_to_hf(cfg: TextConfig) -> dict:
-  return dict(model_type="clip_text_model", architectures=["CLIPTextModelWithProjection"],
-              vocab_size=cfg.vocab_size, hidden_size=cfg.width, intermediate_size=cfg.mlp_dim,
-              num_hidden_layers=cfg.depth, num_attention_heads=cfg.num_heads,
-              max_position_embeddings=cfg.max_len, projection_dim=cfg.projection_dim,
-              hidden_act=cfg.act, layer_norm_eps=cfg.eps, eos_token_id=cfg.eos_token_id)
+  return dict(
+    model_type="clip_text_model",
+    architectures=["CLIPTextModelWithProjection"],
+    vocab_size=cfg.vocab_size,
+    hidden_size=cfg.width,
+    intermediate_size=cfg.mlp_dim,
+    num_hidden_layers=cfg.depth,
+    num_attention_heads=cfg.num_heads,
+    max_position_embeddings=cfg.max_len,
+    projection_dim=cfg.projection_dim,
+    hidden_act=cfg.act,
+    layer_norm_eps=cfg.eps,
+    eos_token_id=cfg.eos_token_id,
+  )
 
 
-CLIP_TEXT = Family("clip_text", TextConfig, "model", model_type, ("clip_text_model", "clip"),
-                   clip_config_from_hf, _clip_to_hf,
-                   lambda cfg: ClipTextTower(cfg, rngs=nnx.Rngs(0)), _clip_pieces,
-                   ignore=lambda n: n.startswith(("vision_model.", "visual_projection",
-                                                  "logit_scale", "logit_bias")),
-                   task=("clip", ("model", "text"), from_run(TextConfig, "text")))
+CLIP_TEXT = Family(
+  "clip_text",
+  TextConfig,
+  "model",
+  model_type,
+  ("clip_text_model", "clip"),
+  clip_config_from_hf,
+  _clip_to_hf,
+  lambda cfg: ClipTextTower(cfg, rngs=nnx.Rngs(0)),
+  _clip_pieces,
+  ignore=lambda n: n.startswith(
+    ("vision_model.", "visual_projection", "logit_scale", "logit_bias")
+  ),
+  task=("clip", ("model", "text"), from_run(TextConfig, "text")),
+)
 
 
-def load_hf_clip_text(path: str, *, mesh: jax.sharding.Mesh | None = None,
-                      rules: Rules = DEFAULT_RULES, **overrides: Any) -> ClipTextTower:
+def load_hf_clip_text(
+  path: str,
+  *,
+  mesh: jax.sharding.Mesh | None = None,
+  rules: Rules = DEFAULT_RULES,
+  **overrides: Any,
+) -> ClipTextTower:
   """A ClipTextTower holding the weights of the HF model folder `path`."""
   cfg = clip_config_from_hf(read_hf_config(path), **overrides)
   return load_model(CLIP_TEXT, cfg, path, mesh=mesh, rules=rules)
@@ -120,15 +170,24 @@ def t5_config_from_hf(config: Mapping[str, Any], **overrides: Any) -> T5Config:
   act = config.get("dense_act_fn") or proj.split("-")[-1]
   act = "gelu_new" if gated and act == "gelu" else act  # HF maps "gated-gelu" to gelu_new.
   if act not in ACTIVATIONS:
-    raise WeightError(f"config.json: feed_forward_proj {proj!r} / dense_act_fn {act!r} is "
-                      f"not supported; expected an activation in {sorted(ACTIVATIONS)}")
-  fields = dict(vocab_size=config.get("vocab_size", 32128), width=config.get("d_model", 512),
-                head_dim=config.get("d_kv", 64), num_heads=config.get("num_heads", 8),
-                mlp_dim=config.get("d_ff", 2048), depth=config.get("num_layers", 6),
-                num_buckets=config.get("relative_attention_num_buckets", 32),
-                max_distance=config.get("relative_attention_max_distance", 128),
-                per_layer_bias=_T5_TYPES[mt], gated=gated, act=act,
-                eps=config.get("layer_norm_epsilon", 1e-6))
+    raise WeightError(
+      f"config.json: feed_forward_proj {proj!r} / dense_act_fn {act!r} is "
+      f"not supported; expected an activation in {sorted(ACTIVATIONS)}"
+    )
+  fields = dict(
+    vocab_size=config.get("vocab_size", 32128),
+    width=config.get("d_model", 512),
+    head_dim=config.get("d_kv", 64),
+    num_heads=config.get("num_heads", 8),
+    mlp_dim=config.get("d_ff", 2048),
+    depth=config.get("num_layers", 6),
+    num_buckets=config.get("relative_attention_num_buckets", 32),
+    max_distance=config.get("relative_attention_max_distance", 128),
+    per_layer_bias=_T5_TYPES[mt],
+    gated=gated,
+    act=act,
+    eps=config.get("layer_norm_epsilon", 1e-6),
+  )
   fields.update(overrides)
   return T5Config.from_dict(fields)
 
@@ -146,8 +205,9 @@ def _t5_pieces(cfg: T5Config, ours: Shapes, source: Shapes | None) -> list[Piece
   m.stack("ln_ff", b + "layer.1.layer_norm.weight", n)
   for x in (("wi_0", "wi_1") if cfg.gated else ("wi",)) + ("wo",):
     m.stack(x, f"{b}{f}{x}.weight", n, LINEAR)
-  m.stack("rel_bias", f"{b}{a}relative_attention_bias.weight",
-          n if cfg.per_layer_bias else 1)  # T5: block 0's table only.
+  m.stack(
+    "rel_bias", f"{b}{a}relative_attention_bias.weight", n if cfg.per_layer_bias else 1
+  )  # T5: block 0's table only.
   m.add("final_norm", "encoder.final_layer_norm.weight")
   return m.pieces
 
@@ -155,31 +215,53 @@ def _t5_pieces(cfg: T5Config, ours: Shapes, source: Shapes | None) -> list[Piece
 def _t5_family(name: str, kinds: tuple[str, ...]) -> Family:
   def to_hf(cfg: T5Config) -> dict:
     act = "gelu" if cfg.gated and cfg.act == "gelu_new" else cfg.act
-    return dict(model_type=name, vocab_size=cfg.vocab_size, d_model=cfg.width,
-                d_kv=cfg.head_dim, num_heads=cfg.num_heads, d_ff=cfg.mlp_dim,
-                num_layers=cfg.depth, relative_attention_num_buckets=cfg.num_buckets,
-                relative_attention_max_distance=cfg.max_distance,
-                feed_forward_proj=("gated-" if cfg.gated else "") + act,
-                dense_act_fn=cfg.act, is_gated_act=cfg.gated,
-                layer_norm_epsilon=cfg.eps, is_encoder_decoder=False,
-                architectures=["T5EncoderModel" if name == "t5" else "UMT5EncoderModel"])
+    return dict(
+      model_type=name,
+      vocab_size=cfg.vocab_size,
+      d_model=cfg.width,
+      d_kv=cfg.head_dim,
+      num_heads=cfg.num_heads,
+      d_ff=cfg.mlp_dim,
+      num_layers=cfg.depth,
+      relative_attention_num_buckets=cfg.num_buckets,
+      relative_attention_max_distance=cfg.max_distance,
+      feed_forward_proj=("gated-" if cfg.gated else "") + act,
+      dense_act_fn=cfg.act,
+      is_gated_act=cfg.gated,
+      layer_norm_epsilon=cfg.eps,
+      is_encoder_decoder=False,
+      architectures=["T5EncoderModel" if name == "t5" else "UMT5EncoderModel"],
+    )
+
   # The decoder of a seq2seq folder and the tied copy of shared.weight are not read.
-  return Family(name, T5Config, "model", model_type, kinds, t5_config_from_hf, to_hf,
-                lambda cfg: T5Encoder(cfg, rngs=nnx.Rngs(0)), _t5_pieces,
-                ignore=lambda n: n.startswith(("decoder.", "lm_head.")) or
-                n == "encoder.embed_tokens.weight",
-                task=("text_encoder", ("model",), from_run(T5Config)))
+  return Family(
+    name,
+    T5Config,
+    "model",
+    model_type,
+    kinds,
+    t5_config_from_hf,
+    to_hf,
+    lambda cfg: T5Encoder(cfg, rngs=nnx.Rngs(0)),
+    _t5_pieces,
+    ignore=lambda n: n.startswith(("decoder.", "lm_head.")) or n == "encoder.embed_tokens.weight",
+    task=("text_encoder", ("model",), from_run(T5Config)),
+  )
 
 
 T5, UMT5 = _t5_family("t5", ("t5", "mt5")), _t5_family("umt5", ("umt5",))
 
 
-def load_hf_t5(path: str, *, mesh: jax.sharding.Mesh | None = None,
-               rules: Rules = DEFAULT_RULES, **overrides: Any) -> T5Encoder:
+def load_hf_t5(
+  path: str,
+  *,
+  mesh: jax.sharding.Mesh | None = None,
+  rules: Rules = DEFAULT_RULES,
+  **overrides: Any,
+) -> T5Encoder:
   """A T5Encoder holding the encoder weights of the HF T5 / umT5 folder `path`.
 
   overrides: T5Config fields that do not change shapes (dtype, param_dtype, remat).
   """
   cfg = t5_config_from_hf(read_hf_config(path), **overrides)
-  return load_model(UMT5 if cfg.per_layer_bias else T5, cfg, path, mesh=mesh,
-                    rules=rules)
+  return load_model(UMT5 if cfg.per_layer_bias else T5, cfg, path, mesh=mesh, rules=rules)

@@ -27,9 +27,9 @@ import numpy as np
 import tqdm
 
 from auteur_jax.checkpoint import layout, orbax_io
+from auteur_jax.checkpoint.errors import WeightError
 from auteur_jax.convert import families, mapping, records
 from auteur_jax.convert.safetensors_io import SafetensorsFolder, read_hf_config
-from auteur_jax.checkpoint.errors import WeightError
 from auteur_jax.parallel.mesh import make_mesh
 from auteur_jax.parallel.rules import DEFAULT_RULES, mesh_rules
 
@@ -39,8 +39,11 @@ MESH_HINT = "; choose another --mesh"
 
 def _differences(a: Any, b: Any) -> list[str]:
   """Fields where two configs of one class differ (config.json vs the run's config)."""
-  return [f"{f.name}: config.json {getattr(a, f.name)!r}, config {getattr(b, f.name)!r}"
-          for f in dataclasses.fields(a) if getattr(a, f.name) != getattr(b, f.name)]
+  return [
+    f"{f.name}: config.json {getattr(a, f.name)!r}, config {getattr(b, f.name)!r}"
+    for f in dataclasses.fields(a)
+    if getattr(a, f.name) != getattr(b, f.name)
+  ]
 
 
 def temporary(dst: str) -> str:
@@ -89,6 +92,7 @@ def committed(tmp: str, dst: str) -> Iterator[None]:
     yield
     if jax.process_count() > 1:
       from jax.experimental import multihost_utils
+
       multihost_utils.sync_global_devices("auteur_convert_commit")
     if jax.process_index() == 0:
       os.rename(tmp, os.path.abspath(dst.rstrip("/")))
@@ -100,10 +104,17 @@ def committed(tmp: str, dst: str) -> Iterator[None]:
     raise
 
 
-def import_weights(family: str, src: str, dst: str, *,
-                   config: ml_collections.ConfigDict | None = None,
-                   mesh_shape: Mapping[str, int] | None = None, dtype: str | None = None,
-                   chunk_bytes: int = 64 << 20, progress: bool = True) -> dict:
+def import_weights(
+  family: str,
+  src: str,
+  dst: str,
+  *,
+  config: ml_collections.ConfigDict | None = None,
+  mesh_shape: Mapping[str, int] | None = None,
+  dtype: str | None = None,
+  chunk_bytes: int = 64 << 20,
+  progress: bool = True,
+) -> dict:
   """Converts the folder `src` into the orbax checkpoint `dst`.
 
   Args:
@@ -125,8 +136,10 @@ def import_weights(family: str, src: str, dst: str, *,
   differences: list[str] = []
   if config is not None:
     if fam.task is None or config.task != fam.task[0]:
-      raise WeightError(f"config.task {config.task!r}: family {family} goes into "
-                        f"{fam.task[0] if fam.task else 'no'} runs")
+      raise WeightError(
+        f"config.task {config.task!r}: family {family} goes into "
+        f"{fam.task[0] if fam.task else 'no'} runs"
+      )
     _, prefix, get_cfg = fam.task
     cfg = get_cfg(config)
     differences = _differences(hf_cfg, cfg)
@@ -136,8 +149,7 @@ def import_weights(family: str, src: str, dst: str, *,
     prefix, cfg, rules = ("model",), hf_cfg, DEFAULT_RULES
   mesh = make_mesh(dict(mesh_shape or {"fsdp": -1}))
   ours, shardings = records.abstract_params(fam, cfg, mesh, rules)
-  by_param = mapping.pieces_by_param(fam, cfg, {k: v.shape for k, v in ours.items()}, folder,
-                                     src)
+  by_param = mapping.pieces_by_param(fam, cfg, {k: v.shape for k, v in ours.items()}, folder, src)
   for name in by_param:
     mapping.check_divisible(name, ours[name].shape, shardings[name], MESH_HINT)
 
@@ -152,8 +164,12 @@ def import_weights(family: str, src: str, dst: str, *,
   with committed(tmp, dst):
     step_dir = os.path.join(tmp, str(STEP))
     writer = orbax_io.ParamWriter(os.path.join(step_dir, "state"), chunk_bytes)
-    bar = tqdm.tqdm(by_param.items(), desc=f"import {family}", unit="param",
-                    disable=not progress or jax.process_index() != 0)
+    bar = tqdm.tqdm(
+      by_param.items(),
+      desc=f"import {family}",
+      unit="param",
+      disable=not progress or jax.process_index() != 0,
+    )
     for name, ps in bar:
       shape = ours[name].shape
 
@@ -161,18 +177,36 @@ def import_weights(family: str, src: str, dst: str, *,
         mapping.fill(out, block, shape, ps, folder.view)
 
       splits = [sorted({b for p in ps for b in _edges(shape, p.at, d)}) for d in range(len(shape))]
-      total += writer.write(records.leaf_key(prefix, name), shape, target_dtype(name),
-                            shardings[name], fill, splits)
+      total += writer.write(
+        records.leaf_key(prefix, name), shape, target_dtype(name), shardings[name], fill, splits
+      )
     writer.finish()
     stored = dataclasses.replace(cfg, param_dtype=dtype) if dtype else cfg
     if jax.process_index() == 0:
-      layout.write_config_item(step_dir, {layout.RECORD: dict(
-          family=family, prefix=list(prefix), hf_config=hf, source=os.path.abspath(src),
-          mesh=dict(mesh.shape), **records.cfg_to_json(stored))})
+      layout.write_config_item(
+        step_dir,
+        {
+          layout.RECORD: dict(
+            family=family,
+            prefix=list(prefix),
+            hf_config=hf,
+            source=os.path.abspath(src),
+            mesh=dict(mesh.shape),
+            **records.cfg_to_json(stored),
+          )
+        },
+      )
   fresh = sorted(n for n in ours if n not in by_param)
-  return dict(dst=os.path.abspath(dst), family=family, params=len(by_param), bytes=total,
-              mesh=dict(mesh.shape), prefix="/".join(prefix), fresh=fresh,
-              config_differences=differences)
+  return dict(
+    dst=os.path.abspath(dst),
+    family=family,
+    params=len(by_param),
+    bytes=total,
+    mesh=dict(mesh.shape),
+    prefix="/".join(prefix),
+    fresh=fresh,
+    config_differences=differences,
+  )
 
 
 def _edges(shape, at, dim) -> list[int]:

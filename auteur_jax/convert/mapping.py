@@ -30,8 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from auteur_jax.convert.safetensors_io import SafetensorsFolder
 from auteur_jax.checkpoint.errors import WeightError
+from auteur_jax.convert.safetensors_io import SafetensorsFolder
 from auteur_jax.parallel.rules import DEFAULT_RULES, Rules, state_shardings
 
 Op = tuple
@@ -82,9 +82,11 @@ def class_name(hf: Mapping[str, Any]) -> str:
 
 def from_run(cls: type, key: str | None = None) -> Callable[[Any], Any]:
   """A run config -> `cls` from config.model (or config.model[key])."""
+
   def get(config):
     sub = config.model if key is None else config.model[key]
     return cls.from_dict(sub.to_dict() if hasattr(sub, "to_dict") else sub)
+
   return get
 
 
@@ -123,14 +125,22 @@ class Map:
   def has(self, ours: str) -> bool:
     return ours in self.params
 
-  def add(self, ours: str, theirs: str, kind: Kind = IDENT, at: Index = (),
-          take: Index = (), full: tuple[int, ...] | None = None) -> None:
+  def add(
+    self,
+    ours: str,
+    theirs: str,
+    kind: Kind = IDENT,
+    at: Index = (),
+    take: Index = (),
+    full: tuple[int, ...] | None = None,
+  ) -> None:
     """`theirs` (or its part `take` of a tensor of shape `full`) -> `ours`[at]."""
     if ours not in self.params:
       raise AssertionError(f"map names a parameter the model does not have: {ours}")
     shape, ops = kind(_index_shape(self.params[ours], at))
-    self.pieces.append(Piece(ours, theirs, tuple(full if take else shape), tuple(ops),
-                             tuple(at), tuple(take)))
+    self.pieces.append(
+      Piece(ours, theirs, tuple(full if take else shape), tuple(ops), tuple(at), tuple(take))
+    )
 
   def stack(self, ours: str, theirs: str, n: int, kind: Kind = IDENT, at: Index = ()) -> None:
     """Layers 0..n-1 (`theirs` holds "{i}") on the leading axis of `ours`."""
@@ -215,9 +225,15 @@ def _listed(names: Sequence, n: int = 12) -> str:
   return f"{names[:n]}" + (f" ... ({len(names)} in all)" if len(names) > n else "")
 
 
-def check(pieces: Sequence[Piece], params: Mapping[str, tuple[int, ...]],
-          source: Mapping[str, tuple[int, ...]], where: str, *, fresh: Iterable[str] = (),
-          ignore: Callable[[str], bool] = lambda name: False) -> None:
+def check(
+  pieces: Sequence[Piece],
+  params: Mapping[str, tuple[int, ...]],
+  source: Mapping[str, tuple[int, ...]],
+  where: str,
+  *,
+  fresh: Iterable[str] = (),
+  ignore: Callable[[str], bool] = lambda name: False,
+) -> None:
   """Raises WeightError listing every mismatch between a map, our parameters (path ->
   shape) and a checkpoint's tensors (name -> shape): missing tensors, tensors with
   another shape (both shapes named), tensors nobody reads, parameters nobody fills."""
@@ -228,16 +244,22 @@ def check(pieces: Sequence[Piece], params: Mapping[str, tuple[int, ...]],
   bad = {}
   for p in pieces:
     if p.theirs in source and tuple(source[p.theirs]) != tuple(p.shape):
-      bad[p.theirs] = f"{p.theirs!r} has shape {tuple(source[p.theirs])}, the config expects " \
-                      f"{tuple(p.shape)}"
+      bad[p.theirs] = (
+        f"{p.theirs!r} has shape {tuple(source[p.theirs])}, the config expects {tuple(p.shape)}"
+      )
   if bad:
-    problems.append("shape mismatch: tensor " + "; tensor ".join(list(bad.values())[:12])
-                    + (f" ... ({len(bad)} in all)" if len(bad) > 12 else ""))
+    problems.append(
+      "shape mismatch: tensor "
+      + "; tensor ".join(list(bad.values())[:12])
+      + (f" ... ({len(bad)} in all)" if len(bad) > 12 else "")
+    )
   read = {p.theirs for p in pieces}
   unused = sorted(n for n in source if n not in read and not ignore(n))
   if unused:
-    problems.append(f"{len(unused)} tensors are not used by this model config (wrong "
-                    f"config.json or family?): {_listed(unused)}")
+    problems.append(
+      f"{len(unused)} tensors are not used by this model config (wrong "
+      f"config.json or family?): {_listed(unused)}"
+    )
   fresh = tuple(fresh)
   is_fresh = lambda n: any(n == f or n.startswith(f + "/") for f in fresh)
   covered: dict[str, int] = {}
@@ -247,19 +269,28 @@ def check(pieces: Sequence[Piece], params: Mapping[str, tuple[int, ...]],
     slot = _index_shape(params[p.ours], p.at)
     got = shapes(p)[-1]
     if p.theirs not in bad and got != slot:
-      problems.append(f"tensor {p.theirs!r} (-> {p.ours}) has shape {got} after conversion; "
-                      f"the model expects {slot}")
+      problems.append(
+        f"tensor {p.theirs!r} (-> {p.ours}) has shape {got} after conversion; "
+        f"the model expects {slot}"
+      )
     covered[p.ours] = covered.get(p.ours, 0) + math.prod(slot)
-  unfilled = sorted(n for n, s in params.items()
-                    if not is_fresh(n) and covered.get(n, 0) != math.prod(s))
+  unfilled = sorted(
+    n for n, s in params.items() if not is_fresh(n) and covered.get(n, 0) != math.prod(s)
+  )
   if unfilled and not missing:
     problems.append(f"no weights for {len(unfilled)} model parameters: {_listed(unfilled)}")
   if problems:
     raise WeightError(f"{where}: " + "\n  ".join(problems))
 
 
-def pieces_by_param(family: Family, cfg: Any, params: Shapes, folder: SafetensorsFolder,
-                    where: str, fresh: Iterable[str] = ()) -> dict[str, list[Piece]]:
+def pieces_by_param(
+  family: Family,
+  cfg: Any,
+  params: Shapes,
+  folder: SafetensorsFolder,
+  where: str,
+  fresh: Iterable[str] = (),
+) -> dict[str, list[Piece]]:
   """The family map of `cfg` for the checkpoint `folder`, checked against our `params`
   (path -> shape; `check`, with the family's fresh params and `fresh`), per our param."""
   source = {n: folder.shape(n) for n in folder.keys()}
@@ -288,8 +319,13 @@ def region(shape: Sequence[int], at: Index) -> list[tuple[int, int, bool]]:
   return out
 
 
-def fill(out: np.ndarray, block: Sequence[slice], shape: Sequence[int],
-         pieces: Sequence[Piece], view: Callable[[str], np.ndarray]) -> None:
+def fill(
+  out: np.ndarray,
+  block: Sequence[slice],
+  shape: Sequence[int],
+  pieces: Sequence[Piece],
+  view: Callable[[str], np.ndarray],
+) -> None:
   """Writes into `out` (= our parameter[block], shape `shape`) every overlapping piece,
   reading each source tensor through `view(name)` (a fresh memory map, dropped after)."""
   for p in pieces:
@@ -310,20 +346,30 @@ def fill(out: np.ndarray, block: Sequence[slice], shape: Sequence[int],
 # ------------------------------------------------------------------ loading into a model
 
 
-def check_divisible(name: str, shape: tuple[int, ...], sharding: jax.sharding.NamedSharding,
-                    hint: str = "") -> None:
+def check_divisible(
+  name: str, shape: tuple[int, ...], sharding: jax.sharding.NamedSharding, hint: str = ""
+) -> None:
   for dim, (size, axes) in enumerate(zip(shape, sharding.spec)):
     axes = (axes,) if isinstance(axes, str) else tuple(axes or ())
     ways = int(np.prod([sharding.mesh.shape[a] for a in axes]))
     if size % ways:
-      raise WeightError(f"parameter {name} {shape}: dimension {dim} ({size}) does not divide "
-                        f"over mesh axes {axes} ({ways} ways){hint}")
+      raise WeightError(
+        f"parameter {name} {shape}: dimension {dim} ({size}) does not divide "
+        f"over mesh axes {axes} ({ways} ways){hint}"
+      )
 
 
-def load_model(family: Family, cfg: Any, path: str, *, mesh: jax.sharding.Mesh | None = None,
-               rules: Rules = DEFAULT_RULES, map_cfg: Any = None,
-               values: Mapping[str, Any] | None = None,
-               hints: Mapping[str, str] | None = None) -> nnx.Module:
+def load_model(
+  family: Family,
+  cfg: Any,
+  path: str,
+  *,
+  mesh: jax.sharding.Mesh | None = None,
+  rules: Rules = DEFAULT_RULES,
+  map_cfg: Any = None,
+  values: Mapping[str, Any] | None = None,
+  hints: Mapping[str, str] | None = None,
+) -> nnx.Module:
   """`family.build(cfg)` holding the weights of the safetensors folder `path`, read
   through the family map (of `map_cfg`, default `cfg`) and cast to each parameter's dtype.
 
@@ -341,11 +387,17 @@ def load_model(family: Family, cfg: Any, path: str, *, mesh: jax.sharding.Mesh |
   names = {key: "/".join(str(k) for k in key) for key, _ in flat}
   ours = {names[key]: tuple(var.shape) for key, var in flat}
   assert set(values) <= set(ours), f"values for no parameter: {sorted(set(values) - set(ours))}"
-  by_param = pieces_by_param(family, map_cfg if map_cfg is not None else cfg, ours, folder,
-                             path, fresh=values)
-  shardings = {} if mesh is None else {
+  by_param = pieces_by_param(
+    family, map_cfg if map_cfg is not None else cfg, ours, folder, path, fresh=values
+  )
+  shardings = (
+    {}
+    if mesh is None
+    else {
       key: s.get_value() if isinstance(s, nnx.Variable) else s
-      for key, s in nnx.to_flat_state(state_shardings(state, mesh, rules))}
+      for key, s in nnx.to_flat_state(state_shardings(state, mesh, rules))
+    }
+  )
   for key, var in flat:
     name, sharding = names[key], shardings.get(key)
     if name in by_param:

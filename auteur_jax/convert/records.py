@@ -16,11 +16,11 @@ import jax
 import ml_collections
 from flax import nnx
 
+from auteur_jax.checkpoint.errors import WeightError
+from auteur_jax.checkpoint.layout import RECORD
 from auteur_jax.config import ConfigError
 from auteur_jax.config_sections import from_section
 from auteur_jax.convert.mapping import Family
-from auteur_jax.checkpoint.layout import RECORD
-from auteur_jax.checkpoint.errors import WeightError
 from auteur_jax.parallel.rules import DEFAULT_RULES, Rules, state_shardings
 
 
@@ -40,27 +40,29 @@ def cfg_from_json(family: Family, record: dict, where: str) -> Any:
     raise WeightError(str(e)) from e
 
 
-def model_of(family: Family, item: dict | None, where: str
-             ) -> tuple[Any, tuple[str, ...], dict]:
+def model_of(family: Family, item: dict | None, where: str) -> tuple[Any, tuple[str, ...], dict]:
   """(our config, params prefix, source config.json or {}) from a `config` item."""
   if item and RECORD in item:
     rec = item[RECORD]
     if rec["family"] != family.name:
-      raise WeightError(f"{where}: converted from family {rec['family']!r}, not "
-                        f"{family.name!r}")
+      raise WeightError(f"{where}: converted from family {rec['family']!r}, not {family.name!r}")
     return cfg_from_json(family, rec, where), tuple(rec["prefix"]), rec.get("hf_config") or {}
   if item and "task" in item:
     task, prefix, get = family.task
     if item["task"] != task:
-      raise WeightError(f"{where}: a {item['task']!r} run; family {family.name} comes from "
-                        f"{task!r} runs")
+      raise WeightError(
+        f"{where}: a {item['task']!r} run; family {family.name} comes from {task!r} runs"
+      )
     return get(ml_collections.ConfigDict(item)), prefix, {}
-  raise WeightError(f"{where}: no conversion record or run config in the checkpoint's "
-                    "`config` item; cannot tell the model's shapes")
+  raise WeightError(
+    f"{where}: no conversion record or run config in the checkpoint's "
+    "`config` item; cannot tell the model's shapes"
+  )
 
 
-def abstract_params(family: Family, cfg: Any, mesh: jax.sharding.Mesh | None = None,
-                    rules: Rules = DEFAULT_RULES) -> tuple[dict[str, Any], dict[str, Any]]:
+def abstract_params(
+  family: Family, cfg: Any, mesh: jax.sharding.Mesh | None = None, rules: Rules = DEFAULT_RULES
+) -> tuple[dict[str, Any], dict[str, Any]]:
   """({param path "a/b": ShapeDtypeStruct}, {path: NamedSharding}) of the family's model."""
   with nnx.use_eager_sharding(False):
     model = nnx.eval_shape(lambda: family.build(cfg))
@@ -69,8 +71,10 @@ def abstract_params(family: Family, cfg: Any, mesh: jax.sharding.Mesh | None = N
   shapes = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in flat.items()}
   if mesh is None:
     return shapes, {}
-  sh = {"/".join(str(k) for k in key): s.get_value() if isinstance(s, nnx.Variable) else s
-        for key, s in nnx.to_flat_state(state_shardings(state, mesh, rules))}
+  sh = {
+    "/".join(str(k) for k in key): s.get_value() if isinstance(s, nnx.Variable) else s
+    for key, s in nnx.to_flat_state(state_shardings(state, mesh, rules))
+  }
   return shapes, sh
 
 

@@ -23,23 +23,34 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from auteur_jax.checkpoint import layout, orbax_io
+from auteur_jax.checkpoint.errors import WeightError
+from auteur_jax.checkpoint.layout import RECORD
 from auteur_jax.convert import families, records
 from auteur_jax.convert.importer import MESH_HINT, committed, temporary
 from auteur_jax.convert.mapping import check_divisible
-from auteur_jax.checkpoint.layout import RECORD
-from auteur_jax.checkpoint.errors import WeightError
 from auteur_jax.parallel.mesh import make_mesh
 
 
 def _saved_spec(meta, mesh: jax.sharding.Mesh) -> PartitionSpec:
   spec = getattr(getattr(meta, "sharding", None), "partition_spec", None) or ()
-  keep = lambda p: (p if p in mesh.axis_names else None) if isinstance(p, str) else (
-      tuple(a for a in p if a in mesh.axis_names) or None) if p else None
+  keep = lambda p: (
+    (p if p in mesh.axis_names else None)
+    if isinstance(p, str)
+    else (tuple(a for a in p if a in mesh.axis_names) or None)
+    if p
+    else None
+  )
   return PartitionSpec(*[keep(p) for p in spec])
 
 
-def reshard(src: str, dst: str, mesh_shape: Mapping[str, int], *, drop_optimizer: bool = False,
-            dtype: str | None = None) -> dict:
+def reshard(
+  src: str,
+  dst: str,
+  mesh_shape: Mapping[str, int],
+  *,
+  drop_optimizer: bool = False,
+  dtype: str | None = None,
+) -> dict:
   """Writes `src`'s latest step to the new checkpoint `dst` on mesh `mesh_shape`.
 
   Returns a summary: dst, step, leaves, bytes (of the state as written).
@@ -84,6 +95,7 @@ def reshard(src: str, dst: str, mesh_shape: Mapping[str, int], *, drop_optimizer
 
       def fill(out, block, source=source):
         out[...] = source[block].read().result()  # Cast to out's dtype on assignment.
+
       writer.write(key, t.shape, t.dtype, t.sharding, fill)
     writer.finish()
     if item is not None and jax.process_index() == 0:
@@ -93,12 +105,17 @@ def reshard(src: str, dst: str, mesh_shape: Mapping[str, int], *, drop_optimizer
           item[RECORD]["cfg"]["param_dtype"] = dtype
       layout.write_config_item(new_step, item)
     for extra in sorted(os.listdir(step_dir)):  # e.g. `data`: the grain iterator state.
-      if (not drop_optimizer and extra not in ("state", "config")
-          and os.path.isdir(os.path.join(step_dir, extra)) and jax.process_index() == 0):
+      if (
+        not drop_optimizer
+        and extra not in ("state", "config")
+        and os.path.isdir(os.path.join(step_dir, extra))
+        and jax.process_index() == 0
+      ):
         shutil.copytree(os.path.join(step_dir, extra), os.path.join(new_step, extra))
   total = sum(math.prod(t.shape) * t.dtype.itemsize for t in targets.values())
-  return dict(dst=os.path.abspath(dst), step=step, leaves=len(targets), bytes=total,
-              mesh=dict(mesh.shape))
+  return dict(
+    dst=os.path.abspath(dst), step=step, leaves=len(targets), bytes=total, mesh=dict(mesh.shape)
+  )
 
 
 def inspect(path: str) -> str:
@@ -109,8 +126,10 @@ def inspect(path: str) -> str:
   lines = [f"{step_dir}"]
   if RECORD in item:
     r = item[RECORD]
-    lines.append(f"converted: family {r['family']} from {r.get('source')}, params under "
-                 f"{'/'.join(r['prefix'])}, mesh {r.get('mesh')}")
+    lines.append(
+      f"converted: family {r['family']} from {r.get('source')}, params under "
+      f"{'/'.join(r['prefix'])}, mesh {r.get('mesh')}"
+    )
   elif "task" in item:
     lines.append(f"training run: task {item['task']}")
   total = 0
@@ -120,9 +139,13 @@ def inspect(path: str) -> str:
     nbytes = math.prod(m.shape) * dtype.itemsize
     total += nbytes
     sh = getattr(m, "sharding", None)
-    spec = (f"{tuple(sh.partition_spec)} on {dict(zip(sh.axis_names, map(int, sh.shape)))}"
-            if hasattr(sh, "partition_spec") else "-")
-    lines.append(f"  {'/'.join(key):<{width}}  {str(tuple(m.shape)):<20} {str(dtype):<9} "
-                 f"{spec}  {nbytes:,} B")
-  lines.append(f"{len(meta)} arrays, {total:,} bytes ({total / 2 ** 30:.3f} GiB)")
+    spec = (
+      f"{tuple(sh.partition_spec)} on {dict(zip(sh.axis_names, map(int, sh.shape)))}"
+      if hasattr(sh, "partition_spec")
+      else "-"
+    )
+    lines.append(
+      f"  {'/'.join(key):<{width}}  {str(tuple(m.shape)):<20} {str(dtype):<9} {spec}  {nbytes:,} B"
+    )
+  lines.append(f"{len(meta)} arrays, {total:,} bytes ({total / 2**30:.3f} GiB)")
   return "\n".join(lines)

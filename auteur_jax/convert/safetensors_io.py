@@ -15,21 +15,29 @@ indexed as transformers / diffusers expect (`model-00001-of-00003.safetensors` +
 
 from __future__ import annotations
 
-from typing import Any
-
 import json
 import os
 import struct
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import ml_dtypes
 import numpy as np
 
 from auteur_jax.checkpoint.errors import WeightError
 
-DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
-          "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8,
-          "BOOL": np.bool_}
+DTYPES = {
+  "F64": np.float64,
+  "F32": np.float32,
+  "F16": np.float16,
+  "BF16": ml_dtypes.bfloat16,
+  "I64": np.int64,
+  "I32": np.int32,
+  "I16": np.int16,
+  "I8": np.int8,
+  "U8": np.uint8,
+  "BOOL": np.bool_,
+}
 _CODES = {np.dtype(v): k for k, v in DTYPES.items()}
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
@@ -74,25 +82,35 @@ def read_header(path: str) -> tuple[dict, int]:
       raise SafetensorsError(f"{path}: {size} bytes, too short for a safetensors header")
     (n,) = struct.unpack("<Q", head)
     if n > size - 8:
-      raise SafetensorsError(f"{path}: header length {n} exceeds the file size {size} "
-                             "(truncated or not a safetensors file)")
+      raise SafetensorsError(
+        f"{path}: header length {n} exceeds the file size {size} "
+        "(truncated or not a safetensors file)"
+      )
     try:
       header = json.loads(f.read(n))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
       raise SafetensorsError(f"{path}: unreadable header ({e})") from None
   if not isinstance(header, dict):
-    raise SafetensorsError(f"{path}: the header is a JSON {type(header).__name__}, expected "
-                           "an object of tensor entries")
+    raise SafetensorsError(
+      f"{path}: the header is a JSON {type(header).__name__}, expected an object of tensor entries"
+    )
   header.pop("__metadata__", None)
   for name, info in header.items():
-    if not (isinstance(info, dict) and isinstance(info.get("data_offsets"), list)
-            and len(info["data_offsets"]) == 2 and isinstance(info.get("shape"), list)):
-      raise SafetensorsError(f"{path}: tensor {name!r}: expected {{dtype, shape, "
-                             f"data_offsets: [begin, end]}}, got {info!r:.200}")
+    if not (
+      isinstance(info, dict)
+      and isinstance(info.get("data_offsets"), list)
+      and len(info["data_offsets"]) == 2
+      and isinstance(info.get("shape"), list)
+    ):
+      raise SafetensorsError(
+        f"{path}: tensor {name!r}: expected {{dtype, shape, "
+        f"data_offsets: [begin, end]}}, got {info!r:.200}"
+      )
   end = max((info["data_offsets"][1] for info in header.values()), default=0)
   if 8 + n + end > size:
-    raise SafetensorsError(f"{path}: truncated: the header describes {8 + n + end} bytes, the "
-                           f"file has {size}")
+    raise SafetensorsError(
+      f"{path}: truncated: the header describes {8 + n + end} bytes, the file has {size}"
+    )
   for name, info in header.items():
     if info["dtype"] not in DTYPES:
       raise SafetensorsError(f"{path}: tensor {name!r} has unsupported dtype {info['dtype']}")
@@ -125,8 +143,10 @@ class SafetensorsFolder:
       if not files:
         pickles = [n for n in names if n.endswith(PICKLE_SUFFIXES)]
         if pickles:
-          raise SafetensorsError(f"{path}: only pickled weights {pickles}; convert them to "
-                                 "safetensors first (pickles are never loaded)")
+          raise SafetensorsError(
+            f"{path}: only pickled weights {pickles}; convert them to "
+            "safetensors first (pickles are never loaded)"
+          )
         raise SafetensorsError(f"{path}: no .safetensors files")
     self._where: dict[str, tuple[str, dict, int]] = {}
     for file in files:
@@ -134,15 +154,18 @@ class SafetensorsFolder:
       header, base = read_header(full)
       for name, info in header.items():
         if name in self._where:
-          raise SafetensorsError(f"{path}: tensor {name!r} is in both "
-                                 f"{os.path.basename(self._where[name][0])} and {file}")
+          raise SafetensorsError(
+            f"{path}: tensor {name!r} is in both "
+            f"{os.path.basename(self._where[name][0])} and {file}"
+          )
         self._where[name] = (full, info, base)
     if index:
       listed = set(weight_map)
       if listed != set(self._where):
         diff = sorted(listed ^ set(self._where))
-        raise SafetensorsError(f"{index_file}: weight_map and the shards disagree on "
-                               f"{len(diff)} tensors: {diff[:8]}")
+        raise SafetensorsError(
+          f"{index_file}: weight_map and the shards disagree on {len(diff)} tensors: {diff[:8]}"
+        )
 
   def keys(self) -> list[str]:
     return sorted(self._where)
@@ -182,10 +205,13 @@ def shard_names(stem: str, num: int) -> list[str]:
   return [f"{stem}-{k + 1:05d}-of-{num:05d}.safetensors" for k in range(num)]
 
 
-def write_sharded(folder: str, stem: str,
-                  tensors: Iterable[tuple[str, tuple[int, ...], np.dtype]],
-                  produce: Callable[[], Iterator[tuple[str, np.ndarray]]],
-                  max_shard_bytes: int) -> list[str]:
+def write_sharded(
+  folder: str,
+  stem: str,
+  tensors: Iterable[tuple[str, tuple[int, ...], np.dtype]],
+  produce: Callable[[], Iterator[tuple[str, np.ndarray]]],
+  max_shard_bytes: int,
+) -> list[str]:
   """Writes safetensors shards of the declared `tensors` (name, shape, dtype, in order) to
   `folder`, taking the arrays one at a time from `produce()` (same order). Returns the
   file names; with more than one, `{stem}.safetensors.index.json` is written too."""
@@ -206,8 +232,11 @@ def write_sharded(folder: str, stem: str,
     header, offset = {"__metadata__": {"format": "pt"}}, 0
     for name, shape, dtype in group:
       nbytes = int(np.prod(shape)) * dtype.itemsize
-      header[name] = {"dtype": _CODES[dtype], "shape": list(shape),
-                      "data_offsets": [offset, offset + nbytes]}
+      header[name] = {
+        "dtype": _CODES[dtype],
+        "shape": list(shape),
+        "data_offsets": [offset, offset + nbytes],
+      }
       offset += nbytes
       weight_map[name] = file
     raw = json.dumps(header, separators=(",", ":")).encode()
@@ -218,12 +247,15 @@ def write_sharded(folder: str, stem: str,
       for name, shape, dtype in group:
         got_name, arr = next(stream)
         if got_name != name or tuple(arr.shape) != shape or arr.dtype != dtype:
-          raise AssertionError(f"write_sharded: produced {got_name} {arr.shape} {arr.dtype}, "
-                               f"declared {name} {shape} {dtype}")
+          raise AssertionError(
+            f"write_sharded: produced {got_name} {arr.shape} {arr.dtype}, "
+            f"declared {name} {shape} {dtype}"
+          )
         f.write(np.ascontiguousarray(arr).reshape(-1).view(np.uint8).data)
   if len(files) > 1:
     total = sum(int(np.prod(s)) * d.itemsize for _, s, d in decl)
     with open(os.path.join(folder, f"{stem}.safetensors.index.json"), "w") as f:
-      json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2,
-                sort_keys=True)
+      json.dump(
+        {"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2, sort_keys=True
+      )
   return files

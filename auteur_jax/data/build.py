@@ -39,8 +39,10 @@ class FrameSpec:
 def resolve_video(story: Story, base_dir: str) -> str:
   """The story's video path (relative paths are relative to `base_dir`)."""
   if not story.video_path:
-    raise video_io.VideoError(f"story {story.video_id!r} has no video_path; pass --video-dir "
-                              "to the importer or set it in the stories file")
+    raise video_io.VideoError(
+      f"story {story.video_id!r} has no video_path; pass --video-dir "
+      "to the importer or set it in the stories file"
+    )
   return os.path.join(base_dir, story.video_path)
 
 
@@ -52,12 +54,14 @@ def encode_story_clips(story: Story, video: str, spec: FrameSpec) -> list[bytes]
   per_clip = [t[t < info.duration] for t in per_clip]
   for c, t in zip(story.clips, per_clip):
     if len(t) == 0:
-      raise video_io.VideoError(f"{video}: clip {c.clip_id} [{c.start}, {c.end}) s has no "
-                                f"frame at {spec.fps} fps (video is {info.duration:.2f} s)")
+      raise video_io.VideoError(
+        f"{video}: clip {c.clip_id} [{c.start}, {c.end}) s has no "
+        f"frame at {spec.fps} fps (video is {info.duration:.2f} s)"
+      )
   frames = video_io.read_frames_at(video, np.concatenate(per_clip), spec.size)
   records, i = [], 0
   for c, t in zip(story.clips, per_clip):
-    jpegs = [video_io.encode_jpeg(f, spec.jpeg_quality) for f in frames[i:i + len(t)]]
+    jpegs = [video_io.encode_jpeg(f, spec.jpeg_quality) for f in frames[i : i + len(t)]]
     i += len(t)
     records.append(examples.encode_clip(story.video_id, c, jpegs, spec.fps))
   return records
@@ -68,8 +72,14 @@ def _work(args: tuple[Story, str, FrameSpec]) -> tuple[list[bytes], bytes]:
   return encode_story_clips(story, video, spec), examples.encode_story(story)
 
 
-def build(stories_path: str, out_dir: str, spec: FrameSpec = FrameSpec(),
-          num_shards: int = 4, workers: int = 0, progress: bool = True) -> dict:
+def build(
+  stories_path: str,
+  out_dir: str,
+  spec: FrameSpec = FrameSpec(),
+  num_shards: int = 4,
+  workers: int = 0,
+  progress: bool = True,
+) -> dict:
   """Builds the TFRecord shards of every split in `stories_path` (JSONL) into `out_dir`.
 
   Args:
@@ -88,20 +98,26 @@ def build(stories_path: str, out_dir: str, spec: FrameSpec = FrameSpec(),
   splits = sorted({s.split for s in stories})
   writers = {}
   summary: dict[str, Any] = {
-      "stories_file": os.path.abspath(stories_path), "frames": dataclasses.asdict(spec),
-      "schema_version": examples.SCHEMA_VERSION, "splits": {}}
+    "stories_file": os.path.abspath(stories_path),
+    "frames": dataclasses.asdict(spec),
+    "schema_version": examples.SCHEMA_VERSION,
+    "splits": {},
+  }
   try:
     for split in splits:
       d = os.path.join(out_dir, split)
-      writers[split] = (tfrecord.ShardedWriter(d, "clips", num_shards),
-                        tfrecord.ShardedWriter(d, "stories", num_shards))
+      writers[split] = (
+        tfrecord.ShardedWriter(d, "clips", num_shards),
+        tfrecord.ShardedWriter(d, "stories", num_shards),
+      )
     workers = workers or os.cpu_count() or 1
     ctx = multiprocessing.get_context("spawn")  # No fork after jax / grain threads.
     with ctx.Pool(workers) if workers > 1 else _InlinePool() as pool:
       results = pool.imap(_work, tasks, chunksize=1)
       for (story, _, _), (clip_records, story_record) in zip(
-          tasks, tqdm.tqdm(results, total=len(tasks), desc="build", unit="video",
-                           disable=not progress)):
+        tasks,
+        tqdm.tqdm(results, total=len(tasks), desc="build", unit="video", disable=not progress),
+      ):
         clips_w, stories_w = writers[story.split]
         for r in clip_records:
           clips_w.write(r)

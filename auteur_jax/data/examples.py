@@ -43,8 +43,7 @@ def _set(feats, key: str, kind: str, values: Sequence[Any]) -> None:
 
 
 def _set_bytes(feats, key: str, values: Sequence[bytes | str]) -> None:
-  _set(feats, key, "bytes_list", [v.encode("utf-8") if isinstance(v, str) else v
-                                  for v in values])
+  _set(feats, key, "bytes_list", [v.encode("utf-8") if isinstance(v, str) else v for v in values])
 
 
 def _storable(dt: np.dtype) -> bool:
@@ -56,8 +55,10 @@ def _put_array(feats, name: str, array: np.ndarray) -> None:
   """Stores `array` as NAME (raw bytes), NAME_shape and NAME_dtype."""
   array = np.asarray(array)
   if not _storable(array.dtype):
-    raise ExampleError(f"array {name!r}: dtype {array.dtype} cannot be stored; "
-                       "expected a numeric dtype such as float32 or bfloat16")
+    raise ExampleError(
+      f"array {name!r}: dtype {array.dtype} cannot be stored; "
+      "expected a numeric dtype such as float32 or bfloat16"
+    )
   if array.dtype.byteorder == ">":  # Stored little-endian, like every TPU / GPU host.
     array = array.astype(array.dtype.newbyteorder("<"))
   _set(feats, name, "bytes_list", [np.ascontiguousarray(array).tobytes()])
@@ -65,8 +66,13 @@ def _put_array(feats, name: str, array: np.ndarray) -> None:
   _set_bytes(feats, f"{name}_dtype", [array.dtype.name])
 
 
-def encode_clip(video_id: str, clip: Clip, frames: Sequence[bytes], fps: float,
-                arrays: Mapping[str, np.ndarray] | None = None) -> bytes:
+def encode_clip(
+  video_id: str,
+  clip: Clip,
+  frames: Sequence[bytes],
+  fps: float,
+  arrays: Mapping[str, np.ndarray] | None = None,
+) -> bytes:
   """Serializes one clip.
 
   Args:
@@ -80,22 +86,33 @@ def encode_clip(video_id: str, clip: Clip, frames: Sequence[bytes], fps: float,
   arrays = dict(arrays or {})
   unknown = sorted(set(arrays) - set(ARRAY_FIELDS))
   if unknown:
-    raise ExampleError(f"clip {video_id}/{clip.clip_id}: unknown arrays {unknown}; "
-                       f"allowed: {list(ARRAY_FIELDS)}")
+    raise ExampleError(
+      f"clip {video_id}/{clip.clip_id}: unknown arrays {unknown}; allowed: {list(ARRAY_FIELDS)}"
+    )
   if not fps > 0:
     raise ExampleError(f"clip {video_id}/{clip.clip_id}: fps must be > 0, got {fps}")
   for i, fr in enumerate(frames):
     if not isinstance(fr, (bytes, bytearray, memoryview)):
-      raise ExampleError(f"clip {video_id}/{clip.clip_id}: frames[{i}] must be encoded "
-                         f"JPEG bytes, got {type(fr).__name__}")
+      raise ExampleError(
+        f"clip {video_id}/{clip.clip_id}: frames[{i}] must be encoded "
+        f"JPEG bytes, got {type(fr).__name__}"
+      )
 
   ex = tf_example_pb2.Example()
   feats = ex.features.feature
-  for key, v in (("video_id", video_id), ("clip_id", clip.clip_id),
-                 ("caption", clip.caption), ("action", clip.action)):
+  for key, v in (
+    ("video_id", video_id),
+    ("clip_id", clip.clip_id),
+    ("caption", clip.caption),
+    ("action", clip.action),
+  ):
     _set_bytes(feats, key, [v])
-  for key, x in (("start", clip.start), ("end", clip.end), ("fps", fps),
-                 ("keyframe_time", clip.keyframe)):
+  for key, x in (
+    ("start", clip.start),
+    ("end", clip.end),
+    ("fps", fps),
+    ("keyframe_time", clip.keyframe),
+  ):
     _set(feats, key, "float_list", [x])
   _set(feats, "frames", "bytes_list", [bytes(fr) for fr in frames])
   for name, arr in arrays.items():
@@ -110,8 +127,10 @@ def encode_story(story: Story, visual_embeddings: np.ndarray | None = None) -> b
   if visual_embeddings is not None:
     shape = np.shape(visual_embeddings)
     if len(shape) != 3 or shape[0] != n:
-      raise ExampleError(f"story {story.video_id}: visual_embeddings must have shape "
-                         f"[num_steps={n}, K, D], got {list(shape)}")
+      raise ExampleError(
+        f"story {story.video_id}: visual_embeddings must have shape "
+        f"[num_steps={n}, K, D], got {list(shape)}"
+      )
 
   ex = tf_example_pb2.Example()
   feats = ex.features.feature
@@ -139,9 +158,11 @@ def _parse(data: bytes, where: str):
   feats = ex.features.feature
   version = _scalar(feats, "schema_version", "int64_list", where)
   if not 1 <= version <= SCHEMA_VERSION:
-    raise ExampleError(f"{where}: schema_version {version} is not supported; this "
-                       f"auteur_jax reads versions 1..{SCHEMA_VERSION} (newer files "
-                       "need a newer auteur_jax)")
+    raise ExampleError(
+      f"{where}: schema_version {version} is not supported; this "
+      f"auteur_jax reads versions 1..{SCHEMA_VERSION} (newer files "
+      "need a newer auteur_jax)"
+    )
   return feats, version
 
 
@@ -185,14 +206,18 @@ def _get_array(feats, name: str, where: str) -> np.ndarray:
   except TypeError:
     dtype = None
   if dtype is None or not _storable(dtype):
-    raise ExampleError(f"{where}: array {name!r} has unsupported dtype {dtype_name!r}; "
-                       "expected a numeric numpy / ml_dtypes name such as 'float32'")
+    raise ExampleError(
+      f"{where}: array {name!r} has unsupported dtype {dtype_name!r}; "
+      "expected a numeric numpy / ml_dtypes name such as 'float32'"
+    )
   if any(d < 0 for d in shape):
     raise ExampleError(f"{where}: array {name!r} has a negative dimension in {list(shape)}")
   expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
   if len(raw) != expected:
-    raise ExampleError(f"{where}: array {name!r} holds {len(raw)} bytes, but shape "
-                       f"{list(shape)} of {dtype_name} needs {expected}")
+    raise ExampleError(
+      f"{where}: array {name!r} holds {len(raw)} bytes, but shape "
+      f"{list(shape)} of {dtype_name} needs {expected}"
+    )
   return np.frombuffer(raw, dtype=dtype.newbyteorder("<")).reshape(shape)
 
 
@@ -204,8 +229,9 @@ def decode_clip(data: bytes, where: str = "<record>") -> dict[str, Any]:
   and each stored array of ARRAY_FIELDS as a read-only np.ndarray.
   """
   feats, version = _parse(data, where)
-  out: dict[str, Any] = {k: _text(feats, k, where)
-                         for k in ("video_id", "clip_id", "caption", "action")}
+  out: dict[str, Any] = {
+    k: _text(feats, k, where) for k in ("video_id", "clip_id", "caption", "action")
+  }
   for k in ("start", "end", "fps", "keyframe_time"):
     out[k] = float(_scalar(feats, k, "float_list", where))
   out["frames"] = _values(feats, "frames", "bytes_list", where)
@@ -225,22 +251,21 @@ def decode_story(data: bytes, where: str = "<record>") -> dict[str, Any]:
   """
   feats, version = _parse(data, where)
   n = int(_scalar(feats, "num_steps", "int64_list", where))
-  out: dict[str, Any] = {k: _text(feats, k, where)
-                         for k in ("video_id", "task", "source", "split")}
+  out: dict[str, Any] = {k: _text(feats, k, where) for k in ("video_id", "task", "source", "split")}
   out["actions"] = _strings(feats, "action", where, n)
   out["captions"] = _strings(feats, "caption", where, n)
   for k in ("start", "end"):
     v = [float(x) for x in _values(feats, k, "float_list", where)]
     if len(v) != n:
-      raise ExampleError(f"{where}: feature {k!r} must hold num_steps={n} values, "
-                         f"got {len(v)}")
+      raise ExampleError(f"{where}: feature {k!r} must hold num_steps={n} values, got {len(v)}")
     out[k] = v
   out["num_steps"] = n
   out["schema_version"] = version
   if _STORY_ARRAY in feats:
     emb = _get_array(feats, _STORY_ARRAY, where)
     if emb.ndim != 3 or emb.shape[0] != n:
-      raise ExampleError(f"{where}: {_STORY_ARRAY!r} must have shape [num_steps={n}, K, "
-                         f"D], got {list(emb.shape)}")
+      raise ExampleError(
+        f"{where}: {_STORY_ARRAY!r} must have shape [num_steps={n}, K, D], got {list(emb.shape)}"
+      )
     out[_STORY_ARRAY] = emb
   return out

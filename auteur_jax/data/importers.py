@@ -39,9 +39,11 @@ class ImportReport:
   dropped_videos: list[tuple[str, str]] = dataclasses.field(default_factory=list)
 
   def summary(self) -> str:
-    return (f"{self.stories_out}/{self.videos_in} videos -> stories, "
-            f"{self.clips_matched}/{self.clips_in} clips matched, "
-            f"{len(self.dropped_videos)} videos dropped")
+    return (
+      f"{self.stories_out}/{self.videos_in} videos -> stories, "
+      f"{self.clips_matched}/{self.clips_in} clips matched, "
+      f"{len(self.dropped_videos)} videos dropped"
+    )
 
 
 def _load_json(path: str) -> Any:
@@ -101,17 +103,23 @@ def find_video(video_dir: str | None, video_id: str, *hints: str) -> str | None:
   return None
 
 
-def _matched_clips(vid: str, captions: list[tuple[float, float, str]],
-                   actions: list[tuple[float, float, str]], rule: MatchRule,
-                   report: ImportReport) -> list[Clip]:
+def _matched_clips(
+  vid: str,
+  captions: list[tuple[float, float, str]],
+  actions: list[tuple[float, float, str]],
+  rule: MatchRule,
+  report: ImportReport,
+) -> list[Clip]:
   """Clips of one video paired with their matched action; unmatched clips dropped."""
-  idx = match_clips_to_actions([(s, e) for s, e, _ in captions],
-                               [(s, e) for s, e, _ in actions], rule)
+  idx = match_clips_to_actions(
+    [(s, e) for s, e, _ in captions], [(s, e) for s, e, _ in actions], rule
+  )
   clips = []
   for i, ((s, e, cap), j) in enumerate(zip(captions, idx)):
     if j is not None and cap and actions[j][2].strip():
-      clips.append(Clip(clip_id=f"{vid}_{i:03d}", start=s, end=e,
-                        action=actions[j][2].strip(), caption=cap))
+      clips.append(
+        Clip(clip_id=f"{vid}_{i:03d}", start=s, end=e, action=actions[j][2].strip(), caption=cap)
+      )
   report.clips_in += len(captions)
   report.clips_matched += len(clips)
   return clips
@@ -130,10 +138,13 @@ def _finish(stories: list[Story], story: Story, report: ImportReport, where: str
   report.stories_out += 1
 
 
-def import_youcook2(annotations: str, captions: str | None = None,
-                    video_dir: str | None = None, rule: MatchRule = MatchRule(),
-                    recipe_names: dict[str, str] | None = None,
-                    ) -> tuple[list[Story], ImportReport]:
+def import_youcook2(
+  annotations: str,
+  captions: str | None = None,
+  video_dir: str | None = None,
+  rule: MatchRule = MatchRule(),
+  recipe_names: dict[str, str] | None = None,
+) -> tuple[list[Story], ImportReport]:
   """YouCook2 `youcookii_annotations_trainval.json` (+ optional clip captions) -> stories.
 
   Args:
@@ -155,8 +166,9 @@ def import_youcook2(annotations: str, captions: str | None = None,
     duration = float(_get(v, "duration", where, (int, float)))
     subset = _get(v, "subset", where, str)
     if subset not in YOUCOOK2_SUBSETS:
-      raise AnnotationError(f"{where}: subset must be one of {sorted(YOUCOOK2_SUBSETS)}, "
-                         f"got {subset!r}")
+      raise AnnotationError(
+        f"{where}: subset must be one of {sorted(YOUCOOK2_SUBSETS)}, got {subset!r}"
+      )
     recipe = str(_get(v, "recipe_type", where, (str, int)))
     actions = []
     for k, a in enumerate(v.get("annotations", [])):
@@ -177,16 +189,33 @@ def import_youcook2(annotations: str, captions: str | None = None,
     url = v.get("video_url")
     if path is None and video_dir is None and isinstance(url, str) and "://" not in url:
       path = os.path.normpath(os.path.join(base, url))
-    _finish(stories, Story(video_id=vid, source="youcook2", split=split,
-                           task=(recipe_names or {}).get(recipe, recipe), duration=duration,
-                           fps=None, video_path=path, clips=tuple(clips)), report, where)
+    _finish(
+      stories,
+      Story(
+        video_id=vid,
+        source="youcook2",
+        split=split,
+        task=(recipe_names or {}).get(recipe, recipe),
+        duration=duration,
+        fps=None,
+        video_path=path,
+        clips=tuple(clips),
+      ),
+      report,
+      where,
+    )
   return stories, report
 
 
-def import_howto(asr: str, captions: str, video_dir: str | None = None,
-                 rule: MatchRule = MatchRule(), split: str = "train",
-                 tasks: dict[str, str] | None = None, default_task: str = "cooking",
-                 ) -> tuple[list[Story], ImportReport]:
+def import_howto(
+  asr: str,
+  captions: str,
+  video_dir: str | None = None,
+  rule: MatchRule = MatchRule(),
+  split: str = "train",
+  tasks: dict[str, str] | None = None,
+  default_task: str = "cooking",
+) -> tuple[list[Story], ImportReport]:
   """HowTo100M / HowToCaption ASR JSON + clip-caption JSONL -> stories.
 
   Args:
@@ -211,16 +240,28 @@ def import_howto(asr: str, captions: str, video_dir: str | None = None,
     ends = _get(v, "end", where, list)
     texts = _get(v, "text", where, list)
     if not len(starts) == len(ends) == len(texts):
-      raise AnnotationError(f"{where}: start/end/text lengths differ "
-                         f"({len(starts)}, {len(ends)}, {len(texts)})")
+      raise AnnotationError(
+        f"{where}: start/end/text lengths differ ({len(starts)}, {len(ends)}, {len(texts)})"
+      )
     actions = sorted((float(s), float(e), str(t)) for s, e, t in zip(starts, ends, texts))
     clip_caps = caps.get(vid, [])
     clips = _matched_clips(vid, clip_caps, actions, rule, report)
     duration = max([e for _, e, _ in actions] + [e for _, e, _ in clip_caps] + [0.0])
-    _finish(stories, Story(video_id=vid, source="howto100m", split=split,
-                           task=(tasks or {}).get(vid, default_task), duration=duration,
-                           fps=None, video_path=find_video(video_dir, vid),
-                           clips=tuple(clips)), report, where)
+    _finish(
+      stories,
+      Story(
+        video_id=vid,
+        source="howto100m",
+        split=split,
+        task=(tasks or {}).get(vid, default_task),
+        duration=duration,
+        fps=None,
+        video_path=find_video(video_dir, vid),
+        clips=tuple(clips),
+      ),
+      report,
+      where,
+    )
   return stories, report
 
 
@@ -235,4 +276,3 @@ def read_task_names(path: str) -> dict[str, str]:
           raise AnnotationError(f"{path}:{lineno}: expected 'key,name', got {line.strip()!r}")
         out[parts[0].strip()] = parts[1].strip()
   return out
-

@@ -46,8 +46,9 @@ def check_split(data_dir: str, split: str, kind: str, allow_partial: bool = Fals
   dataset.json has them, else in total). allow_partial: return what is there instead of
   raising (the caller trains on fewer records). Without dataset.json: the files found."""
   meta = read_meta(data_dir)
-  found = sorted(glob.glob(os.path.join(glob.escape(os.path.join(data_dir, split)),
-                                        f"{kind}-*.tfrecord")))
+  found = sorted(
+    glob.glob(os.path.join(glob.escape(os.path.join(data_dir, split)), f"{kind}-*.tfrecord"))
+  )
   if meta is None or split not in meta.get("splits", {}):
     if not found:
       raise FileNotFoundError(f"{data_dir}/{split}: no {kind} shards")
@@ -63,15 +64,22 @@ def check_split(data_dir: str, split: str, kind: str, allow_partial: bool = Fals
     problems += [f"shard {s} is not in its list" for s in sorted(have - set(listed))]
   counts = shard_counts(data_dir, found)
   expected = entry.get("shard_records", {})
-  problems += [f"shard {s} holds {counts[s]} records, {expected[s]} were written"
-               for s in sorted(counts) if s in expected and counts[s] != expected[s]]
+  problems += [
+    f"shard {s} holds {counts[s]} records, {expected[s]} were written"
+    for s in sorted(counts)
+    if s in expected and counts[s] != expected[s]
+  ]
   total = sum(counts.values())
   if count_key in entry and total != entry[count_key] and not problems:
-    problems.append(f"{split} holds {total} {kind}, {entry[count_key]} were written "
-                    f"(shards {sorted(counts)})")
+    problems.append(
+      f"{split} holds {total} {kind}, {entry[count_key]} were written (shards {sorted(counts)})"
+    )
   if problems and not allow_partial:
-    raise DataSetError(f"{where}: {split} {kind}: " + "; ".join(problems)
-                       + " (config.data.allow_partial=True trains on what is there)")
+    raise DataSetError(
+      f"{where}: {split} {kind}: "
+      + "; ".join(problems)
+      + " (config.data.allow_partial=True trains on what is there)"
+    )
   if not found:
     raise FileNotFoundError(f"{data_dir}/{split}: no {kind} shards")
   return found
@@ -82,8 +90,9 @@ def check_data_set(data_dir: str) -> list[str]:
   problems found (empty: the files are what dataset.json says)."""
   meta = read_meta(data_dir)
   if meta is None:
-    raise DataSetError(f"{data_dir}/dataset.json: not found; is {data_dir} a folder written "
-                       "by `auteur data build`?")
+    raise DataSetError(
+      f"{data_dir}/dataset.json: not found; is {data_dir} a folder written by `auteur data build`?"
+    )
   problems = []
   for split in sorted(meta.get("splits", {})):
     for kind in KINDS:

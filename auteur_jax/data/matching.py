@@ -38,12 +38,14 @@ def matches(clip: Span, action: Span, rule: MatchRule = MatchRule()) -> bool:
   o = iou(clip, action)
   if o > rule.iou:
     return True
-  return (abs(clip[0] - action[0]) < rule.max_start_diff and clip[1] >= action[1]
-          and o > rule.loose_iou)
+  return (
+    abs(clip[0] - action[0]) < rule.max_start_diff and clip[1] >= action[1] and o > rule.loose_iou
+  )
 
 
-def match_clips_to_actions(clips: Sequence[Span], actions: Sequence[Span],
-                           rule: MatchRule = MatchRule()) -> list[int | None]:
+def match_clips_to_actions(
+  clips: Sequence[Span], actions: Sequence[Span], rule: MatchRule = MatchRule()
+) -> list[int | None]:
   """For each clip, the index of its matched action (highest IoU among matches) or None.
 
   An action may serve several clips (a long step covered by two captioned clips).

@@ -33,8 +33,10 @@ def files_for_process(paths: Sequence[str], process_index: int, process_count: i
   """This process's shard files: every `process_count`-th file, starting at its index."""
   paths = sorted(paths)
   if len(paths) < process_count:
-    raise ValueError(f"{len(paths)} shard files cannot be split between {process_count} "
-                     f"processes; rebuild with at least {process_count} shards")
+    raise ValueError(
+      f"{len(paths)} shard files cannot be split between {process_count} "
+      f"processes; rebuild with at least {process_count} shards"
+    )
   return paths[process_index::process_count]
 
 
@@ -45,14 +47,23 @@ class ShuffledRecords:
   Records are read by offset (from an index of headers built here) and CRC-checked.
   """
 
-  def __init__(self, paths: Sequence[str], seed: int = 0, window: int = 1024,
-               shuffle: bool = True, num_epochs: int | None = None):
+  def __init__(
+    self,
+    paths: Sequence[str],
+    seed: int = 0,
+    window: int = 1024,
+    shuffle: bool = True,
+    num_epochs: int | None = None,
+  ):
     self.paths = list(paths)
     self.seed, self.window, self.shuffle, self.num_epochs = seed, window, shuffle, num_epochs
     index = [tfrecord.index_records(p) for p in self.paths]
-    self._file = np.concatenate([np.full(len(ix), i, np.int32) for i, ix in enumerate(index)]
-                                or [np.zeros(0, np.int32)])
-    self._offset = np.concatenate([ix.reshape(-1, 2) for ix in index] or [np.zeros((0, 2), np.int64)])
+    self._file = np.concatenate(
+      [np.full(len(ix), i, np.int32) for i, ix in enumerate(index)] or [np.zeros(0, np.int32)]
+    )
+    self._offset = np.concatenate(
+      [ix.reshape(-1, 2) for ix in index] or [np.zeros((0, 2), np.int64)]
+    )
     self._first = np.cumsum([0] + [len(ix) for ix in index])  # First record of each file.
     self.num_records = len(self._file)
     if self.num_records == 0:
@@ -71,7 +82,7 @@ class ShuffledRecords:
       files = rng.permutation(len(self.paths))
       order = np.concatenate([np.arange(self._first[f], self._first[f + 1]) for f in files])
       for s in range(0, len(order), self.window):
-        order[s:s + self.window] = rng.permutation(order[s:s + self.window])
+        order[s : s + self.window] = rng.permutation(order[s : s + self.window])
     self._cached_epoch, self._cached_order = epoch, order
     return order
 
@@ -130,8 +141,10 @@ class ClipDecoder:
       out["caption_ids"], out["caption_mask"] = ids[0], mask[0]
     for name in self.arrays:
       if name not in ex:
-        raise KeyError(f"clip {ex['video_id']}/{ex['clip_id']} has no array {name!r}; "
-                       "run `auteur encode` first or drop it from config.data.arrays")
+        raise KeyError(
+          f"clip {ex['video_id']}/{ex['clip_id']} has no array {name!r}; "
+          "run `auteur encode` first or drop it from config.data.arrays"
+        )
       out[name] = ex[name]
     return out
 
@@ -179,18 +192,31 @@ class StoryDecoder:
       emb = ex.get("visual_embedding")
       if emb is None or tuple(emb.shape[1:]) != tuple(self.embedding_shape):
         got = None if emb is None else tuple(emb.shape[1:])
-        raise ValueError(f"story {ex['video_id']}: visual_embedding per step has shape {got}, "
-                         f"expected {tuple(self.embedding_shape)}")
+        raise ValueError(
+          f"story {ex['video_id']}: visual_embedding per step has shape {got}, "
+          f"expected {tuple(self.embedding_shape)}"
+        )
       z = np.zeros((self.max_steps, *self.embedding_shape), np.float32)
       z[:s] = emb[:s]
       out["visual_embedding"] = z
     return out
 
 
-def make_dataset(paths: Sequence[str], decoder, global_batch_size: int, *, seed: int = 0,
-                 window: int = 1024, shuffle: bool = True, num_epochs: int | None = None,
-                 num_workers: int = 0, num_threads: int = 2, prefetch: int = 8,
-                 process_index: int = 0, process_count: int = 1) -> grain.IterDataset:
+def make_dataset(
+  paths: Sequence[str],
+  decoder,
+  global_batch_size: int,
+  *,
+  seed: int = 0,
+  window: int = 1024,
+  shuffle: bool = True,
+  num_epochs: int | None = None,
+  num_workers: int = 0,
+  num_threads: int = 2,
+  prefetch: int = 8,
+  process_index: int = 0,
+  process_count: int = 1,
+) -> grain.IterDataset:
   """The per-process grain pipeline: this process's files -> decoded -> local batches.
 
   Batching happens on the random-access side, so batch i is the same batch whatever
@@ -202,16 +228,26 @@ def make_dataset(paths: Sequence[str], decoder, global_batch_size: int, *, seed:
     global_batch_size: summed over processes; must divide by process_count.
   """
   if global_batch_size % process_count:
-    raise ValueError(f"global batch size {global_batch_size} does not divide between "
-                     f"{process_count} processes")
-  source = ShuffledRecords(files_for_process(paths, process_index, process_count), seed=seed,
-                           window=window, shuffle=shuffle, num_epochs=num_epochs)
-  ds = grain.MapDataset.source(source).map(decoder).batch(
-      global_batch_size // process_count, drop_remainder=True)
+    raise ValueError(
+      f"global batch size {global_batch_size} does not divide between {process_count} processes"
+    )
+  source = ShuffledRecords(
+    files_for_process(paths, process_index, process_count),
+    seed=seed,
+    window=window,
+    shuffle=shuffle,
+    num_epochs=num_epochs,
+  )
+  ds = (
+    grain.MapDataset.source(source)
+    .map(decoder)
+    .batch(global_batch_size // process_count, drop_remainder=True)
+  )
   ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch))
   if num_workers > 0:
-    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers,
-                                                    per_worker_buffer_size=2))
+    ds = ds.mp_prefetch(
+      grain.MultiprocessingOptions(num_workers=num_workers, per_worker_buffer_size=2)
+    )
   return ds
 
 
@@ -260,17 +296,27 @@ class DataConfig:
   def validate(self) -> None:
     if self.kind not in ("clips", "stories"):
       raise ValueError(f"kind must be 'clips' or 'stories', got {self.kind!r}")
-    for name in ("size", "num_shards", "batch_size", "num_frames", "max_text_len",
-                 "max_steps", "max_action_tokens", "max_caption_tokens", "shuffle_window",
-                 "num_threads"):
+    for name in (
+      "size",
+      "num_shards",
+      "batch_size",
+      "num_frames",
+      "max_text_len",
+      "max_steps",
+      "max_action_tokens",
+      "max_caption_tokens",
+      "shuffle_window",
+      "num_threads",
+    ):
       if getattr(self, name) < 1:
         raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
     for name in ("build_workers", "num_workers"):
       if getattr(self, name) < 0:
         raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
     if self.fps <= 0 or not 1 <= self.jpeg_quality <= 100:
-      raise ValueError(f"fps must be > 0 and jpeg_quality in 1..100, got {self.fps}, "
-                       f"{self.jpeg_quality}")
+      raise ValueError(
+        f"fps must be > 0 and jpeg_quality in 1..100, got {self.fps}, {self.jpeg_quality}"
+      )
     if len(self.embedding_shape) not in (0, 2):
       raise ValueError(f"embedding_shape: expected () or (K, D), got {self.embedding_shape}")
     if self.num_epochs < 1 and self.num_epochs != -1:
@@ -282,8 +328,9 @@ def data_config(data: DataConfig | Any) -> DataConfig:
   return from_section(DataConfig, data, "config.data")
 
 
-def dataset_from_config(data: DataConfig | Any, process_index: int = 0,
-                        process_count: int = 1) -> grain.IterDataset:
+def dataset_from_config(
+  data: DataConfig | Any, process_index: int = 0, process_count: int = 1
+) -> grain.IterDataset:
   """The pipeline `config.data` describes (see DataConfig)."""
   data = data_config(data)
   tok = Tokenizer.load(data.tokenizer) if data.tokenizer else None
@@ -292,17 +339,32 @@ def dataset_from_config(data: DataConfig | Any, process_index: int = 0,
     decoder = ClipDecoder(data.num_frames, tok, data.max_text_len, data.arrays)
   else:
     if tok is None:
-      raise ConfigError("config.data.tokenizer: story batches need a tokenizer folder "
-                        "(auteur data tokenizer --stories S --out DIR)")
+      raise ConfigError(
+        "config.data.tokenizer: story batches need a tokenizer folder "
+        "(auteur data tokenizer --stories S --out DIR)"
+      )
     k_d = data.embedding_shape  # () or (K, D): validated.
-    decoder = StoryDecoder(tok, data.max_steps, data.max_action_tokens, data.max_caption_tokens,
-                           (k_d[0], k_d[1]) if k_d else None)
+    decoder = StoryDecoder(
+      tok,
+      data.max_steps,
+      data.max_action_tokens,
+      data.max_caption_tokens,
+      (k_d[0], k_d[1]) if k_d else None,
+    )
   files = inventory.check_split(data.dir, data.split, data.kind, data.allow_partial)
-  return make_dataset(files, decoder, data.batch_size,
-                      seed=data.seed, window=data.shuffle_window, shuffle=data.shuffle,
-                      num_epochs=None if data.num_epochs < 0 else data.num_epochs,
-                      num_workers=data.num_workers, num_threads=data.num_threads,
-                      process_index=process_index, process_count=process_count)
+  return make_dataset(
+    files,
+    decoder,
+    data.batch_size,
+    seed=data.seed,
+    window=data.shuffle_window,
+    shuffle=data.shuffle,
+    num_epochs=None if data.num_epochs < 0 else data.num_epochs,
+    num_workers=data.num_workers,
+    num_threads=data.num_threads,
+    process_index=process_index,
+    process_count=process_count,
+  )
 
 
 class GlobalBatches:
@@ -313,7 +375,9 @@ class GlobalBatches:
   iterator's, for checkpoints.
   """
 
-  def __init__(self, dataset: grain.IterDataset, mesh, batch_axes: Sequence[str] = ("data", "fsdp")):
+  def __init__(
+    self, dataset: grain.IterDataset, mesh, batch_axes: Sequence[str] = ("data", "fsdp")
+  ):
     import jax  # Only here: the data layer itself runs without jax.
     from jax.sharding import NamedSharding, PartitionSpec
 
@@ -328,7 +392,8 @@ class GlobalBatches:
   def __next__(self) -> dict:
     local = next(self._it)
     return self._jax.tree.map(
-        lambda x: self._jax.make_array_from_process_local_data(self._sharding, x), local)
+      lambda x: self._jax.make_array_from_process_local_data(self._sharding, x), local
+    )
 
   def get_state(self) -> dict:
     return self._it.get_state()

@@ -107,16 +107,27 @@ def story_from_json(d: dict[str, Any], where: str = "<story>") -> Story:
     cw = f"{where}: clips[{i}]"
     _require(c, _CLIP_KEYS, "clip", cw)
     kt = c.get("keyframe_time")
-    clips.append(Clip(
-        clip_id=str(c["clip_id"]), start=_num(c["start"], "start", cw),
-        end=_num(c["end"], "end", cw), action=c["action"], caption=c["caption"],
-        keyframe_time=None if kt is None else _num(kt, "keyframe_time", cw)))
+    clips.append(
+      Clip(
+        clip_id=str(c["clip_id"]),
+        start=_num(c["start"], "start", cw),
+        end=_num(c["end"], "end", cw),
+        action=c["action"],
+        caption=c["caption"],
+        keyframe_time=None if kt is None else _num(kt, "keyframe_time", cw),
+      )
+    )
   fps = d.get("fps")
   story = Story(
-      video_id=str(d["video_id"]), source=str(d["source"]), split=d["split"],
-      task=d["task"], duration=_num(d["duration"], "duration", where),
-      fps=None if fps is None else _num(fps, "fps", where),
-      video_path=d.get("video_path"), clips=tuple(clips))
+    video_id=str(d["video_id"]),
+    source=str(d["source"]),
+    split=d["split"],
+    task=d["task"],
+    duration=_num(d["duration"], "duration", where),
+    fps=None if fps is None else _num(fps, "fps", where),
+    video_path=d.get("video_path"),
+    clips=tuple(clips),
+  )
   validate(story, where)
   return story
 
@@ -172,8 +183,9 @@ def iter_stories(path: str | os.PathLike) -> Iterator[Story]:
         raise SchemaError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
       story = story_from_json(d, where)
       if story.video_id in seen:
-        raise SchemaError(f"{where}: video_id {story.video_id!r} already used on line "
-                          f"{seen[story.video_id]}")
+        raise SchemaError(
+          f"{where}: video_id {story.video_id!r} already used on line {seen[story.video_id]}"
+        )
       seen[story.video_id] = lineno
       yield story
 

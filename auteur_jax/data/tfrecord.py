@@ -67,7 +67,8 @@ class TFRecordWriter:
     # Not mkstemp: its files are mode 0600; open() applies the umask like any file.
     # The suffix keeps temporary files out of `*.tfrecord` globs (see list_shards).
     self._tmp: str | None = os.path.join(
-        folder, f".{base}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+      folder, f".{base}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
+    )
     self._file: BinaryIO | None = open(self._tmp, "xb")
 
   def write(self, record: bytes) -> None:
@@ -137,8 +138,9 @@ class ShardedWriter:
       raise ValueError(f"shard name must be a non-empty file name, got {name!r}")
     self.out_dir = os.fspath(out_dir)
     os.makedirs(self.out_dir, exist_ok=True)
-    self._paths = [os.path.join(self.out_dir, shard_name(name, i, num_shards))
-                   for i in range(num_shards)]
+    self._paths = [
+      os.path.join(self.out_dir, shard_name(name, i, num_shards)) for i in range(num_shards)
+    ]
     self._writers: list[TFRecordWriter] = []
     try:
       for p in self._paths:
@@ -195,8 +197,7 @@ class ShardedWriter:
       self.abort()
 
 
-def _read_header(f: BinaryIO, path: str, offset: int, size: int,
-                 verify: bool) -> int | None:
+def _read_header(f: BinaryIO, path: str, offset: int, size: int, verify: bool) -> int | None:
   """Reads the header of the record at `offset`; returns its data length, None at EOF.
 
   Checks the length CRC (if `verify`) and that the whole record fits in `size` bytes.
@@ -205,16 +206,27 @@ def _read_header(f: BinaryIO, path: str, offset: int, size: int,
   if not header:
     return None
   if len(header) < HEADER_BYTES:
-    raise TFRecordError(path, offset, f"truncated header: {len(header)} of "
-                        f"{HEADER_BYTES} bytes before the end of the file")
+    raise TFRecordError(
+      path,
+      offset,
+      f"truncated header: {len(header)} of {HEADER_BYTES} bytes before the end of the file",
+    )
   length, length_crc = _HEADER.unpack(header)
   if verify and masked_crc32c(header[:8]) != length_crc:
-    raise TFRecordError(path, offset, f"length CRC mismatch (stored {length_crc:#010x}, "
-                        f"computed {masked_crc32c(header[:8]):#010x}); corrupt length field")
+    raise TFRecordError(
+      path,
+      offset,
+      f"length CRC mismatch (stored {length_crc:#010x}, "
+      f"computed {masked_crc32c(header[:8]):#010x}); corrupt length field",
+    )
   end = offset + HEADER_BYTES + length + FOOTER_BYTES
   if end > size:
-    raise TFRecordError(path, offset, f"truncated record: needs {length} data bytes + "
-                        f"{FOOTER_BYTES} CRC bytes, but the file ends at byte {size}")
+    raise TFRecordError(
+      path,
+      offset,
+      f"truncated record: needs {length} data bytes + "
+      f"{FOOTER_BYTES} CRC bytes, but the file ends at byte {size}",
+    )
   return length
 
 
@@ -225,14 +237,21 @@ def _read_body(f: BinaryIO, path: str, offset: int, length: int, verify: bool) -
   data = f.read(length)
   crc = f.read(FOOTER_BYTES)  # Two reads: slicing one read would copy the data.
   if len(data) < length or len(crc) < FOOTER_BYTES:
-    raise TFRecordError(path, record, f"truncated record: expected {length} data bytes + "
-                        f"{FOOTER_BYTES} CRC bytes at byte {offset}, got "
-                        f"{len(data) + len(crc)}")
+    raise TFRecordError(
+      path,
+      record,
+      f"truncated record: expected {length} data bytes + "
+      f"{FOOTER_BYTES} CRC bytes at byte {offset}, got "
+      f"{len(data) + len(crc)}",
+    )
   if verify:
     stored, computed = _CRC.unpack(crc)[0], masked_crc32c(data)
     if stored != computed:
-      raise TFRecordError(path, record, f"data CRC mismatch (stored {stored:#010x}, "
-                          f"computed {computed:#010x}); corrupt data")
+      raise TFRecordError(
+        path,
+        record,
+        f"data CRC mismatch (stored {stored:#010x}, computed {computed:#010x}); corrupt data",
+      )
   return data
 
 
@@ -269,8 +288,7 @@ def index_records(path: str | os.PathLike) -> np.ndarray:
   return np.array(rows, dtype=np.int64).reshape(-1, 2)
 
 
-def read_record_at(f: BinaryIO, path: str, offset: int, length: int,
-                   verify: bool = True) -> bytes:
+def read_record_at(f: BinaryIO, path: str, offset: int, length: int, verify: bool = True) -> bytes:
   """Reads one record's data from open file `f` given its data offset and length
   (a row of index_records); checks the data CRC if `verify`. `path` is for errors.
 
@@ -280,14 +298,21 @@ def read_record_at(f: BinaryIO, path: str, offset: int, length: int,
   buf = os.pread(f.fileno(), length + FOOTER_BYTES, offset)
   record = offset - HEADER_BYTES
   if len(buf) < length + FOOTER_BYTES:
-    raise TFRecordError(path, record, f"truncated record: expected {length} data bytes + "
-                        f"{FOOTER_BYTES} CRC bytes at byte {offset}, got {len(buf)}")
+    raise TFRecordError(
+      path,
+      record,
+      f"truncated record: expected {length} data bytes + "
+      f"{FOOTER_BYTES} CRC bytes at byte {offset}, got {len(buf)}",
+    )
   data = buf[:length]
   if verify:
     stored, computed = _CRC.unpack_from(buf, length)[0], masked_crc32c(data)
     if stored != computed:
-      raise TFRecordError(path, record, f"data CRC mismatch (stored {stored:#010x}, "
-                          f"computed {computed:#010x}); corrupt data")
+      raise TFRecordError(
+        path,
+        record,
+        f"data CRC mismatch (stored {stored:#010x}, computed {computed:#010x}); corrupt data",
+      )
   return data
 
 
@@ -311,6 +336,8 @@ def list_shards(pattern_or_dir: str | os.PathLike) -> list[str]:
     paths = [pattern] if os.path.exists(pattern) else []
   paths = sorted(p for p in paths if os.path.isfile(p))
   if not paths:
-    raise FileNotFoundError(f"no TFRecord files match {pattern!r} (expected a directory "
-                            "with *.tfrecord files, a glob or a file)")
+    raise FileNotFoundError(
+      f"no TFRecord files match {pattern!r} (expected a directory "
+      "with *.tfrecord files, a glob or a file)"
+    )
   return paths

@@ -38,8 +38,7 @@ class Tokenizer:
     # (new ids at the end of the vocabulary, or their existing id if in the vocab).
     missing = [t for t in SPECIAL_TOKENS if t not in special or t not in vocab]
     if missing:
-      hf.add_special_tokens({"extra_special_tokens": missing},
-                            replace_extra_special_tokens=False)
+      hf.add_special_tokens({"extra_special_tokens": missing}, replace_extra_special_tokens=False)
     if hf.pad_token is None:
       # Reusing eos keeps the vocabulary (and a checkpoint's embedding) unchanged;
       # padding is masked by length, so pad == eos is unambiguous.
@@ -53,8 +52,10 @@ class Tokenizer:
     """Loads a tokenizer saved with `save_pretrained` / `save` from local folder `path`."""
     path = os.fspath(path)
     if not os.path.isdir(path):
-      raise FileNotFoundError(f"{path}: tokenizer folder not found (expected a folder "
-                              "with tokenizer.json / tokenizer_config.json)")
+      raise FileNotFoundError(
+        f"{path}: tokenizer folder not found (expected a folder "
+        "with tokenizer.json / tokenizer_config.json)"
+      )
     try:
       hf = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError, KeyError) as e:
@@ -87,8 +88,10 @@ class Tokenizer:
   def special_id(self, name: str) -> int:
     """Id of special token `name`, e.g. "<action>" or the pad/bos/eos token's text."""
     if name not in self.hf.all_special_tokens:
-      raise KeyError(f"{name!r} is not a special token of this tokenizer; expected one "
-                     f"of {sorted(self.hf.all_special_tokens)}")
+      raise KeyError(
+        f"{name!r} is not a special token of this tokenizer; expected one "
+        f"of {sorted(self.hf.all_special_tokens)}"
+      )
     i = self.hf.convert_tokens_to_ids(name)
     assert isinstance(i, int)  # One token, one id.
     return i
@@ -96,13 +99,15 @@ class Tokenizer:
   def _wrap(self, ids: list[int], add_bos: bool, add_eos: bool) -> list[int]:
     if add_bos:
       if self.bos_id is None:
-        raise ValueError(f"{self.hf.name_or_path or 'tokenizer'}: has no bos token; "
-                         "encode with add_bos=False")
+        raise ValueError(
+          f"{self.hf.name_or_path or 'tokenizer'}: has no bos token; encode with add_bos=False"
+        )
       ids = [self.bos_id] + ids
     if add_eos:
       if self.eos_id is None:
-        raise ValueError(f"{self.hf.name_or_path or 'tokenizer'}: has no eos token; "
-                         "encode with add_eos=False")
+        raise ValueError(
+          f"{self.hf.name_or_path or 'tokenizer'}: has no eos token; encode with add_eos=False"
+        )
       ids = ids + [self.eos_id]
     return ids
 
@@ -111,8 +116,9 @@ class Tokenizer:
     # add_special_tokens=False: bos/eos are ours to place, not the template's.
     return self._wrap(self.hf.encode(text, add_special_tokens=False), add_bos, add_eos)
 
-  def encode_batch(self, texts: Sequence[str], max_len: int, add_bos: bool = False,
-                   add_eos: bool = False) -> tuple[np.ndarray, np.ndarray]:
+  def encode_batch(
+    self, texts: Sequence[str], max_len: int, add_bos: bool = False, add_eos: bool = False
+  ) -> tuple[np.ndarray, np.ndarray]:
     """Texts -> (ids int32 [N, max_len], mask bool [N, max_len]).
 
     Padded with pad_id on the right; sequences longer than max_len are cut to their
@@ -129,21 +135,21 @@ class Tokenizer:
     batch = self.hf(texts, add_special_tokens=False)["input_ids"]
     for row, seq in enumerate(batch):
       seq = self._wrap(list(seq), add_bos, add_eos)[:max_len]
-      ids[row, :len(seq)] = seq
-      mask[row, :len(seq)] = True
+      ids[row, : len(seq)] = seq
+      mask[row, : len(seq)] = True
     return ids, mask
 
   def decode(self, ids: Iterable[int] | np.ndarray, skip_special: bool = True) -> str:
     """Ids -> text; special tokens (pad, markup) are dropped if `skip_special`."""
     ids = np.asarray(ids).reshape(-1).tolist()
-    text = self.hf.decode(ids, skip_special_tokens=skip_special,
-                          clean_up_tokenization_spaces=False)
+    text = self.hf.decode(ids, skip_special_tokens=skip_special, clean_up_tokenization_spaces=False)
     assert isinstance(text, str)  # One sequence, one text.
     return text
 
 
-def train_bpe(texts: Iterable[str], vocab_size: int, out_dir: str | None = None,
-              min_frequency: int = 2) -> Tokenizer:
+def train_bpe(
+  texts: Iterable[str], vocab_size: int, out_dir: str | None = None, min_frequency: int = 2
+) -> Tokenizer:
   """Trains a byte-level BPE on `texts`; saves it to `out_dir` when given.
 
   Ids 0..3 are <pad>, <bos>, <eos>, <unk>, then the director's SPECIAL_TOKENS, then the
@@ -159,21 +165,32 @@ def train_bpe(texts: Iterable[str], vocab_size: int, out_dir: str | None = None,
   specials = [PAD, BOS, EOS, UNK, *SPECIAL_TOKENS]
   alphabet = pre_tokenizers.ByteLevel.alphabet()
   if vocab_size < len(specials) + len(alphabet):
-    raise ValueError(f"train_bpe: vocab_size must be >= "
-                     f"{len(specials) + len(alphabet)} (specials + 256 bytes), "
-                     f"got {vocab_size}")
+    raise ValueError(
+      f"train_bpe: vocab_size must be >= "
+      f"{len(specials) + len(alphabet)} (specials + 256 bytes), "
+      f"got {vocab_size}"
+    )
   tok = tokenizers.Tokenizer(models.BPE(unk_token=UNK))
   # No prefix space: "chop" at the start of a text and after a markup token is the
   # same as in the data, and decode(encode(x)) == x exactly.
   tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
   tok.decoder = decoders.ByteLevel()
-  trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
-                                special_tokens=specials, initial_alphabet=alphabet,
-                                show_progress=False)
+  trainer = trainers.BpeTrainer(
+    vocab_size=vocab_size,
+    min_frequency=min_frequency,
+    special_tokens=specials,
+    initial_alphabet=alphabet,
+    show_progress=False,
+  )
   tok.train_from_iterator(texts, trainer)
   hf = transformers.PreTrainedTokenizerFast(
-      tokenizer_object=tok, pad_token=PAD, bos_token=BOS, eos_token=EOS,
-      unk_token=UNK, extra_special_tokens=list(SPECIAL_TOKENS))
+    tokenizer_object=tok,
+    pad_token=PAD,
+    bos_token=BOS,
+    eos_token=EOS,
+    unk_token=UNK,
+    extra_special_tokens=list(SPECIAL_TOKENS),
+  )
   tokenizer = Tokenizer(hf)
   if out_dir is not None:
     tokenizer.save(out_dir)

@@ -46,18 +46,18 @@ class Look(NamedTuple):
 # Within a group the colours are far apart (the reader decides among a group's three);
 # across all twelve, colour + shape pairs are distinct.
 INGREDIENTS: tuple[Look, ...] = (
-    Look("tomato", 0, (215, 35, 35), "circle", "round red"),
-    Look("broccoli", 0, (35, 140, 45), "cross", "green cross-shaped"),
-    Look("fish", 0, (70, 130, 220), "hellipse", "blue oval"),
-    Look("carrot", 1, (245, 125, 20), "triangle", "orange triangular"),
-    Look("cucumber", 1, (20, 170, 150), "wide", "long teal"),
-    Look("eggplant", 1, (120, 45, 160), "vellipse", "tall purple"),
-    Look("corn", 2, (245, 215, 30), "tall", "tall yellow"),
-    Look("beet", 2, (185, 20, 110), "diamond", "magenta diamond-shaped"),
-    Look("tofu", 2, (248, 248, 240), "square", "square white"),
-    Look("pepper", 3, (140, 215, 40), "hexagon", "lime-green hexagonal"),
-    Look("shrimp", 3, (250, 140, 160), "ring", "pink ring-shaped"),
-    Look("mushroom", 3, (140, 95, 60), "mushroom", "brown"),
+  Look("tomato", 0, (215, 35, 35), "circle", "round red"),
+  Look("broccoli", 0, (35, 140, 45), "cross", "green cross-shaped"),
+  Look("fish", 0, (70, 130, 220), "hellipse", "blue oval"),
+  Look("carrot", 1, (245, 125, 20), "triangle", "orange triangular"),
+  Look("cucumber", 1, (20, 170, 150), "wide", "long teal"),
+  Look("eggplant", 1, (120, 45, 160), "vellipse", "tall purple"),
+  Look("corn", 2, (245, 215, 30), "tall", "tall yellow"),
+  Look("beet", 2, (185, 20, 110), "diamond", "magenta diamond-shaped"),
+  Look("tofu", 2, (248, 248, 240), "square", "square white"),
+  Look("pepper", 3, (140, 215, 40), "hexagon", "lime-green hexagonal"),
+  Look("shrimp", 3, (250, 140, 160), "ring", "pink ring-shaped"),
+  Look("mushroom", 3, (140, 95, 60), "mushroom", "brown"),
 )
 LOOKS = {look.name: look for look in INGREDIENTS}
 NUM_GROUPS = 4
@@ -75,30 +75,31 @@ PLATE_CENTRE, PLATE_RADII = (56.0, 32.0), (7.0, 29.5)
 
 # Slot centres (y, x) in units per surface and group, and sprite half-sizes (units).
 SLOTS: dict[str, tuple[tuple[float, float], ...]] = {
-    "shelf": tuple((8.0, 8.0 + 16.0 * g) for g in range(NUM_GROUPS)),
-    "board": ((25.0, 9.0), (25.0, 23.0), (39.0, 9.0), (39.0, 23.0)),
-    "pot": tuple((POT_CENTRE[0] + dy, POT_CENTRE[1] + dx)
-                 for dy in (-4.5, 4.5) for dx in (-4.5, 4.5)),
-    "plate": tuple((56.0, 14.0 + 12.0 * g) for g in range(NUM_GROUPS)),
+  "shelf": tuple((8.0, 8.0 + 16.0 * g) for g in range(NUM_GROUPS)),
+  "board": ((25.0, 9.0), (25.0, 23.0), (39.0, 9.0), (39.0, 23.0)),
+  "pot": tuple(
+    (POT_CENTRE[0] + dy, POT_CENTRE[1] + dx) for dy in (-4.5, 4.5) for dx in (-4.5, 4.5)
+  ),
+  "plate": tuple((56.0, 14.0 + 12.0 * g) for g in range(NUM_GROUPS)),
 }
 HALF = {"shelf": 5.5, "board": 5.5, "pot": 3.75, "plate": 4.5}
 CUT_GAP = 0.25  # Half-width of the cut gap in sprite coordinates (-1..1).
 
 _SHAPES = {
-    "circle": lambda u, v: u * u + v * v <= 1.0,
-    "square": lambda u, v: np.maximum(abs(u), abs(v)) <= 0.85,
-    "triangle": lambda u, v: (v >= -0.95) & (v <= 0.85) & (abs(u) <= (v + 0.95) * 0.5),
-    "diamond": lambda u, v: abs(u) + abs(v) <= 1.0,
-    "cross": lambda u, v: (((abs(u) <= 0.4) | (abs(v) <= 0.4))
-                           & (np.maximum(abs(u), abs(v)) <= 0.95)),
-    "tall": lambda u, v: (abs(u) <= 0.5) & (abs(v) <= 0.95),
-    "wide": lambda u, v: (abs(u) <= 0.95) & (abs(v) <= 0.5),
-    "vellipse": lambda u, v: (u / 0.62) ** 2 + v * v <= 1.0,
-    "hellipse": lambda u, v: u * u + (v / 0.6) ** 2 <= 1.0,
-    "ring": lambda u, v: (u * u + v * v <= 1.0) & (u * u + v * v >= 0.2),
-    "hexagon": lambda u, v: (abs(v) <= 0.85) & (abs(u) * 0.866 + abs(v) * 0.5 <= 0.9),
-    "mushroom": lambda u, v: (((u * u + (v + 0.05) ** 2 <= 0.9) & (v <= 0.05))
-                              | ((abs(u) <= 0.3) & (v >= 0.0) & (v <= 0.95))),
+  "circle": lambda u, v: u * u + v * v <= 1.0,
+  "square": lambda u, v: np.maximum(abs(u), abs(v)) <= 0.85,
+  "triangle": lambda u, v: (v >= -0.95) & (v <= 0.85) & (abs(u) <= (v + 0.95) * 0.5),
+  "diamond": lambda u, v: abs(u) + abs(v) <= 1.0,
+  "cross": lambda u, v: ((abs(u) <= 0.4) | (abs(v) <= 0.4)) & (np.maximum(abs(u), abs(v)) <= 0.95),
+  "tall": lambda u, v: (abs(u) <= 0.5) & (abs(v) <= 0.95),
+  "wide": lambda u, v: (abs(u) <= 0.95) & (abs(v) <= 0.5),
+  "vellipse": lambda u, v: (u / 0.62) ** 2 + v * v <= 1.0,
+  "hellipse": lambda u, v: u * u + (v / 0.6) ** 2 <= 1.0,
+  "ring": lambda u, v: (u * u + v * v <= 1.0) & (u * u + v * v >= 0.2),
+  "hexagon": lambda u, v: (abs(v) <= 0.85) & (abs(u) * 0.866 + abs(v) * 0.5 <= 0.9),
+  "mushroom": lambda u, v: (
+    ((u * u + (v + 0.05) ** 2 <= 0.9) & (v <= 0.05)) | ((abs(u) <= 0.3) & (v >= 0.0) & (v <= 0.95))
+  ),
 }
 
 
@@ -152,8 +153,11 @@ def sprite_mask(shape: str, cut: str, n: int) -> np.ndarray:
   elif cut == "halved":
     mask = piece((u - np.sign(u) * s) / (1 - s), v) & (abs(u) >= s)
   elif cut == "chopped":
-    mask = (piece((u - np.sign(u) * s) / (1 - s), (v - np.sign(v) * s) / (1 - s))
-            & (abs(u) >= s) & (abs(v) >= s))
+    mask = (
+      piece((u - np.sign(u) * s) / (1 - s), (v - np.sign(v) * s) / (1 - s))
+      & (abs(u) >= s)
+      & (abs(v) >= s)
+    )
   else:
     raise ValueError(f"unknown cut {cut!r}")
   mask.flags.writeable = False  # Cached and shared.
@@ -167,11 +171,12 @@ def blit(img: np.ndarray, mask: np.ndarray, top: int, left: int, rgb: RGB) -> No
   y0, x0, y1, x1 = max(top, 0), max(left, 0), min(top + h, size_y), min(left + w, size_x)
   if y0 >= y1 or x0 >= x1:
     return
-  img[y0:y1, x0:x1][mask[y0 - top:y1 - top, x0 - left:x1 - left]] = rgb
+  img[y0:y1, x0:x1][mask[y0 - top : y1 - top, x0 - left : x1 - left]] = rgb
 
 
-def draw_item(img: np.ndarray, look: Look, cut: str, rgb: RGB, cy: float, cx: float,
-              half: float) -> None:
+def draw_item(
+  img: np.ndarray, look: Look, cut: str, rgb: RGB, cy: float, cx: float, half: float
+) -> None:
   """Draws an ingredient sprite centred at (cy, cx) units with half-size `half` units."""
   k = scale(img.shape[0])
   n = sprite_px(half, k)
@@ -183,7 +188,7 @@ def draw_rect(img: np.ndarray, y0: float, y1: float, x0: float, x1: float, rgb: 
   """Fills the rectangle [y0, y1) x [x0, x1) in units (clipped to the frame)."""
   k = scale(img.shape[0])
   r = [int(round(t * k)) for t in (y0, y1, x0, x1)]
-  img[max(r[0], 0):max(r[1], 0), max(r[2], 0):max(r[3], 0)] = rgb
+  img[max(r[0], 0) : max(r[1], 0), max(r[2], 0) : max(r[3], 0)] = rgb
 
 
 def draw_dot(img: np.ndarray, cy: float, cx: float, radius: float, rgb: RGB) -> None:
@@ -191,12 +196,12 @@ def draw_dot(img: np.ndarray, cy: float, cx: float, radius: float, rgb: RGB) -> 
   k = scale(img.shape[0])
   n = max(1, int(round(2 * radius * k)))
   top, left = sprite_origin(cy, cx, n, k)
-  blit(img, sprite_mask("circle", "whole", n) if n >= 3 else np.ones((n, n), bool),
-       top, left, rgb)
+  blit(img, sprite_mask("circle", "whole", n) if n >= 3 else np.ones((n, n), bool), top, left, rgb)
 
 
-def draw_line(img: np.ndarray, y0: float, x0: float, y1: float, x1: float,
-              width: float, rgb: RGB) -> None:
+def draw_line(
+  img: np.ndarray, y0: float, x0: float, y1: float, x1: float, width: float, rgb: RGB
+) -> None:
   """A straight stroke of `width` units from (y0, x0) to (y1, x1)."""
   k = scale(img.shape[0])
   n = max(2, int(math.hypot(y1 - y0, x1 - x0) * k * 2))
@@ -213,14 +218,14 @@ class Geometry(NamedTuple):
   """Per-size pixel masks of the fixed regions (bool [S, S] unless noted)."""
 
   pot_interior: np.ndarray
-  burner: np.ndarray       # Burner ring pixels left visible around the pot.
-  pot_free: np.ndarray     # Pot interior outside every (dilated) slot box: liquid shows.
-  plate: np.ndarray        # Whole plate incl. rim.
+  burner: np.ndarray  # Burner ring pixels left visible around the pot.
+  pot_free: np.ndarray  # Pot interior outside every (dilated) slot box: liquid shows.
+  plate: np.ndarray  # Whole plate incl. rim.
   plate_inner: np.ndarray  # Plate without its rim.
-  plate_free: np.ndarray   # Plate interior outside the slot boxes: where herbs go.
-  herbs: np.ndarray        # The herb speck pixels (subset of plate_free).
-  bubbles: np.ndarray      # int [N, 2] candidate bubble pixels (inside pot_free).
-  pot_dist: np.ndarray     # float [S, S] distance (units) from the pot centre.
+  plate_free: np.ndarray  # Plate interior outside the slot boxes: where herbs go.
+  herbs: np.ndarray  # The herb speck pixels (subset of plate_free).
+  bubbles: np.ndarray  # int [N, 2] candidate bubble pixels (inside pot_free).
+  pot_dist: np.ndarray  # float [S, S] distance (units) from the pot centre.
 
 
 def slot_box(location: str, group: int, size: int, margin: int = 1) -> tuple[int, int, int, int]:
@@ -228,8 +233,12 @@ def slot_box(location: str, group: int, size: int, margin: int = 1) -> tuple[int
   k = scale(size)
   n = sprite_px(HALF[location], k)
   top, left = sprite_origin(*SLOTS[location][group], n, k)
-  return (max(top - margin, 0), min(top + n + margin, size),
-          max(left - margin, 0), min(left + n + margin, size))
+  return (
+    max(top - margin, 0),
+    min(top + n + margin, size),
+    max(left - margin, 0),
+    min(left + n + margin, size),
+  )
 
 
 @functools.lru_cache(maxsize=16)
@@ -241,10 +250,11 @@ def geometry(size: int) -> Geometry:
   d = np.hypot(yy - POT_CENTRE[0], xx - POT_CENTRE[1])
   interior = d < POT_INNER
   burner = (d >= POT_OUTER) & (d < BURNER_RADII[1])
-  e = (((yy - PLATE_CENTRE[0]) / PLATE_RADII[0]) ** 2
-       + ((xx - PLATE_CENTRE[1]) / PLATE_RADII[1]) ** 2)
+  e = ((yy - PLATE_CENTRE[0]) / PLATE_RADII[0]) ** 2 + (
+    (xx - PLATE_CENTRE[1]) / PLATE_RADII[1]
+  ) ** 2
   plate = e <= 1.0
-  plate_in = e <= 0.88 ** 2
+  plate_in = e <= 0.88**2
   slots = {loc: np.zeros((size, size), bool) for loc in ("pot", "plate")}
   for loc in slots:
     for g in range(NUM_GROUPS):
@@ -296,8 +306,9 @@ def scene(size: int, state: State, skip: str | None = None) -> np.ndarray:
   return img
 
 
-def draw_items(img: np.ndarray, state: State, skip: str | None = None,
-               cooking: float = 0.0) -> None:
+def draw_items(
+  img: np.ndarray, state: State, skip: str | None = None, cooking: float = 0.0
+) -> None:
   """Draws every ingredient of `state` at its slot except `skip`.
 
   `cooking` in 0..1 blends chopped pieces in the pot towards their cooked colour (stir).

@@ -26,8 +26,9 @@ from auteur_jax.data.toy_recipes import video_recipe
 from auteur_jax.data.toy_text import caption
 
 
-def noisy_segments(clips: Sequence[tuple[float, float]], duration: float, noise: float,
-                   rng: np.random.Generator) -> list[tuple[float, float]]:
+def noisy_segments(
+  clips: Sequence[tuple[float, float]], duration: float, noise: float, rng: np.random.Generator
+) -> list[tuple[float, float]]:
   """ASR-like action times: each clip's [start, end] shifted, extended or shrunk.
 
   Each boundary moves by at most `noise` x the clip's length: a common shift of up to
@@ -69,8 +70,7 @@ def _write_json(path: str, obj: Any) -> None:
 def _make_video(job: _Job) -> dict[str, Any]:
   """Renders, encodes and describes one video; writes its mp4 and states JSON."""
   vid = f"toy_{job.index:06d}"
-  recipe, rng = video_recipe(job.seed, job.index, job.val_fraction, job.min_steps,
-                             job.max_steps)
+  recipe, rng = video_recipe(job.seed, job.index, job.val_fraction, job.min_steps, job.max_steps)
   frames, tl = toy_render.render_story(recipe, job.size, job.fps)
   video_io.write_video(os.path.join(job.out_dir, "videos", f"{vid}.mp4"), frames, job.fps)
   duration = len(frames) / job.fps
@@ -78,31 +78,79 @@ def _make_video(job: _Job) -> dict[str, Any]:
   segments = noisy_segments(clips, duration, job.noise, rng) if job.noise > 0 else clips
   steps = []
   for i, (step, (f0, f1), (a, b)) in enumerate(zip(recipe.steps, tl.clips, tl.motion)):
-    steps.append({"index": i, "action": step.action, "ingredient": step.ingredient,
-                  "text": step.text, "start": clips[i][0], "end": clips[i][1],
-                  "frames": [f0, f1], "motion": [a, b], "state": i + 1})
-  _write_json(os.path.join(job.out_dir, "states", f"{vid}.json"), {
-      "video_id": vid, "dish": recipe.dish, "split": recipe.split, "fps": job.fps,
-      "size": job.size, "num_frames": len(frames), "duration": duration,
-      "ingredients": list(recipe.ingredients), "routes": list(recipe.routes),
-      "states": [s.to_json() for s in tl.states], "steps": steps,
-      "frames": {"state": tl.state_index.tolist(), "moving": tl.moving.astype(int).tolist()}})
+    steps.append(
+      {
+        "index": i,
+        "action": step.action,
+        "ingredient": step.ingredient,
+        "text": step.text,
+        "start": clips[i][0],
+        "end": clips[i][1],
+        "frames": [f0, f1],
+        "motion": [a, b],
+        "state": i + 1,
+      }
+    )
+  _write_json(
+    os.path.join(job.out_dir, "states", f"{vid}.json"),
+    {
+      "video_id": vid,
+      "dish": recipe.dish,
+      "split": recipe.split,
+      "fps": job.fps,
+      "size": job.size,
+      "num_frames": len(frames),
+      "duration": duration,
+      "ingredients": list(recipe.ingredients),
+      "routes": list(recipe.routes),
+      "states": [s.to_json() for s in tl.states],
+      "steps": steps,
+      "frames": {"state": tl.state_index.tolist(), "moving": tl.moving.astype(int).tolist()},
+    },
+  )
   annotation = {
-      "duration": duration, "subset": recipe.split, "recipe_type": recipe.dish,
-      "annotations": [{"segment": [s, e], "id": i, "sentence": step.text}
-                      for i, ((s, e), step) in enumerate(zip(segments, recipe.steps))],
-      "video_url": f"videos/{vid}.mp4"}
-  captions = [{"video_id": vid, "start": s, "end": e,
-               "caption": caption(tl.states[i], tl.states[i + 1], recipe.steps[i])}
-              for i, (s, e) in enumerate(clips)]
-  return {"video_id": vid, "annotation": annotation, "captions": captions,
-          "split": recipe.split, "steps": len(recipe.steps), "frames": len(frames)}
+    "duration": duration,
+    "subset": recipe.split,
+    "recipe_type": recipe.dish,
+    "annotations": [
+      {"segment": [s, e], "id": i, "sentence": step.text}
+      for i, ((s, e), step) in enumerate(zip(segments, recipe.steps))
+    ],
+    "video_url": f"videos/{vid}.mp4",
+  }
+  captions = [
+    {
+      "video_id": vid,
+      "start": s,
+      "end": e,
+      "caption": caption(tl.states[i], tl.states[i + 1], recipe.steps[i]),
+    }
+    for i, (s, e) in enumerate(clips)
+  ]
+  return {
+    "video_id": vid,
+    "annotation": annotation,
+    "captions": captions,
+    "split": recipe.split,
+    "steps": len(recipe.steps),
+    "frames": len(frames),
+  }
 
 
-def generate_dataset(out_dir: str, num_videos: int, seed: int = 0, size: int = 64,
-                     fps: float = 8.0, noise: float = 0.0, val_fraction: float = 0.2,
-                     workers: int = 0, preview: bool = False, progress: bool = True,
-                     min_steps: int = 4, max_steps: int = 12) -> dict[str, Any]:
+def generate_dataset(
+  out_dir: str,
+  num_videos: int,
+  seed: int = 0,
+  size: int = 64,
+  fps: float = 8.0,
+  noise: float = 0.0,
+  val_fraction: float = 0.2,
+  workers: int = 0,
+  preview: bool = False,
+  progress: bool = True,
+  min_steps: int = 4,
+  max_steps: int = 12,
+) -> dict[str, Any]:
   """Writes the raw toy-kitchen data set into `out_dir`.
 
   Files:
@@ -130,13 +178,17 @@ def generate_dataset(out_dir: str, num_videos: int, seed: int = 0, size: int = 6
   if not 4 <= min_steps <= max_steps <= 12:
     raise ValueError(f"steps must satisfy 4 <= min <= max <= 12, got {min_steps}..{max_steps}")
   if not fps > 0 or not 0 <= noise <= 1 or not 0 <= val_fraction < 1:
-    raise ValueError(f"need fps > 0, 0 <= noise <= 1, 0 <= val_fraction < 1; got fps={fps}, "
-                     f"noise={noise}, val_fraction={val_fraction}")
+    raise ValueError(
+      f"need fps > 0, 0 <= noise <= 1, 0 <= val_fraction < 1; got fps={fps}, "
+      f"noise={noise}, val_fraction={val_fraction}"
+    )
   t0 = time.perf_counter()
   for sub in ("videos", "states"):
     os.makedirs(os.path.join(out_dir, sub), exist_ok=True)
-  jobs = [_Job(out_dir, i, seed, size, fps, noise, val_fraction, min_steps, max_steps)
-          for i in range(num_videos)]
+  jobs = [
+    _Job(out_dir, i, seed, size, fps, noise, val_fraction, min_steps, max_steps)
+    for i in range(num_videos)
+  ]
   workers = min(workers or os.cpu_count() or 1, num_videos)
   bar = tqdm(total=num_videos, desc="toy kitchen", unit="video", disable=not progress)
   results = []
@@ -165,14 +217,20 @@ def generate_dataset(out_dir: str, num_videos: int, seed: int = 0, size: int = 6
     recipe, _ = video_recipe(seed, 0, val_fraction, min_steps, max_steps)
     frames, tl = toy_render.render_story(recipe, size, fps)
     preview_path = os.path.join(out_dir, "preview.png")
-    toy_render.contact_sheet(frames, tl, [s.text for s in recipe.steps],
-                             f"{results[0]['video_id']}: {recipe.dish}").save(preview_path)
-  return {"out_dir": out_dir, "videos": num_videos,
-          "training": sum(r["split"] == "training" for r in results),
-          "validation": sum(r["split"] == "validation" for r in results),
-          "steps": sum(r["steps"] for r in results),
-          "frames": sum(r["frames"] for r in results),
-          "annotations": ann_path, "captions": cap_path,
-          "videos_dir": os.path.join(out_dir, "videos"),
-          "states_dir": os.path.join(out_dir, "states"), "preview": preview_path,
-          "seconds": time.perf_counter() - t0}
+    toy_render.contact_sheet(
+      frames, tl, [s.text for s in recipe.steps], f"{results[0]['video_id']}: {recipe.dish}"
+    ).save(preview_path)
+  return {
+    "out_dir": out_dir,
+    "videos": num_videos,
+    "training": sum(r["split"] == "training" for r in results),
+    "validation": sum(r["split"] == "validation" for r in results),
+    "steps": sum(r["steps"] for r in results),
+    "frames": sum(r["frames"] for r in results),
+    "annotations": ann_path,
+    "captions": cap_path,
+    "videos_dir": os.path.join(out_dir, "videos"),
+    "states_dir": os.path.join(out_dir, "states"),
+    "preview": preview_path,
+    "seconds": time.perf_counter() - t0,
+  }

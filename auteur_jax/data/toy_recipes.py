@@ -12,12 +12,24 @@ import numpy as np
 
 from auteur_jax.data.toy_draw import INGREDIENTS, NUM_GROUPS
 from auteur_jax.data.toy_text import INSTRUCTIONS, dish_name, join_names
-from auteur_jax.data.toy_world import (ROUTES, SPLITS, Recipe, State, Step, combination_split,
-                                       video_split)
+from auteur_jax.data.toy_world import (
+  ROUTES,
+  SPLITS,
+  Recipe,
+  State,
+  Step,
+  combination_split,
+  video_split,
+)
 
 
-def make_recipe(rng: np.random.Generator | int, min_steps: int = 4, max_steps: int = 12,
-                split: str | None = None, val_fraction: float = 0.2) -> Recipe:
+def make_recipe(
+  rng: np.random.Generator | int,
+  min_steps: int = 4,
+  max_steps: int = 12,
+  split: str | None = None,
+  val_fraction: float = 0.2,
+) -> Recipe:
   """A random dish with min_steps..max_steps steps (4 <= min <= max <= 12).
 
   `split` restricts the dish's ingredient set to that split's combinations (None: any).
@@ -28,8 +40,7 @@ def make_recipe(rng: np.random.Generator | int, min_steps: int = 4, max_steps: i
   if split not in (None, *SPLITS):
     raise ValueError(f"split must be one of {SPLITS} or None, got {split!r}")
   rng = np.random.default_rng(rng) if isinstance(rng, (int, np.integer)) else rng
-  groups = [[look.name for look in INGREDIENTS if look.group == g]
-            for g in range(NUM_GROUPS)]
+  groups = [[look.name for look in INGREDIENTS if look.group == g] for g in range(NUM_GROUPS)]
   for _ in range(20000):
     k = int(rng.choice(4, p=[0.3, 0.35, 0.25, 0.1])) + 1
     chosen = sorted(rng.choice(len(groups), k, replace=False).tolist())
@@ -45,14 +56,26 @@ def make_recipe(rng: np.random.Generator | int, min_steps: int = 4, max_steps: i
     if split is not None and combination_split(names, val_fraction) != split:
       continue
     steps = _order(rng, names, routes, cook, season, sprinkle)
-    return Recipe(dish_name(names, routes, cook, season, sprinkle), tuple(names),
-                  tuple(routes), tuple(steps), combination_split(names, val_fraction))
-  raise ValueError(f"no {split or 'any'} dish with {min_steps}..{max_steps} steps at "
-                   f"val_fraction={val_fraction}")
+    return Recipe(
+      dish_name(names, routes, cook, season, sprinkle),
+      tuple(names),
+      tuple(routes),
+      tuple(steps),
+      combination_split(names, val_fraction),
+    )
+  raise ValueError(
+    f"no {split or 'any'} dish with {min_steps}..{max_steps} steps at val_fraction={val_fraction}"
+  )
 
 
-def _order(rng: np.random.Generator, names: list[str], routes: list[str], cook: bool,
-           season: bool, sprinkle: bool) -> list[Step]:
+def _order(
+  rng: np.random.Generator,
+  names: list[str],
+  routes: list[str],
+  cook: bool,
+  season: bool,
+  sprinkle: bool,
+) -> list[Step]:
   """A random order of the needed actions, each allowed by the state when taken.
 
   Beyond the world's preconditions the plan stirs once, after every add, and sprinkles
@@ -68,25 +91,32 @@ def _order(rng: np.random.Generator, names: list[str], routes: list[str], cook: 
   state, steps = State.initial(names), []
   while todo:
     acts = {a for a, _ in todo}
-    ok = [t for t in todo if state.check(*t) is None
-          and not (t[0] == "stir" and "add" in acts)
-          and not (t[0] == "sprinkle" and acts & {"garnish", "serve"})]
+    ok = [
+      t
+      for t in todo
+      if state.check(*t) is None
+      and not (t[0] == "stir" and "add" in acts)
+      and not (t[0] == "sprinkle" and acts & {"garnish", "serve"})
+    ]
     action, ing = ok[int(rng.integers(len(ok)))]
     todo.remove((action, ing))
     x = ing
     if action == "stir":
-      x = join_names([n for n, (loc, f) in state.ingredients.items()
-                      if loc == "pot" and f == "chopped"])
+      x = join_names(
+        [n for n, (loc, f) in state.ingredients.items() if loc == "pot" and f == "chopped"]
+      )
     templates = INSTRUCTIONS[action]
     text = templates[int(rng.integers(len(templates)))].format(
-        x=x, be="are" if x and " and " in x else "is")
+      x=x, be="are" if x and " and " in x else "is"
+    )
     steps.append(Step(action, ing, text, 2.0 + 0.25 * int(rng.integers(9))))
     state = state.apply(action, ing)
   return steps
 
 
-def video_recipe(seed: int, index: int, val_fraction: float = 0.2, min_steps: int = 4,
-                 max_steps: int = 12) -> tuple[Recipe, np.random.Generator]:
+def video_recipe(
+  seed: int, index: int, val_fraction: float = 0.2, min_steps: int = 4, max_steps: int = 12
+) -> tuple[Recipe, np.random.Generator]:
   """Video `index`'s recipe in a data set made with `seed`, and the generator that then
   draws its timestamp noise (seeded by (seed, index))."""
   rng = np.random.default_rng([seed, index])

@@ -16,11 +16,33 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from auteur_jax.data.toy_draw import (BURNER_OFF, BURNER_ON, HALF, HERBS, LIQUIDS, LOOKS,
-                                      PLATE_CENTRE, POT_CENTRE, POT_INNER, SLOTS, Geometry,
-                                      Look, draw_bubbles, draw_dot, draw_item, draw_items,
-                                      draw_line, draw_rect, form_rgb, geometry, mix,
-                                      pot_liquid, scale, scene, surface)
+from auteur_jax.data.toy_draw import (
+  BURNER_OFF,
+  BURNER_ON,
+  HALF,
+  HERBS,
+  LIQUIDS,
+  LOOKS,
+  PLATE_CENTRE,
+  POT_CENTRE,
+  POT_INNER,
+  SLOTS,
+  Geometry,
+  Look,
+  draw_bubbles,
+  draw_dot,
+  draw_item,
+  draw_items,
+  draw_line,
+  draw_rect,
+  form_rgb,
+  geometry,
+  mix,
+  pot_liquid,
+  scale,
+  scene,
+  surface,
+)
 
 if TYPE_CHECKING:  # Only for annotations.
   from auteur_jax.data.toy_world import Recipe, State
@@ -62,8 +84,15 @@ def _spoon(img: np.ndarray, cy: float, cx: float, hy: float, hx: float) -> None:
   draw_dot(img, cy, cx, 2.0, (225, 195, 140))
 
 
-def render_clip(size: int, before: State, after: State, action: str,
-                ingredient: str | None, n: int, first_frame: int = 0) -> np.ndarray:
+def render_clip(
+  size: int,
+  before: State,
+  after: State,
+  action: str,
+  ingredient: str | None,
+  n: int,
+  first_frame: int = 0,
+) -> np.ndarray:
   """Animates one step from `before` to `after` over n frames -> uint8 [n, S, S, 3].
 
   Frames outside `motion_window(n)` show `before` (start) or `after` (end) at rest;
@@ -99,15 +128,21 @@ def render_clip(size: int, before: State, after: State, action: str,
   return out
 
 
-def _move_item(img: np.ndarray, action: str, look: Look, before: State, p: float,
-               s: float) -> None:
+def _move_item(img: np.ndarray, action: str, look: Look, before: State, p: float, s: float) -> None:
   """Moving-ingredient actions: place, chop, add, garnish, serve."""
   g = look.group
   if action == "chop":
     cy, cx = SLOTS["board"][g]
     cut = "whole" if p < 0.3 else "halved" if p < 0.7 else "chopped"
-    draw_item(img, look, cut, form_rgb(look, "chopped" if cut == "chopped" else "whole"),
-              cy, cx, HALF["board"])
+    draw_item(
+      img,
+      look,
+      cut,
+      form_rgb(look, "chopped" if cut == "chopped" else "whole"),
+      cy,
+      cx,
+      HALF["board"],
+    )
     if p < 0.5:  # First cut: the blade slides down the vertical cut line.
       x = cx + 30 * max(0.0, 0.1 - p) / 0.1
       _knife(img, cy - 7 + 14 * min(1.0, max(0.0, (p - 0.1) / 0.35)), x, True)
@@ -116,20 +151,38 @@ def _move_item(img: np.ndarray, action: str, look: Look, before: State, p: float
       _knife(img, cy, x, False)
     return
   src, form_from, form_to = {
-      "place": ("shelf", "whole", "whole"), "add": ("board", "chopped", "chopped"),
-      "garnish": ("board", "chopped", "chopped"), "serve": ("pot", "cooked", "cooked")}[action]
+    "place": ("shelf", "whole", "whole"),
+    "add": ("board", "chopped", "chopped"),
+    "garnish": ("board", "chopped", "chopped"),
+    "serve": ("pot", "cooked", "cooked"),
+  }[action]
   dst = {"place": "board", "add": "pot", "garnish": "plate", "serve": "plate"}[action]
   cy, cx = _lerp(SLOTS[src][g], SLOTS[dst][g], s)
   half = HALF[src] + (HALF[dst] - HALF[src]) * s
   lift = 1.0 + 0.25 * math.sin(math.pi * s)  # Lifted items look a little bigger.
   if action == "serve":
     _spoon(img, cy, cx, cy - 9, cx + 6)
-  draw_item(img, look, "whole" if form_from == "whole" else "chopped",
-            form_rgb(look, form_to), cy, cx, half * lift)
+  draw_item(
+    img,
+    look,
+    "whole" if form_from == "whole" else "chopped",
+    form_rgb(look, form_to),
+    cy,
+    cx,
+    half * lift,
+  )
 
 
-def _pot_effect(img: np.ndarray, geo: Geometry, action: str, before: State, after: State,
-                p: float, s: float, frame_index: int) -> None:
+def _pot_effect(
+  img: np.ndarray,
+  geo: Geometry,
+  action: str,
+  before: State,
+  after: State,
+  p: float,
+  s: float,
+  frame_index: int,
+) -> None:
   """Whole-pot and plate actions: pour, boil, season, stir, sprinkle (img = surface)."""
   py, px = POT_CENTRE
   if action == "pour":  # Water spreads from the middle of the pot.
@@ -206,20 +259,27 @@ def render_story(recipe: Recipe, size: int = 64, fps: float = 8.0) -> tuple[np.n
   moving = np.zeros(len(frames), bool)
   clips, motion, f0 = [], [], 0
   for s, (step, n) in enumerate(zip(recipe.steps, counts)):
-    frames[f0:f0 + n] = render_clip(size, states[s], states[s + 1], step.action,
-                                    step.ingredient, n, first_frame=f0)
+    frames[f0 : f0 + n] = render_clip(
+      size, states[s], states[s + 1], step.action, step.ingredient, n, first_frame=f0
+    )
     a, b = motion_window(n)
-    index[f0:f0 + n] = s
-    index[f0 + (a + b) // 2:f0 + n] = s + 1
-    moving[f0 + a:f0 + b] = True
+    index[f0 : f0 + n] = s
+    index[f0 + (a + b) // 2 : f0 + n] = s + 1
+    moving[f0 + a : f0 + b] = True
     clips.append((f0, f0 + n))
     motion.append((f0 + a, f0 + b))
     f0 += n
   return frames, Timeline(states, index, moving, clips, motion)
 
 
-def contact_sheet(frames: np.ndarray, timeline: Timeline, labels: list[str], title: str,
-                  columns: int = 4, tile: int = 160) -> Image.Image:
+def contact_sheet(
+  frames: np.ndarray,
+  timeline: Timeline,
+  labels: list[str],
+  title: str,
+  columns: int = 4,
+  tile: int = 160,
+) -> Image.Image:
   """One keyframe per step (its clip's last frame, at rest) with its label underneath."""
   n = len(timeline.clips)
   columns = min(columns, n)
@@ -227,8 +287,9 @@ def contact_sheet(frames: np.ndarray, timeline: Timeline, labels: list[str], tit
   font = ImageFont.load_default()
   wrap = max(10, tile // 6)
   text_h = 12 * 4 + 6
-  sheet = Image.new("RGB", (columns * (tile + 8) + 8, 24 + rows * (tile + text_h + 8)),
-                    (255, 255, 255))
+  sheet = Image.new(
+    "RGB", (columns * (tile + 8) + 8, 24 + rows * (tile + text_h + 8)), (255, 255, 255)
+  )
   draw = ImageDraw.Draw(sheet)
   draw.text((8, 6), title, fill=(0, 0, 0), font=font)
   for i, ((_, end), label) in enumerate(zip(timeline.clips, labels)):
@@ -236,6 +297,5 @@ def contact_sheet(frames: np.ndarray, timeline: Timeline, labels: list[str], tit
     img = Image.fromarray(frames[end - 1]).resize((tile, tile), Image.Resampling.NEAREST)
     sheet.paste(img, (x, y))
     lines = textwrap.wrap(f"{i + 1}. {label}", wrap)[:4]
-    draw.multiline_text((x, y + tile + 3), "\n".join(lines), fill=(0, 0, 0), font=font,
-                        spacing=2)
+    draw.multiline_text((x, y + tile + 3), "\n".join(lines), fill=(0, 0, 0), font=font, spacing=2)
   return sheet

@@ -27,8 +27,9 @@ from auteur_jax.data.toy_world import REST_FORMS
 
 def render_still(size: int, rng: np.random.Generator, fill: float = 0.8) -> np.ndarray:
   """One dense still: uint8 [size, size, 3]."""
-  img = toy_draw.surface(size, bool(rng.integers(2)), str(rng.choice(list(toy_draw.LIQUIDS))),
-                         bool(rng.integers(2))).copy()
+  img = toy_draw.surface(
+    size, bool(rng.integers(2)), str(rng.choice(list(toy_draw.LIQUIDS))), bool(rng.integers(2))
+  ).copy()
   for loc, centres in toy_draw.SLOTS.items():
     for group, (cy, cx) in enumerate(centres):
       if rng.random() >= fill:
@@ -37,13 +38,28 @@ def render_still(size: int, rng: np.random.Generator, fill: float = 0.8) -> np.n
       look = looks[rng.integers(len(looks))]
       forms = REST_FORMS[loc]
       form = forms[rng.integers(len(forms))]
-      toy_draw.draw_item(img, look, "whole" if form == "whole" else "chopped",
-                         toy_draw.form_rgb(look, form), cy, cx, toy_draw.HALF[loc])
+      toy_draw.draw_item(
+        img,
+        look,
+        "whole" if form == "whole" else "chopped",
+        toy_draw.form_rgb(look, form),
+        cy,
+        cx,
+        toy_draw.HALF[loc],
+      )
   return img
 
 
-def write_stills(out_dir: str, num: int, seed: int = 0, size: int = 64, fill: float = 0.8,
-                 jpeg_quality: int = 90, num_shards: int = 4, progress: bool = True) -> dict:
+def write_stills(
+  out_dir: str,
+  num: int,
+  seed: int = 0,
+  size: int = 64,
+  fill: float = 0.8,
+  jpeg_quality: int = 90,
+  num_shards: int = 4,
+  progress: bool = True,
+) -> dict:
   """Writes `num` stills as 1-frame clip records (split "train"); returns dataset.json."""
   if num < 1:
     raise ValueError(f"num must be >= 1 still, got {num}")
@@ -60,11 +76,14 @@ def write_stills(out_dir: str, num: int, seed: int = 0, size: int = 64, fill: fl
     writer.abort()
     raise
   writer.close()
-  summary = {"stills": {"num": num, "seed": seed, "fill": fill},
-             "frames": {"fps": 1.0, "size": size, "jpeg_quality": jpeg_quality},
-             "schema_version": examples.SCHEMA_VERSION,
-             "splits": {"train": {"clips": num, "clip_shards": [
-                 os.path.relpath(p, out_dir) for p in writer.paths]}}}
+  summary = {
+    "stills": {"num": num, "seed": seed, "fill": fill},
+    "frames": {"fps": 1.0, "size": size, "jpeg_quality": jpeg_quality},
+    "schema_version": examples.SCHEMA_VERSION,
+    "splits": {
+      "train": {"clips": num, "clip_shards": [os.path.relpath(p, out_dir) for p in writer.paths]}
+    },
+  }
   tmp = os.path.join(out_dir, f"dataset.json.tmp-{os.getpid()}")
   with open(tmp, "w") as f:
     json.dump(summary, f, indent=1)

@@ -26,24 +26,35 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-ACTIONS = ("place", "chop", "add", "garnish", "pour", "boil", "season", "stir", "serve",
-           "sprinkle")
+ACTIONS = ("place", "chop", "add", "garnish", "pour", "boil", "season", "stir", "serve", "sprinkle")
 INGREDIENT_ACTIONS = ("place", "chop", "add", "garnish", "serve")
 LOCATIONS = ("shelf", "board", "pot", "plate")
 FORMS = ("whole", "chopped", "cooked")
 # Forms an ingredient can have at rest in each location (what the actions leave there).
-REST_FORMS = {"shelf": ("whole",), "board": ("whole", "chopped"), "pot": ("chopped", "cooked"),
-              "plate": ("chopped", "cooked")}
+REST_FORMS = {
+  "shelf": ("whole",),
+  "board": ("whole", "chopped"),
+  "pot": ("chopped", "cooked"),
+  "plate": ("chopped", "cooked"),
+}
 ROUTES = ("soup", "served", "garnish")
 SPLITS = ("training", "validation")  # YouCook2's subset names.
 
 # (location, form) an ingredient must have for the action, and what it has after.
-_NEEDS = {"place": ("shelf", "whole"), "chop": ("board", "whole"),
-          "add": ("board", "chopped"), "garnish": ("board", "chopped"),
-          "serve": ("pot", "cooked")}
-_GIVES = {"place": ("board", "whole"), "chop": ("board", "chopped"),
-          "add": ("pot", "chopped"), "garnish": ("plate", "chopped"),
-          "serve": ("plate", "cooked")}
+_NEEDS = {
+  "place": ("shelf", "whole"),
+  "chop": ("board", "whole"),
+  "add": ("board", "chopped"),
+  "garnish": ("board", "chopped"),
+  "serve": ("pot", "cooked"),
+}
+_GIVES = {
+  "place": ("board", "whole"),
+  "chop": ("board", "chopped"),
+  "add": ("pot", "chopped"),
+  "garnish": ("plate", "chopped"),
+  "serve": ("plate", "cooked"),
+}
 
 
 class PreconditionError(ValueError):
@@ -84,15 +95,33 @@ class State:
     in_pot = [f for loc, f in self.ingredients.values() if loc == "pot"]
     on_plate = any(loc == "plate" for loc, _ in self.ingredients.values())
     reason = {
-        "pour": "the pot already holds water" if self.water else None,
-        "boil": ("the pot has no water" if not self.water else
-                 "the stove is already on" if self.heat else None),
-        "season": ("the pot has no water" if not self.water else
-                   "the pot is already seasoned" if self.pot_seasoned else None),
-        "stir": (None if self.heat and self.water and "chopped" in in_pot else
-                 "stirring cooks chopped pieces in boiling water; there are none"),
-        "sprinkle": ("the plate is empty" if not on_plate else
-                     "the plate already has herbs" if self.plate_seasoned else None),
+      "pour": "the pot already holds water" if self.water else None,
+      "boil": (
+        "the pot has no water"
+        if not self.water
+        else "the stove is already on"
+        if self.heat
+        else None
+      ),
+      "season": (
+        "the pot has no water"
+        if not self.water
+        else "the pot is already seasoned"
+        if self.pot_seasoned
+        else None
+      ),
+      "stir": (
+        None
+        if self.heat and self.water and "chopped" in in_pot
+        else "stirring cooks chopped pieces in boiling water; there are none"
+      ),
+      "sprinkle": (
+        "the plate is empty"
+        if not on_plate
+        else "the plate already has herbs"
+        if self.plate_seasoned
+        else None
+      ),
     }
     if action not in reason:
       raise ValueError(f"unknown action {action!r}; expected one of {ACTIONS}")
@@ -111,21 +140,33 @@ class State:
     if action == "stir":
       ings = {n: (loc, "cooked" if loc == "pot" else f) for n, (loc, f) in ings.items()}
       return dataclasses.replace(self, ingredients=ings)
-    flag = {"pour": "water", "boil": "heat", "season": "pot_seasoned",
-            "sprinkle": "plate_seasoned"}[action]
+    flag = {
+      "pour": "water",
+      "boil": "heat",
+      "season": "pot_seasoned",
+      "sprinkle": "plate_seasoned",
+    }[action]
     changes: dict[str, Any] = {flag: True}
     return dataclasses.replace(self, **changes)
 
   def to_json(self) -> dict[str, Any]:
-    return {"ingredients": {n: {"location": loc, "form": f}
-                            for n, (loc, f) in self.ingredients.items()},
-            "water": self.water, "heat": self.heat, "pot_seasoned": self.pot_seasoned,
-            "plate_seasoned": self.plate_seasoned}
+    return {
+      "ingredients": {n: {"location": loc, "form": f} for n, (loc, f) in self.ingredients.items()},
+      "water": self.water,
+      "heat": self.heat,
+      "pot_seasoned": self.pot_seasoned,
+      "plate_seasoned": self.plate_seasoned,
+    }
 
   @classmethod
   def from_json(cls, d: dict[str, Any]) -> State:
-    return cls({n: (v["location"], v["form"]) for n, v in d["ingredients"].items()},
-               d["water"], d["heat"], d["pot_seasoned"], d["plate_seasoned"])
+    return cls(
+      {n: (v["location"], v["form"]) for n, v in d["ingredients"].items()},
+      d["water"],
+      d["heat"],
+      d["pot_seasoned"],
+      d["plate_seasoned"],
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,7 +204,7 @@ def combination_split(ingredients: Sequence[str], val_fraction: float) -> str:
   A set held out at fraction f is also held out at any larger f.
   """
   key = "+".join(sorted(ingredients)).encode()
-  u = int.from_bytes(hashlib.sha256(key).digest()[:8], "big") / 2.0 ** 64
+  u = int.from_bytes(hashlib.sha256(key).digest()[:8], "big") / 2.0**64
   return "validation" if u < val_fraction else "training"
 
 

@@ -67,10 +67,12 @@ def _info(path: str, container: av.container.InputContainer) -> VideoInfo:
     duration = stream.frames / fps if fps and stream.frames else 0.0
   num_frames = stream.frames or round(duration * fps)
   if duration <= 0 or fps <= 0:
-    raise VideoError(f"{path}: cannot tell the video's duration/fps "
-                     f"(duration={duration}, fps={fps})")
-  return VideoInfo(duration, fps, num_frames, stream.codec_context.width,
-                   stream.codec_context.height)
+    raise VideoError(
+      f"{path}: cannot tell the video's duration/fps (duration={duration}, fps={fps})"
+    )
+  return VideoInfo(
+    duration, fps, num_frames, stream.codec_context.width, stream.codec_context.height
+  )
 
 
 def probe(path: str) -> VideoInfo:
@@ -106,11 +108,12 @@ def resize_center_crop(frame: np.ndarray, size: int) -> np.ndarray:
     image = Image.fromarray(frame).resize((new_w, new_h), Image.Resampling.BILINEAR)
     frame = np.asarray(image)
   top, left = (new_h - size) // 2, (new_w - size) // 2
-  return np.ascontiguousarray(frame[top:top + size, left:left + size])
+  return np.ascontiguousarray(frame[top : top + size, left : left + size])
 
 
-def _decode(container: av.container.InputContainer, times: np.ndarray,
-            path: str) -> Iterator[tuple[int, av.VideoFrame]]:
+def _decode(
+  container: av.container.InputContainer, times: np.ndarray, path: str
+) -> Iterator[tuple[int, av.VideoFrame]]:
   """Yields (i, frame) for sorted `times`: the nearest-previous frame of times[i].
 
   Seeks (to the keyframe before) for the first time and whenever the next time is
@@ -144,8 +147,9 @@ def _decode(container: av.container.InputContainer, times: np.ndarray,
         i += 1
 
 
-def _read(path: str, times: np.ndarray, size: int | None, what: str,
-          drop_past_end: bool) -> np.ndarray:
+def _read(
+  path: str, times: np.ndarray, size: int | None, what: str, drop_past_end: bool
+) -> np.ndarray:
   """Frames for sorted `times` [N] (s) -> uint8 [N', H, W, 3].
 
   Times at or past the end of the video are dropped if `drop_past_end` (N' <= N),
@@ -156,8 +160,9 @@ def _read(path: str, times: np.ndarray, size: int | None, what: str,
     if drop_past_end:
       times = times[times < info.duration]
     if len(times) == 0 or times[0] < -_EPS or times[-1] >= info.duration + _EPS:
-      raise VideoError(f"{path}: {what} yields no frame inside the video "
-                       f"(duration {info.duration:.3f} s)")
+      raise VideoError(
+        f"{path}: {what} yields no frame inside the video (duration {info.duration:.3f} s)"
+      )
     container.streams.video[0].thread_type = "AUTO"  # Frame + slice threads.
     out: list[np.ndarray | None] = [None] * len(times)
     last_frame, last_array = None, None
@@ -173,8 +178,9 @@ def _read(path: str, times: np.ndarray, size: int | None, what: str,
   return np.stack(cast(list[np.ndarray], out))  # _decode serves every time.
 
 
-def read_frames(path: str, start: float, end: float, fps: float,
-                size: int | None = None) -> np.ndarray:
+def read_frames(
+  path: str, start: float, end: float, fps: float, size: int | None = None
+) -> np.ndarray:
   """Frames of [start, end) (s) sampled at `fps` (see `sample_times`).
 
   Only the needed part is decoded: seek to the keyframe before `start`, decode
@@ -189,8 +195,9 @@ def read_frames(path: str, start: float, end: float, fps: float,
   return _read(path, sample_times(start, end, fps), size, what, drop_past_end=True)
 
 
-def read_frames_at(path: str, times: Sequence[float] | np.ndarray,
-                   size: int | None = None) -> np.ndarray:
+def read_frames_at(
+  path: str, times: Sequence[float] | np.ndarray, size: int | None = None
+) -> np.ndarray:
   """Nearest-previous frames at arbitrary `times` (s), in the given order.
 
   Every time must lie inside [0, duration). Returns uint8 [len(times), H, W, 3].
@@ -207,8 +214,14 @@ def read_frames_at(path: str, times: Sequence[float] | np.ndarray,
   return out
 
 
-def write_video(path: str, frames: np.ndarray, fps: float, codec: str = "libx264",
-                crf: int = 18, preset: str = "veryfast") -> None:
+def write_video(
+  path: str,
+  frames: np.ndarray,
+  fps: float,
+  codec: str = "libx264",
+  crf: int = 18,
+  preset: str = "veryfast",
+) -> None:
   """Writes uint8 [T, H, W, 3] RGB frames as an mp4 (yuv420p) at `fps`.
 
   H and W must be even (4:2:0 chroma is subsampled by 2). The file appears atomically:
@@ -218,12 +231,12 @@ def write_video(path: str, frames: np.ndarray, fps: float, codec: str = "libx264
   path = os.fspath(path)
   frames = np.asarray(frames)
   if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-    raise ValueError(f"{path}: frames must be uint8 [T, H, W, 3], got "
-                     f"{frames.dtype} {frames.shape}")
+    raise ValueError(
+      f"{path}: frames must be uint8 [T, H, W, 3], got {frames.dtype} {frames.shape}"
+    )
   t, h, w, _ = frames.shape
   if t == 0 or h % 2 or w % 2:
-    raise ValueError(f"{path}: frames {frames.shape} need T >= 1 and even H, W "
-                     f"for yuv420p")
+    raise ValueError(f"{path}: frames {frames.shape} need T >= 1 and even H, W for yuv420p")
   if not fps > 0:
     raise ValueError(f"{path}: fps must be > 0, got {fps}")
   folder, name = os.path.split(os.path.abspath(path))
@@ -259,8 +272,7 @@ def write_video(path: str, frames: np.ndarray, fps: float, codec: str = "libx264
 def encode_jpeg(frame: np.ndarray, quality: int = 90) -> bytes:
   """HxWx3 uint8 -> JPEG bytes (4:2:0 chroma, `quality` in 1..95)."""
   if frame.ndim != 3 or frame.shape[-1] != 3 or frame.dtype != np.uint8:
-    raise ValueError(f"encode_jpeg expects uint8 [H, W, 3], got {frame.dtype} "
-                     f"{frame.shape}")
+    raise ValueError(f"encode_jpeg expects uint8 [H, W, 3], got {frame.dtype} {frame.shape}")
   buf = io.BytesIO()
   Image.fromarray(frame).save(buf, format="JPEG", quality=quality)
   return buf.getvalue()
@@ -282,7 +294,9 @@ def decode_jpeg(data: bytes, out: np.ndarray | None = None) -> np.ndarray:
   if out is None:
     return np.array(image)  # Writable (np.asarray of a PIL image is read-only).
   if out.shape != (image.height, image.width, 3):
-    raise VideoError(f"<jpeg bytes, {len(data)} B>: image is {image.width}x{image.height}, "
-                     f"expected {out.shape[1]}x{out.shape[0]}")
+    raise VideoError(
+      f"<jpeg bytes, {len(data)} B>: image is {image.width}x{image.height}, "
+      f"expected {out.shape[1]}x{out.shape[0]}"
+    )
   out[...] = np.asarray(image)
   return out

@@ -49,8 +49,14 @@ def end_keyframes(story: Story, fps: float) -> Story:
   return dataclasses.replace(story, clips=tuple(clips))
 
 
-def prepare(work: str, videos: int, seed: int = 0, noise: float = 0.2,
-            progress: bool = True, tokenizer: str | None = None) -> dict:
+def prepare(
+  work: str,
+  videos: int,
+  seed: int = 0,
+  noise: float = 0.2,
+  progress: bool = True,
+  tokenizer: str | None = None,
+) -> dict:
   """Writes the demo data set under `work` (see the module docstring); returns paths.
 
   tokenizer: an existing tokenizer folder to use instead of training one here (the
@@ -58,34 +64,63 @@ def prepare(work: str, videos: int, seed: int = 0, noise: float = 0.2,
   `work/prepared.json` says it was made with the same arguments.
   """
   raw = os.path.join(work, "toy")
-  args = {"videos": videos, "seed": seed, "noise": noise, "fps": DEMO_FPS,
-          "steps": [MIN_STEPS, MAX_STEPS], **({"tokenizer": tokenizer} if tokenizer else {})}
-  paths = {"raw": raw, "stories": os.path.join(work, "stories.jsonl"),
-           "tfrecords": os.path.join(work, "tfrecords"),
-           "tokenizer": tokenizer or os.path.join(work, "tokenizer"),
-           "states": os.path.join(raw, "states")}
+  args = {
+    "videos": videos,
+    "seed": seed,
+    "noise": noise,
+    "fps": DEMO_FPS,
+    "steps": [MIN_STEPS, MAX_STEPS],
+    **({"tokenizer": tokenizer} if tokenizer else {}),
+  }
+  paths = {
+    "raw": raw,
+    "stories": os.path.join(work, "stories.jsonl"),
+    "tfrecords": os.path.join(work, "tfrecords"),
+    "tokenizer": tokenizer or os.path.join(work, "tokenizer"),
+    "states": os.path.join(raw, "states"),
+  }
   marker = os.path.join(work, "prepared.json")
   if os.path.isfile(marker):
     with open(marker) as f:
       if json.load(f) == args:
         return paths
   shutil.rmtree(work, ignore_errors=True)
-  toy_kitchen.generate_dataset(raw, videos, seed=seed, size=SIZE, fps=8.0, noise=noise,
-                               workers=1 if videos <= 16 else 0, progress=progress,
-                               min_steps=MIN_STEPS, max_steps=MAX_STEPS)
+  toy_kitchen.generate_dataset(
+    raw,
+    videos,
+    seed=seed,
+    size=SIZE,
+    fps=8.0,
+    noise=noise,
+    workers=1 if videos <= 16 else 0,
+    progress=progress,
+    min_steps=MIN_STEPS,
+    max_steps=MAX_STEPS,
+  )
   stories, report = importers.import_youcook2(
-      os.path.join(raw, "youcook2_annotations.json"), os.path.join(raw, "captions.jsonl"))
+    os.path.join(raw, "youcook2_annotations.json"), os.path.join(raw, "captions.jsonl")
+  )
   if not any(s.split == "val" for s in stories):
-    raise ValueError(f"{raw}: no validation story among {len(stories)} ({report.summary()}); "
-                     "make more videos")
+    raise ValueError(
+      f"{raw}: no validation story among {len(stories)} ({report.summary()}); make more videos"
+    )
   stories_path = paths["stories"]
   write_stories(stories_path, [end_keyframes(s, DEMO_FPS) for s in stories])
   tfrecords = paths["tfrecords"]
-  build(stories_path, tfrecords, FrameSpec(DEMO_FPS, SIZE, 90), num_shards=2,
-        workers=1 if videos <= 16 else 0, progress=progress)
+  build(
+    stories_path,
+    tfrecords,
+    FrameSpec(DEMO_FPS, SIZE, 90),
+    num_shards=2,
+    workers=1 if videos <= 16 else 0,
+    progress=progress,
+  )
   if tokenizer is None:
-    texts = [t for s in read_stories(stories_path)
-             for t in [s.task] + [x for c in s.clips for x in (c.action, c.caption)]]
+    texts = [
+      t
+      for s in read_stories(stories_path)
+      for t in [s.task] + [x for c in s.clips for x in (c.action, c.caption)]
+    ]
     train_bpe(texts, VOCAB, out_dir=paths["tokenizer"])
   with open(marker, "w") as f:
     json.dump(args, f)

@@ -65,11 +65,19 @@ def read_val(paths: dict) -> tuple[list[dict], dict]:
         truth = json.load(f)
       states = [State.from_json(x) for x in truth["states"]]
       idx = [int(np.argmin([abs(st["start"] - a) for st in truth["steps"]])) for a in s["start"]]
-      stories.append({"video_id": s["video_id"], "task": s["task"], "actions": s["actions"],
-                      "captions": s["captions"], "start": s["start"],
-                      "z": np.asarray(s["visual_embedding"], np.float32), "example": s,
-                      "before": [states[truth["steps"][i]["state"] - 1] for i in idx],
-                      "after": [states[truth["steps"][i]["state"]] for i in idx]})
+      stories.append(
+        {
+          "video_id": s["video_id"],
+          "task": s["task"],
+          "actions": s["actions"],
+          "captions": s["captions"],
+          "start": s["start"],
+          "z": np.asarray(s["visual_embedding"], np.float32),
+          "example": s,
+          "before": [states[truth["steps"][i]["state"] - 1] for i in idx],
+          "after": [states[truth["steps"][i]["state"]] for i in idx],
+        }
+      )
   clips = {}
   decoder = pipeline.ClipDecoder(9)
   for path in pipeline.split_files(paths["enc"], "val", "clips"):
@@ -78,7 +86,10 @@ def read_val(paths: dict) -> tuple[list[dict], dict]:
       frames = decoder(record)["frames"]
       key = video_io.decode_jpeg(ex["frames"][keyframe_index(ex)])
       clips[ex["video_id"], round(float(ex["start"]), 3)] = {
-          "frames": frames, "keyframe": key, "latents": ex["latents"]}
+        "frames": frames,
+        "keyframe": key,
+        "latents": ex["latents"],
+      }
   return sorted(stories, key=lambda s: s["video_id"]), clips
 
 
@@ -89,21 +100,28 @@ def _clip(clips: dict, story: dict, t: int) -> dict:
 def video_scores(frames: list[np.ndarray], before: list[State], after: list[State]) -> dict:
   """Last frames vs true states: mean object agreement, exact, changed-object accuracy."""
   scores = [narrative.state_agreement(f, a, b) for f, b, a in zip(frames, before, after)]
-  return {"state_agreement": narrative.mean([s["objects"] for s in scores]),
-          "exact_state": narrative.mean([s["exact"] for s in scores]),
-          "changed_objects": narrative.mean([c for s in scores for c in s["changed"]]),
-          "clips": len(frames)}
+  return {
+    "state_agreement": narrative.mean([s["objects"] for s in scores]),
+    "exact_state": narrative.mean([s["exact"] for s in scores]),
+    "changed_objects": narrative.mean([c for s in scores for c in s["changed"]]),
+    "clips": len(frames),
+  }
 
 
 def _unchanged(before: list[State], after: list[State]) -> dict:
   objects = [np.mean(list(object_matches(b, a).values())) for b, a in zip(before, after)]
-  return {"state_agreement": narrative.mean(objects), "exact_state": 0.0,
-          "changed_objects": 0.0, "clips": len(before)}
+  return {
+    "state_agreement": narrative.mean(objects),
+    "exact_state": 0.0,
+    "changed_objects": 0.0,
+    "clips": len(before),
+  }
 
 
 def director_scores(sampler, stories: list[dict], free: list) -> dict:
   """free_run (from story.py's results `free`) and teacher_forced director metrics."""
   from auteur_jax.data.pipeline import StoryDecoder
+
   top1, exact, parsed = [], [], []
   for r, s in zip(free, stories):
     top1 += narrative.step_top1(r.embeddings, s["z"]).tolist()
@@ -114,22 +132,30 @@ def director_scores(sampler, stories: list[dict], free: list) -> dict:
   # Teacher-forced: one training-style pass over the stories with their true z.
   d = sampler.director
   model = nnx.merge(d.graphdef, d.params)
-  dec = StoryDecoder(sampler.tokenizer, max(len(s["actions"]) for s in stories),
-                     d.sampling.max_action_tokens, d.sampling.max_caption_tokens,
-                     embedding_shape=stories[0]["z"].shape[1:])
+  dec = StoryDecoder(
+    sampler.tokenizer,
+    max(len(s["actions"]) for s in stories),
+    d.sampling.max_action_tokens,
+    d.sampling.max_caption_tokens,
+    embedding_shape=stories[0]["z"].shape[1:],
+  )
   rows = [dec.arrays(s["example"]) for s in stories]
   batch = {k: jnp.asarray(np.stack([r[k] for r in rows])) for k in rows[0]}
   res = model(batch)
   _, parts = model.loss(batch)
   tf_top1 = []
   for i, s in enumerate(stories):
-    tf_top1 += narrative.step_top1(np.asarray(res.visual[i, :len(s["actions"])]), s["z"]).tolist()
-  return {"free_run": {"step_top1": narrative.mean(top1), "action_exact": narrative.mean(exact),
-                       "action_parsed": narrative.mean(parsed), "steps": len(top1),
-                       "chance_top1": narrative.mean([1 / len(s["actions"]) for s in stories
-                                                      for _ in s["actions"]])},
-          "teacher_forced": {"step_top1": narrative.mean(tf_top1),
-                             "text_acc": float(parts["text_acc"])}}
+    tf_top1 += narrative.step_top1(np.asarray(res.visual[i, : len(s["actions"])]), s["z"]).tolist()
+  return {
+    "free_run": {
+      "step_top1": narrative.mean(top1),
+      "action_exact": narrative.mean(exact),
+      "action_parsed": narrative.mean(parsed),
+      "steps": len(top1),
+      "chance_top1": narrative.mean([1 / len(s["actions"]) for s in stories for _ in s["actions"]]),
+    },
+    "teacher_forced": {"step_top1": narrative.mean(tf_top1), "text_acc": float(parts["text_acc"])},
+  }
 
 
 def sample_config(plan, paths: dict, models: dict):
@@ -137,6 +163,7 @@ def sample_config(plan, paths: dict, models: dict):
   import jax
 
   from auteur_jax.config import load_config
+
   cfg = load_config("toy/sample", [])
   for task in ("director", "dit", "vae"):
     c = task_config(task, plan, paths)
@@ -154,33 +181,47 @@ def _decode_latents(vae, latents: np.ndarray, batch: int = 8) -> np.ndarray:
   """Stored (normalised) latents [N, t, h, w, z] -> uint8 frames [N, T, H, W, 3]."""
   out = []
   for i in range(0, len(latents), batch):
-    video = vae_lib.decode(vae, vae.denormalize(jnp.asarray(latents[i:i + batch])))
+    video = vae_lib.decode(vae, vae.denormalize(jnp.asarray(latents[i : i + batch])))
     out.append(vae_lib.to_uint8(video))
   return np.concatenate(out)
 
 
-def evaluate(plan, paths: dict, models: dict, out_dir: str, timings: dict,
-             progress: bool = True) -> dict:
+def evaluate(
+  plan, paths: dict, models: dict, out_dir: str, timings: dict, progress: bool = True
+) -> dict:
   """Renders, scores and writes the demo's outputs (see the module docstring)."""
   from auteur_jax.sample.story import StoryRequest, StorySampler, write_story
+
   t0 = time.perf_counter()
   stories, clips = read_val(paths)
-  scored = stories[:plan.score] if plan.score else stories
-  shown = stories[:plan.render]
+  scored = stories[: plan.score] if plan.score else stories
+  shown = stories[: plan.render]
   cfg = sample_config(plan, paths, models)
   sampler = StorySampler.from_config(cfg)
   say = print if progress else (lambda *a, **k: None)
-  say(f"demo: scoring {len(scored)} validation stories, showing {len(shown)}; models loaded "
-      f"({time.perf_counter() - t0:.0f} s)", flush=True)
-  free = sampler.render([StoryRequest(s["video_id"], s["task"], num_steps=len(s["actions"]))
-                         for s in scored])
-  say(f"demo: stories written by the director rendered ({time.perf_counter() - t0:.0f} s)",
-      flush=True)
-  given = sampler.render([StoryRequest(f"{s['video_id']}_given", s["task"],
-                                       actions=tuple(s["actions"]), captions=tuple(s["captions"]))
-                          for s in scored])
-  say(f"demo: stories with the true texts rendered ({time.perf_counter() - t0:.0f} s)",
-      flush=True)
+  say(
+    f"demo: scoring {len(scored)} validation stories, showing {len(shown)}; models loaded "
+    f"({time.perf_counter() - t0:.0f} s)",
+    flush=True,
+  )
+  free = sampler.render(
+    [StoryRequest(s["video_id"], s["task"], num_steps=len(s["actions"])) for s in scored]
+  )
+  say(
+    f"demo: stories written by the director rendered ({time.perf_counter() - t0:.0f} s)", flush=True
+  )
+  given = sampler.render(
+    [
+      StoryRequest(
+        f"{s['video_id']}_given",
+        s["task"],
+        actions=tuple(s["actions"]),
+        captions=tuple(s["captions"]),
+      )
+      for s in scored
+    ]
+  )
+  say(f"demo: stories with the true texts rendered ({time.perf_counter() - t0:.0f} s)", flush=True)
   director = director_scores(sampler, scored, free)
   top1 = [x for r, s in zip(given, scored) for x in narrative.step_top1(r.embeddings, s["z"])]
   director["given_text"] = {"step_top1": narrative.mean(top1)}
@@ -191,52 +232,89 @@ def evaluate(plan, paths: dict, models: dict, out_dir: str, timings: dict,
   recon = _decode_latents(sampler.vae, np.stack([c["latents"] for c in true_clips]))
   b, a = per_step(scored, "before"), per_step(scored, "after")
   video = {
-      "given_text": video_scores([c[-1] for r in given for c in r.clips], b, a),
-      "free_run": video_scores([c[-1] for r in free for c in r.clips], b, a),
-      "references": {"true_clips": video_scores([c["frames"][-1] for c in true_clips], b, a),
-                     "vae_reconstruction": video_scores([v[-1] for v in recon], b, a),
-                     "unchanged": _unchanged(b, a)}}
+    "given_text": video_scores([c[-1] for r in given for c in r.clips], b, a),
+    "free_run": video_scores([c[-1] for r in free for c in r.clips], b, a),
+    "references": {
+      "true_clips": video_scores([c["frames"][-1] for c in true_clips], b, a),
+      "vae_reconstruction": video_scores([v[-1] for v in recon], b, a),
+      "unchanged": _unchanged(b, a),
+    },
+  }
 
   clip_cfg = task_config("clip", plan, paths)
-  scorer = ClipScorer(load_clip(clip_cfg, models["clip"]["workdir"]), sampler.tokenizer,
-                      clip_cfg.data.max_text_len)
+  scorer = ClipScorer(
+    load_clip(clip_cfg, models["clip"]["workdir"]), sampler.tokenizer, clip_cfg.data.max_text_len
+  )
   caps = per_step(scored, "captions")
-  clip_t = {"given_text": narrative.mean(scorer.clip_t([c for r in given for c in r.clips], caps)),
-            "free_run": narrative.mean(scorer.clip_t([c for r in free for c in r.clips],
-                                                     [c for r in free for c in r.captions])),
-            "true_clips": narrative.mean(scorer.clip_t([c["frames"] for c in true_clips], caps))}
+  clip_t = {
+    "given_text": narrative.mean(scorer.clip_t([c for r in given for c in r.clips], caps)),
+    "free_run": narrative.mean(
+      scorer.clip_t([c for r in free for c in r.clips], [c for r in free for c in r.captions])
+    ),
+    "true_clips": narrative.mean(scorer.clip_t([c["frames"] for c in true_clips], caps)),
+  }
 
   shutil.rmtree(os.path.join(out_dir, "stories"), ignore_errors=True)
   sheets, shown_meta = [], []
   for r, s in zip(free, shown):  # The first plan.render of the scored stories.
     sid = s["video_id"]
     write_story(r, os.path.join(out_dir, "stories", sid), fps=demo_data.DEMO_FPS)
-    shutil.copyfile(os.path.join(out_dir, "stories", sid, "story.mp4"),
-                    os.path.join(out_dir, f"{sid}.mp4"))
-    media.write_gif(os.path.join(out_dir, f"{sid}.gif"), np.concatenate(list(r.clips)),
-                    demo_data.DEMO_FPS)
+    shutil.copyfile(
+      os.path.join(out_dir, "stories", sid, "story.mp4"), os.path.join(out_dir, f"{sid}.mp4")
+    )
+    media.write_gif(
+      os.path.join(out_dir, f"{sid}.gif"), np.concatenate(list(r.clips)), demo_data.DEMO_FPS
+    )
     notes = []
     for clip, after in zip(r.clips, s["after"]):
       m = object_matches(read_state(clip[-1]), after)
       notes.append(f"[state reader: {sum(m.values())}/{len(m)} objects as true]")
-    sheets.append({"title": f"{sid}: {s['task']} (validation; generated from the dish name)",
-                   "true_frames": [_clip(clips, s, t)["keyframe"] for t in range(len(r.clips))],
-                   "generated_frames": [c[-1] for c in r.clips], "actions": r.actions,
-                   "captions": r.captions, "true_actions": s["actions"], "notes": notes})
-    shown_meta.append({"id": sid, "task": s["task"], "actions": r.actions,
-                       "captions": r.captions, "true_actions": s["actions"],
-                       "video": f"{sid}.mp4", "gif": f"{sid}.gif", "clips": f"stories/{sid}"})
+    sheets.append(
+      {
+        "title": f"{sid}: {s['task']} (validation; generated from the dish name)",
+        "true_frames": [_clip(clips, s, t)["keyframe"] for t in range(len(r.clips))],
+        "generated_frames": [c[-1] for c in r.clips],
+        "actions": r.actions,
+        "captions": r.captions,
+        "true_actions": s["actions"],
+        "notes": notes,
+      }
+    )
+    shown_meta.append(
+      {
+        "id": sid,
+        "task": s["task"],
+        "actions": r.actions,
+        "captions": r.captions,
+        "true_actions": s["actions"],
+        "video": f"{sid}.mp4",
+        "gif": f"{sid}.gif",
+        "clips": f"stories/{sid}",
+      }
+    )
   media.contact_sheet(sheets).save(os.path.join(out_dir, "contact_sheet.png"))
   timings["evaluate"] = round(time.perf_counter() - t0, 1)
   targets = {
-      "director_step_top1": {"target": 0.8, **{k: director[k]["step_top1"] for k in
-                                               ("free_run", "given_text", "teacher_forced")}},
-      "state_agreement": {"target": 0.5, **{k: video[k]["state_agreement"] for k in
-                                            ("given_text", "free_run")}}}
+    "director_step_top1": {
+      "target": 0.8,
+      **{k: director[k]["step_top1"] for k in ("free_run", "given_text", "teacher_forced")},
+    },
+    "state_agreement": {
+      "target": 0.5,
+      **{k: video[k]["state_agreement"] for k in ("given_text", "free_run")},
+    },
+  }
   for t in targets.values():
-    t["met"] = {k: v is not None and v >= t["target"] for k, v in t.items()
-                if k not in ("target", "met")}
-  return {"targets": targets, "director": director, "video": video, "clip_t": clip_t,
-          "stories": shown_meta, "validation_stories_scored": len(scored),
-          "free_run_actions": {s["video_id"]: r.actions for s, r in zip(scored, free)},
-          "timings_s": timings}
+    t["met"] = {
+      k: v is not None and v >= t["target"] for k, v in t.items() if k not in ("target", "met")
+    }
+  return {
+    "targets": targets,
+    "director": director,
+    "video": video,
+    "clip_t": clip_t,
+    "stories": shown_meta,
+    "validation_stories_scored": len(scored),
+    "free_run_actions": {s["video_id"]: r.actions for s, r in zip(scored, free)},
+    "timings_s": timings,
+  }

@@ -16,12 +16,17 @@ def write_gif(path: str, frames: np.ndarray, fps: float, scale: int = 2) -> None
     raise ValueError(f"write_gif: expected frames [T, H, W, 3], got {frames.shape}")
   size = (frames.shape[2] * scale, frames.shape[1] * scale)
   images = [Image.fromarray(f).resize(size, Image.Resampling.NEAREST) for f in frames]
-  images[0].save(path, save_all=True, append_images=images[1:], loop=0,
-                 duration=int(round(1000 / fps)), optimize=False)
+  images[0].save(
+    path,
+    save_all=True,
+    append_images=images[1:],
+    loop=0,
+    duration=int(round(1000 / fps)),
+    optimize=False,
+  )
 
 
-def contact_sheet(stories: Sequence[dict], tile: int = 128, text_width: int = 520
-                  ) -> Image.Image:
+def contact_sheet(stories: Sequence[dict], tile: int = 128, text_width: int = 520) -> Image.Image:
   """One block per story: a row per step with the true keyframe, the last frame of the
   generated clip and the texts (generated action and caption, true action).
 
@@ -46,14 +51,14 @@ def contact_sheet(stories: Sequence[dict], tile: int = 128, text_width: int = 52
     notes = s.get("notes") or [""] * len(s["actions"])
     for t in range(len(s["actions"])):
       for col, frames in enumerate((s["true_frames"], s["generated_frames"])):
-        img = Image.fromarray(np.asarray(frames[t])).resize((tile, tile),
-                                                            Image.Resampling.NEAREST)
+        img = Image.fromarray(np.asarray(frames[t])).resize((tile, tile), Image.Resampling.NEAREST)
         sheet.paste(img, (pad + col * (tile + pad), y))
       text = [f"step {t + 1}: {s['actions'][t]}"]
       text += textwrap.wrap(s["captions"][t], wrap)[:5]
       text += textwrap.wrap(f"true: {s['true_actions'][t]} {notes[t]}", wrap)[:2]
-      draw.multiline_text((3 * pad + 2 * tile, y), "\n".join(text), fill=(0, 0, 0),
-                          font=font, spacing=2)
+      draw.multiline_text(
+        (3 * pad + 2 * tile, y), "\n".join(text), fill=(0, 0, 0), font=font, spacing=2
+      )
       y += row_h
     y += pad
   return sheet

@@ -40,11 +40,12 @@ import time
 import jax
 import ml_collections
 
+from auteur_jax.checkpoint.layout import step_dir_of
 from auteur_jax.demo import data as demo_data
 from auteur_jax.demo import evaluate as demo_eval
 from auteur_jax.demo.plans import OVERRIDES, PLANS, SHIPPED, TASKS, Plan, task_config
 from auteur_jax.parallel.mesh import make_mesh
-from auteur_jax.checkpoint.layout import step_dir_of
+
 
 def _mesh(config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
   """Data parallel over as many devices as divide the batch (all of them, usually)."""
@@ -57,17 +58,21 @@ def _trained_steps(workdir: str) -> int:
   return int(os.path.basename(step)) if step and os.path.basename(step).isdigit() else 0
 
 
-def train_chain(plan: Plan, paths: dict, runs: str, from_scratch: bool,
-                progress: bool = True) -> dict:
+def train_chain(
+  plan: Plan, paths: dict, runs: str, from_scratch: bool, progress: bool = True
+) -> dict:
   """Trains (or takes from SHIPPED) the four models and writes the encoded data sets.
 
   Returns per task: workdir, source ("trained" | "shipped" | "kept"), steps, seconds,
   the last logged metrics. Sets paths["director_enc"] when it makes the director's data.
   """
   from auteur_jax.sample.encode import encode_dataset
+
   out = {}
-  shipped = {t: not from_scratch and t in plan.shipped
-             and bool(step_dir_of(os.path.join(SHIPPED, t))) for t in TASKS}
+  shipped = {
+    t: not from_scratch and t in plan.shipped and bool(step_dir_of(os.path.join(SHIPPED, t)))
+    for t in TASKS
+  }
   all_shipped = all(shipped.values())
   for task in TASKS:
     config = task_config(task, plan, paths)
@@ -75,8 +80,12 @@ def train_chain(plan: Plan, paths: dict, runs: str, from_scratch: bool,
     t0 = time.perf_counter()
     if from_scratch:
       shutil.rmtree(workdir, ignore_errors=True)
-    info = {"workdir": workdir, "steps": plan.steps[task], "data": config.data.dir,
-            "overrides": {**OVERRIDES[task], **plan.overrides.get(task, {})}}
+    info = {
+      "workdir": workdir,
+      "steps": plan.steps[task],
+      "data": config.data.dir,
+      "overrides": {**OVERRIDES[task], **plan.overrides.get(task, {})},
+    }
     if shipped[task]:
       workdir = os.path.join(SHIPPED, task)
       info.update(source="shipped", workdir=workdir)
@@ -96,8 +105,11 @@ def train_chain(plan: Plan, paths: dict, runs: str, from_scratch: bool,
         enc.encode.splits = ("val",)
       if from_scratch or info["source"] != "kept":
         shutil.rmtree(enc.encode.out_dir, ignore_errors=True)
-      info["encode"] = {k: v for k, v in encode_dataset(enc, progress=progress).items()
-                        if k in ("field", "shape", "out_dir")}
+      info["encode"] = {
+        k: v
+        for k, v in encode_dataset(enc, progress=progress).items()
+        if k in ("field", "shape", "out_dir")
+      }
       if task == "clip" and plan.director_videos and not shipped["director"]:
         paths["director_enc"] = _director_data(plan, paths, enc, progress)
     info["seconds"] = round(time.perf_counter() - t0, 1)
@@ -108,24 +120,31 @@ def train_chain(plan: Plan, paths: dict, runs: str, from_scratch: bool,
 def _train(config: ml_collections.ConfigDict, workdir: str, what: str, progress: bool) -> dict:
   """Trains `config` in `workdir` -> {"source": "trained", "last": the last logged numbers}."""
   from auteur_jax.train.trainer import train
+
   if progress:
     print(f"demo: training {what} -> {workdir}", flush=True)
   last = train(config, workdir, progress=progress, mesh=_mesh(config))
-  return {"source": "trained", "last": {k: v for k, v in last.items()
-                                        if isinstance(v, (int, float))}}
+  return {
+    "source": "trained",
+    "last": {k: v for k, v in last.items() if isinstance(v, (int, float))},
+  }
 
 
-def _vae_stills(plan: Plan, paths: dict, runs: str, from_scratch: bool,
-               progress: bool) -> dict:
+def _vae_stills(plan: Plan, paths: dict, runs: str, from_scratch: bool, progress: bool) -> dict:
   """The VAE's image stage: writes plan.stills dense stills to paths["stills"] (kept
   when made with the same count and seed), trains on them; returns the run's info."""
   from auteur_jax.data.toy_stills import write_stills
+
   t0 = time.perf_counter()
   workdir, steps = os.path.join(runs, "vae_stills"), plan.steps["vae_stills"]
   if from_scratch:
     shutil.rmtree(workdir, ignore_errors=True)
-  info = {"workdir": workdir, "steps": steps, "data": paths["stills"],
-          "overrides": OVERRIDES["vae_stills"]}
+  info = {
+    "workdir": workdir,
+    "steps": steps,
+    "data": paths["stills"],
+    "overrides": OVERRIDES["vae_stills"],
+  }
   if _trained_steps(workdir) >= steps:
     info["source"] = "kept"
   else:
@@ -134,20 +153,29 @@ def _vae_stills(plan: Plan, paths: dict, runs: str, from_scratch: bool,
     if not os.path.exists(made) or {k: json.load(open(made))["stills"][k] for k in want} != want:
       shutil.rmtree(paths["stills"], ignore_errors=True)
       write_stills(paths["stills"], plan.stills, plan.seed, progress=progress)
-    info.update(_train(task_config("vae_stills", plan, paths), workdir,
-                       f"the VAE on {plan.stills} stills for {steps} steps", progress))
+    info.update(
+      _train(
+        task_config("vae_stills", plan, paths),
+        workdir,
+        f"the VAE on {plan.stills} stills for {steps} steps",
+        progress,
+      )
+    )
   info["seconds"] = round(time.perf_counter() - t0, 1)
   return info
 
 
-def _director_data(plan: Plan, paths: dict, clip_config: ml_collections.ConfigDict,
-                   progress: bool) -> str:
+def _director_data(
+  plan: Plan, paths: dict, clip_config: ml_collections.ConfigDict, progress: bool
+) -> str:
   """Makes the director's data set (demo/data.py) and encodes it with the CLIP of
   clip_config; returns the encoded folder."""
   from auteur_jax.sample.encode import encode_dataset
+
   work = os.path.join(os.path.dirname(paths["tfrecords"]), "director")
-  made = demo_data.prepare(work, plan.director_videos, plan.seed, progress=progress,
-                           tokenizer=paths["tokenizer"])
+  made = demo_data.prepare(
+    work, plan.director_videos, plan.seed, progress=progress, tokenizer=paths["tokenizer"]
+  )
   c = clip_config.copy_and_resolve_references()
   c.encode.in_dir, c.encode.out_dir = made["tfrecords"], os.path.join(work, "tfrecords_enc")
   c.encode.splits = ("train",)
@@ -160,13 +188,20 @@ def prepare(work: str, plan: Plan, progress: bool = True) -> dict:
   """The plan's toy-kitchen data set in `work` (demo/data.py) -> its paths, with those
   the chain writes: vae (clips with latents), enc (and embeddings), stills."""
   paths = demo_data.prepare(work, plan.videos, plan.seed, progress=progress)
-  paths.update(vae=os.path.join(work, "tfrecords_vae"), enc=os.path.join(work, "tfrecords_enc"),
-               stills=os.path.join(work, "stills"))
+  paths.update(
+    vae=os.path.join(work, "tfrecords_vae"),
+    enc=os.path.join(work, "tfrecords_enc"),
+    stills=os.path.join(work, "stills"),
+  )
   return paths
 
 
-def run(out_dir: str = "demo_out", plan_name: str = "default", from_scratch: bool = False,
-        progress: bool = True) -> dict:
+def run(
+  out_dir: str = "demo_out",
+  plan_name: str = "default",
+  from_scratch: bool = False,
+  progress: bool = True,
+) -> dict:
   """The whole demo (see the module docstring) with PLANS[plan_name]; returns the
   metrics written."""
   if plan_name not in PLANS:
@@ -199,6 +234,7 @@ def ship(runs: str, dst: str = SHIPPED, tasks: tuple[str, ...] = TASKS) -> dict:
   (restored into the float32 models): the files that a default `auteur demo` starts
   from, about half of 20 MB. Returns bytes per task."""
   from auteur_jax.convert.reshard import reshard
+
   sizes = {}
   for task in tasks:
     shutil.rmtree(os.path.join(dst, task), ignore_errors=True)  # reshard makes it anew.

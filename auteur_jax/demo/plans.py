@@ -17,8 +17,9 @@ import ml_collections
 from auteur_jax.config import load_config
 
 # Params of the four toy models, if shipped (package data).
-SHIPPED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets",
-                       "checkpoints", "toy")
+SHIPPED = os.path.join(
+  os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "checkpoints", "toy"
+)
 TASKS = ("vae", "clip", "director", "dit")
 
 
@@ -41,49 +42,76 @@ class Plan:
   overrides: dict = dataclasses.field(default_factory=dict)  # task -> more config overrides.
 
 
-_DEFAULT = Plan(videos=120, steps={"vae_stills": 1500, "vae": 500, "clip": 600, "director": 2000,
-                                  "dit": 40000},
-                director_videos=600, sample_steps=30, stills=6000,
-                # The toy config's CFG 5 / 3 overdraws the pieces (README).
-                overrides={"dit": {"sample.text_scale": 2.0, "sample.visual_scale": 1.5}})
+_DEFAULT = Plan(
+  videos=120,
+  steps={"vae_stills": 1500, "vae": 500, "clip": 600, "director": 2000, "dit": 40000},
+  director_videos=600,
+  sample_steps=30,
+  stills=6000,
+  # The toy config's CFG 5 / 3 overdraws the pieces (README).
+  overrides={"dit": {"sample.text_scale": 2.0, "sample.visual_scale": 1.5}},
+)
 PLANS = {
-    "default": _DEFAULT,  # Starts from auteur_jax/assets/checkpoints/toy (their README: how they were made).
-    "long": dataclasses.replace(_DEFAULT, shipped=("clip", "director")),  # Trains VAE + DiT.
-    # The shipped DiT trained on for 20,000 steps, the lr decayed from 1e-4 to 0 (README).
-    "longer": dataclasses.replace(
-        _DEFAULT, steps={**_DEFAULT.steps, "dit": 20000}, shipped=("vae", "clip", "director"),
-        continues=("dit",),
-        overrides={"dit": {**_DEFAULT.overrides["dit"],
-                           "train.schedule": "cosine", "train.warmup_steps": 200}}),
-    "quick": Plan(videos=10, steps={"vae_stills": 2, "vae": 2, "clip": 2, "director": 2,
-                                    "dit": 2},
-                  director_videos=12, sample_steps=2, score=2, stills=32),
+  "default": _DEFAULT,  # Starts from SHIPPED (its README: how they were made).
+  "long": dataclasses.replace(_DEFAULT, shipped=("clip", "director")),  # Trains VAE + DiT.
+  # The shipped DiT trained on for 20,000 steps, the lr decayed from 1e-4 to 0 (README).
+  "longer": dataclasses.replace(
+    _DEFAULT,
+    steps={**_DEFAULT.steps, "dit": 20000},
+    shipped=("vae", "clip", "director"),
+    continues=("dit",),
+    overrides={
+      "dit": {**_DEFAULT.overrides["dit"], "train.schedule": "cosine", "train.warmup_steps": 200}
+    },
+  ),
+  "quick": Plan(
+    videos=10,
+    steps={"vae_stills": 2, "vae": 2, "clip": 2, "director": 2, "dit": 2},
+    director_videos=12,
+    sample_steps=2,
+    score=2,
+    stills=32,
+  ),
 }
 
 # Per-task overrides of the toy configs (besides paths and steps), all in metrics.json.
 OVERRIDES = {
-    "vae": {"data.batch_size": 4},
-    "clip": {},
-    # Toy actions are <= 14 tokens, captions <= 67 (the demo's BPE): shorter blocks.
-    "director": {"data.batch_size": 4, "data.max_action_tokens": 16,
-                 "data.max_caption_tokens": 72, "sample.max_action_tokens": 16,
-                 "sample.max_caption_tokens": 72},
-    "dit": {},
-    # The VAE's image stage (toy/vae on dense stills): one frame per example.
-    "vae_stills": {"data.num_frames": 1, "data.batch_size": 16, "train.lr": 1e-3},
+  "vae": {"data.batch_size": 4},
+  "clip": {},
+  # Toy actions are <= 14 tokens, captions <= 67 (the demo's BPE): shorter blocks.
+  "director": {
+    "data.batch_size": 4,
+    "data.max_action_tokens": 16,
+    "data.max_caption_tokens": 72,
+    "sample.max_action_tokens": 16,
+    "sample.max_caption_tokens": 72,
+  },
+  "dit": {},
+  # The VAE's image stage (toy/vae on dense stills): one frame per example.
+  "vae_stills": {"data.num_frames": 1, "data.batch_size": 16, "train.lr": 1e-3},
 }
 
 
 def task_config(task: str, plan: Plan, paths: dict) -> ml_collections.ConfigDict:
   """configs/toy/<task>.py with the demo's data paths, step count and overrides
   ("vae_stills": the VAE's image stage, toy/vae on paths["stills"])."""
-  data_dir = {"vae": paths["tfrecords"], "clip": paths["tfrecords"],
-              "director": paths.get("director_enc", paths["enc"]), "dit": paths["enc"],
-              "vae_stills": paths.get("stills")}[task]
+  data_dir = {
+    "vae": paths["tfrecords"],
+    "clip": paths["tfrecords"],
+    "director": paths.get("director_enc", paths["enc"]),
+    "dit": paths["enc"],
+    "vae_stills": paths.get("stills"),
+  }[task]
   steps = plan.steps[task]
-  values = {"data.dir": data_dir, "train.steps": steps, "train.log_every": max(1, min(25, steps)),
-            "train.checkpoint_every": max(1, steps), "train.keep_last": 1, **OVERRIDES[task],
-            **plan.overrides.get(task, {})}
+  values = {
+    "data.dir": data_dir,
+    "train.steps": steps,
+    "train.log_every": max(1, min(25, steps)),
+    "train.checkpoint_every": max(1, steps),
+    "train.keep_last": 1,
+    **OVERRIDES[task],
+    **plan.overrides.get(task, {}),
+  }
   if task not in ("vae", "vae_stills"):
     values["data.tokenizer"] = paths["tokenizer"]
   if task == "vae":
@@ -91,5 +119,4 @@ def task_config(task: str, plan: Plan, paths: dict) -> ml_collections.ConfigDict
   if task == "clip":
     values.update({"encode.in_dir": paths["vae"], "encode.out_dir": paths["enc"]})
   name = "vae" if task == "vae_stills" else task
-  return load_config(f"toy/{name}",
-                     [f"--config.{k}={v}" for k, v in values.items()])
+  return load_config(f"toy/{name}", [f"--config.{k}={v}" for k, v in values.items()])

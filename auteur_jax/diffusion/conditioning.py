@@ -26,6 +26,7 @@ from auteur_jax.config_sections import from_section
 @dataclasses.dataclass(frozen=True)
 class VisualRegConfig:
   """config.train.visual_reg. embedding_std <= 0 means "not estimated yet"."""
+
   mask_prob: float = 0.25
   shuffle_prob: float = 0.25
   noise_scale: float = 0.5
@@ -33,16 +34,18 @@ class VisualRegConfig:
   std_samples: int = 2000
 
   @classmethod
-  def from_dict(cls, d: Mapping[str, Any], path: str = "config.train.visual_reg"
-                ) -> VisualRegConfig:
+  def from_dict(
+    cls, d: Mapping[str, Any], path: str = "config.train.visual_reg"
+  ) -> VisualRegConfig:
     """From the section `d` at `path`; unknown keys and bad values raise ConfigError."""
     return from_section(cls, d, path)
 
   def validate(self) -> None:
     for name in ("mask_prob", "shuffle_prob"):
       if not 0.0 <= getattr(self, name) <= 1.0:
-        raise ValueError(f"config.train.visual_reg.{name} must be in [0, 1], "
-                         f"got {getattr(self, name)}")
+        raise ValueError(
+          f"config.train.visual_reg.{name} must be in [0, 1], got {getattr(self, name)}"
+        )
     if self.noise_scale < 0:
       raise ValueError(f"config.train.visual_reg.noise_scale must be >= 0, got {self.noise_scale}")
     if self.std_samples < 1:
@@ -51,6 +54,7 @@ class VisualRegConfig:
 
 class Regularized(NamedTuple):
   """The regularised tokens and what was done to them (for tests and logging)."""
+
   z: jax.Array  # [B, K, D]
   masked: jax.Array  # bool [B, K]: zeroed.
   picked: jax.Array  # bool [B, K]: taking part in the shuffle.
@@ -87,8 +91,10 @@ def regularize(key: jax.Array, z: jax.Array, cfg: VisualRegConfig) -> Regularize
   if z.ndim != 3:
     raise ValueError(f"visual embedding: expected [B, K, D], got shape {z.shape}")
   if cfg.noise_scale > 0 and cfg.embedding_std <= 0:
-    raise ValueError("config.train.visual_reg.embedding_std is not set: estimate it with "
-                     "conditioning.estimate_embedding_std over std_samples embeddings")
+    raise ValueError(
+      "config.train.visual_reg.embedding_std is not set: estimate it with "
+      "conditioning.estimate_embedding_std over std_samples embeddings"
+    )
   b, k, _ = z.shape
   k_noise, k_mask, k_pick, k_perm = jax.random.split(key, 4)
   std = cfg.noise_scale * max(cfg.embedding_std, 0.0)
@@ -104,7 +110,8 @@ def regularize(key: jax.Array, z: jax.Array, cfg: VisualRegConfig) -> Regularize
   # (unchanged order, so the rest map to themselves).
   order_key = jnp.where(picked, jax.random.uniform(k_perm, (b, k)), 2.0 + pos)
   sources = jnp.argsort(order_key, axis=-1)
-  source = jnp.zeros((b, k), jnp.int32).at[jnp.arange(b)[:, None], slots].set(
-      sources.astype(jnp.int32))
+  source = (
+    jnp.zeros((b, k), jnp.int32).at[jnp.arange(b)[:, None], slots].set(sources.astype(jnp.int32))
+  )
   z = jnp.take_along_axis(z, source[..., None], axis=1)
   return Regularized(z, masked, picked, source)

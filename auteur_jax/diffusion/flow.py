@@ -34,8 +34,15 @@ def shift_time(t: jax.Array, shift: float) -> jax.Array:
   return shift * t / (1.0 + (shift - 1.0) * t)
 
 
-def sample_time(key: jax.Array, batch: int, kind: str = "logit_normal", *, mean: float = 0.0,
-                std: float = 1.0, shift: float = 1.0) -> jax.Array:
+def sample_time(
+  key: jax.Array,
+  batch: int,
+  kind: str = "logit_normal",
+  *,
+  mean: float = 0.0,
+  std: float = 1.0,
+  shift: float = 1.0,
+) -> jax.Array:
   """Training times [batch] in (0, 1).
 
   kind "uniform": t ~ U(0, 1); "logit_normal": t = sigmoid(n), n ~ N(mean, std^2) (SD3).
@@ -61,8 +68,9 @@ def velocity_target(x0: jax.Array, noise: jax.Array) -> jax.Array:
   return noise - x0
 
 
-def flow_loss(v_pred: jax.Array, x0: jax.Array, noise: jax.Array,
-              mask: jax.Array | None = None) -> jax.Array:
+def flow_loss(
+  v_pred: jax.Array, x0: jax.Array, noise: jax.Array, mask: jax.Array | None = None
+) -> jax.Array:
   """Mean squared error to the velocity target (float32 scalar).
 
   mask: optional weights broadcastable to x0 (e.g. valid frames [B, T, 1, 1, 1]); the
@@ -84,8 +92,9 @@ def time_grid(num_steps: int, shift: float = 1.0) -> jax.Array:
   return shift_time(jnp.linspace(1.0, 0.0, num_steps + 1), shift)
 
 
-def euler_sample(velocity_fn: VelocityFn, noise: jax.Array, num_steps: int,
-                 shift: float = 1.0) -> jax.Array:
+def euler_sample(
+  velocity_fn: VelocityFn, noise: jax.Array, num_steps: int, shift: float = 1.0
+) -> jax.Array:
   """First-order ODE solve from noise (t = 1) to data (t = 0); x_{k+1} = x_k + dt v."""
   ts = time_grid(num_steps, shift)
   b = noise.shape[0]
@@ -98,8 +107,9 @@ def euler_sample(velocity_fn: VelocityFn, noise: jax.Array, num_steps: int,
   return jax.lax.scan(step, noise, jnp.arange(num_steps))[0]
 
 
-def heun_sample(velocity_fn: VelocityFn, noise: jax.Array, num_steps: int,
-                shift: float = 1.0) -> jax.Array:
+def heun_sample(
+  velocity_fn: VelocityFn, noise: jax.Array, num_steps: int, shift: float = 1.0
+) -> jax.Array:
   """Second-order (Heun / trapezoidal) solve: two model calls per step."""
   ts = time_grid(num_steps, shift)
   b = noise.shape[0]
@@ -117,8 +127,9 @@ def heun_sample(velocity_fn: VelocityFn, noise: jax.Array, num_steps: int,
 SAMPLERS = {"euler": euler_sample, "heun": heun_sample}
 
 
-def combine_guidance(v_none: jax.Array, v_visual: jax.Array, v_full: jax.Array,
-                     text_scale: float, visual_scale: float) -> jax.Array:
+def combine_guidance(
+  v_none: jax.Array, v_visual: jax.Array, v_full: jax.Array, text_scale: float, visual_scale: float
+) -> jax.Array:
   """Classifier-free guidance with separate scales (visual first, then text on top):
 
     v = v(0, 0) + visual_scale (v(0, z) - v(0, 0)) + text_scale (v(c, z) - v(0, z))
@@ -129,9 +140,15 @@ def combine_guidance(v_none: jax.Array, v_visual: jax.Array, v_full: jax.Array,
   return v_none + visual_scale * (v_visual - v_none) + text_scale * (v_full - v_visual)
 
 
-def guided_velocity(fn: Callable[..., jax.Array], text: jax.Array, visual: jax.Array | None,
-                    null_text: jax.Array, null_visual: jax.Array | None, text_scale: float,
-                    visual_scale: float) -> VelocityFn:
+def guided_velocity(
+  fn: Callable[..., jax.Array],
+  text: jax.Array,
+  visual: jax.Array | None,
+  null_text: jax.Array,
+  null_visual: jax.Array | None,
+  text_scale: float,
+  visual_scale: float,
+) -> VelocityFn:
   """velocity_fn(x, t) for a conditional model fn(x, t, text, visual) under CFG.
 
   The condition sets run as one batch (3 B rows with visual tokens, 2 B without, where
@@ -139,25 +156,32 @@ def guided_velocity(fn: Callable[..., jax.Array], text: jax.Array, visual: jax.A
   (what `drop_conditions` trains with), shaped like text / visual.
   """
   if visual is None:
+
     def velocity(x, t):
-      v = fn(jnp.concatenate([x, x]), jnp.concatenate([t, t]),
-             jnp.concatenate([null_text, text]), None)
+      v = fn(
+        jnp.concatenate([x, x]), jnp.concatenate([t, t]), jnp.concatenate([null_text, text]), None
+      )
       v_none, v_text = jnp.split(v, 2)
       return v_none + text_scale * (v_text - v_none)
+
     return velocity
 
   def velocity(x, t):
-    v = fn(jnp.concatenate([x, x, x]), jnp.concatenate([t, t, t]),
-           jnp.concatenate([null_text, null_text, text]),
-           jnp.concatenate([null_visual, visual, visual]))
+    v = fn(
+      jnp.concatenate([x, x, x]),
+      jnp.concatenate([t, t, t]),
+      jnp.concatenate([null_text, null_text, text]),
+      jnp.concatenate([null_visual, visual, visual]),
+    )
     v_none, v_vis, v_full = jnp.split(v, 3)
     return combine_guidance(v_none, v_vis, v_full, text_scale, visual_scale)
+
   return velocity
 
 
-def drop_conditions(key: jax.Array, text: jax.Array, visual: jax.Array | None,
-                    p_text: float, p_visual: float
-                    ) -> tuple[jax.Array, jax.Array | None, jax.Array, jax.Array]:
+def drop_conditions(
+  key: jax.Array, text: jax.Array, visual: jax.Array | None, p_text: float, p_visual: float
+) -> tuple[jax.Array, jax.Array | None, jax.Array, jax.Array]:
   """Training-time condition dropout: per example, zero the text tokens with probability
   p_text and (independently) the visual tokens with p_visual; zeros are the null
   conditions that guidance later uses.
@@ -194,15 +218,14 @@ class FlowConfig:
 
   def validate(self) -> None:
     if self.time_sampling not in TIME_SAMPLING:
-      raise ValueError(f"time_sampling: expected one of {TIME_SAMPLING}, "
-                       f"got {self.time_sampling!r}")
+      raise ValueError(
+        f"time_sampling: expected one of {TIME_SAMPLING}, got {self.time_sampling!r}"
+      )
     if self.logit_std <= 0 or self.shift <= 0:
-      raise ValueError(f"logit_std and shift must be > 0, got {self.logit_std}, "
-                       f"{self.shift}")
+      raise ValueError(f"logit_std and shift must be > 0, got {self.logit_std}, {self.shift}")
     for name in ("drop_text", "drop_visual"):
       if not 0.0 <= getattr(self, name) <= 1.0:
-        raise ValueError(f"{name} must be in [0, 1], "
-                         f"got {getattr(self, name)}")
+        raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,8 +241,6 @@ class SamplerConfig:
 
   def validate(self) -> None:
     if self.solver not in SAMPLERS:
-      raise ValueError(f"solver: expected one of {sorted(SAMPLERS)}, "
-                       f"got {self.solver!r}")
+      raise ValueError(f"solver: expected one of {sorted(SAMPLERS)}, got {self.solver!r}")
     if self.num_steps < 1 or self.shift <= 0:
-      raise ValueError(f"num_steps must be >= 1 and shift > 0, got {self.num_steps}, "
-                       f"{self.shift}")
+      raise ValueError(f"num_steps must be >= 1 and shift > 0, got {self.num_steps}, {self.shift}")

@@ -42,10 +42,12 @@ class ClipScorer:
       x = x.astype(jnp.float32)
       s = vcfg.image_size
       if x.shape[1:3] != (s, s):
-        x = jnp.clip(jax.image.resize(x, (x.shape[0], s, s, 3), "bicubic", antialias=True),
-                     0.0, 255.0)
-      return unit(m.vision.embed_images(normalize_pixels(x / 255.0, vcfg.family))
-                  .astype(jnp.float32))
+        x = jnp.clip(
+          jax.image.resize(x, (x.shape[0], s, s, 3), "bicubic", antialias=True), 0.0, 255.0
+        )
+      return unit(
+        m.vision.embed_images(normalize_pixels(x / 255.0, vcfg.family)).astype(jnp.float32)
+      )
 
     @jax.jit
     def texts(params, ids, mask):
@@ -81,5 +83,11 @@ def load_clip(config: ml_collections.ConfigDict, workdir: str) -> ClipModel:
   """The ClipModel of a `clip` training run (config: toy/clip and overrides), restored
   onto the mesh of config.mesh over this process's devices."""
   mesh = make_mesh(dict(config.mesh.shape), jax.local_devices())
-  return restore_model(workdir, lambda: registry.build(config, nnx.Rngs(0)), ("model",),
-                       "the clip run", mesh, mesh_rules(config))
+  return restore_model(
+    workdir,
+    lambda: registry.build(config, nnx.Rngs(0)),
+    ("model",),
+    "the clip run",
+    mesh,
+    mesh_rules(config),
+  )

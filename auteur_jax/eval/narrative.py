@@ -35,8 +35,7 @@ def token_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
   """Mean per-token cosine similarity: a [N, K, D], b [M, K, D] -> [N, M]."""
   a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
   if a.ndim != 3 or b.ndim != 3 or a.shape[1:] != b.shape[1:]:
-    raise ValueError(f"token_cosine: expected [N, K, D] and [M, K, D], got {a.shape} and "
-                     f"{b.shape}")
+    raise ValueError(f"token_cosine: expected [N, K, D] and [M, K, D], got {a.shape} and {b.shape}")
   unit = lambda x: x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)  # noqa: E731
   return np.einsum("nkd,mkd->nm", unit(a), unit(b)) / a.shape[1]
 
@@ -85,8 +84,10 @@ def parse_action(text: str) -> tuple[str, frozenset[str]] | None:
 def action_match(pred: str, true: str) -> dict[str, bool]:
   """{"exact": normalised texts equal, "parsed": same action type and ingredients}."""
   p = parse_action(pred)
-  return {"exact": normalize_text(pred) == normalize_text(true),
-          "parsed": p is not None and p == parse_action(true)}
+  return {
+    "exact": normalize_text(pred) == normalize_text(true),
+    "parsed": p is not None and p == parse_action(true),
+  }
 
 
 def state_agreement(frame: np.ndarray, true: State, before: State | None = None) -> dict:
@@ -95,11 +96,14 @@ def state_agreement(frame: np.ndarray, true: State, before: State | None = None)
   also `changed`: per object the step changes, whether it was read right."""
   matches = object_matches(read_state(frame), true)
   right = sum(matches.values())
-  out: dict[str, Any] = {"objects": right / max(len(matches), 1),
-                         "exact": float(right == len(matches))}
+  out: dict[str, Any] = {
+    "objects": right / max(len(matches), 1),
+    "exact": float(right == len(matches)),
+  }
   if before is not None:
-    out["changed"] = [matches.get(k, False) for k, ok in object_matches(before, true).items()
-                      if not ok]
+    out["changed"] = [
+      matches.get(k, False) for k, ok in object_matches(before, true).items() if not ok
+    ]
   return out
 
 

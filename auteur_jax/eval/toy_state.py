@@ -47,8 +47,15 @@ class _Slot:
         continue
       for form in REST_FORMS[location]:
         img = base.copy()
-        td.draw_item(img, look, "whole" if form == "whole" else "chopped",
-                     td.form_rgb(look, form), cy, cx, td.HALF[location])
+        td.draw_item(
+          img,
+          look,
+          "whole" if form == "whole" else "chopped",
+          td.form_rgb(look, form),
+          cy,
+          cx,
+          td.HALF[location],
+        )
         patches.append(_features(img)[y0:y1, x0:x1])
         self.labels.append((look.name, form))
     self.templates = np.stack(patches)
@@ -65,9 +72,12 @@ class _Slot:
 def _reader(size: int) -> dict:
   """Per-size templates and reference colours (built once, a few ms)."""
   geo = td.geometry(size)
-  slots = {(loc, g, liq): _Slot(size, loc, g, liq)
-           for loc in td.SLOTS for g in range(td.NUM_GROUPS)
-           for liq in (td.LIQUIDS if loc == "pot" else ("none",))}
+  slots = {
+    (loc, g, liq): _Slot(size, loc, g, liq)
+    for loc in td.SLOTS
+    for g in range(td.NUM_GROUPS)
+    for liq in (td.LIQUIDS if loc == "pot" else ("none",))
+  }
   plain = td.surface(size, False, "none", False)[geo.plate_free].mean(0)
   herbs = td.surface(size, False, "none", True)[geo.plate_free].mean(0)
   return {"geo": geo, "slots": slots, "herbs": np.stack([plain, herbs])}
@@ -101,13 +111,15 @@ def read_state(frame: np.ndarray) -> State:
   if frame.ndim != 3 or frame.shape[2] != 3 or frame.shape[0] != frame.shape[1]:
     raise ValueError(f"read_state expects a square [S, S, 3] frame, got {frame.shape}")
   if frame.shape[0] < MIN_SIZE or frame.shape[0] % 16:
-    raise ValueError(f"read_state reads frames of a multiple of 16 >= {MIN_SIZE} px, "
-                     f"got {frame.shape[0]}")
+    raise ValueError(
+      f"read_state reads frames of a multiple of 16 >= {MIN_SIZE} px, got {frame.shape[0]}"
+    )
   r = _reader(frame.shape[0])
   geo = r["geo"]
   liquids = list(td.LIQUIDS)
-  liquid = liquids[_nearest(np.median(frame[geo.pot_free], axis=0),
-                            [td.LIQUIDS[k] for k in liquids])]
+  liquid = liquids[
+    _nearest(np.median(frame[geo.pot_free], axis=0), [td.LIQUIDS[k] for k in liquids])
+  ]
   heat = _nearest(frame[geo.burner].mean(0), [td.BURNER_OFF, td.BURNER_ON]) == 1
   herbs = _nearest(frame[geo.plate_free].mean(0), r["herbs"]) == 1
   feats = _features(frame)
@@ -121,8 +133,13 @@ def read_state(frame: np.ndarray) -> State:
     if found:  # At rest an ingredient is in one place; otherwise take the clearest.
       _, name, loc, form = max(found)
       ingredients[name] = (loc, form)
-  return State(ingredients, water=liquid != "none", heat=heat,
-               pot_seasoned=liquid == "broth", plate_seasoned=herbs)
+  return State(
+    ingredients,
+    water=liquid != "none",
+    heat=heat,
+    pot_seasoned=liquid == "broth",
+    plate_seasoned=herbs,
+  )
 
 
 def object_matches(pred: State, true: State) -> dict[str, bool]:
@@ -133,8 +150,9 @@ def object_matches(pred: State, true: State) -> dict[str, bool]:
   return out
 
 
-def state_accuracy(pred_states: Sequence[State], true_states: Sequence[State],
-                   which: str = "all") -> float:
+def state_accuracy(
+  pred_states: Sequence[State], true_states: Sequence[State], which: str = "all"
+) -> float:
   """Fraction of objects read exactly, over all pairs of states.
 
   which: "all" (ingredients and flags) or "ingredients" (ingredient objects only).

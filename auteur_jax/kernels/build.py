@@ -42,7 +42,8 @@ def _cpu_flags() -> str:
 
 def _cache_dir() -> pathlib.Path:
   root = os.environ.get("AUTEUR_KERNEL_CACHE") or os.path.join(
-      os.path.expanduser("~"), ".cache", "auteur_jax", "kernels")
+    os.path.expanduser("~"), ".cache", "auteur_jax", "kernels"
+  )
   return pathlib.Path(root)
 
 
@@ -56,8 +57,11 @@ def compile_library(name: str) -> pathlib.Path:
   if cxx is None:
     raise RuntimeError(f"no C++ compiler ({os.environ.get('CXX', 'c++')}) on PATH")
   version = subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout
-  key = hashlib.sha256("\0".join([source.read_text(), " ".join(FLAGS), version,
-                                  jax.__version__, _cpu_flags()]).encode()).hexdigest()[:16]
+  key = hashlib.sha256(
+    "\0".join(
+      [source.read_text(), " ".join(FLAGS), version, jax.__version__, _cpu_flags()]
+    ).encode()
+  ).hexdigest()[:16]
   out = _cache_dir() / f"{name}-{key}.so"
   if out.exists():
     return out
@@ -85,8 +89,7 @@ def load(name: str, symbols: tuple[str, ...]) -> bool:
   try:
     lib = ctypes.cdll.LoadLibrary(str(compile_library(name)))
     for symbol in symbols:
-      jax.ffi.register_ffi_target(symbol, jax.ffi.pycapsule(getattr(lib, symbol)),
-                                  platform="cpu")
+      jax.ffi.register_ffi_target(symbol, jax.ffi.pycapsule(getattr(lib, symbol)), platform="cpu")
   except (OSError, RuntimeError, AttributeError) as e:
     warnings.warn(f"CPU kernel {name} unavailable, using XLA instead: {e}", stacklevel=2)
     return False

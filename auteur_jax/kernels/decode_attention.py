@@ -39,6 +39,7 @@ def decode_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) 
   b, l, h, d = q.shape
   kvh = k.shape[1]
   q5 = (q.astype(jnp.float32) * (1.0 / math.sqrt(d))).reshape(b, l, kvh, h // kvh, d)
-  out = jax.ffi.ffi_call(_TARGET, jax.ShapeDtypeStruct(q5.shape, jnp.float32),
-                         vmap_method="sequential")(q5, k, v, mask)
+  out = jax.ffi.ffi_call(
+    _TARGET, jax.ShapeDtypeStruct(q5.shape, jnp.float32), vmap_method="sequential"
+  )(q5, k, v, mask)
   return out.reshape(b, l, h, d).astype(q.dtype)

@@ -46,11 +46,10 @@ def _scores(qs: jax.Array, kj: jax.Array, ok: jax.Array) -> jax.Array:
   return jnp.where(ok, s, -jnp.inf)
 
 
-def _forward(q: jax.Array, k: jax.Array, v: jax.Array, block: int
-             ) -> tuple[jax.Array, jax.Array]:
+def _forward(q: jax.Array, k: jax.Array, v: jax.Array, block: int) -> tuple[jax.Array, jax.Array]:
   """(out [B, N, H, K] in q's dtype, log-sum-exp [B, H, N] float32)."""
   b, n, h, d = q.shape
-  qs = q * d ** -0.5
+  qs = q * d**-0.5
 
   def step(carry, xs):
     mx, total, acc = carry  # Running max and sum [B, H, N], output sum [B, N, H, K].
@@ -64,8 +63,11 @@ def _forward(q: jax.Array, k: jax.Array, v: jax.Array, block: int
     acc = acc * fix.transpose(0, 2, 1)[..., None] + pv
     return (new, total, acc), None
 
-  init = (jnp.full((b, h, n), -jnp.inf, F32), jnp.zeros((b, h, n), F32),
-          jnp.zeros((b, n, h, v.shape[-1]), F32))
+  init = (
+    jnp.full((b, h, n), -jnp.inf, F32),
+    jnp.zeros((b, h, n), F32),
+    jnp.zeros((b, n, h, v.shape[-1]), F32),
+  )
   (mx, total, acc), _ = jax.lax.scan(step, init, _blocks(k, v, block))
   out = acc / total.transpose(0, 2, 1)[..., None]
   return out.astype(q.dtype), mx + jnp.log(total)
@@ -75,10 +77,16 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, block: int = 512) -> jax.Ar
   """softmax(q k^T / sqrt(K)) v over key blocks of `block` (see the module docstring)."""
   if block < 1:
     raise ValueError(f"attention block: expected >= 1 keys, got {block}")
-  if (q.ndim != 4 or k.ndim != 4 or v.shape[:3] != k.shape[:3] or k.shape[0] != q.shape[0]
-      or k.shape[2:] != q.shape[2:]):
-    raise ValueError(f"attend: expected q [B, N, H, K], k / v [B, M, H, K], got "
-                     f"{q.shape}, {k.shape}, {v.shape}")
+  if (
+    q.ndim != 4
+    or k.ndim != 4
+    or v.shape[:3] != k.shape[:3]
+    or k.shape[0] != q.shape[0]
+    or k.shape[2:] != q.shape[2:]
+  ):
+    raise ValueError(
+      f"attend: expected q [B, N, H, K], k / v [B, M, H, K], got {q.shape}, {k.shape}, {v.shape}"
+    )
   return _attend(q, k, v, min(int(block), k.shape[1]))
 
 
@@ -96,7 +104,7 @@ def _attend_bwd(block, res, dout):
   q, k, v, out, lse = res
   b, n, h, d = q.shape
   m = k.shape[1]
-  scale = d ** -0.5
+  scale = d**-0.5
   qs = q * scale
   delta = jnp.einsum("bnhk,bnhk->bhn", dout.astype(F32), out.astype(F32))  # rowsum(dP * P).
 
@@ -111,8 +119,15 @@ def _attend_bwd(block, res, dout):
     return dq, (dk, dv)
 
   dq, (dk, dv) = jax.lax.scan(step, jnp.zeros(q.shape, F32), _blocks(k, v, block))
-  unblock = lambda x, like: x.transpose(1, 0, 2, 3, 4).reshape(  # noqa: E731
-      b, -1, h, like.shape[-1])[:, :m].astype(like.dtype)
+  unblock = (
+    lambda x, like: (
+      x.transpose(1, 0, 2, 3, 4)
+      .reshape(  # noqa: E731
+        b, -1, h, like.shape[-1]
+      )[:, :m]
+      .astype(like.dtype)
+    )
+  )
   return (dq * scale).astype(q.dtype), unblock(dk, k), unblock(dv, v)
 
 

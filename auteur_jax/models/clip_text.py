@@ -34,6 +34,7 @@ class TextConfig:
   pool_argmax: instead take the row's largest id (OpenAI's vocabulary puts end-of-text
   last; HF does this for configs with eos_token_id 2).
   """
+
   vocab_size: int = 49408
   width: int = 768
   depth: int = 12
@@ -62,19 +63,32 @@ class ClipTextTower(nnx.Module):
   def __init__(self, cfg: TextConfig, *, rngs: nnx.Rngs):
     self.cfg = cfg
     d, pd = cfg.width, cfg.param_dtype
-    self.token_embedding = param(rngs, nnx.initializers.normal(0.02), (cfg.vocab_size, d),
-                                 ("vocab", "embed"), pd)
-    self.pos_embedding = param(rngs, nnx.initializers.normal(0.01), (cfg.max_len, d),
-                               (None, "embed"), pd)
-    self.blocks = EncoderStack(d, cfg.depth, cfg.num_heads, cfg.mlp_dim, cfg.act, cfg.eps,
-                               remat=cfg.remat, param_dtype=pd, rngs=rngs)
+    self.token_embedding = param(
+      rngs, nnx.initializers.normal(0.02), (cfg.vocab_size, d), ("vocab", "embed"), pd
+    )
+    self.pos_embedding = param(
+      rngs, nnx.initializers.normal(0.01), (cfg.max_len, d), (None, "embed"), pd
+    )
+    self.blocks = EncoderStack(
+      d,
+      cfg.depth,
+      cfg.num_heads,
+      cfg.mlp_dim,
+      cfg.act,
+      cfg.eps,
+      remat=cfg.remat,
+      param_dtype=pd,
+      rngs=rngs,
+    )
     self.final_norm_scale = param(rngs, nnx.initializers.ones, (d,), ("norm",), pd)
     self.final_norm_bias = param(rngs, nnx.initializers.zeros, (d,), ("norm",), pd)
-    self.projection = (param(rngs, normal_init(1), (d, cfg.projection_dim), ("embed", None), pd)
-                       if cfg.projection_dim else None)
+    self.projection = (
+      param(rngs, normal_init(1), (d, cfg.projection_dim), ("embed", None), pd)
+      if cfg.projection_dim
+      else None
+    )
 
-  def __call__(self, ids: jax.Array, mask: jax.Array | None = None
-               ) -> tuple[jax.Array, jax.Array]:
+  def __call__(self, ids: jax.Array, mask: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
     """ids int [B, L] (L <= max_len); mask [B, L] (1 = token, 0 = padding) or None.
 
     Returns (last_hidden [B, L, D] after the final LN, pooled [B, P]: the projected
@@ -83,8 +97,9 @@ class ClipTextTower(nnx.Module):
     cfg = self.cfg
     b, l = ids.shape
     if l > cfg.max_len:
-      raise ValueError(f"token ids have length {l}; the text tower takes at most "
-                       f"max_len={cfg.max_len}")
+      raise ValueError(
+        f"token ids have length {l}; the text tower takes at most max_len={cfg.max_len}"
+      )
     dt = jnp.dtype(cfg.dtype)
     x = jnp.take(self.token_embedding[...], ids, axis=0).astype(dt)
     x = x + self.pos_embedding[...][:l].astype(dt)
@@ -126,31 +141,36 @@ class ClipModelConfig:
 class ClipModel(nnx.Module):
   """Vision tower + text tower + learned log-temperature (and SigLIP's logit bias)."""
 
-  def __init__(self, vision: VisionConfig, text: TextConfig, *, loss: str = "softmax",
-               rngs: nnx.Rngs):
+  def __init__(
+    self, vision: VisionConfig, text: TextConfig, *, loss: str = "softmax", rngs: nnx.Rngs
+  ):
     if loss not in CLIP_LOSSES:
       raise ValueError(f"contrastive loss {loss!r}: expected 'softmax' or 'sigmoid'")
-    vdim = vision.projection_dim if vision.family == "clip" and vision.projection_dim \
-        else vision.width
+    vdim = (
+      vision.projection_dim if vision.family == "clip" and vision.projection_dim else vision.width
+    )
     tdim = text.projection_dim or text.width
     if vdim != tdim:
-      raise ValueError(f"image embeddings have width {vdim}, text embeddings {tdim}; "
-                       "set projection_dim so that they agree")
+      raise ValueError(
+        f"image embeddings have width {vdim}, text embeddings {tdim}; "
+        "set projection_dim so that they agree"
+      )
     self.loss_kind = loss
     self.vision = VisionTower(vision, rngs=rngs)
     self.text = ClipTextTower(text, rngs=rngs)
-    init_scale, init_bias = (math.log(1 / 0.07), 0.0) if loss == "softmax" \
-        else (math.log(10.0), -10.0)  # SigLIP's initialisation.
+    init_scale, init_bias = (
+      (math.log(1 / 0.07), 0.0) if loss == "softmax" else (math.log(10.0), -10.0)
+    )  # SigLIP's initialisation.
     self.logit_scale = nnx.Param(jnp.asarray(init_scale, jnp.float32))
     self.logit_bias = nnx.Param(jnp.asarray(init_bias, jnp.float32))
 
-  def __call__(self, images: jax.Array, ids: jax.Array, mask: jax.Array | None = None
-               ) -> tuple[jax.Array, jax.Array]:
+  def __call__(
+    self, images: jax.Array, ids: jax.Array, mask: jax.Array | None = None
+  ) -> tuple[jax.Array, jax.Array]:
     """-> (image embeddings [B, P], text embeddings [B, P]), not normalised."""
     return self.vision.embed_images(images), self.text(ids, mask)[1]
 
-  def loss(self, images: jax.Array, ids: jax.Array, mask: jax.Array | None = None
-           ) -> jax.Array:
+  def loss(self, images: jax.Array, ids: jax.Array, mask: jax.Array | None = None) -> jax.Array:
     img, txt = self(images, ids, mask)
     if self.loss_kind == "softmax":
       return clip_loss(img, txt, self.logit_scale[...])
@@ -175,8 +195,9 @@ def clip_loss(image_emb: jax.Array, text_emb: jax.Array, logit_scale: jax.Array)
   return 0.5 * (i2t + t2i)
 
 
-def sigmoid_loss(image_emb: jax.Array, text_emb: jax.Array, logit_scale: jax.Array,
-                 logit_bias: jax.Array) -> jax.Array:
+def sigmoid_loss(
+  image_emb: jax.Array, text_emb: jax.Array, logit_scale: jax.Array, logit_bias: jax.Array
+) -> jax.Array:
   """SigLIP: -sum_ij log sigmoid(z_ij (exp(scale) cos_ij + bias)) / B, z = +1 on the diagonal."""
   logits = jnp.exp(logit_scale) * _unit(image_emb) @ _unit(text_emb).T + logit_bias
   z = 2.0 * jnp.eye(logits.shape[0]) - 1.0

@@ -24,9 +24,11 @@ class DiTTextConfig:
     if self.source not in TEXT_SOURCES:
       raise ValueError(f"source must be 'ids' or 'embedding', got {self.source!r}")
     if (self.source == "ids") != (self.vocab_size > 0):
-      raise ValueError(f"vocab_size: source {self.source!r} needs "
-                       f"{'>= 1 rows' if self.source == 'ids' else '0 (no table)'}, "
-                       f"got {self.vocab_size}")
+      raise ValueError(
+        f"vocab_size: source {self.source!r} needs "
+        f"{'>= 1 rows' if self.source == 'ids' else '0 (no table)'}, "
+        f"got {self.vocab_size}"
+      )
 
 
 class TextConditionedDiT(nnx.Module):
@@ -34,6 +36,13 @@ class TextConditionedDiT(nnx.Module):
 
   def __init__(self, cfg: DiTConfig, vocab_size: int, *, rngs: nnx.Rngs):
     self.dit = VideoDiT(cfg, rngs=rngs)
-    self.text_embed = nnx.data(None if not vocab_size else nnx.Embed(
-        vocab_size, cfg.text_dim, rngs=rngs,
-        embedding_init=nnx.with_partitioning(nnx.initializers.normal(0.02), ("vocab", "embed"))))
+    self.text_embed = nnx.data(
+      None
+      if not vocab_size
+      else nnx.Embed(
+        vocab_size,
+        cfg.text_dim,
+        rngs=rngs,
+        embedding_init=nnx.with_partitioning(nnx.initializers.normal(0.02), ("vocab", "embed")),
+      )
+    )

@@ -34,11 +34,22 @@ from auteur_jax.models.layers import param
 from auteur_jax.models.llm import LLM, LLMConfig
 from auteur_jax.parallel.rules import constrain
 
-CHAINS = {"action_caption_visual": ("action", "caption"), "caption_visual": ("caption",),
-          "action_visual": ("action",)}
+CHAINS = {
+  "action_caption_visual": ("action", "caption"),
+  "caption_visual": ("caption",),
+  "action_visual": ("action",),
+}
 TEXT, QUERY, VISUAL = 0, 1, 2  # Slot kinds of the layout.
-BATCH_KEYS = ("task_ids", "task_mask", "action_ids", "action_mask", "caption_ids",
-              "caption_mask", "step_mask", "visual_embedding")
+BATCH_KEYS = (
+  "task_ids",
+  "task_mask",
+  "action_ids",
+  "action_mask",
+  "caption_ids",
+  "caption_mask",
+  "step_mask",
+  "visual_embedding",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,8 +72,7 @@ class MarkupIds:
 
   def segment(self, name: str) -> tuple[int, int]:
     """(open, close) ids of segment "action" | "caption"."""
-    return (self.action, self.action_end) if name == "action" else (self.caption,
-                                                                     self.caption_end)
+    return (self.action, self.action_end) if name == "action" else (self.caption, self.caption_end)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,16 +90,18 @@ class DirectorConfig:
 
   def __post_init__(self):
     if self.chain not in CHAINS:
-      raise ValueError(f"config.model.chain: expected one of {sorted(CHAINS)}, got "
-                       f"{self.chain!r}")
+      raise ValueError(f"config.model.chain: expected one of {sorted(CHAINS)}, got {self.chain!r}")
     if self.num_queries < 1 or self.visual_dim < 1:
-      raise ValueError(f"config.model: num_queries and visual_dim must be >= 1, got "
-                       f"{self.num_queries}, {self.visual_dim}")
+      raise ValueError(
+        f"config.model: num_queries and visual_dim must be >= 1, got "
+        f"{self.num_queries}, {self.visual_dim}"
+      )
     ids = dataclasses.asdict(self.markup).values()
     bad = [i for i in ids if i is not None and not 0 <= i < self.llm.vocab_size]
     if bad:
-      raise ValueError(f"config.model.markup: ids {bad} outside the vocabulary "
-                       f"(vocab_size {self.llm.vocab_size})")
+      raise ValueError(
+        f"config.model.markup: ids {bad} outside the vocabulary (vocab_size {self.llm.vocab_size})"
+      )
 
   @property
   def segments(self) -> tuple[str, ...]:
@@ -139,21 +151,31 @@ def check_batch(batch: Mapping[str, jax.Array], cfg: DirectorConfig) -> None:
   """Raises with the key named when a batch lacks an array or has a wrong shape."""
   missing = [k for k in BATCH_KEYS if k not in batch]
   if missing:
-    hint = (" (set config.data.embedding_shape to load visual embeddings)"
-            if "visual_embedding" in missing else "")
+    hint = (
+      " (set config.data.embedding_shape to load visual embeddings)"
+      if "visual_embedding" in missing
+      else ""
+    )
     raise KeyError(f"director batch lacks {missing}{hint}")
   b, s = batch["step_mask"].shape
-  want = {"task_ids": (b, None), "action_ids": (b, s, None), "caption_ids": (b, s, None),
-          "visual_embedding": (b, s, cfg.num_queries, cfg.visual_dim)}
+  want = {
+    "task_ids": (b, None),
+    "action_ids": (b, s, None),
+    "caption_ids": (b, s, None),
+    "visual_embedding": (b, s, cfg.num_queries, cfg.visual_dim),
+  }
   for key, shape in want.items():
     got = tuple(batch[key].shape)
     if len(got) != len(shape) or any(w is not None and w != g for w, g in zip(shape, got)):
-      raise ValueError(f"director batch[{key!r}] has shape {got}, expected "
-                       f"{tuple('*' if w is None else w for w in shape)}")
+      raise ValueError(
+        f"director batch[{key!r}] has shape {got}, expected "
+        f"{tuple('*' if w is None else w for w in shape)}"
+      )
     mask = key.replace("_ids", "_mask")
     if key != "visual_embedding" and tuple(batch[mask].shape) != got:
-      raise ValueError(f"director batch[{mask!r}] has shape {tuple(batch[mask].shape)}, "
-                       f"expected {got} (as {key})")
+      raise ValueError(
+        f"director batch[{mask!r}] has shape {tuple(batch[mask].shape)}, expected {got} (as {key})"
+      )
 
 
 def segment_targets(ids: jax.Array, mask: jax.Array, close: int) -> tuple[jax.Array, jax.Array]:
@@ -191,8 +213,9 @@ class Director(nnx.Module):
 
   def decode_visual(self, h: jax.Array) -> jax.Array:
     """Hidden states at query slots [..., K, width] -> z_hat float32 [..., K, D]."""
-    out = jnp.einsum("...w,wd->...d", h, self.visual_out[...].astype(h.dtype),
-                     preferred_element_type=jnp.float32)
+    out = jnp.einsum(
+      "...w,wd->...d", h, self.visual_out[...].astype(h.dtype), preferred_element_type=jnp.float32
+    )
     return out + self.visual_out_bias[...].astype(jnp.float32)
 
   def query_embeddings(self) -> jax.Array:
@@ -248,7 +271,7 @@ class Director(nnx.Module):
     x = self.llm.embed_tokens(ids.reshape(b, -1)).reshape(b, s, lay.length, -1)
     queries = jnp.broadcast_to(self.query_embeddings(), (b, s, k, x.shape[-1]))
     z_in = self.encode_visual(batch["visual_embedding"])
-    x = jnp.concatenate([x[:, :, :q0], queries, z_in, x[:, :, v0 + k:]], axis=2)
+    x = jnp.concatenate([x[:, :, :q0], queries, z_in, x[:, :, v0 + k :]], axis=2)
     x = jnp.concatenate([self.llm.embed_tokens(prefix_ids), x.reshape(b, -1, x.shape[-1])], 1)
 
     # Positions: queries do not advance them and take the positions of z_t.
@@ -256,12 +279,13 @@ class Director(nnx.Module):
     counted = jnp.concatenate([prefix_valid, (valid & ~is_query).reshape(b, -1)], 1)
     pos = jnp.maximum(jnp.cumsum(counted.astype(jnp.int32), 1) - 1, 0)
     blocks = pos[:, p:].reshape(b, s, lay.length)
-    blocks = blocks.at[:, :, q0:q0 + k].set(blocks[:, :, v0:v0 + k])
+    blocks = blocks.at[:, :, q0 : q0 + k].set(blocks[:, :, v0 : v0 + k])
     pos = jnp.concatenate([pos[:, :p], blocks.reshape(b, -1)], 1)
 
     # Mask: causal, valid keys, and query slots hidden from all but their own block.
-    qblock = np.concatenate([np.zeros(p, np.int32),
-                             ((np.arange(s)[:, None] + 1) * (lay.kind == QUERY)).reshape(-1)])
+    qblock = np.concatenate(
+      [np.zeros(p, np.int32), ((np.arange(s)[:, None] + 1) * (lay.kind == QUERY)).reshape(-1)]
+    )
     qblock, n = jnp.asarray(qblock), len(qblock)
     causal = jnp.arange(n)[:, None] >= jnp.arange(n)[None, :]
     visible = causal & ((qblock[None, :] == 0) | (qblock[None, :] == qblock[:, None]))
@@ -270,16 +294,21 @@ class Director(nnx.Module):
 
     h, _ = self.llm(x, pos, mask)
     h = h[:, p:].reshape(b, s, lay.length, -1)
-    return DirectorOutput(self.llm.logits(h[:, :, lay.text_slots]), targets, tmask,
-                          self.decode_visual(h[:, :, q0:q0 + k]))
+    return DirectorOutput(
+      self.llm.logits(h[:, :, lay.text_slots]),
+      targets,
+      tmask,
+      self.decode_visual(h[:, :, q0 : q0 + k]),
+    )
 
   def loss(self, batch: Mapping[str, jax.Array]) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Scalar loss and its parts for `batch` (see `director_loss`)."""
     return director_loss(self(batch), batch, self.cfg)
 
 
-def director_loss(out: DirectorOutput, batch: Mapping[str, jax.Array], cfg: DirectorConfig
-                  ) -> tuple[jax.Array, dict[str, jax.Array]]:
+def director_loss(
+  out: DirectorOutput, batch: Mapping[str, jax.Array], cfg: DirectorConfig
+) -> tuple[jax.Array, dict[str, jax.Array]]:
   """text_weight * CE(text) + alpha * (1 - cos) + beta * MSE, each a masked mean.
 
   CE is averaged over the text tokens that carry a loss, (1 - cos) over the K tokens of
@@ -300,5 +329,11 @@ def director_loss(out: DirectorOutput, batch: Mapping[str, jax.Array], cfg: Dire
   cos_loss = ((1.0 - cos) * step).sum() / n_tok
   mse = (jnp.square(zh - z).mean(-1) * step).sum() / n_tok
   loss = cfg.text_weight * ce + cfg.alpha * cos_loss + cfg.beta * mse
-  return loss, {"loss": loss, "text_ce": ce, "text_acc": acc, "visual_cos": cos_loss,
-                "visual_mse": mse, "text_tokens": tm.sum()}
+  return loss, {
+    "loss": loss,
+    "text_ce": ce,
+    "text_acc": acc,
+    "visual_cos": cos_loss,
+    "visual_mse": mse,
+    "text_tokens": tm.sum(),
+  }

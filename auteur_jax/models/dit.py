@@ -35,12 +35,13 @@ from auteur_jax.parallel.rules import constrain
 
 # Which intermediates the backward keeps per block ("none": no rematerialisation).
 REMAT_POLICIES = {
-    "none": None,
-    "full": jax.checkpoint_policies.nothing_saveable,
-    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
-    # Keep the matmul outputs tagged in `_block`; recompute norms, softmax, GELU.
-    "names": jax.checkpoint_policies.save_only_these_names(
-        "sa_qkv", "sa_o", "sa_proj", "ca_q", "ca_o", "ca_proj", "ffn_u", "ffn_y"),
+  "none": None,
+  "full": jax.checkpoint_policies.nothing_saveable,
+  "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+  # Keep the matmul outputs tagged in `_block`; recompute norms, softmax, GELU.
+  "names": jax.checkpoint_policies.save_only_these_names(
+    "sa_qkv", "sa_o", "sa_proj", "ca_q", "ca_o", "ca_proj", "ffn_u", "ffn_y"
+  ),
 }
 
 ATTENTION = ("full", "blockwise")  # Self-attention implementations (DiTConfig.attention).
@@ -59,6 +60,7 @@ class DiTConfig:
     short sequences) or "blockwise" (models/blockwise_attention.py: scores of
     `attention_block` keys at a time, for long clips; the same result).
   """
+
   patch_size: tuple[int, int, int] = (1, 2, 2)
   in_channels: int = 16
   out_channels: int = 16
@@ -96,17 +98,21 @@ class DiTConfig:
     if len(self.patch_size) != 3 or min(self.patch_size) < 1:
       raise ValueError(f"config.model.patch_size: expected 3 positive ints, got {self.patch_size}")
     if self.head_dim % 2 or self.head_dim < 6:
-      raise ValueError(f"config.model.head_dim: must be even and >= 6 for the 3-D RoPE split, "
-                       f"got {self.head_dim}")
+      raise ValueError(
+        f"config.model.head_dim: must be even and >= 6 for the 3-D RoPE split, got {self.head_dim}"
+      )
     if self.remat not in REMAT_POLICIES:
-      raise ValueError(f"config.model.remat: expected one of {sorted(REMAT_POLICIES)}, "
-                       f"got {self.remat!r}")
+      raise ValueError(
+        f"config.model.remat: expected one of {sorted(REMAT_POLICIES)}, got {self.remat!r}"
+      )
     if self.attention not in ATTENTION:
-      raise ValueError(f"config.model.attention: expected one of {ATTENTION}, "
-                       f"got {self.attention!r}")
+      raise ValueError(
+        f"config.model.attention: expected one of {ATTENTION}, got {self.attention!r}"
+      )
     if self.attention_block < 1:
-      raise ValueError(f"config.model.attention_block: expected >= 1 keys, "
-                       f"got {self.attention_block}")
+      raise ValueError(
+        f"config.model.attention_block: expected >= 1 keys, got {self.attention_block}"
+      )
     if self.visual_pos_len and not self.visual_dim:
       raise ValueError("config.model.visual_pos_len needs visual_dim > 0")
     for name in ("dtype", "param_dtype"):
@@ -140,8 +146,9 @@ def patchify(x: jax.Array, patch: tuple[int, int, int]) -> jax.Array:
   return x.reshape(b, f * h * w, pt * ph * pw * c)
 
 
-def unpatchify(tokens: jax.Array, grid: tuple[int, int, int], patch: tuple[int, int, int]
-               ) -> jax.Array:
+def unpatchify(
+  tokens: jax.Array, grid: tuple[int, int, int], patch: tuple[int, int, int]
+) -> jax.Array:
   """Inverse of `patchify`: [B, N, pt*ph*pw*C] -> [B, T, H, W, C]."""
   b, n, k = tokens.shape
   f, h, w = grid
@@ -169,17 +176,20 @@ _ZEROS, _ONES = nnx.initializers.zeros, nnx.initializers.ones
 
 def _fan_in(in_axes: int):
   """Variance scaling over the first `in_axes` axes (our kernels are [in..., out...])."""
+
   def init(key, shape, dtype):
     fan = math.prod(shape[:in_axes])
     return jax.random.normal(key, shape, dtype) / math.sqrt(fan)
+
   return init
 
 
 class Dense(nnx.Module):
   """x @ kernel + bias; kernel [in, out] with logical names (in_axis, out_axis)."""
 
-  def __init__(self, d_in: int, d_out: int, axes: tuple[str | None, str | None], dtype,
-               rngs: nnx.Rngs):
+  def __init__(
+    self, d_in: int, d_out: int, axes: tuple[str | None, str | None], dtype, rngs: nnx.Rngs
+  ):
     self.kernel = param(rngs, _fan_in(1), (d_in, d_out), axes, dtype)
     self.bias = param(rngs, _ZEROS, (d_out,), axes[1:], dtype)
 
@@ -187,8 +197,9 @@ class Dense(nnx.Module):
     return x @ self.kernel[...].astype(x.dtype) + self.bias[...].astype(x.dtype)
 
 
-def layer_norm(x: jax.Array, eps: float, scale: jax.Array | None = None,
-               bias: jax.Array | None = None) -> jax.Array:
+def layer_norm(
+  x: jax.Array, eps: float, scale: jax.Array | None = None, bias: jax.Array | None = None
+) -> jax.Array:
   """LayerNorm over the last axis, computed in float32 (Wan's FP32LayerNorm)."""
   x32 = x.astype(jnp.float32)
   mean = x32.mean(-1, keepdims=True)
@@ -210,14 +221,19 @@ class VisualEmbedder(nnx.Module):
     self.fc2 = Dense(dv, d, ("mlp", "embed"), pd, rngs)
     self.norm2_scale = param(rngs, _ONES, (d,), ("norm",), pd)
     self.norm2_bias = param(rngs, _ZEROS, (d,), ("norm",), pd)
-    self.pos_embed = (param(rngs, _ZEROS, (cfg.visual_pos_len, dv), (None, "norm"), pd)
-                      if cfg.visual_pos_len else None)
+    self.pos_embed = (
+      param(rngs, _ZEROS, (cfg.visual_pos_len, dv), (None, "norm"), pd)
+      if cfg.visual_pos_len
+      else None
+    )
 
   def __call__(self, z: jax.Array, dtype) -> jax.Array:
     if self.pos_embed is not None:
       if z.shape[1] != self.pos_embed.shape[0]:
-        raise ValueError(f"visual tokens: this model's position embedding needs exactly "
-                         f"{self.pos_embed.shape[0]} tokens, got {z.shape[1]}")
+        raise ValueError(
+          f"visual tokens: this model's position embedding needs exactly "
+          f"{self.pos_embed.shape[0]} tokens, got {z.shape[1]}"
+        )
       z = z + self.pos_embed[...][None].astype(z.dtype)
     h = layer_norm(z, 1e-5, self.norm1_scale[...], self.norm1_bias[...]).astype(dtype)
     h = self.fc2(jax.nn.gelu(self.fc1(h), approximate=False))
@@ -246,19 +262,36 @@ def block_param_specs(cfg: DiTConfig) -> dict[str, tuple[tuple[int, ...], tuple,
   out = ((h, k, d), (*hk, "embed"), _fan_in(2))
   d_zero = ((d,), ("norm",), _ZEROS)
   shapes = {
-      "modulation": ((6, d), (None, "norm"),
-                     lambda key, s, t: jax.random.normal(key, s, t) / math.sqrt(d)),
-      "sa_qkv": proj(3), "sa_qkv_bias": zeros(3), "sa_q_norm": hk_one, "sa_k_norm": hk_one,
-      "sa_out": out, "sa_out_bias": d_zero,
-      "ca_q": proj(1), "ca_q_bias": zeros(1), "ca_kv": proj(2), "ca_kv_bias": zeros(2),
-      "ca_q_norm": hk_one, "ca_k_norm": hk_one, "ca_out": out, "ca_out_bias": d_zero}
+    "modulation": (
+      (6, d),
+      (None, "norm"),
+      lambda key, s, t: jax.random.normal(key, s, t) / math.sqrt(d),
+    ),
+    "sa_qkv": proj(3),
+    "sa_qkv_bias": zeros(3),
+    "sa_q_norm": hk_one,
+    "sa_k_norm": hk_one,
+    "sa_out": out,
+    "sa_out_bias": d_zero,
+    "ca_q": proj(1),
+    "ca_q_bias": zeros(1),
+    "ca_kv": proj(2),
+    "ca_kv_bias": zeros(2),
+    "ca_q_norm": hk_one,
+    "ca_k_norm": hk_one,
+    "ca_out": out,
+    "ca_out_bias": d_zero,
+  }
   if cfg.cross_attn_norm:
     shapes.update(ca_norm_scale=((d,), ("norm",), _ONES), ca_norm_bias=d_zero)
   if cfg.visual_dim:
     shapes.update(ca_vkv=proj(2), ca_vkv_bias=zeros(2), ca_vk_norm=hk_one)
-  shapes.update(ffn_up=((d, f), ("embed", "mlp"), _fan_in(1)),
-                ffn_up_bias=((f,), ("mlp",), _ZEROS),
-                ffn_down=((f, d), ("mlp", "embed"), _fan_in(1)), ffn_down_bias=d_zero)
+  shapes.update(
+    ffn_up=((d, f), ("embed", "mlp"), _fan_in(1)),
+    ffn_up_bias=((f,), ("mlp",), _ZEROS),
+    ffn_down=((f, d), ("mlp", "embed"), _fan_in(1)),
+    ffn_down_bias=d_zero,
+  )
   return shapes
 
 
@@ -269,8 +302,7 @@ def _rms_heads(x: jax.Array, weight: jax.Array, eps: float) -> jax.Array:
   return (x32 * jax.lax.rsqrt(ms + eps) * weight.astype(jnp.float32)).astype(x.dtype)
 
 
-def _project(x: jax.Array, w: jax.Array, b: jax.Array, name: str | None = None
-             ) -> list[jax.Array]:
+def _project(x: jax.Array, w: jax.Array, b: jax.Array, name: str | None = None) -> list[jax.Array]:
   """[B, N, D] x [D, n, H, K] -> n arrays [B, N, H, K] (one matmul; output tagged `name`)."""
   bsz, n_tok, _ = x.shape
   _, n, h, k = w.shape
@@ -298,8 +330,9 @@ def _attend(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
   return jnp.einsum("bhnm,bmhk->bnhk", p, v)
 
 
-def _context_kv(cfg: DiTConfig, tokens: jax.Array, w: jax.Array, b: jax.Array,
-                norm: jax.Array) -> tuple[jax.Array, jax.Array]:
+def _context_kv(
+  cfg: DiTConfig, tokens: jax.Array, w: jax.Array, b: jax.Array, norm: jax.Array
+) -> tuple[jax.Array, jax.Array]:
   """Keys (RMS-normed) and values of context tokens [B, M, D] for every layer at once:
   w [L, D, 2, H, K] -> k, v [L, B, M, H, K]. One wide matmul outside the layer loop
   instead of one per layer (recomputed again by the backward under remat)."""
@@ -313,9 +346,16 @@ def _context_kv(cfg: DiTConfig, tokens: jax.Array, w: jax.Array, b: jax.Array,
   return constrain(k, axes), constrain(y[:, 1], axes)
 
 
-def _block(cfg: DiTConfig, p: dict[str, jax.Array], x: jax.Array,
-           ctx: tuple[jax.Array, jax.Array], vis: tuple[jax.Array, jax.Array] | None,
-           mod: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+def _block(
+  cfg: DiTConfig,
+  p: dict[str, jax.Array],
+  x: jax.Array,
+  ctx: tuple[jax.Array, jax.Array],
+  vis: tuple[jax.Array, jax.Array] | None,
+  mod: jax.Array,
+  cos: jax.Array,
+  sin: jax.Array,
+) -> jax.Array:
   """One block. x [B, N, D]; ctx / vis: this layer's (keys, values) [B, M, H, K] of the
   text / visual tokens (`_context_kv`); mod [B, 6, D] float32.
 
@@ -323,7 +363,7 @@ def _block(cfg: DiTConfig, p: dict[str, jax.Array], x: jax.Array,
   """
   dt, eps = x.dtype, cfg.eps
   e = p["modulation"][None].astype(jnp.float32) + mod
-  shift, scale, gate, c_shift, c_scale, c_gate = (e[:, i:i + 1] for i in range(6))
+  shift, scale, gate, c_shift, c_scale, c_gate = (e[:, i : i + 1] for i in range(6))
 
   h = (layer_norm(x, eps) * (1 + scale) + shift).astype(dt)
   q, k, v = _project(h, p["sa_qkv"], p["sa_qkv_bias"], "sa_qkv")
@@ -358,9 +398,11 @@ def _block(cfg: DiTConfig, p: dict[str, jax.Array], x: jax.Array,
 
 def per_layer_init(init):
   """An init for [L, ...] that draws each layer as `init` draws one (fans per layer)."""
+
   def stacked(key, shape, dtype):
     keys = jax.random.split(key, shape[0])
     return jax.vmap(lambda k: init(k, shape[1:], dtype))(keys)
+
   return stacked
 
 
@@ -371,19 +413,26 @@ class Blocks(nnx.Module):
     self.cfg = cfg
     self.names = tuple(block_param_specs(cfg))
     for name, (shape, axes, init) in block_param_specs(cfg).items():
-      setattr(self, name, param(rngs, per_layer_init(init), (cfg.num_layers, *shape),
-                                ("layers", *axes), cfg.param_dtype))
+      setattr(
+        self,
+        name,
+        param(
+          rngs, per_layer_init(init), (cfg.num_layers, *shape), ("layers", *axes), cfg.param_dtype
+        ),
+      )
 
   def __call__(self, x, ctx, vis, mod, cos, sin) -> jax.Array:
     """x [B, N, D]; ctx [B, Lt, D] / vis [B, K, D] | None embedded text / visual tokens."""
     cfg = self.cfg
     context = ("ca_kv", "ca_kv_bias", "ca_k_norm", "ca_vkv", "ca_vkv_bias", "ca_vk_norm")
     stacked = {n: getattr(self, n)[...] for n in self.names if n not in context}
-    stacked["ctx"] = _context_kv(cfg, ctx, self.ca_kv[...], self.ca_kv_bias[...],
-                                 self.ca_k_norm[...])
+    stacked["ctx"] = _context_kv(
+      cfg, ctx, self.ca_kv[...], self.ca_kv_bias[...], self.ca_k_norm[...]
+    )
     if vis is not None:
-      stacked["vis"] = _context_kv(cfg, vis, self.ca_vkv[...], self.ca_vkv_bias[...],
-                                   self.ca_vk_norm[...])
+      stacked["vis"] = _context_kv(
+        cfg, vis, self.ca_vkv[...], self.ca_vkv_bias[...], self.ca_vk_norm[...]
+      )
 
     def body(x, p):
       return _block(cfg, p, x, p["ctx"], p.get("vis"), mod, cos, sin), None
@@ -421,12 +470,13 @@ class VideoDiT(nnx.Module):
     self.visual_embed = VisualEmbedder(cfg, rngs) if cfg.visual_dim else None
     self.blocks = Blocks(cfg, rngs)
     self.head_modulation = param(
-        rngs, lambda k, s, t: jax.random.normal(k, s, t) / math.sqrt(d), (2, d),
-        (None, "norm"), pd)
+      rngs, lambda k, s, t: jax.random.normal(k, s, t) / math.sqrt(d), (2, d), (None, "norm"), pd
+    )
     self.head = Dense(d, p * cfg.out_channels, ("embed", None), pd, rngs)
 
-  def __call__(self, latents: jax.Array, t: jax.Array, text: jax.Array,
-               visual: jax.Array | None = None) -> jax.Array:
+  def __call__(
+    self, latents: jax.Array, t: jax.Array, text: jax.Array, visual: jax.Array | None = None
+  ) -> jax.Array:
     cfg = self.cfg
     dtype = jnp.dtype(cfg.dtype)
     grid = patch_grid(latents.shape, cfg.patch_size)
@@ -437,10 +487,17 @@ class VideoDiT(nnx.Module):
     cos, sin = (jnp.asarray(a) for a in rope_3d_tables(grid, cfg.head_dim, cfg.rope_theta))
 
     # Time: sinusoid -> MLP (temb, used by the head) -> SiLU -> shared 6-way projection.
-    temb = self.time_fc2(jax.nn.silu(self.time_fc1(
-        timestep_embedding(t * cfg.timestep_scale, cfg.freq_dim))))
-    mod = jnp.einsum("bd,dke->bke", jax.nn.silu(temb).astype(jnp.float32),
-                     self.time_proj[...].astype(jnp.float32)) + self.time_proj_bias[...]
+    temb = self.time_fc2(
+      jax.nn.silu(self.time_fc1(timestep_embedding(t * cfg.timestep_scale, cfg.freq_dim)))
+    )
+    mod = (
+      jnp.einsum(
+        "bd,dke->bke",
+        jax.nn.silu(temb).astype(jnp.float32),
+        self.time_proj[...].astype(jnp.float32),
+      )
+      + self.time_proj_bias[...]
+    )
     # Small per-example vectors: replicated, so each block can slice them freely.
     temb = constrain(temb, ("batch", "act_embed"))
     mod = constrain(mod, ("batch", None, "act_embed"))
@@ -452,16 +509,18 @@ class VideoDiT(nnx.Module):
 
     x = self.blocks(x, ctx, vis, mod, cos, sin)
 
-    shift, scale = jnp.split(self.head_modulation[...][None] + temb[:, None].astype(jnp.float32),
-                             2, axis=1)
+    shift, scale = jnp.split(
+      self.head_modulation[...][None] + temb[:, None].astype(jnp.float32), 2, axis=1
+    )
     h = (layer_norm(x, cfg.eps) * (1 + scale) + shift).astype(dtype)
     return unpatchify(self.head(h), grid, cfg.patch_size)
 
   def _check_inputs(self, latents, t, text, visual, grid) -> None:
     cfg = self.cfg
     if latents.shape[-1] != cfg.in_channels:
-      raise ValueError(f"latents: expected {cfg.in_channels} channels (last axis), "
-                       f"got shape {latents.shape}")
+      raise ValueError(
+        f"latents: expected {cfg.in_channels} channels (last axis), got shape {latents.shape}"
+      )
     if max(grid) > cfg.rope_max_len:
       raise ValueError(f"latents token grid {grid} exceeds rope_max_len {cfg.rope_max_len}")
     if t.shape != (latents.shape[0],):
@@ -470,10 +529,12 @@ class VideoDiT(nnx.Module):
       raise ValueError(f"text: expected [{latents.shape[0]}, L, {cfg.text_dim}], got {text.shape}")
     if visual is not None and self.visual_embed is None:
       raise ValueError("visual tokens given to a text-only DiT (config.model.visual_dim = 0)")
-    if visual is not None and (visual.ndim != 3 or visual.shape[0] != latents.shape[0]
-                               or visual.shape[-1] != cfg.visual_dim):
-      raise ValueError(f"visual: expected [{latents.shape[0]}, K, {cfg.visual_dim}], "
-                       f"got {visual.shape}")
+    if visual is not None and (
+      visual.ndim != 3 or visual.shape[0] != latents.shape[0] or visual.shape[-1] != cfg.visual_dim
+    ):
+      raise ValueError(
+        f"visual: expected [{latents.shape[0]}, K, {cfg.visual_dim}], got {visual.shape}"
+      )
 
 
 def count_params(model: nnx.Module) -> int:

@@ -29,21 +29,25 @@ from auteur_jax.parallel.rules import constrain
 Dtype = jnp.dtype | str
 
 
-def param(rngs: nnx.Rngs, init, shape: Sequence[int], axes: Sequence[str | None],
-          dtype: Dtype = jnp.float32) -> nnx.Param:
+def param(
+  rngs: nnx.Rngs, init, shape: Sequence[int], axes: Sequence[str | None], dtype: Dtype = jnp.float32
+) -> nnx.Param:
   """A parameter of `shape` initialised by `init`, carrying logical `axes` (one per dim)."""
   if len(axes) != len(shape):
-    raise ValueError(f"param of shape {tuple(shape)} needs {len(shape)} axis names, "
-                     f"got {tuple(axes)}")
-  return nnx.Param(nnx.with_partitioning(init, tuple(axes))(rngs.params(), tuple(shape),
-                                                             jnp.dtype(dtype)))
+    raise ValueError(
+      f"param of shape {tuple(shape)} needs {len(shape)} axis names, got {tuple(axes)}"
+    )
+  return nnx.Param(
+    nnx.with_partitioning(init, tuple(axes))(rngs.params(), tuple(shape), jnp.dtype(dtype))
+  )
 
 
 class RMSNorm(nnx.Module):
   """y = x / sqrt(mean(x^2) + eps) * scale, computed in float32, cast back to x's dtype."""
 
-  def __init__(self, dim: int, eps: float = 1e-6, *, param_dtype: Dtype = jnp.float32,
-               rngs: nnx.Rngs):
+  def __init__(
+    self, dim: int, eps: float = 1e-6, *, param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs
+  ):
     self.eps = eps
     self.scale = param(rngs, nnx.initializers.ones, (dim,), ("norm",), param_dtype)
 
@@ -83,12 +87,15 @@ def rope_frequencies(head_dim: int, theta: float, scaling: RopeScaling | None = 
   if scaling is not None:
     s = scaling
     if s.high_freq_factor <= s.low_freq_factor:
-      raise ValueError(f"rope scaling: high_freq_factor ({s.high_freq_factor}) must exceed "
-                       f"low_freq_factor ({s.low_freq_factor})")
+      raise ValueError(
+        f"rope scaling: high_freq_factor ({s.high_freq_factor}) must exceed "
+        f"low_freq_factor ({s.low_freq_factor})"
+      )
     wavelen = np.float32(2 * math.pi) / freq
     ratio = np.float32(s.original_max_position) / wavelen
-    smooth = np.clip((ratio - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor),
-                     0.0, 1.0).astype(np.float32)
+    smooth = np.clip(
+      (ratio - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor), 0.0, 1.0
+    ).astype(np.float32)
     # smooth = 0: long wavelength (slowed down); 1: short wavelength (kept).
     freq = (1 - smooth) * freq / np.float32(s.factor) + smooth * freq
   return freq.astype(np.float32)
@@ -134,12 +141,20 @@ class KVCache(NamedTuple):
   v: jax.Array
 
   @classmethod
-  def zeros(cls, batch: int, kv_heads: int, length: int, head_dim: int,
-            dtype: Dtype = jnp.float32, layers: int | None = None) -> KVCache:
+  def zeros(
+    cls,
+    batch: int,
+    kv_heads: int,
+    length: int,
+    head_dim: int,
+    dtype: Dtype = jnp.float32,
+    layers: int | None = None,
+  ) -> KVCache:
     lead = (batch, kv_heads) if layers is None else (layers, batch, kv_heads)
     dtype = stored_dtype(dtype)
-    return cls(jnp.zeros((*lead, head_dim, length), dtype),
-               jnp.zeros((*lead, head_dim, length), dtype))
+    return cls(
+      jnp.zeros((*lead, head_dim, length), dtype), jnp.zeros((*lead, head_dim, length), dtype)
+    )
 
 
 def stored_dtype(dtype: Dtype) -> jnp.dtype:
@@ -189,32 +204,48 @@ class Attention(nnx.Module):
   [kv_heads, head_dim].
   """
 
-  def __init__(self, width: int, num_heads: int, num_kv_heads: int, head_dim: int, *,
-               qkv_bias: bool = False, init_std: float = 0.02, dtype: Dtype = jnp.float32,
-               param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    width: int,
+    num_heads: int,
+    num_kv_heads: int,
+    head_dim: int,
+    *,
+    qkv_bias: bool = False,
+    init_std: float = 0.02,
+    dtype: Dtype = jnp.float32,
+    param_dtype: Dtype = jnp.float32,
+    rngs: nnx.Rngs,
+  ):
     if num_heads % num_kv_heads:
-      raise ValueError(f"num_heads ({num_heads}) must be a multiple of num_kv_heads "
-                       f"({num_kv_heads})")
+      raise ValueError(
+        f"num_heads ({num_heads}) must be a multiple of num_kv_heads ({num_kv_heads})"
+      )
     self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
     self.dtype = jnp.dtype(dtype)
     init = nnx.initializers.normal(init_std)
-    self.q = param(rngs, init, (width, num_heads, head_dim), ("embed", "heads", "head_dim"),
-                   param_dtype)
-    self.k = param(rngs, init, (width, num_kv_heads, head_dim),
-                   ("embed", "kv_heads", "head_dim"), param_dtype)
-    self.v = param(rngs, init, (width, num_kv_heads, head_dim),
-                   ("embed", "kv_heads", "head_dim"), param_dtype)
-    self.o = param(rngs, init, (num_heads, head_dim, width), ("heads", "head_dim", "embed"),
-                   param_dtype)
+    self.q = param(
+      rngs, init, (width, num_heads, head_dim), ("embed", "heads", "head_dim"), param_dtype
+    )
+    self.k = param(
+      rngs, init, (width, num_kv_heads, head_dim), ("embed", "kv_heads", "head_dim"), param_dtype
+    )
+    self.v = param(
+      rngs, init, (width, num_kv_heads, head_dim), ("embed", "kv_heads", "head_dim"), param_dtype
+    )
+    self.o = param(
+      rngs, init, (num_heads, head_dim, width), ("heads", "head_dim", "embed"), param_dtype
+    )
     self.qkv_bias = qkv_bias
     if qkv_bias:
       zeros = nnx.initializers.zeros
-      self.q_bias = param(rngs, zeros, (num_heads, head_dim), ("heads", "head_dim"),
-                          param_dtype)
-      self.k_bias = param(rngs, zeros, (num_kv_heads, head_dim), ("kv_heads", "head_dim"),
-                          param_dtype)
-      self.v_bias = param(rngs, zeros, (num_kv_heads, head_dim), ("kv_heads", "head_dim"),
-                          param_dtype)
+      self.q_bias = param(rngs, zeros, (num_heads, head_dim), ("heads", "head_dim"), param_dtype)
+      self.k_bias = param(
+        rngs, zeros, (num_kv_heads, head_dim), ("kv_heads", "head_dim"), param_dtype
+      )
+      self.v_bias = param(
+        rngs, zeros, (num_kv_heads, head_dim), ("kv_heads", "head_dim"), param_dtype
+      )
 
   def _project(self, x: jax.Array, w: nnx.Param, bias: str) -> jax.Array:
     y = jnp.einsum("blw,whd->blhd", x, w[...].astype(self.dtype))
@@ -222,8 +253,9 @@ class Attention(nnx.Module):
       y = y + getattr(self, bias)[...].astype(self.dtype)
     return y
 
-  def project(self, x: jax.Array, rope: tuple[jax.Array, jax.Array]
-              ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  def project(
+    self, x: jax.Array, rope: tuple[jax.Array, jax.Array]
+  ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """x [B, L, width] -> q [B, L, H, Dh], k and v [B, KVH, Dh, L] (q, k rotated)."""
     x = x.astype(self.dtype)
     q = apply_rope(self._project(x, self.q, "q_bias"), *rope)
@@ -233,8 +265,9 @@ class Attention(nnx.Module):
     # The cache layout: (batch, head) leading for the batched dots, slots last.
     return q, jnp.transpose(k, (0, 2, 3, 1)), jnp.transpose(v, (0, 2, 3, 1))
 
-  def combine(self, q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array,
-              cached: bool = False) -> jax.Array:
+  def combine(
+    self, q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, cached: bool = False
+  ) -> jax.Array:
     """Attention of q [B, L, H, Dh] over k, v [B, KVH, Dh, T] -> [B, L, width].
 
     cached: k, v are a KV cache being decoded over (never differentiated): a few query
@@ -252,9 +285,14 @@ class Attention(nnx.Module):
     w = self.o[...].astype(self.dtype).reshape(h * d, -1)
     return out.reshape(b, l, h * d) @ w
 
-  def __call__(self, x: jax.Array, rope: tuple[jax.Array, jax.Array], mask: jax.Array,
-               cache: KVCache | None = None, cache_index: jax.Array | int = 0
-               ) -> tuple[jax.Array, KVCache | None]:
+  def __call__(
+    self,
+    x: jax.Array,
+    rope: tuple[jax.Array, jax.Array],
+    mask: jax.Array,
+    cache: KVCache | None = None,
+    cache_index: jax.Array | int = 0,
+  ) -> tuple[jax.Array, KVCache | None]:
     """Self-attention of x over itself, or over a cache after writing x's keys into it.
 
     Args:
@@ -273,8 +311,9 @@ class Attention(nnx.Module):
     return self.combine(q, k, v, mask, cached=cache is not None), cache
 
 
-def cache_write(cache: KVCache, new: KVCache, index: jax.Array | int,
-                layer: jax.Array | int | None = None) -> KVCache:
+def cache_write(
+  cache: KVCache, new: KVCache, index: jax.Array | int, layer: jax.Array | int | None = None
+) -> KVCache:
   """Writes new keys / values [B, KVH, Dh, L] at slots [index, index + L) (of `layer` if
   the cache is stacked).
 
@@ -286,8 +325,9 @@ def cache_write(cache: KVCache, new: KVCache, index: jax.Array | int,
   if layer is not None:
     at = (jnp.asarray(layer, jnp.int32), *at)
     k, v = k[None], v[None]
-  return KVCache(jax.lax.dynamic_update_slice(cache.k, k, at),
-                 jax.lax.dynamic_update_slice(cache.v, v, at))
+  return KVCache(
+    jax.lax.dynamic_update_slice(cache.k, k, at), jax.lax.dynamic_update_slice(cache.v, v, at)
+  )
 
 
 def _stored(x: jax.Array, dtype: jnp.dtype) -> jax.Array:
@@ -302,8 +342,16 @@ def _stored(x: jax.Array, dtype: jnp.dtype) -> jax.Array:
 class SwiGLU(nnx.Module):
   """down(silu(gate(x)) * up(x)); gate / up [width, mlp], down [mlp, width]."""
 
-  def __init__(self, width: int, mlp_dim: int, *, init_std: float = 0.02,
-               dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    width: int,
+    mlp_dim: int,
+    *,
+    init_std: float = 0.02,
+    dtype: Dtype = jnp.float32,
+    param_dtype: Dtype = jnp.float32,
+    rngs: nnx.Rngs,
+  ):
     self.dtype = jnp.dtype(dtype)
     init = nnx.initializers.normal(init_std)
     self.gate = param(rngs, init, (width, mlp_dim), ("embed", "mlp"), param_dtype)
@@ -330,8 +378,9 @@ def rope_3d_split(head_dim: int) -> tuple[int, int, int]:
   return head_dim - 2 * hw, hw, hw
 
 
-def rope_3d_tables(grid: tuple[int, int, int], head_dim: int, theta: float = 10000.0
-                   ) -> tuple[np.ndarray, np.ndarray]:
+def rope_3d_tables(
+  grid: tuple[int, int, int], head_dim: int, theta: float = 10000.0
+) -> tuple[np.ndarray, np.ndarray]:
   """cos, sin float32 [F * H * W, head_dim // 2] for tokens in (frame, row, column) order.
 
   Each axis has its own frequency ladder theta^(-2i / d_axis) over its share d_axis of

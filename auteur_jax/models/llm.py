@@ -21,15 +21,24 @@ import numpy as np
 from flax import nnx
 
 from auteur_jax.config_sections import from_section
-from auteur_jax.models.layers import (Attention, KVCache, RMSNorm, RopeScaling, SwiGLU,
-                                      cache_write, param, rope_angles, rope_frequencies)
+from auteur_jax.models.layers import (
+  Attention,
+  KVCache,
+  RMSNorm,
+  RopeScaling,
+  SwiGLU,
+  cache_write,
+  param,
+  rope_angles,
+  rope_frequencies,
+)
 from auteur_jax.parallel.rules import constrain
 
 REMAT_POLICIES = {
-    "none": None,  # No rematerialisation: keep every activation.
-    "full": jax.checkpoint_policies.nothing_saveable,  # Recompute the whole block.
-    "dots": jax.checkpoint_policies.checkpoint_dots,  # Keep matmul outputs.
-    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+  "none": None,  # No rematerialisation: keep every activation.
+  "full": jax.checkpoint_policies.nothing_saveable,  # Recompute the whole block.
+  "dots": jax.checkpoint_policies.checkpoint_dots,  # Keep matmul outputs.
+  "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
 }
 
 
@@ -59,10 +68,20 @@ class LLMConfig:
     if self.remat not in REMAT_POLICIES:
       raise ValueError(f"llm.remat: expected one of {sorted(REMAT_POLICIES)}, got {self.remat!r}")
     if self.num_heads % self.num_kv_heads:
-      raise ValueError(f"llm.num_heads ({self.num_heads}) must be a multiple of "
-                       f"llm.num_kv_heads ({self.num_kv_heads})")
-    for name in ("vocab_size", "width", "num_layers", "num_heads", "num_kv_heads", "head_dim",
-                 "mlp_dim", "scan_unroll"):
+      raise ValueError(
+        f"llm.num_heads ({self.num_heads}) must be a multiple of "
+        f"llm.num_kv_heads ({self.num_kv_heads})"
+      )
+    for name in (
+      "vocab_size",
+      "width",
+      "num_layers",
+      "num_heads",
+      "num_kv_heads",
+      "head_dim",
+      "mlp_dim",
+      "scan_unroll",
+    ):
       if getattr(self, name) < 1:
         raise ValueError(f"llm.{name} must be >= 1, got {getattr(self, name)}")
 
@@ -84,14 +103,28 @@ class Block(nnx.Module):
   def __init__(self, cfg: LLMConfig, *, rngs: nnx.Rngs):
     kw = dict(param_dtype=cfg.param_dtype, rngs=rngs)
     self.attn_norm = RMSNorm(cfg.width, cfg.norm_eps, **kw)
-    self.attn = Attention(cfg.width, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim,
-                          qkv_bias=cfg.qkv_bias, init_std=cfg.init_std, dtype=cfg.dtype, **kw)
+    self.attn = Attention(
+      cfg.width,
+      cfg.num_heads,
+      cfg.num_kv_heads,
+      cfg.head_dim,
+      qkv_bias=cfg.qkv_bias,
+      init_std=cfg.init_std,
+      dtype=cfg.dtype,
+      **kw,
+    )
     self.mlp_norm = RMSNorm(cfg.width, cfg.norm_eps, **kw)
     self.mlp = SwiGLU(cfg.width, cfg.mlp_dim, init_std=cfg.init_std, dtype=cfg.dtype, **kw)
 
-  def __call__(self, x: jax.Array, rope: tuple[jax.Array, jax.Array], mask: jax.Array,
-               cache: KVCache | None = None, cache_index: jax.Array | int = 0,
-               layer: jax.Array | None = None) -> tuple[jax.Array, KVCache | None]:
+  def __call__(
+    self,
+    x: jax.Array,
+    rope: tuple[jax.Array, jax.Array],
+    mask: jax.Array,
+    cache: KVCache | None = None,
+    cache_index: jax.Array | int = 0,
+    layer: jax.Array | None = None,
+  ) -> tuple[jax.Array, KVCache | None]:
     """x [B, L, width] -> (same shape, cache).
 
     cache: None; this layer's KVCache (layer None); or stacked over layers (a leading
@@ -115,8 +148,7 @@ class LLM(nnx.Module):
   def __init__(self, cfg: LLMConfig, *, rngs: nnx.Rngs):
     self.cfg = cfg
     init = nnx.initializers.normal(cfg.init_std)
-    self.embed = param(rngs, init, (cfg.vocab_size, cfg.width), ("vocab", "embed"),
-                       cfg.param_dtype)
+    self.embed = param(rngs, init, (cfg.vocab_size, cfg.width), ("vocab", "embed"), cfg.param_dtype)
 
     @nnx.split_rngs(splits=cfg.num_layers)
     @nnx.vmap(in_axes=0, out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})
@@ -126,17 +158,23 @@ class LLM(nnx.Module):
     self.layers = make_blocks(rngs)
     self.norm = RMSNorm(cfg.width, cfg.norm_eps, param_dtype=cfg.param_dtype, rngs=rngs)
     if not cfg.tie_embeddings:
-      self.lm_head = param(rngs, init, (cfg.width, cfg.vocab_size), ("embed", "vocab"),
-                           cfg.param_dtype)
+      self.lm_head = param(
+        rngs, init, (cfg.width, cfg.vocab_size), ("embed", "vocab"), cfg.param_dtype
+      )
 
   def embed_tokens(self, ids: jax.Array) -> jax.Array:
     """ids int [B, L] -> embeddings [B, L, width] in the compute dtype."""
     x = jnp.take(self.embed[...], ids, axis=0).astype(self.cfg.dtype)
     return constrain(x, ("batch", "length", "act_embed"))
 
-  def __call__(self, x: jax.Array, positions: jax.Array, mask: jax.Array,
-               cache: KVCache | None = None, cache_index: jax.Array | int = 0
-               ) -> tuple[jax.Array, KVCache | None]:
+  def __call__(
+    self,
+    x: jax.Array,
+    positions: jax.Array,
+    mask: jax.Array,
+    cache: KVCache | None = None,
+    cache_index: jax.Array | int = 0,
+  ) -> tuple[jax.Array, KVCache | None]:
     """Runs the blocks and the final norm.
 
     Args:
@@ -163,8 +201,9 @@ class LLM(nnx.Module):
     policy = REMAT_POLICIES[cfg.remat]
     if policy is not None:
       body = jax.checkpoint(body, policy=policy, prevent_cse=False)
-    (x, cache), _ = jax.lax.scan(body, (x, cache), (state, jnp.arange(cfg.num_layers)),
-                                 unroll=cfg.scan_unroll)
+    (x, cache), _ = jax.lax.scan(
+      body, (x, cache), (state, jnp.arange(cfg.num_layers)), unroll=cfg.scan_unroll
+    )
     return self.norm(x), cache
 
   def unstack_layers(self) -> list[Block]:
@@ -174,12 +213,20 @@ class LLM(nnx.Module):
     it is taken inside a loop body, which doubles the bytes a decode step reads.
     """
     graphdef, state = nnx.split(self.layers)
-    return [nnx.merge(graphdef, jax.tree.map(lambda a, i=i: a[i], state))
-            for i in range(self.cfg.num_layers)]
+    return [
+      nnx.merge(graphdef, jax.tree.map(lambda a, i=i: a[i], state))
+      for i in range(self.cfg.num_layers)
+    ]
 
-  def decode(self, x: jax.Array, positions: jax.Array, mask: jax.Array,
-             caches: tuple[KVCache, ...], cache_index: jax.Array | int,
-             layers: list[Block]) -> tuple[jax.Array, tuple[KVCache, ...]]:
+  def decode(
+    self,
+    x: jax.Array,
+    positions: jax.Array,
+    mask: jax.Array,
+    caches: tuple[KVCache, ...],
+    cache_index: jax.Array | int,
+    layers: list[Block],
+  ) -> tuple[jax.Array, tuple[KVCache, ...]]:
     """The forward for decoding: layers unrolled, one cache buffer per layer.
 
     Separate buffers are updated in place inside a while loop, where slicing a stacked
@@ -205,8 +252,10 @@ class LLM(nnx.Module):
   def init_caches(self, batch: int, length: int, dtype: str | None = None) -> tuple[KVCache, ...]:
     """Per-layer zero caches of `length` slots for `decode`."""
     cfg = self.cfg
-    return tuple(KVCache.zeros(batch, cfg.num_kv_heads, length, cfg.head_dim, dtype or cfg.dtype)
-                 for _ in range(cfg.num_layers))
+    return tuple(
+      KVCache.zeros(batch, cfg.num_kv_heads, length, cfg.head_dim, dtype or cfg.dtype)
+      for _ in range(cfg.num_layers)
+    )
 
   def logits(self, h: jax.Array) -> jax.Array:
     """Hidden states [..., width] -> float32 logits [..., vocab]."""
@@ -217,8 +266,9 @@ class LLM(nnx.Module):
   def init_cache(self, batch: int, length: int, dtype: str | None = None) -> KVCache:
     """A zero cache of `length` slots for `batch` sequences (compute dtype by default)."""
     cfg = self.cfg
-    return KVCache.zeros(batch, cfg.num_kv_heads, length, cfg.head_dim,
-                         dtype or cfg.dtype, layers=cfg.num_layers)
+    return KVCache.zeros(
+      batch, cfg.num_kv_heads, length, cfg.head_dim, dtype or cfg.dtype, layers=cfg.num_layers
+    )
 
 
 def causal_mask(valid: jax.Array) -> jax.Array:

@@ -49,16 +49,22 @@ def _director(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> Director:
 
 def _dit(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> TextConditionedDiT:
   text = from_section(DiTTextConfig, config.text, "config.text")
-  return TextConditionedDiT(DiTConfig.from_dict(config.model),
-                            text.vocab_size if text.source == "ids" else 0, rngs=rngs)
+  return TextConditionedDiT(
+    DiTConfig.from_dict(config.model), text.vocab_size if text.source == "ids" else 0, rngs=rngs
+  )
 
 
 def _text_encoder(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> T5Encoder:
   return T5Encoder(T5Config.from_dict(config.model), rngs=rngs)
 
 
-_BUILDERS: dict[str, Builder] = {"vae": _vae, "clip": _clip, "director": _director,
-                                 "dit": _dit, "text_encoder": _text_encoder}
+_BUILDERS: dict[str, Builder] = {
+  "vae": _vae,
+  "clip": _clip,
+  "director": _director,
+  "dit": _dit,
+  "text_encoder": _text_encoder,
+}
 
 
 def register(task: str, builder: Builder) -> None:
@@ -69,6 +75,7 @@ def register(task: str, builder: Builder) -> None:
 def build(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> nnx.Module:
   """The model of `config.task` (see the module docstring)."""
   if config.task not in _BUILDERS:
-    raise ConfigError(f"config.task: no model for task {config.task!r}; expected one of "
-                      f"{sorted(_BUILDERS)}")
+    raise ConfigError(
+      f"config.task: no model for task {config.task!r}; expected one of {sorted(_BUILDERS)}"
+    )
   return _BUILDERS[config.task](config, rngs)

@@ -39,6 +39,7 @@ class T5Config:
 
   Defaults are umT5-XXL's.
   """
+
   vocab_size: int = 256384
   width: int = 4096
   head_dim: int = 64
@@ -78,7 +79,8 @@ def relative_buckets(q_len: int, k_len: int, num_buckets: int, max_distance: int
   exact = half // 2
   with np.errstate(divide="ignore"):
     ratio = np.log(n.astype(np.float32) / np.float32(exact)) / np.float32(
-        math.log(max_distance / exact))
+      math.log(max_distance / exact)
+    )
   large = exact + np.where(n < exact, 0, ratio * np.float32(half - exact)).astype(np.int64)
   large = np.minimum(large, half - 1)
   return (out + np.where(n < exact, n, large)).astype(np.int32)
@@ -100,23 +102,30 @@ class T5Encoder(nnx.Module):
     pd = cfg.param_dtype
     ones = nnx.initializers.ones
     p = lambda init, shape, axes: param(rngs, init, (L, *shape), ("layers", *axes), pd)
-    self.embed = param(rngs, nnx.initializers.normal(1.0), (cfg.vocab_size, D),
-                       ("vocab", "embed"), pd)
+    self.embed = param(
+      rngs, nnx.initializers.normal(1.0), (cfg.vocab_size, D), ("vocab", "embed"), pd
+    )
     n_bias = L if cfg.per_layer_bias else 1
-    self.rel_bias = param(rngs, nnx.initializers.normal(0.1), (n_bias, cfg.num_buckets, H),
-                          ("layers", None, "heads"), pd)
+    self.rel_bias = param(
+      rngs,
+      nnx.initializers.normal(0.1),
+      (n_bias, cfg.num_buckets, H),
+      ("layers", None, "heads"),
+      pd,
+    )
     self.ln_attn = p(ones, (D,), ("norm",))
     for n in "qkv":
       setattr(self, n, p(normal_init(1, 1), (D, H, K), ("embed", "heads", "head_dim")))
     self.o = p(normal_init(2, 1), (H, K, D), ("heads", "head_dim", "embed"))
     self.ln_ff = p(ones, (D,), ("norm",))
-    for n in (("wi_0", "wi_1") if cfg.gated else ("wi",)):
+    for n in ("wi_0", "wi_1") if cfg.gated else ("wi",):
       setattr(self, n, p(normal_init(1, 1), (D, M), ("embed", "mlp")))
     self.wo = p(normal_init(1, 1), (M, D), ("mlp", "embed"))
     self.final_norm = param(rngs, ones, (D,), ("norm",), pd)
 
-  def _block(self, x: jax.Array, p: dict[str, jax.Array], bias: jax.Array,
-             mask: jax.Array) -> jax.Array:
+  def _block(
+    self, x: jax.Array, p: dict[str, jax.Array], bias: jax.Array, mask: jax.Array
+  ) -> jax.Array:
     cfg, dt = self.cfg, x.dtype
     h = rms_norm(x, p["ln_attn"], cfg.eps)
     q, k, v = (jnp.einsum("bld,dhk->blhk", h, p[n].astype(dt)) for n in "qkv")
@@ -148,7 +157,8 @@ class T5Encoder(nnx.Module):
     attend = keys[:, None, None, :]  # [B, 1, 1, Lk]: padding keys are never attended.
     buckets = relative_buckets(l, l, cfg.num_buckets, cfg.max_distance)
     names = ["ln_attn", "q", "k", "v", "o", "ln_ff", "wo"] + (
-        ["wi_0", "wi_1"] if cfg.gated else ["wi"])
+      ["wi_0", "wi_1"] if cfg.gated else ["wi"]
+    )
     params = {n: getattr(self, n)[...] for n in names}
     if cfg.per_layer_bias:
       params["rel_bias"] = self.rel_bias[...]

@@ -30,14 +30,53 @@ from flax import nnx
 
 from auteur_jax.config_sections import from_section
 from auteur_jax.models import vae_ops as ops
-from auteur_jax.models.vae_blocks import (CausalConv3d, MidBlock, Pointwise, Resample, ResBlock,
-                                          Stream, WanRMSNorm)
+from auteur_jax.models.vae_blocks import (
+  CausalConv3d,
+  MidBlock,
+  Pointwise,
+  Resample,
+  ResBlock,
+  Stream,
+  WanRMSNorm,
+)
 
 # Wan 2.1's per-channel latent statistics (16 channels), used to normalise latents.
-WAN21_LATENTS_MEAN = (-0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
-                      0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921)
-WAN21_LATENTS_STD = (2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
-                     3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160)
+WAN21_LATENTS_MEAN = (
+  -0.7571,
+  -0.7089,
+  -0.9113,
+  0.1075,
+  -0.1745,
+  0.9653,
+  -0.1517,
+  1.5508,
+  0.4134,
+  -0.0715,
+  0.5517,
+  -0.3632,
+  -0.1922,
+  -0.9497,
+  0.2503,
+  -0.2921,
+)
+WAN21_LATENTS_STD = (
+  2.8184,
+  1.4541,
+  2.3275,
+  2.6558,
+  1.2196,
+  1.7708,
+  2.6052,
+  2.0743,
+  3.2687,
+  2.1526,
+  2.8652,
+  1.5579,
+  1.6382,
+  1.1253,
+  2.8251,
+  1.9160,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +88,7 @@ class VAEConfig:
   latents_mean / latents_std: per-channel statistics for `normalize` (empty: identity).
   conv_impl: how 3x3 causal convs run (see models/vae_ops.py): auto | fold | taps | xla3d.
   """
+
   base_dim: int = 96
   decoder_base_dim: int = 0  # 0: same as base_dim.
   z_dim: int = 16
@@ -71,15 +111,18 @@ class VAEConfig:
 
   def validate(self) -> None:
     if len(self.temporal_downsample) != len(self.dim_mult) - 1:
-      raise ValueError(f"config.model.temporal_downsample: expected {len(self.dim_mult) - 1} "
-                       f"flags (one per level but the last), got {self.temporal_downsample}")
+      raise ValueError(
+        f"config.model.temporal_downsample: expected {len(self.dim_mult) - 1} "
+        f"flags (one per level but the last), got {self.temporal_downsample}"
+      )
     for k in ("latents_mean", "latents_std"):
       v = getattr(self, k)
       if v and len(v) != self.z_dim:
         raise ValueError(f"config.model.{k}: expected z_dim={self.z_dim} values, got {len(v)}")
     if self.conv_impl not in ops.CONV_IMPLS:
-      raise ValueError(f"config.model.conv_impl: expected one of {ops.CONV_IMPLS}, "
-                       f"got {self.conv_impl!r}")
+      raise ValueError(
+        f"config.model.conv_impl: expected one of {ops.CONV_IMPLS}, got {self.conv_impl!r}"
+      )
     for name in ("dtype", "param_dtype"):
       try:
         jnp.dtype(getattr(self, name))
@@ -102,8 +145,14 @@ class VAEConfig:
 class _Level(nnx.Module):
   """Residual blocks then an optional resampler."""
 
-  def __init__(self, dims: list[tuple[int, int]], resample: str | None, cfg: VAEConfig,
-               rngs: nnx.Rngs, up_out: int | None = None):
+  def __init__(
+    self,
+    dims: list[tuple[int, int]],
+    resample: str | None,
+    cfg: VAEConfig,
+    rngs: nnx.Rngs,
+    up_out: int | None = None,
+  ):
     pd, impl = cfg.param_dtype, cfg.conv_impl
     self.blocks = nnx.List([ResBlock(i, o, impl, pd, rngs) for i, o in dims])
     c = dims[-1][1]
@@ -186,8 +235,9 @@ class VideoVAE(nnx.Module):
 
   # -- one chunk of a stream (pure functions of the inputs; jit these) -----------------
 
-  def encode_chunk(self, video: jax.Array, state: list | None = None
-                   ) -> tuple[jax.Array, jax.Array, list]:
+  def encode_chunk(
+    self, video: jax.Array, state: list | None = None
+  ) -> tuple[jax.Array, jax.Array, list]:
     """One chunk -> (mean, logvar [B, t', h, w, z_dim] float32, state for the next chunk).
 
     state None starts a stream (then the chunk has 1 + 4a frames, else 4b frames).
@@ -198,8 +248,7 @@ class VideoVAE(nnx.Module):
     z = self.cfg.z_dim
     return h[..., :z], jnp.clip(h[..., z:], -30.0, 20.0), s.finish()
 
-  def decode_chunk(self, latents: jax.Array, state: list | None = None
-                   ) -> tuple[jax.Array, list]:
+  def decode_chunk(self, latents: jax.Array, state: list | None = None) -> tuple[jax.Array, list]:
     """One chunk of latents -> (video in [-1, 1] float32, state for the next chunk)."""
     s = Stream(state)
     x = self.post_quant_conv(latents.astype(jnp.dtype(self.cfg.dtype)))
@@ -251,7 +300,7 @@ def sample_posterior(mean: jax.Array, logvar: jax.Array, key: jax.Array) -> jax.
 
 def kl_divergence(mean: jax.Array, logvar: jax.Array) -> jax.Array:
   """KL(N(mean, exp(logvar)) || N(0, 1)) summed over all but the batch axis -> [B]."""
-  kl = 0.5 * (mean ** 2 + jnp.exp(logvar) - 1.0 - logvar)
+  kl = 0.5 * (mean**2 + jnp.exp(logvar) - 1.0 - logvar)
   return jnp.sum(kl.reshape(kl.shape[0], -1), axis=-1)
 
 
@@ -276,8 +325,9 @@ def _chunks(total: int, head: int, step: int) -> list[tuple[int, int]]:
   return bounds
 
 
-def encode(model: VideoVAE, video: jax.Array, chunk_frames: int | None = None
-           ) -> tuple[jax.Array, jax.Array]:
+def encode(
+  model: VideoVAE, video: jax.Array, chunk_frames: int | None = None
+) -> tuple[jax.Array, jax.Array]:
   """video [B, T, H, W, C] (T = 1 + 4k) -> (mean, logvar) [B, 1 + k, H/8, W/8, z_dim].
 
   chunk_frames: None runs the whole clip at once; else a multiple of the temporal
@@ -305,8 +355,9 @@ def decode(model: VideoVAE, latents: jax.Array, chunk_frames: int | None = None)
   chunk_frames: latent frames per chunk after a head of 1 + chunk_frames; None = whole.
   """
   if latents.ndim != 5 or latents.shape[-1] != model.cfg.z_dim:
-    raise ValueError(f"latents must be [B, T, h, w, z_dim={model.cfg.z_dim}], "
-                     f"got {tuple(latents.shape)}")
+    raise ValueError(
+      f"latents must be [B, T, h, w, z_dim={model.cfg.z_dim}], got {tuple(latents.shape)}"
+    )
   if chunk_frames is not None and chunk_frames < 1:
     raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
   graphdef, params = nnx.split(model)
@@ -327,11 +378,12 @@ def to_uint8(video: jax.Array) -> np.ndarray:
 def _check_video(cfg: VAEConfig, video: jax.Array) -> None:
   f, s = cfg.temporal_factor, cfg.spatial_factor
   if video.ndim != 5 or video.shape[-1] != cfg.in_channels:
-    raise ValueError(f"video must be [B, T, H, W, C={cfg.in_channels}], "
-                     f"got {tuple(video.shape)}")
+    raise ValueError(f"video must be [B, T, H, W, C={cfg.in_channels}], got {tuple(video.shape)}")
   t, h, w = video.shape[1:4]
   if (t - 1) % f:
-    raise ValueError(f"video has {t} frames; the VAE takes 1 + {f}k frames "
-                     f"(e.g. {1 + f * ((t - 1) // f)} or {1 + f * ((t - 1) // f + 1)})")
+    raise ValueError(
+      f"video has {t} frames; the VAE takes 1 + {f}k frames "
+      f"(e.g. {1 + f * ((t - 1) // f)} or {1 + f * ((t - 1) // f + 1)})"
+    )
   if h % s or w % s:
     raise ValueError(f"video frames are {h}x{w}; height and width must be multiples of {s}")

@@ -21,10 +21,12 @@ from auteur_jax.models.layers import param
 
 def _fan_in(n_in: int):
   """Normal init with variance 1 / prod(shape[:n_in]) (our kernels are [in..., out])."""
+
   def init(key, shape, dtype):
     # Drawn flat: the same values (threefry counts the flat index), 5x faster to compile.
     z = jax.random.normal(key, (math.prod(shape),), dtype).reshape(shape)
     return z / math.sqrt(math.prod(shape[:n_in]))
+
   return init
 
 
@@ -50,8 +52,10 @@ class Stream:
     if self.prev is None:
       return None
     if self._i >= len(self.prev):
-      raise ValueError(f"stream state holds {len(self.prev)} entries; the model needs more "
-                       "(state from a different model?)")
+      raise ValueError(
+        f"stream state holds {len(self.prev)} entries; the model needs more "
+        "(state from a different model?)"
+      )
     self._i += 1
     return self.prev[self._i - 1]
 
@@ -60,20 +64,31 @@ class Stream:
 
   def finish(self) -> list:
     if self.prev is not None and self._i != len(self.prev):
-      raise ValueError(f"stream state holds {len(self.prev)} entries, the model used "
-                       f"{self._i} (state from a different model?)")
+      raise ValueError(
+        f"stream state holds {len(self.prev)} entries, the model used "
+        f"{self._i} (state from a different model?)"
+      )
     return self.new
 
 
 class CausalConv3d(nnx.Module):
   """k x k x k conv, causal in time (kt - 1 frames of state), 'SAME' in space."""
 
-  def __init__(self, cin: int, cout: int, k: int, impl: str, param_dtype, rngs: nnx.Rngs,
-               out_axis: str | None = "conv_out"):
+  def __init__(
+    self,
+    cin: int,
+    cout: int,
+    k: int,
+    impl: str,
+    param_dtype,
+    rngs: nnx.Rngs,
+    out_axis: str | None = "conv_out",
+  ):
     self.impl = impl
     shape = (k, k, k, cin, cout)
-    self.kernel = param(rngs, _fan_in(4), shape, (None, None, None, "conv_in", out_axis),
-                        param_dtype)
+    self.kernel = param(
+      rngs, _fan_in(4), shape, (None, None, None, "conv_in", out_axis), param_dtype
+    )
     self.bias = param(rngs, _zeros, (cout,), (out_axis,), param_dtype)
 
   def __call__(self, x: jax.Array, s: Stream) -> jax.Array:
@@ -166,8 +181,7 @@ class Resample(nnx.Module):
 
   MODES = ("down2d", "down3d", "up2d", "up3d")
 
-  def __init__(self, dim: int, mode: str, param_dtype, rngs: nnx.Rngs,
-               up_out: int | None = None):
+  def __init__(self, dim: int, mode: str, param_dtype, rngs: nnx.Rngs, up_out: int | None = None):
     if mode not in self.MODES:
       raise ValueError(f"resample mode {mode!r}: expected one of {self.MODES}")
     self.mode = mode
@@ -177,8 +191,9 @@ class Resample(nnx.Module):
     self.conv_bias = param(rngs, _zeros, (cout,), ("conv_out",), param_dtype)
     if mode.endswith("3d"):
       tout = dim if mode == "down3d" else 2 * dim
-      self.time_kernel = param(rngs, _fan_in(2), (3, dim, tout), (None, "conv_in", "conv_out"),
-                               param_dtype)
+      self.time_kernel = param(
+        rngs, _fan_in(2), (3, dim, tout), (None, "conv_in", "conv_out"), param_dtype
+      )
       self.time_bias = param(rngs, _zeros, (tout,), ("conv_out",), param_dtype)
 
   def _time(self, x: jax.Array, stride: int) -> jax.Array:
@@ -204,14 +219,16 @@ class Resample(nnx.Module):
     s.put(x[:, -1:])
     if prev is None:  # Head: frame 0 alone, then windows (0,1,2), (2,3,4), ...
       if x.shape[1] % 2 == 0:
-        raise ValueError(f"down3d: the head chunk must have an odd number of frames here, "
-                         f"got {x.shape[1]}")
+        raise ValueError(
+          f"down3d: the head chunk must have an odd number of frames here, got {x.shape[1]}"
+        )
       if x.shape[1] == 1:
         return x
       return jnp.concatenate([x[:, :1], self._time(x, 2)], axis=1)
     if x.shape[1] % 2:
-      raise ValueError(f"down3d: a continuation chunk needs an even number of frames here, "
-                       f"got {x.shape[1]}")
+      raise ValueError(
+        f"down3d: a continuation chunk needs an even number of frames here, got {x.shape[1]}"
+      )
     return self._time(jnp.concatenate([prev, x], axis=1), 2)
 
   def _up_time(self, x: jax.Array, s: Stream) -> jax.Array:

@@ -46,11 +46,11 @@ def auto_conv_impl(frames: int, cin: int, cout: int) -> str:
   return "taps" if frames >= _LONG_CHUNK else "fold_in"
 
 
-def conv2d(x: jax.Array, w: jax.Array, stride: int = 1,
-           padding: str | tuple = "SAME") -> jax.Array:
+def conv2d(x: jax.Array, w: jax.Array, stride: int = 1, padding: str | tuple = "SAME") -> jax.Array:
   """x [N, H, W, Ci], w [kh, kw, Ci, Co] -> [N, H', W', Co]."""
-  return lax.conv_general_dilated(x, w, (stride, stride), padding,
-                                  dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  return lax.conv_general_dilated(
+    x, w, (stride, stride), padding, dimension_numbers=("NHWC", "HWIO", "NHWC")
+  )
 
 
 def _frames2d(x: jax.Array, w: jax.Array) -> jax.Array:
@@ -60,8 +60,9 @@ def _frames2d(x: jax.Array, w: jax.Array) -> jax.Array:
   return y.reshape(b, t, *y.shape[1:])
 
 
-def causal_conv3d(x: jax.Array, prev: jax.Array | None, w: jax.Array,
-                  impl: str = "auto") -> tuple[jax.Array, jax.Array | None]:
+def causal_conv3d(
+  x: jax.Array, prev: jax.Array | None, w: jax.Array, impl: str = "auto"
+) -> tuple[jax.Array, jax.Array | None]:
   """Causal in time, 'SAME' in space, stride 1.
 
   Args:
@@ -78,35 +79,36 @@ def causal_conv3d(x: jax.Array, prev: jax.Array | None, w: jax.Array,
   xs = jnp.concatenate([prev.astype(x.dtype), x], axis=1) if kt > 1 else x
   state = xs[:, t:] if kt > 1 else None
   if kh == kw == 1:  # Temporal-only or pointwise: matmuls over the taps.
-    y = sum(jnp.einsum("bthwc,cd->bthwd", xs[:, a:a + t], w[a, 0, 0]) for a in range(kt))
+    y = sum(jnp.einsum("bthwc,cd->bthwd", xs[:, a : a + t], w[a, 0, 0]) for a in range(kt))
     return y, state
   if impl == "auto":
     impl = auto_conv_impl(t, w.shape[3], w.shape[4])
   if impl == "xla3d":
     pad = ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2))
-    y = lax.conv_general_dilated(xs, w, (1, 1, 1), pad,
-                                 dimension_numbers=("NTHWC", "THWIO", "NTHWC"))
+    y = lax.conv_general_dilated(
+      xs, w, (1, 1, 1), pad, dimension_numbers=("NTHWC", "THWIO", "NTHWC")
+    )
   elif impl in ("im2col", "tap_dots"):  # Pure matmuls over explicit spatial shifts.
     ph, pw = kh // 2, kw // 2
     xp = jnp.pad(xs, ((0, 0), (0, 0), (ph, ph), (pw, pw), (0, 0)))
     h, wd = x.shape[2:4]
     shifts = [(a, i, j) for a in range(kt) for i in range(kh) for j in range(kw)]
-    tap = lambda a, i, j: xp[:, a:a + t, i:i + h, j:j + wd]
+    tap = lambda a, i, j: xp[:, a : a + t, i : i + h, j : j + wd]
     if impl == "im2col":  # One GEMM, K = kt*kh*kw*Ci, on a patch copy of that size.
       patches = jnp.concatenate([tap(*s) for s in shifts], axis=-1)
       y = patches @ w.reshape(-1, w.shape[-1])
     else:  # kt*kh*kw GEMMs with K = Ci, accumulated.
       y = sum(jnp.einsum("bthwc,cd->bthwd", tap(*s), w[s]) for s in shifts)
   elif impl == "taps":
-    y = sum(_frames2d(xs[:, a:a + t], w[a]) for a in range(kt))
+    y = sum(_frames2d(xs[:, a : a + t], w[a]) for a in range(kt))
   elif impl == "fold_in":  # Taps stacked on input channels: one conv, K = kt*kh*kw*Ci.
-    u = jnp.concatenate([xs[:, a:a + t] for a in range(kt)], axis=-1)
+    u = jnp.concatenate([xs[:, a : a + t] for a in range(kt)], axis=-1)
     y = _frames2d(u, jnp.moveaxis(w, 0, 2).reshape(kh, kw, kt * w.shape[3], w.shape[4]))
   elif impl == "fold_out":
     co = w.shape[-1]
     wf = jnp.moveaxis(w, 0, 3).reshape(kh, kw, w.shape[3], kt * co)  # [kh, kw, Ci, kt*Co]
     yf = _frames2d(xs, wf).reshape(b, t + kt - 1, *x.shape[2:4], kt, co)
-    y = sum(yf[:, a:a + t, :, :, a] for a in range(kt))
+    y = sum(yf[:, a : a + t, :, :, a] for a in range(kt))
   else:
     raise ValueError(f"conv impl {impl!r} is unknown; expected one of {CONV_IMPLS}")
   return y, state
@@ -119,7 +121,7 @@ def temporal_conv(x: jax.Array, w: jax.Array, stride: int = 1) -> jax.Array:
   if n < 1:
     raise ValueError(f"temporal conv of {kt} taps needs >= {kt} frames, got {x.shape[1]}")
   span = stride * (n - 1) + 1  # Input frames between a tap's first and last use.
-  return sum(jnp.einsum("bthwc,cd->bthwd", x[:, a:a + span:stride], w[a]) for a in range(kt))
+  return sum(jnp.einsum("bthwc,cd->bthwd", x[:, a : a + span : stride], w[a]) for a in range(kt))
 
 
 # Nearest-neighbour 2x upsampling followed by a 3x3 'SAME' conv equals, per output phase

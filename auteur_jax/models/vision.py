@@ -28,14 +28,21 @@ from flax import nnx
 
 from auteur_jax.config_sections import from_section
 from auteur_jax.models.layers import param
-from auteur_jax.models.vit_blocks import (EncoderStack, activation, attention, layer_norm,
-                                          normal_init)
+from auteur_jax.models.vit_blocks import (
+  EncoderStack,
+  activation,
+  attention,
+  layer_norm,
+  normal_init,
+)
 
 FAMILIES = ("clip", "siglip")
 RESAMPLERS = ("avgpool", "attention", "none")
 # Pixel statistics of the released checkpoints (RGB, images in [0, 1]).
-PIXEL_STATS = {"clip": ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
-               "siglip": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))}
+PIXEL_STATS = {
+  "clip": ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
+  "siglip": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +54,7 @@ class VisionConfig:
   num_tokens: K; for "avgpool" a square number. project_tokens: map the K resampled
   tokens into the joint space (post-LN, then CLIP's projection) instead of width D.
   """
+
   family: str = "clip"
   image_size: int = 336
   patch_size: int = 14
@@ -89,19 +97,25 @@ class VisionConfig:
     if self.family not in FAMILIES:
       raise ValueError(f"config.model.family: expected one of {FAMILIES}, got {self.family!r}")
     if self.resampler not in RESAMPLERS:
-      raise ValueError(f"config.model.resampler: expected one of {RESAMPLERS}, "
-                       f"got {self.resampler!r}")
+      raise ValueError(
+        f"config.model.resampler: expected one of {RESAMPLERS}, got {self.resampler!r}"
+      )
     if self.image_size < self.patch_size:  # A remainder is dropped, as HF's conv does.
-      raise ValueError(f"config.model.image_size {self.image_size} is smaller than "
-                       f"patch_size {self.patch_size}")
+      raise ValueError(
+        f"config.model.image_size {self.image_size} is smaller than patch_size {self.patch_size}"
+      )
     if not -self.depth - 1 <= self.feature_layer <= self.depth:
-      raise ValueError(f"config.model.feature_layer {self.feature_layer} is outside "
-                       f"[-{self.depth + 1}, {self.depth}] (0 = the embeddings)")
+      raise ValueError(
+        f"config.model.feature_layer {self.feature_layer} is outside "
+        f"[-{self.depth + 1}, {self.depth}] (0 = the embeddings)"
+      )
     if self.resampler == "avgpool":
       k = math.isqrt(self.num_tokens)
       if k * k != self.num_tokens or k > self.grid:
-        raise ValueError(f"config.model.num_tokens {self.num_tokens}: avgpool needs a square "
-                         f"number of at most grid^2 = {self.grid ** 2}")
+        raise ValueError(
+          f"config.model.num_tokens {self.num_tokens}: avgpool needs a square "
+          f"number of at most grid^2 = {self.grid**2}"
+        )
 
 
 def normalize_pixels(images: jax.Array, family: str) -> jax.Array:
@@ -128,15 +142,23 @@ class _MHAPool(nnx.Module):
   def __init__(self, width: int, heads: int, num_queries: int, param_dtype, rngs: nnx.Rngs):
     hd = width // heads
     zeros = nnx.initializers.zeros
-    self.probe = param(rngs, nnx.initializers.normal(0.02), (num_queries, width),
-                       (None, "embed"), param_dtype)
+    self.probe = param(
+      rngs, nnx.initializers.normal(0.02), (num_queries, width), (None, "embed"), param_dtype
+    )
     for n in ("q", "k", "v"):
-      setattr(self, n, param(rngs, normal_init(1), (width, heads, hd),
-                             ("embed", "heads", "head_dim"), param_dtype))
-      setattr(self, f"{n}_bias", param(rngs, zeros, (heads, hd), ("heads", "head_dim"),
-                                       param_dtype))
-    self.o = param(rngs, normal_init(2), (heads, hd, width), ("heads", "head_dim", "embed"),
-                   param_dtype)
+      setattr(
+        self,
+        n,
+        param(
+          rngs, normal_init(1), (width, heads, hd), ("embed", "heads", "head_dim"), param_dtype
+        ),
+      )
+      setattr(
+        self, f"{n}_bias", param(rngs, zeros, (heads, hd), ("heads", "head_dim"), param_dtype)
+      )
+    self.o = param(
+      rngs, normal_init(2), (heads, hd, width), ("heads", "head_dim", "embed"), param_dtype
+    )
     self.o_bias = param(rngs, zeros, (width,), ("embed",), param_dtype)
 
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -182,17 +204,29 @@ class VisionTower(nnx.Module):
     clip = cfg.family == "clip"
     self.patch_kernel = param(rngs, normal_init(3), (p, p, 3, d), (None, None, None, "embed"), pd)
     self.patch_bias = None if clip else param(rngs, nnx.initializers.zeros, (d,), ("embed",), pd)
-    self.class_embedding = (param(rngs, nnx.initializers.normal(0.02), (d,), ("embed",), pd)
-                            if clip else None)
-    n_pos = cfg.grid ** 2 + (1 if clip else 0)
-    self.pos_embedding = param(rngs, nnx.initializers.normal(0.02), (n_pos, d), (None, "embed"),
-                               pd)
+    self.class_embedding = (
+      param(rngs, nnx.initializers.normal(0.02), (d,), ("embed",), pd) if clip else None
+    )
+    n_pos = cfg.grid**2 + (1 if clip else 0)
+    self.pos_embedding = param(rngs, nnx.initializers.normal(0.02), (n_pos, d), (None, "embed"), pd)
     self.pre_norm = _Norm(d, cfg.eps, pd, rngs) if clip else None
-    self.blocks = EncoderStack(d, cfg.depth, cfg.num_heads, cfg.mlp_dim, cfg.act, cfg.eps,
-                               remat=cfg.remat, param_dtype=pd, rngs=rngs)
+    self.blocks = EncoderStack(
+      d,
+      cfg.depth,
+      cfg.num_heads,
+      cfg.mlp_dim,
+      cfg.act,
+      cfg.eps,
+      remat=cfg.remat,
+      param_dtype=pd,
+      rngs=rngs,
+    )
     self.post_norm = _Norm(d, cfg.eps, pd, rngs)
-    self.projection = (param(rngs, normal_init(1), (d, cfg.projection_dim), ("embed", None), pd)
-                       if clip and cfg.projection_dim else None)
+    self.projection = (
+      param(rngs, normal_init(1), (d, cfg.projection_dim), ("embed", None), pd)
+      if clip and cfg.projection_dim
+      else None
+    )
     if clip:
       self.head_attn = self.head_norm = self.head_mlp = None
     else:  # SigLIP's attention-pooling head.
@@ -210,12 +244,17 @@ class VisionTower(nnx.Module):
   def _embed(self, images: jax.Array) -> jax.Array:
     cfg = self.cfg
     if images.ndim != 4 or images.shape[1:] != (cfg.image_size, cfg.image_size, 3):
-      raise ValueError(f"images must be [B, {cfg.image_size}, {cfg.image_size}, 3], "
-                       f"got {tuple(images.shape)}")
+      raise ValueError(
+        f"images must be [B, {cfg.image_size}, {cfg.image_size}, 3], got {tuple(images.shape)}"
+      )
     dt = jnp.dtype(cfg.dtype)
     x = jax.lax.conv_general_dilated(
-        images.astype(dt), self.patch_kernel[...].astype(dt), (cfg.patch_size,) * 2, "VALID",
-        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+      images.astype(dt),
+      self.patch_kernel[...].astype(dt),
+      (cfg.patch_size,) * 2,
+      "VALID",
+      dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    )
     x = x.reshape(x.shape[0], -1, cfg.width)
     if self.patch_bias is not None:
       x = x + self.patch_bias[...].astype(dt)

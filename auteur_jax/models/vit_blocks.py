@@ -24,12 +24,12 @@ from auteur_jax.models.layers import param
 from auteur_jax.parallel.rules import constrain
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
-    "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x),  # OpenAI CLIP.
-    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
-    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),  # SigLIP.
-    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),  # T5 1.1 / umT5.
-    "relu": jax.nn.relu,  # T5 1.0.
-    "silu": jax.nn.silu,
+  "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x),  # OpenAI CLIP.
+  "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+  "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),  # SigLIP.
+  "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),  # T5 1.1 / umT5.
+  "relu": jax.nn.relu,  # T5 1.0.
+  "silu": jax.nn.silu,
 }
 
 
@@ -50,8 +50,10 @@ def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float) -> j
 
 def normal_init(n_in: int, skip: int = 0):
   """Normal init, variance 1 / fan-in; fan-in = prod(shape[skip:skip + n_in])."""
+
   def init(key, shape, dtype):
-    return jax.random.normal(key, shape, dtype) / math.sqrt(math.prod(shape[skip:skip + n_in]))
+    return jax.random.normal(key, shape, dtype) / math.sqrt(math.prod(shape[skip : skip + n_in]))
+
   return init
 
 
@@ -72,8 +74,19 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None) 
 class EncoderStack(nnx.Module):
   """`depth` pre-LN blocks of width D, `heads` heads, MLP width `mlp_dim`, stacked."""
 
-  def __init__(self, width: int, depth: int, heads: int, mlp_dim: int, act: str, eps: float,
-               *, remat: bool = False, param_dtype="float32", rngs: nnx.Rngs):
+  def __init__(
+    self,
+    width: int,
+    depth: int,
+    heads: int,
+    mlp_dim: int,
+    act: str,
+    eps: float,
+    *,
+    remat: bool = False,
+    param_dtype="float32",
+    rngs: nnx.Rngs,
+  ):
     if width % heads:
       raise ValueError(f"width {width} is not divisible by num_heads {heads}")
     activation(act)
@@ -96,8 +109,24 @@ class EncoderStack(nnx.Module):
     self.fc2 = p(normal_init(1, 1), (M, D), ("mlp", "embed"))
     self.fc2_bias = p(zeros, (D,), ("embed",))
 
-  _NAMES = ("ln1_scale", "ln1_bias", "q", "q_bias", "k", "k_bias", "v", "v_bias", "o",
-            "o_bias", "ln2_scale", "ln2_bias", "fc1", "fc1_bias", "fc2", "fc2_bias")
+  _NAMES = (
+    "ln1_scale",
+    "ln1_bias",
+    "q",
+    "q_bias",
+    "k",
+    "k_bias",
+    "v",
+    "v_bias",
+    "o",
+    "o_bias",
+    "ln2_scale",
+    "ln2_bias",
+    "fc1",
+    "fc1_bias",
+    "fc2",
+    "fc2_bias",
+  )
 
   def _block(self, x: jax.Array, p: dict[str, jax.Array], mask: jax.Array | None) -> jax.Array:
     dt = x.dtype
@@ -112,8 +141,9 @@ class EncoderStack(nnx.Module):
     h = constrain(h, ("batch", "length", "mlp"))
     return x + h @ p["fc2"] + p["fc2_bias"]
 
-  def __call__(self, x: jax.Array, mask: jax.Array | None = None,
-               num_layers: int | None = None) -> jax.Array:
+  def __call__(
+    self, x: jax.Array, mask: jax.Array | None = None, num_layers: int | None = None
+  ) -> jax.Array:
     """x [B, L, D] -> [B, L, D] after the first `num_layers` blocks (default all).
 
     mask: bool [B, L, L] (True = may attend) or None for full attention.

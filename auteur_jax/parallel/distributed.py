@@ -39,8 +39,10 @@ class DistributedConfig:
     if self.mode not in MODES:
       raise ValueError(f"mode must be none, auto or explicit; got {self.mode!r}")
     if self.initialization_timeout < 1 or self.heartbeat_timeout < 1:
-      raise ValueError(f"initialization_timeout and heartbeat_timeout must be >= 1 s, got "
-                       f"{self.initialization_timeout}, {self.heartbeat_timeout}")
+      raise ValueError(
+        f"initialization_timeout and heartbeat_timeout must be >= 1 s, got "
+        f"{self.initialization_timeout}, {self.heartbeat_timeout}"
+      )
 
 
 def distributed_defaults() -> ml_collections.ConfigDict:
@@ -53,16 +55,21 @@ def initialize(d: DistributedConfig | ml_collections.ConfigDict) -> None:
   d = from_section(DistributedConfig, d, "config.distributed")
   if d.mode == "none":
     return
-  kw: dict[str, Any] = dict(initialization_timeout=d.initialization_timeout,
-                            heartbeat_timeout_seconds=d.heartbeat_timeout)
+  kw: dict[str, Any] = dict(
+    initialization_timeout=d.initialization_timeout, heartbeat_timeout_seconds=d.heartbeat_timeout
+  )
   if d.mode == "explicit":
     coordinator = d.coordinator or os.environ.get("AUTEUR_COORDINATOR", "")
-    num = d.num_processes if d.num_processes > 0 else int(os.environ.get("AUTEUR_NUM_PROCESSES", -1))
+    num = (
+      d.num_processes if d.num_processes > 0 else int(os.environ.get("AUTEUR_NUM_PROCESSES", -1))
+    )
     pid = d.process_id if d.process_id >= 0 else int(os.environ.get("AUTEUR_PROCESS_ID", -1))
     if not coordinator or num < 1 or pid < 0:
-      raise ConfigError("config.distributed (mode explicit): needs coordinator, num_processes "
-                        "and process_id (or AUTEUR_COORDINATOR / AUTEUR_NUM_PROCESSES / "
-                        f"AUTEUR_PROCESS_ID); got {coordinator!r}, {num}, {pid}")
+      raise ConfigError(
+        "config.distributed (mode explicit): needs coordinator, num_processes "
+        "and process_id (or AUTEUR_COORDINATOR / AUTEUR_NUM_PROCESSES / "
+        f"AUTEUR_PROCESS_ID); got {coordinator!r}, {num}, {pid}"
+      )
     kw.update(coordinator_address=coordinator, num_processes=num, process_id=pid)
   try:
     jax.distributed.initialize(**kw)

@@ -39,8 +39,7 @@ def make_mesh(shape: Mapping[str, int], devices: Sequence[jax.Device] | None = N
   devices = list(devices if devices is not None else jax.devices())
   unknown = sorted(set(shape) - set(AXES))
   if unknown:
-    raise ConfigError(f"config.mesh.shape: axes {unknown} are unknown; expected a subset "
-                      f"of {AXES}")
+    raise ConfigError(f"config.mesh.shape: axes {unknown} are unknown; expected a subset of {AXES}")
   sizes = dict(shape)
   rest = [a for a, s in sizes.items() if s == -1]
   if len(rest) > 1:
@@ -48,22 +47,29 @@ def make_mesh(shape: Mapping[str, int], devices: Sequence[jax.Device] | None = N
   known = math.prod(s for s in sizes.values() if s != -1)
   if rest:
     if len(devices) % known:
-      raise ConfigError(f"config.mesh.shape {dict(shape)}: the {len(devices)} devices do not "
-                        f"divide by {known}")
+      raise ConfigError(
+        f"config.mesh.shape {dict(shape)}: the {len(devices)} devices do not divide by {known}"
+      )
     sizes[rest[0]] = len(devices) // known
   if math.prod(sizes.values()) != len(devices):
-    raise ConfigError(f"config.mesh.shape {sizes} needs {math.prod(sizes.values())} devices, "
-                      f"this process has {len(devices)}")
+    raise ConfigError(
+      f"config.mesh.shape {sizes} needs {math.prod(sizes.values())} devices, "
+      f"this process has {len(devices)}"
+    )
   names = tuple(a for a in AXES if a in sizes)
-  return jax.make_mesh(tuple(sizes[a] for a in names), names,
-                       axis_types=(AxisType.Auto,) * len(names), devices=devices)
+  return jax.make_mesh(
+    tuple(sizes[a] for a in names), names, axis_types=(AxisType.Auto,) * len(names), devices=devices
+  )
 
 
 def mesh_config(shape: Mapping[str, int], rules: Sequence[tuple] = ()):
   """`config.mesh` of a config: axis sizes, the logical rules it changes (the trainer
   applies them over DEFAULT_RULES) and the batch axes (see MeshConfig)."""
-  return ml_collections.ConfigDict(dict(shape=ml_collections.ConfigDict(dict(shape)),
-                                        rules=tuple(rules), batch_axes=("data", "fsdp")))
+  return ml_collections.ConfigDict(
+    dict(
+      shape=ml_collections.ConfigDict(dict(shape)), rules=tuple(rules), batch_axes=("data", "fsdp")
+    )
+  )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,19 +21,19 @@ from jax.sharding import NamedSharding, PartitionSpec
 Rules = Sequence[tuple[str, str | tuple[str, ...] | None]]
 
 DEFAULT_RULES: Rules = (
-    ("batch", ("data", "fsdp")),
-    ("length", "context"),  # Sequence / video-token axis of activations.
-    ("embed", "fsdp"),  # Model width of weights: sharded over fsdp.
-    ("act_embed", None),  # Model width of activations: replicated.
-    ("mlp", "tensor"),
-    ("heads", "tensor"),
-    ("kv_heads", "tensor"),
-    ("head_dim", None),
-    ("vocab", "tensor"),
-    ("layers", None),  # Stacked (scanned) layers.
-    ("conv_in", None),
-    ("conv_out", "tensor"),
-    ("norm", None),
+  ("batch", ("data", "fsdp")),
+  ("length", "context"),  # Sequence / video-token axis of activations.
+  ("embed", "fsdp"),  # Model width of weights: sharded over fsdp.
+  ("act_embed", None),  # Model width of activations: replicated.
+  ("mlp", "tensor"),
+  ("heads", "tensor"),
+  ("kv_heads", "tensor"),
+  ("head_dim", None),
+  ("vocab", "tensor"),
+  ("layers", None),  # Stacked (scanned) layers.
+  ("conv_in", None),
+  ("conv_out", "tensor"),
+  ("norm", None),
 )
 
 
@@ -94,5 +94,7 @@ def state_shardings(state: nnx.State, mesh: jax.sharding.Mesh, rules: Rules = DE
   with nnx.logical_axis_rules(tuple(rules)):
     specs = nnx.get_partition_spec(state)
   return jax.tree.map(
-      lambda s: NamedSharding(mesh, PartitionSpec(*[_keep(p, names) for p in s])), specs,
-      is_leaf=lambda s: isinstance(s, PartitionSpec))
+    lambda s: NamedSharding(mesh, PartitionSpec(*[_keep(p, names) for p in s])),
+    specs,
+    is_leaf=lambda s: isinstance(s, PartitionSpec),
+  )

@@ -31,16 +31,20 @@ def _sd(shape, dtype) -> jax.ShapeDtypeStruct:
 def story_batch(config: ml_collections.ConfigDict) -> dict[str, jax.ShapeDtypeStruct]:
   """The director's story batch (StoryDecoder): ids / masks per step and visual states."""
   d = config.data
-  _need(d, "batch_size", "max_steps", "max_action_tokens", "max_caption_tokens",
-        "embedding_shape")
+  _need(d, "batch_size", "max_steps", "max_action_tokens", "max_caption_tokens", "embedding_shape")
   b, s, a, c = d.batch_size, d.max_steps, d.max_action_tokens, d.max_caption_tokens
   if len(tuple(d.embedding_shape)) != 2:
     raise ConfigError(f"config.data.embedding_shape: expected (K, D), got {d.embedding_shape!r}")
-  return dict(action_ids=_sd((b, s, a), jnp.int32), action_mask=_sd((b, s, a), bool),
-              caption_ids=_sd((b, s, c), jnp.int32), caption_mask=_sd((b, s, c), bool),
-              step_mask=_sd((b, s), bool), task_ids=_sd((b, a), jnp.int32),
-              task_mask=_sd((b, a), bool),
-              visual_embedding=_sd((b, s, *d.embedding_shape), jnp.float32))
+  return dict(
+    action_ids=_sd((b, s, a), jnp.int32),
+    action_mask=_sd((b, s, a), bool),
+    caption_ids=_sd((b, s, c), jnp.int32),
+    caption_mask=_sd((b, s, c), bool),
+    step_mask=_sd((b, s), bool),
+    task_ids=_sd((b, a), jnp.int32),
+    task_mask=_sd((b, a), bool),
+    visual_embedding=_sd((b, s, *d.embedding_shape), jnp.float32),
+  )
 
 
 def clip_batch(config: ml_collections.ConfigDict) -> dict[str, jax.ShapeDtypeStruct]:
@@ -57,14 +61,20 @@ def clip_batch(config: ml_collections.ConfigDict) -> dict[str, jax.ShapeDtypeStr
   for name in tuple(d.get("arrays") or ()):
     if name == "latents":
       if (t - 1) % VAE_TEMPORAL or hw % VAE_SPATIAL:
-        raise ConfigError(f"config.data: num_frames {t} / size {hw} do not give whole VAE "
-                          f"latents (1 + {VAE_TEMPORAL}k frames, a multiple of {VAE_SPATIAL})")
-      out[name] = _sd((b, 1 + (t - 1) // VAE_TEMPORAL, hw // VAE_SPATIAL, hw // VAE_SPATIAL,
-                       m.in_channels), STORED_DTYPE)
+        raise ConfigError(
+          f"config.data: num_frames {t} / size {hw} do not give whole VAE "
+          f"latents (1 + {VAE_TEMPORAL}k frames, a multiple of {VAE_SPATIAL})"
+        )
+      out[name] = _sd(
+        (b, 1 + (t - 1) // VAE_TEMPORAL, hw // VAE_SPATIAL, hw // VAE_SPATIAL, m.in_channels),
+        STORED_DTYPE,
+      )
     elif name == "visual_embedding":
       if len(tuple(d.get("embedding_shape") or ())) != 2:
-        raise ConfigError("config.data.embedding_shape: set (K, D) of the stored "
-                          "visual_embedding so the planner knows its shape")
+        raise ConfigError(
+          "config.data.embedding_shape: set (K, D) of the stored "
+          "visual_embedding so the planner knows its shape"
+        )
       out[name] = _sd((b, *d.embedding_shape), STORED_DTYPE)
     elif name == "text_embedding":
       out[name] = _sd((b, d.max_text_len, m.text_dim), STORED_DTYPE)

@@ -24,7 +24,9 @@ class Chip:
   device_kinds: tuple[str, ...]  # jax Device.device_kind values of this chip.
 
 
-CHIPS: dict[str, Chip] = {c.name: c for c in (
+CHIPS: dict[str, Chip] = {
+  c.name: c
+  for c in (
     # TPU DCN: a host's 200 Gb/s NIC shared by its 4 chips.
     Chip("v4", 32 * GiB, 275e12, 1.2e12, 2400e9 / 8, 25e9 / 4, "tpu", ("TPU v4",)),
     Chip("v5e", 16 * GiB, 197e12, 0.82e12, 1600e9 / 8, 25e9 / 4, "tpu", ("TPU v5 lite", "TPU v5e")),
@@ -34,7 +36,8 @@ CHIPS: dict[str, Chip] = {c.name: c for c in (
     # 400 Gb/s InfiniBand port per GPU between hosts.
     Chip("h100", 81559 << 20, 989e12, 3.35e12, 450e9, 50e9, "cuda", ("NVIDIA H100 80GB HBM3",)),
     Chip("h200", 143771 << 20, 989e12, 4.8e12, 450e9, 50e9, "cuda", ("NVIDIA H200",)),
-)}
+  )
+}
 
 
 def get(name: str) -> Chip:

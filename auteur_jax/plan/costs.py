@@ -22,8 +22,13 @@ from auteur_jax.plan.batch import VAE_SPATIAL, VAE_TEMPORAL
 # that the backward recomputes. "dots_no_batch" keeps weight matmuls (no batch dims) but
 # not the attention einsums (batched over batch and heads); "names" (DiT) keeps the
 # tagged projections and the attention outputs, so only the score matmuls re-run.
-REMAT_RECOMPUTE = {"none": (0.0, 0.0), "full": (1.0, 1.0), "dots": (0.0, 0.0),
-                   "dots_no_batch": (0.0, 1.0), "names": (0.0, 0.5)}
+REMAT_RECOMPUTE = {
+  "none": (0.0, 0.0),
+  "full": (1.0, 1.0),
+  "dots": (0.0, 0.0),
+  "dots_no_batch": (0.0, 1.0),
+  "names": (0.0, 0.5),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,8 +53,9 @@ class Costs:
   def executed_flops(self, remat: str) -> float:
     """model_flops plus what `remat` recomputes."""
     dense, attn = REMAT_RECOMPUTE[remat]
-    return (self.model_flops + dense * self.fwd_layer_dense + attn * self.fwd_layer_attn
-            + self.bwd_extra)
+    return (
+      self.model_flops + dense * self.fwd_layer_dense + attn * self.fwd_layer_attn + self.bwd_extra
+    )
 
 
 def remat_key(config: ml_collections.ConfigDict) -> tuple[ml_collections.ConfigDict, str] | None:
@@ -81,23 +87,39 @@ def director_costs(config: ml_collections.ConfigDict) -> Costs:
   per_layer += (h + 2 * kv) * hd if m.qkv_bias else 0
   params = v * w * (1 if m.tie_embeddings else 2) + w + m.num_layers * per_layer
   params += k * w + dv * w + w + w * dv + dv
-  lay = step_layout(cfg.segments, {"action": d.max_action_tokens,
-                                   "caption": d.max_caption_tokens}, k)
+  lay = step_layout(
+    cfg.segments, {"action": d.max_action_tokens, "caption": d.max_caption_tokens}, k
+  )
   seq = 1 + d.max_action_tokens + d.max_steps * lay.length
   b, s = d.batch_size, d.max_steps
   dense = 2.0 * (w * h * hd + 2 * w * kv * hd + h * hd * w + 3 * w * f)
   attn = 2.0 * 2 * seq * h * hd
   other = 2.0 * w * v * s * len(lay.text_slots) + 2 * 2.0 * dv * w * s * k
-  return Costs(params, m.num_layers, w, b * seq, 2, b * seq * m.num_layers * dense,
-               b * seq * m.num_layers * attn, b * other)
+  return Costs(
+    params,
+    m.num_layers,
+    w,
+    b * seq,
+    2,
+    b * seq * m.num_layers * dense,
+    b * seq * m.num_layers * attn,
+    b * other,
+  )
 
 
 def dit_costs(config: ml_collections.ConfigDict) -> Costs:
   from auteur_jax.models.dit import DiTConfig
   from auteur_jax.plan.batch import clip_batch
+
   cfg = DiTConfig.from_dict(config.model.to_dict())
-  d, ff, dt, dv, fq, nl = (cfg.width, cfg.ffn_dim, cfg.text_dim, cfg.visual_dim, cfg.freq_dim,
-                           cfg.num_layers)
+  d, ff, dt, dv, fq, nl = (
+    cfg.width,
+    cfg.ffn_dim,
+    cfg.text_dim,
+    cfg.visual_dim,
+    cfg.freq_dim,
+    cfg.num_layers,
+  )
   patch = math.prod(cfg.patch_size)
   pin, pout = patch * cfg.in_channels, patch * cfg.out_channels
   params = (pin * d + d) + (fq * d + d) + (d * d + d) + (6 * d * d + 6 * d)  # patch, time
@@ -132,8 +154,7 @@ def dit_costs(config: ml_collections.ConfigDict) -> Costs:
   other += 2.0 * (fq * d + d * d + 6 * d * d)
   # Blockwise self-attention recomputes its scores (q k^T) in the backward.
   extra = 2.0 * n * n * d if cfg.attention == "blockwise" else 0.0
-  return Costs(params, nl, d, b * n, 3, b * nl * dense, b * nl * attn, b * other,
-               b * nl * extra)
+  return Costs(params, nl, d, b * n, 3, b * nl * dense, b * nl * attn, b * other, b * nl * extra)
 
 
 def model_costs(config: ml_collections.ConfigDict) -> Costs | None:
@@ -145,8 +166,9 @@ def model_costs(config: ml_collections.ConfigDict) -> Costs | None:
   return None
 
 
-def collective_bytes(costs: Costs, sizes: dict[str, int], param_bytes: int, act_bytes: int,
-                     remat: str) -> dict[str, float]:
+def collective_bytes(
+  costs: Costs, sizes: dict[str, int], param_bytes: int, act_bytes: int, remat: str
+) -> dict[str, float]:
   """Bytes each device sends per step, per mesh axis, for the trainer's layout.
 
   fsdp: params all-gathered for the forward and again for the backward, gradients
@@ -160,6 +182,7 @@ def collective_bytes(costs: Costs, sizes: dict[str, int], param_bytes: int, act_
   out = {"fsdp": 3.0 * p / t * (f - 1) / f, "data": 2.0 * p / (f * t) * (dp - 1) / dp}
   passes = 2 + (1 if REMAT_RECOMPUTE.get(remat, (0, 0))[0] else 0)
   tokens = costs.tokens / (dp * f * ctx)
-  out["tensor"] = (costs.layers * costs.sublayers * passes * 2.0 * (t - 1) / t
-                   * tokens * costs.width * act_bytes)
+  out["tensor"] = (
+    costs.layers * costs.sublayers * passes * 2.0 * (t - 1) / t * tokens * costs.width * act_bytes
+  )
   return out

@@ -68,8 +68,9 @@ class Plan:
     return dataclasses.asdict(self)
 
 
-def prepare(config: ml_collections.ConfigDict, mesh: Mapping[str, int],
-            remat: str | None) -> tuple[ml_collections.ConfigDict, str]:
+def prepare(
+  config: ml_collections.ConfigDict, mesh: Mapping[str, int], remat: str | None
+) -> tuple[ml_collections.ConfigDict, str]:
   """A copy of `config` with the mesh and remat policy set; returns it and the policy."""
   c = copy.deepcopy(config)
   c.mesh.shape = ml_collections.ConfigDict(dict(mesh))
@@ -95,8 +96,10 @@ def _compiler_options(topo: Topology) -> dict:
 
 
 def _shard_bytes(abstract, shardings) -> int:
-  return sum(math.prod(s.shard_shape(x.shape)) * x.dtype.itemsize
-             for x, s in zip(jax.tree.leaves(abstract), jax.tree.leaves(shardings)))
+  return sum(
+    math.prod(s.shard_shape(x.shape)) * x.dtype.itemsize
+    for x, s in zip(jax.tree.leaves(abstract), jax.tree.leaves(shardings))
+  )
 
 
 def _oom_bytes(message: str, pattern: re.Pattern) -> int | None:
@@ -104,18 +107,25 @@ def _oom_bytes(message: str, pattern: re.Pattern) -> int | None:
   return None if m is None else int(float(m.group(1)) * _UNIT[m.group(2)])
 
 
-def dry_run(config: ml_collections.ConfigDict, topo: Topology,
-            mesh: Mapping[str, int] | None = None, remat: str | None = None,
-            save_executable: str | None = None) -> Plan:
+def dry_run(
+  config: ml_collections.ConfigDict,
+  topo: Topology,
+  mesh: Mapping[str, int] | None = None,
+  remat: str | None = None,
+  save_executable: str | None = None,
+) -> Plan:
   """Compiles `config`'s train step for `topo` on `mesh` (default: config.mesh.shape)."""
   from auteur_jax.train import tasks, trainer
+
   sizes = resolve_shape(dict(mesh or config.mesh.shape), topo.size)
   c, policy = prepare(config, sizes, remat)
   jmesh = plan_mesh(sizes, topo)
   task = tasks.get(c.task)
   s = trainer.setup(c, task, jmesh)
-  batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=s.batch_sharding)
-           for k, v in abstract_batch(c).items()}
+  batch = {
+    k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=s.batch_sharding)
+    for k, v in abstract_batch(c).items()
+  }
   state_shard = s.state_shardings
   param_bytes = _shard_bytes(s.abstract["model"], state_shard["model"])
   opt_bytes = _shard_bytes(s.abstract["opt"], state_shard["opt"])
@@ -132,8 +142,9 @@ def dry_run(config: ml_collections.ConfigDict, topo: Topology,
     if "Ran out of memory" not in str(e) and "RESOURCE_EXHAUSTED" not in str(e):
       raise
     message = str(e)
-    error = next((line for line in message.splitlines() if "hbm" in line.lower()),
-                 message.split("\n")[0])[:400]
+    error = next(
+      (line for line in message.splitlines() if "hbm" in line.lower()), message.split("\n")[0]
+    )[:400]
   compile_s = time.perf_counter() - start
 
   temp = total = compiler_flops = None
@@ -144,8 +155,13 @@ def dry_run(config: ml_collections.ConfigDict, topo: Topology,
     opt_bytes = _shard_bytes(s.abstract["opt"], state_in["opt"])
     ma = compiled.memory_analysis()
     temp = ma.temp_size_in_bytes
-    total = (ma.argument_size_in_bytes + ma.output_size_in_bytes - ma.alias_size_in_bytes
-             + temp + ma.generated_code_size_in_bytes)
+    total = (
+      ma.argument_size_in_bytes
+      + ma.output_size_in_bytes
+      - ma.alias_size_in_bytes
+      + temp
+      + ma.generated_code_size_in_bytes
+    )
     ca = compiled.cost_analysis()
     ca = ca[0] if isinstance(ca, (list, tuple)) and ca else ca
     compiler_flops = (ca or {}).get("flops")
@@ -166,20 +182,45 @@ def dry_run(config: ml_collections.ConfigDict, topo: Topology,
     act = jnp.dtype(c.model.get("dtype") or c.model.llm.dtype).itemsize
     pbytes = jax.tree.leaves(s.abstract["model"])[0].dtype.itemsize
     traffic = costs_lib.collective_bytes(costs, sizes, pbytes, act, policy)
-    comm = {a: traffic.get(a, 0.0) / (topo.chip.dcn_bw if a in dcn else topo.chip.ici_bw)
-            for a in sizes if traffic.get(a, 0.0) > 0}
+    comm = {
+      a: traffic.get(a, 0.0) / (topo.chip.dcn_bw if a in dcn else topo.chip.ici_bw)
+      for a in sizes
+      if traffic.get(a, 0.0) > 0
+    }
     step_s = max(compute_s, sum(comm.values()))
     mfu = model_flops / (step_s * topo.size * topo.chip.peak_flops)
-  return Plan(topo.name + (f" x{topo.num_slices} slices" if topo.num_slices > 1 else ""),
-              topo.chip.name, topo.size, sizes, sorted(slow_axes(jmesh)), policy, params,
-              costs.params if costs else None, param_bytes, opt_bytes, batch_bytes, temp,
-              total, topo.chip.hbm_bytes, fits, model_flops, executed, compiler_flops,
-              compute_s, comm, step_s, mfu, compile_s, error)
+  return Plan(
+    topo.name + (f" x{topo.num_slices} slices" if topo.num_slices > 1 else ""),
+    topo.chip.name,
+    topo.size,
+    sizes,
+    sorted(slow_axes(jmesh)),
+    policy,
+    params,
+    costs.params if costs else None,
+    param_bytes,
+    opt_bytes,
+    batch_bytes,
+    temp,
+    total,
+    topo.chip.hbm_bytes,
+    fits,
+    model_flops,
+    executed,
+    compiler_flops,
+    compute_s,
+    comm,
+    step_s,
+    mfu,
+    compile_s,
+    error,
+  )
 
 
 def _save(compiled, path: str) -> None:
   """The serialized executable at `path` and its optimized HLO at `path`.hlo.txt."""
   from jax.experimental.serialize_executable import serialize
+
   payload, _, _ = serialize(compiled)
   hlo = compiled.as_text() or ""
   for target, data in ((path, payload), (path + ".hlo.txt", hlo.encode())):
@@ -194,8 +235,11 @@ def _save(compiled, path: str) -> None:
 def default_meshes(config: ml_collections.ConfigDict, topo: Topology) -> list[dict[str, int]]:
   """FSDP over everything, then tensor parallelism of 2, 4, 8 where the heads divide."""
   m = config.model
-  heads = [m.llm.num_heads, m.llm.num_kv_heads] if config.task == "director" else (
-      [m.num_heads] if config.task == "dit" else [])
+  heads = (
+    [m.llm.num_heads, m.llm.num_kv_heads]
+    if config.task == "director"
+    else ([m.num_heads] if config.task == "dit" else [])
+  )
   out = []
   for t in (1, 2, 4, 8):
     if topo.size % t == 0 and all(h % t == 0 for h in heads) and (t == 1 or heads):
@@ -203,9 +247,13 @@ def default_meshes(config: ml_collections.ConfigDict, topo: Topology) -> list[di
   return out
 
 
-def sweep(config: ml_collections.ConfigDict, topo: Topology,
-          meshes: Sequence[Mapping[str, int]] | None = None,
-          remats: Sequence[str] | None = None, progress=print) -> list[Plan | tuple]:
+def sweep(
+  config: ml_collections.ConfigDict,
+  topo: Topology,
+  meshes: Sequence[Mapping[str, int]] | None = None,
+  remats: Sequence[str] | None = None,
+  progress=print,
+) -> list[Plan | tuple]:
   """Every mesh x remat policy; Plans ranked by step time among those that fit, then
   those that do not, then (mesh, remat, error) for combinations that could not build."""
   meshes = list(meshes or default_meshes(config, topo))
@@ -222,6 +270,11 @@ def sweep(config: ml_collections.ConfigDict, topo: Topology,
         note = "failed"
       if progress:
         progress(f"  {mesh} remat={remat}: {note} ({time.perf_counter() - start:.0f} s)")
-  plans.sort(key=lambda p: (not p.fits, p.step_s if p.step_s is not None else math.inf,
-                            p.total_bytes or math.inf))
+  plans.sort(
+    key=lambda p: (
+      not p.fits,
+      p.step_s if p.step_s is not None else math.inf,
+      p.total_bytes or math.inf,
+    )
+  )
   return plans + failed

@@ -27,31 +27,31 @@ def report(p: Plan, name: str = "") -> str:
   used = "" if p.total_bytes is None else f" ({100 * p.total_bytes / p.hbm_bytes:.0f} %)"
   verdict = "fits" if p.fits else "DOES NOT FIT"
   lines = [
-      f"{name} on {p.topology}: {p.devices} x {p.chip}, mesh {mesh_text(p.mesh)}"
-      + (f" (across slices/hosts: {','.join(p.dcn_axes)})" if p.dcn_axes else "")
-      + f", remat {p.remat}; compiled in {p.compile_s:.0f} s",
-      f"  parameters          {p.params / 1e9:8.3f} B"
-      + (f" (analytic {p.analytic_params / 1e9:.3f} B)" if p.analytic_params else ""),
-      "  per device:",
-      f"    parameters        {gib(p.param_bytes)}",
-      f"    optimizer state   {gib(p.opt_bytes)}",
-      f"    batch             {gib(p.batch_bytes)}",
-      f"    activations+temp  {gib(p.temp_bytes)}"
-      + (" (the compiler ran out of HBM; numbers from its message)" if p.error else ""),
-      f"    total             {gib(p.total_bytes)} of {gib(p.hbm_bytes)} HBM{used}: {verdict}",
+    f"{name} on {p.topology}: {p.devices} x {p.chip}, mesh {mesh_text(p.mesh)}"
+    + (f" (across slices/hosts: {','.join(p.dcn_axes)})" if p.dcn_axes else "")
+    + f", remat {p.remat}; compiled in {p.compile_s:.0f} s",
+    f"  parameters          {p.params / 1e9:8.3f} B"
+    + (f" (analytic {p.analytic_params / 1e9:.3f} B)" if p.analytic_params else ""),
+    "  per device:",
+    f"    parameters        {gib(p.param_bytes)}",
+    f"    optimizer state   {gib(p.opt_bytes)}",
+    f"    batch             {gib(p.batch_bytes)}",
+    f"    activations+temp  {gib(p.temp_bytes)}"
+    + (" (the compiler ran out of HBM; numbers from its message)" if p.error else ""),
+    f"    total             {gib(p.total_bytes)} of {gib(p.hbm_bytes)} HBM{used}: {verdict}",
   ]
   if p.model_flops is not None:
     # Set together with model_flops (the analytic costs).
     assert p.step_s is not None and p.compute_s is not None and p.mfu is not None
     comm = ", ".join(f"{a} {t * 1e3:.1f} ms" for a, t in (p.comm_s or {}).items()) or "none"
     lines += [
-        f"  model FLOPs / step  {sci(p.model_flops)} (analytic, forward + backward); "
-        f"executed with remat {p.remat}: {sci(p.executed_flops)}",
-        f"  compiler FLOPs      {sci(p.compiler_flops)} per device (XLA counts a scanned "
-        "layer body once, so this undercounts)",
-        f"  roofline step       {p.step_s * 1e3:.1f} ms = max(compute at peak "
-        f"{p.compute_s * 1e3:.1f} ms, collectives {comm})",
-        f"  MFU at peak         {100 * p.mfu:.1f} %",
+      f"  model FLOPs / step  {sci(p.model_flops)} (analytic, forward + backward); "
+      f"executed with remat {p.remat}: {sci(p.executed_flops)}",
+      f"  compiler FLOPs      {sci(p.compiler_flops)} per device (XLA counts a scanned "
+      "layer body once, so this undercounts)",
+      f"  roofline step       {p.step_s * 1e3:.1f} ms = max(compute at peak "
+      f"{p.compute_s * 1e3:.1f} ms, collectives {comm})",
+      f"  MFU at peak         {100 * p.mfu:.1f} %",
     ]
   if p.error:
     lines.append(f"  compiler: {p.error}")
@@ -60,8 +60,10 @@ def report(p: Plan, name: str = "") -> str:
 
 def sweep_table(results: Sequence[Plan | tuple]) -> str:
   """Ranked table: fitting plans by step time, then the rest."""
-  head = (f"{'rank':>4}  {'mesh':<30} {'remat':<13} {'params+opt':>11} {'temp':>10} "
-          f"{'total':>10} {'fits':>4} {'step ms':>8} {'MFU %':>6}")
+  head = (
+    f"{'rank':>4}  {'mesh':<30} {'remat':<13} {'params+opt':>11} {'temp':>10} "
+    f"{'total':>10} {'fits':>4} {'step ms':>8} {'MFU %':>6}"
+  )
   rows = [head]
   rank = 0
   for r in results:
@@ -69,9 +71,11 @@ def sweep_table(results: Sequence[Plan | tuple]) -> str:
       rank += 1 if r.fits else 0
       step = "n/a" if r.step_s is None else f"{r.step_s * 1e3:.1f}"
       mfu = "n/a" if r.mfu is None else f"{100 * r.mfu:.1f}"
-      rows.append(f"{rank if r.fits else '-':>4}  {mesh_text(r.mesh):<30} {r.remat:<13} "
-                  f"{gib(r.param_bytes + r.opt_bytes):>11} {gib(r.temp_bytes):>10} "
-                  f"{gib(r.total_bytes):>10} {'yes' if r.fits else 'no':>4} {step:>8} {mfu:>6}")
+      rows.append(
+        f"{rank if r.fits else '-':>4}  {mesh_text(r.mesh):<30} {r.remat:<13} "
+        f"{gib(r.param_bytes + r.opt_bytes):>11} {gib(r.temp_bytes):>10} "
+        f"{gib(r.total_bytes):>10} {'yes' if r.fits else 'no':>4} {step:>8} {mfu:>6}"
+      )
     else:
       mesh, remat, error = r
       rows.append(f"{'-':>4}  {mesh_text(mesh):<30} {str(remat):<13} failed: {error}")

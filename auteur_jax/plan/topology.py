@@ -54,6 +54,7 @@ def get_topology(spec: str, num_slices: int = 1) -> Topology:
   if num_slices < 1:
     raise ValueError(f"--num-slices must be >= 1, got {num_slices}")
   from jax.experimental import topologies
+
   if chip.platform == "tpu":
     # Compile-only: no TPU is opened, so other planners (and tests) may load libtpu at once.
     os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
@@ -64,21 +65,24 @@ def get_topology(spec: str, num_slices: int = 1) -> Topology:
       topo = topologies.get_topology_desc(platform="tpu", topology_name=spec, **kw)
     except RuntimeError as e:
       if "not installed" in str(e):
-        raise PlanUnavailable("TPU planning needs libtpu: pip install -e \".[plan]\"") from e
+        raise PlanUnavailable('TPU planning needs libtpu: pip install -e ".[plan]"') from e
       raise ValueError(f"--topology {spec!r}: libtpu rejects it: {e}") from e
   else:
     dims = [int(x) for x in m.group(2).split("x")]
     if len(dims) != 3:
-      raise ValueError(f"--topology {spec!r}: GPU topologies are SLICESxHOSTSxGPUS, e.g. "
-                       "h100:1x4x8")
+      raise ValueError(
+        f"--topology {spec!r}: GPU topologies are SLICESxHOSTSxGPUS, e.g. h100:1x4x8"
+      )
     if num_slices != 1:
       raise ValueError("--num-slices is for TPU; a GPU topology names its slices first")
     try:
-      topo = topologies.get_topology_desc(platform="cuda", topology=m.group(2),
-                                          target_config=gpu_target_config(chip))
+      topo = topologies.get_topology_desc(
+        platform="cuda", topology=m.group(2), target_config=gpu_target_config(chip)
+      )
     except NotImplementedError as e:
-      raise PlanUnavailable("GPU planning needs the CUDA PJRT plugin matching jax: "
-                            "pip install -e \".[plan]\"") from e
+      raise PlanUnavailable(
+        'GPU planning needs the CUDA PJRT plugin matching jax: pip install -e ".[plan]"'
+      ) from e
     num_slices = dims[0]
   return Topology(spec, chip, list(topo.devices), num_slices)
 
@@ -108,6 +112,7 @@ def plan_mesh(shape: Mapping[str, int], topo: Topology) -> Mesh:
     except (ValueError, AssertionError, NotImplementedError) as e:
       raise ValueError(f"mesh {sizes} does not fit {topo.name}'s physical axes: {e}") from e
   from jax.experimental import mesh_utils
+
   names = list(sizes)
   across = next((a for a in names if sizes[a] % topo.num_slices == 0), None)
   if across is None:
@@ -117,8 +122,10 @@ def plan_mesh(shape: Mapping[str, int], topo: Topology) -> Mesh:
   try:
     devices = mesh_utils.create_hybrid_device_mesh(ici, dcn, topo.devices)
   except (ValueError, AssertionError, NotImplementedError) as e:
-    raise ValueError(f"mesh {sizes} (per slice {dict(zip(names, ici))}) does not fit "
-                     f"{topo.name}'s physical axes: {e}") from e
+    raise ValueError(
+      f"mesh {sizes} (per slice {dict(zip(names, ici))}) does not fit "
+      f"{topo.name}'s physical axes: {e}"
+    ) from e
   return Mesh(devices, tuple(names), axis_types=(AxisType.Auto,) * len(names))
 
 
@@ -133,4 +140,3 @@ def slow_axes(mesh: Mesh) -> set[str]:
     if len(groups) > 1:
       out.add(name)
   return out
-

@@ -53,9 +53,11 @@ def check_id(item_id) -> str:
   if not isinstance(item_id, str) or not item_id:
     raise ValueError(f"'id' must be a non-empty string, got {item_id!r}")
   if not _ID.fullmatch(item_id) or item_id in _RESERVED:
-    raise ValueError(f"id {item_id!r} is not a safe folder name (one path component of "
-                     "letters, digits, '.', '_', '-', not starting with '.', at most 200 "
-                     f"characters, not {sorted(_RESERVED)}): refused")
+    raise ValueError(
+      f"id {item_id!r} is not a safe folder name (one path component of "
+      "letters, digits, '.', '_', '-', not starting with '.', at most 200 "
+      f"characters, not {sorted(_RESERVED)}): refused"
+    )
   return item_id
 
 
@@ -77,8 +79,9 @@ def parse_line(text: str) -> StoryRequest:
   texts = {}
   for key in ("actions", "captions"):
     v = d.get(key)
-    if v is not None and (not isinstance(v, list) or not v
-                          or not all(isinstance(x, str) for x in v)):
+    if v is not None and (
+      not isinstance(v, list) or not v or not all(isinstance(x, str) for x in v)
+    ):
       raise ValueError(f"{key!r} must be a non-empty list of strings")
     texts[key] = tuple(v) if v is not None else None
   given = [len(v) for v in texts.values() if v is not None]
@@ -95,8 +98,9 @@ def parse_line(text: str) -> StoryRequest:
   return StoryRequest(item_id, task, steps, texts["actions"], texts["captions"], seed)
 
 
-def read_prompts(path: str, max_steps: int | None = None, text_keys: tuple[str, ...] = ()
-                 ) -> tuple[list[tuple[int, StoryRequest]], list[dict]]:
+def read_prompts(
+  path: str, max_steps: int | None = None, text_keys: tuple[str, ...] = ()
+) -> tuple[list[tuple[int, StoryRequest]], list[dict]]:
   """(line number, request) of the valid lines, and {"line", "error"} of the bad ones.
 
   A repeated id is an error on its later lines; lines are numbered from 1. text_keys:
@@ -173,12 +177,18 @@ def _append_manifest(out_dir: str, entry: dict) -> None:
 
 def _chunks(items: list, size: int) -> Iterator[list]:
   for i in range(0, len(items), size):
-    yield items[i:i + size]
+    yield items[i : i + size]
 
 
-def run_batch(config: ml_collections.ConfigDict, prompts: str, out_dir: str, *,
-              progress: bool = True, sampler: StorySampler | None = None,
-              redo_changed: bool = False) -> dict:
+def run_batch(
+  config: ml_collections.ConfigDict,
+  prompts: str,
+  out_dir: str,
+  *,
+  progress: bool = True,
+  sampler: StorySampler | None = None,
+  redo_changed: bool = False,
+) -> dict:
   """Renders this process's share of `prompts` into out_dir (see the module docstring).
 
   redo_changed: redo finished items whose prompt or output-shaping settings changed
@@ -198,17 +208,32 @@ def run_batch(config: ml_collections.ConfigDict, prompts: str, out_dir: str, *,
     _repair_manifest(out_dir)
   if pc > 1:  # Nobody appends before the repair.
     from jax.experimental import multihost_utils
+
     multihost_utils.sync_global_devices("auteur_sample_manifest")
   listed = read_manifest(out_dir)
   settings = settings_hash(config)
-  changed = {r.id: n for n, r in items if os.path.isdir(os.path.join(out_dir, r.id))
-             and r.id in listed and _differs(listed[r.id], r, settings)}
+  changed = {
+    r.id: n
+    for n, r in items
+    if os.path.isdir(os.path.join(out_dir, r.id))
+    and r.id in listed
+    and _differs(listed[r.id], r, settings)
+  }
   if pi == 0:
-    errors += [{"line": n, "id": i, "error": "finished with another prompt or other sampling "
-                "settings than now; kept (--redo-changed redoes it)"}
-               for i, n in changed.items() if not redo_changed]
-    _write_atomic(os.path.join(out_dir, ERRORS),
-                  "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in errors))
+    errors += [
+      {
+        "line": n,
+        "id": i,
+        "error": "finished with another prompt or other sampling "
+        "settings than now; kept (--redo-changed redoes it)",
+      }
+      for i, n in changed.items()
+      if not redo_changed
+    ]
+    _write_atomic(
+      os.path.join(out_dir, ERRORS),
+      "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in errors),
+    )
   mine = [(n, r) for i, (n, r) in enumerate(items) if i % pc == pi]
   todo, skipped = [], 0
   for n, r in mine:
@@ -226,8 +251,14 @@ def run_batch(config: ml_collections.ConfigDict, prompts: str, out_dir: str, *,
   if sampler is None and todo:
     sampler = StorySampler.from_config(config)
   rendered = []
-  with tqdm.tqdm(total=len(mine), initial=skipped, desc=f"sample (process {pi})",
-                 unit="item", disable=not progress, smoothing=0.1) as bar:
+  with tqdm.tqdm(
+    total=len(mine),
+    initial=skipped,
+    desc=f"sample (process {pi})",
+    unit="item",
+    disable=not progress,
+    smoothing=0.1,
+  ) as bar:
     for chunk in _chunks(todo, s.batch_size):
       results = sampler.render([r for _, r in chunk])
       for (n, r), result in zip(chunk, results):
@@ -237,22 +268,37 @@ def run_batch(config: ml_collections.ConfigDict, prompts: str, out_dir: str, *,
         _append_manifest(out_dir, _entry(n, r, final, settings))
         rendered.append(r.id)
         bar.update(1)
-  return {"rendered": rendered, "skipped": skipped, "errors": len(errors),
-          "changed": sorted(changed), "process": pi, "processes": pc, "out_dir": out_dir}
+  return {
+    "rendered": rendered,
+    "skipped": skipped,
+    "errors": len(errors),
+    "changed": sorted(changed),
+    "process": pi,
+    "processes": pc,
+    "out_dir": out_dir,
+  }
 
 
 def prompt_hash(r: StoryRequest) -> str:
   """SHA-256 of what an item's prompt line says (id aside)."""
-  fields = {"task": r.task, "num_steps": r.num_steps, "actions": r.actions,
-            "captions": r.captions, "seed": r.seed}
+  fields = {
+    "task": r.task,
+    "num_steps": r.num_steps,
+    "actions": r.actions,
+    "captions": r.captions,
+    "seed": r.seed,
+  }
   return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
 def settings_hash(config: ml_collections.ConfigDict) -> str:
   """SHA-256 of the settings that shape an item's output: the job's sample section (but
   its batch size), the director's text sampling and the DiT's sampler and CFG scales."""
-  fields = {"sample": {k: v for k, v in config.sample.to_dict().items() if k != "batch_size"},
-            "director": config.director.sample.to_dict(), "dit": config.dit.sample.to_dict()}
+  fields = {
+    "sample": {k: v for k, v in config.sample.to_dict().items() if k != "batch_size"},
+    "director": config.director.sample.to_dict(),
+    "dit": config.dit.sample.to_dict(),
+  }
   return hashlib.sha256(json.dumps(fields, sort_keys=True, default=list).encode()).hexdigest()
 
 
@@ -260,7 +306,8 @@ def _differs(entry: dict, r: StoryRequest, settings: str) -> bool:
   """A finished item's manifest entry against its prompt and settings now (entries from
   before hashes were recorded match)."""
   return ("prompt_sha256" in entry and entry["prompt_sha256"] != prompt_hash(r)) or (
-      "settings_sha256" in entry and entry["settings_sha256"] != settings)
+    "settings_sha256" in entry and entry["settings_sha256"] != settings
+  )
 
 
 def _entry(line: int, r: StoryRequest, final: str, settings: str) -> dict:
@@ -268,5 +315,12 @@ def _entry(line: int, r: StoryRequest, final: str, settings: str) -> dict:
   the hashes of its prompt and of the settings it was rendered with."""
   with open(os.path.join(final, "story.json")) as f:
     meta = json.load(f)
-  return {"id": r.id, "line": line, "dir": r.id, "num_steps": meta["num_steps"],
-          "seed": meta["seed"], "prompt_sha256": prompt_hash(r), "settings_sha256": settings}
+  return {
+    "id": r.id,
+    "line": line,
+    "dir": r.id,
+    "num_steps": meta["num_steps"],
+    "seed": meta["seed"],
+    "prompt_sha256": prompt_hash(r),
+    "settings_sha256": settings,
+  }

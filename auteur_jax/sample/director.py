@@ -46,8 +46,10 @@ class Sampling:
 
   def __post_init__(self):
     if self.temperature < 0 or not 0 < self.top_p <= 1:
-      raise ValueError(f"sampling: temperature must be >= 0 and 0 < top_p <= 1, got "
-                       f"{self.temperature}, {self.top_p}")
+      raise ValueError(
+        f"sampling: temperature must be >= 0 and 0 < top_p <= 1, got "
+        f"{self.temperature}, {self.top_p}"
+      )
 
   @classmethod
   def from_config(cls, c, path: str = "config.sample") -> Sampling:
@@ -73,8 +75,7 @@ class DirectorSampleConfig:
 
   @property
   def sampling(self) -> Sampling:
-    return Sampling(self.temperature, self.top_p, self.max_action_tokens,
-                    self.max_caption_tokens)
+    return Sampling(self.temperature, self.top_p, self.max_action_tokens, self.max_caption_tokens)
 
 
 class DecodeState(NamedTuple):
@@ -101,15 +102,18 @@ class StoryOutput(NamedTuple):
   visual_embedding: jax.Array  # float32 [B, S, K, D]
 
 
-def init_state(llm: LLM, batch: int, length: int, cache_dtype: str | None = None
-               ) -> DecodeState:
-  return DecodeState(llm.init_caches(batch, length, cache_dtype),
-                     jnp.zeros((batch, length), bool),
-                     jnp.zeros((batch,), jnp.int32), jnp.zeros((), jnp.int32))
+def init_state(llm: LLM, batch: int, length: int, cache_dtype: str | None = None) -> DecodeState:
+  return DecodeState(
+    llm.init_caches(batch, length, cache_dtype),
+    jnp.zeros((batch, length), bool),
+    jnp.zeros((batch,), jnp.int32),
+    jnp.zeros((), jnp.int32),
+  )
 
 
-def feed(llm: LLM, layers, state: DecodeState, x: jax.Array, valid: jax.Array,
-         commit: bool = True) -> tuple[DecodeState, jax.Array]:
+def feed(
+  llm: LLM, layers, state: DecodeState, x: jax.Array, valid: jax.Array, commit: bool = True
+) -> tuple[DecodeState, jax.Array]:
   """Writes a chunk x [B, L, width] at the next L slots; returns (state, hidden [B, L, W]).
 
   Invalid chunk tokens (valid [B, L] False) are hidden from every later token and take
@@ -125,12 +129,14 @@ def feed(llm: LLM, layers, state: DecodeState, x: jax.Array, valid: jax.Array,
   h, caches = llm.decode(x, jnp.maximum(positions, 0), mask, state.caches, state.index, layers)
   if not commit:
     return state._replace(caches=caches), h
-  return DecodeState(caches, slot_valid, state.pos + valid.sum(1, dtype=jnp.int32),
-                     state.index + length), h
+  return DecodeState(
+    caches, slot_valid, state.pos + valid.sum(1, dtype=jnp.int32), state.index + length
+  ), h
 
 
-def sample_token(logits: jax.Array, key: jax.Array, sampling: Sampling,
-                 banned: tuple[int, ...] = ()) -> jax.Array:
+def sample_token(
+  logits: jax.Array, key: jax.Array, sampling: Sampling, banned: tuple[int, ...] = ()
+) -> jax.Array:
   """logits [B, vocab] -> int32 [B]."""
   if banned:
     logits = logits.at[:, jnp.asarray(banned)].set(-jnp.inf)
@@ -147,8 +153,16 @@ def sample_token(logits: jax.Array, key: jax.Array, sampling: Sampling,
   return jax.random.categorical(key, logits, -1).astype(jnp.int32)
 
 
-def text_step(llm: LLM, layers, carry: TextCarry, key: jax.Array, sampling: Sampling,
-              close: int | None, max_len: int, banned: tuple[int, ...]) -> TextCarry:
+def text_step(
+  llm: LLM,
+  layers,
+  carry: TextCarry,
+  key: jax.Array,
+  sampling: Sampling,
+  close: int | None,
+  max_len: int,
+  banned: tuple[int, ...],
+) -> TextCarry:
   """Samples one token per row, feeds it, returns the carry with the next logits.
 
   With `close`, token max_len is forced to close; close ends the row's segment (it is
@@ -171,8 +185,14 @@ def text_step(llm: LLM, layers, carry: TextCarry, key: jax.Array, sampling: Samp
 
 def text_start(state: DecodeState, logits: jax.Array, max_len: int) -> TextCarry:
   b = logits.shape[0]
-  return TextCarry(jnp.zeros((), jnp.int32), state, logits, jnp.zeros((b,), bool),
-                   jnp.zeros((b, max_len + 1), jnp.int32), jnp.zeros((b, max_len + 1), bool))
+  return TextCarry(
+    jnp.zeros((), jnp.int32),
+    state,
+    logits,
+    jnp.zeros((b,), bool),
+    jnp.zeros((b, max_len + 1), jnp.int32),
+    jnp.zeros((b, max_len + 1), bool),
+  )
 
 
 def text_steps(close: int | None, max_len: int) -> int:
@@ -180,8 +200,16 @@ def text_steps(close: int | None, max_len: int) -> int:
   return max_len + (close is not None)
 
 
-def _text_loop(llm: LLM, layers, carry: TextCarry, key: jax.Array, sampling: Sampling,
-               close: int | None, max_len: int, banned: tuple[int, ...]) -> TextCarry:
+def _text_loop(
+  llm: LLM,
+  layers,
+  carry: TextCarry,
+  key: jax.Array,
+  sampling: Sampling,
+  close: int | None,
+  max_len: int,
+  banned: tuple[int, ...],
+) -> TextCarry:
   """The device loop: text_step until every row is done or the length runs out."""
   steps = text_steps(close, max_len)
 
@@ -189,7 +217,8 @@ def _text_loop(llm: LLM, layers, carry: TextCarry, key: jax.Array, sampling: Sam
     return (c.i < steps) & ~jnp.all(c.done)
 
   return jax.lax.while_loop(
-      cond, lambda c: text_step(llm, layers, c, key, sampling, close, max_len, banned), carry)
+    cond, lambda c: text_step(llm, layers, c, key, sampling, close, max_len, banned), carry
+  )
 
 
 class _Compiled:
@@ -205,14 +234,17 @@ class _Compiled:
     if loop not in LOOPS:
       raise ValueError(f"loop must be one of {LOOPS}, got {loop!r}")
     if cache_dtype not in (None, "float32", "bfloat16"):
-      raise ValueError(f"cache_dtype must be None (the compute dtype), 'float32' or "
-                       f"'bfloat16', got {cache_dtype!r}")
+      raise ValueError(
+        f"cache_dtype must be None (the compute dtype), 'float32' or "
+        f"'bfloat16', got {cache_dtype!r}"
+      )
     self.loop, self.cache_dtype = loop, cache_dtype
     self.graphdef, self.params = nnx.split(model)
     # A stacked module's graph is a single block's: the leading axis is only in values.
     self.layer_graphdef = nnx.graphdef(self._llm(model).layers)
-    self._unstack = jax.jit(lambda p: [nnx.state(b) for b in
-                                       self._llm(nnx.merge(self.graphdef, p)).unstack_layers()])
+    self._unstack = jax.jit(
+      lambda p: [nnx.state(b) for b in self._llm(nnx.merge(self.graphdef, p)).unstack_layers()]
+    )
     self._layer_states = None
 
   @staticmethod
@@ -238,8 +270,14 @@ class LMSampler(_Compiled):
   one jitted while loop, or a jitted step per token with loop="host").
   """
 
-  def __init__(self, llm: LLM, sampling: Sampling = Sampling(), loop: str = "device",
-               stop_id: int | None = None, cache_dtype: str | None = None):
+  def __init__(
+    self,
+    llm: LLM,
+    sampling: Sampling = Sampling(),
+    loop: str = "device",
+    stop_id: int | None = None,
+    cache_dtype: str | None = None,
+  ):
     super().__init__(llm, loop, cache_dtype)
     self.sampling, self.stop_id = sampling, stop_id
     self._prefill = jax.jit(self._prefill_fn, static_argnums=(4,))
@@ -248,8 +286,9 @@ class LMSampler(_Compiled):
 
   def _prefill_fn(self, params, layer_states, ids, mask, max_new):
     _, llm, layers = self.merge(params, layer_states)
-    state = init_state(llm, ids.shape[0], ids.shape[1] + text_steps(self.stop_id, max_new),
-                       self.cache_dtype)
+    state = init_state(
+      llm, ids.shape[0], ids.shape[1] + text_steps(self.stop_id, max_new), self.cache_dtype
+    )
     state, h = feed(llm, layers, state, llm.embed_tokens(ids), mask.astype(bool))
     last = jnp.maximum(mask.sum(1) - 1, 0)
     logits = llm.logits(jnp.take_along_axis(h, last[:, None, None], 1)[:, 0])
@@ -268,8 +307,9 @@ class LMSampler(_Compiled):
     ids, mask = jnp.asarray(ids, jnp.int32), jnp.asarray(mask, bool)
     return self._prefill(self.params, self.layer_states(), ids, mask, max_new)
 
-  def decode(self, carry: TextCarry, max_new: int, key: jax.Array | None = None
-             ) -> tuple[jax.Array, jax.Array]:
+  def decode(
+    self, carry: TextCarry, max_new: int, key: jax.Array | None = None
+  ) -> tuple[jax.Array, jax.Array]:
     """Token loop from `prefill`'s carry (consumed) -> (ids [B, max_new], mask)."""
     key = jax.random.key(0) if key is None else key
     if self.loop == "device":
@@ -281,8 +321,9 @@ class LMSampler(_Compiled):
           break
     return carry.ids[:, :max_new], carry.mask[:, :max_new]
 
-  def generate(self, ids: jax.Array, mask: jax.Array, max_new: int,
-               key: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+  def generate(
+    self, ids: jax.Array, mask: jax.Array, max_new: int, key: jax.Array | None = None
+  ) -> tuple[jax.Array, jax.Array]:
     """(ids int32 [B, max_new], mask bool [B, max_new]: False after the stop token)."""
     return self.decode(self.prefill(ids, mask, max_new), max_new, key)
 
@@ -290,15 +331,22 @@ class LMSampler(_Compiled):
 class DirectorSampler(_Compiled):
   """Story generation with a Director (see the module docstring)."""
 
-  def __init__(self, director: Director, sampling: Sampling = Sampling(), loop: str = "device",
-               cache_dtype: str | None = None):
+  def __init__(
+    self,
+    director: Director,
+    sampling: Sampling = Sampling(),
+    loop: str = "device",
+    cache_dtype: str | None = None,
+  ):
     super().__init__(director, loop, cache_dtype)
     self.cfg, self.sampling = director.cfg, sampling
     m = self.cfg.markup
     markup = (m.action, m.action_end, m.caption, m.caption_end, m.img, m.img_end)
     # Text never contains markup other than its own close (nor bos).
-    self._banned = {name: tuple(i for i in markup + (m.bos,) if i is not None and
-                                i != m.segment(name)[1]) for name in ("action", "caption")}
+    self._banned = {
+      name: tuple(i for i in markup + (m.bos,) if i is not None and i != m.segment(name)[1])
+      for name in ("action", "caption")
+    }
     self._generate = jax.jit(self._device, static_argnums=(4,))
     self._prefill = jax.jit(self._prefill_fn, static_argnums=(4,))
     self._open = jax.jit(self._open_fn, static_argnums=(3,), donate_argnums=(2,))
@@ -318,8 +366,9 @@ class DirectorSampler(_Compiled):
   def _prefill_fn(self, params, layer_states, task_ids, task_mask, num_steps):
     model, llm, layers = self.merge(params, layer_states)
     ids, valid = model.prefix_tokens(task_ids, task_mask)
-    state = init_state(llm, ids.shape[0], self.cache_length(ids.shape[1], num_steps),
-                       self.cache_dtype)
+    state = init_state(
+      llm, ids.shape[0], self.cache_length(ids.shape[1], num_steps), self.cache_dtype
+    )
     return feed(llm, layers, state, llm.embed_tokens(ids), valid)[0]
 
   def _open_fn(self, params, layer_states, state, name):
@@ -330,8 +379,16 @@ class DirectorSampler(_Compiled):
 
   def _token_fn(self, params, layer_states, carry, key, name):
     _, llm, layers = self.merge(params, layer_states)
-    return text_step(llm, layers, carry, key, self.sampling, self.cfg.markup.segment(name)[1],
-                     self.max_len(name), self._banned[name])
+    return text_step(
+      llm,
+      layers,
+      carry,
+      key,
+      self.sampling,
+      self.cfg.markup.segment(name)[1],
+      self.max_len(name),
+      self._banned[name],
+    )
 
   def _visual_fn(self, params, layer_states, state):
     """<img>, one pass of the K queries -> z_t, z_t written in their slots, </img>."""
@@ -364,13 +421,22 @@ class DirectorSampler(_Compiled):
       text = dict(text)
       for s, name in enumerate(self.cfg.segments):
         carry = self._open_fn(params, layer_states, state, name)
-        carry = _text_loop(llm, layers, carry, jax.random.fold_in(key, 2 * t + s), self.sampling,
-                           self.cfg.markup.segment(name)[1], self.max_len(name),
-                           self._banned[name])
+        carry = _text_loop(
+          llm,
+          layers,
+          carry,
+          jax.random.fold_in(key, 2 * t + s),
+          self.sampling,
+          self.cfg.markup.segment(name)[1],
+          self.max_len(name),
+          self._banned[name],
+        )
         state = carry.state
         n = self.max_len(name)
-        text[name] = tuple(jax.lax.dynamic_update_slice(buf, new[:, None, :n], (0, t, 0))
-                           for buf, new in zip(text[name], (carry.ids, carry.mask)))
+        text[name] = tuple(
+          jax.lax.dynamic_update_slice(buf, new[:, None, :n], (0, t, 0))
+          for buf, new in zip(text[name], (carry.ids, carry.mask))
+        )
       state, z = self._visual_fn(params, layer_states, state)
       return state, text, jax.lax.dynamic_update_slice(z_all, z[:, None], (0, t, 0, 0))
 
@@ -378,14 +444,17 @@ class DirectorSampler(_Compiled):
     _, text, z = jax.lax.fori_loop(0, num_steps, step, (state, self._empty(b, num_steps), z0))
     return StoryOutput(*text["action"], *text["caption"], z)
 
-  def generate(self, task_ids: jax.Array, task_mask: jax.Array, num_steps: int,
-               key: jax.Array | None = None) -> StoryOutput:
+  def generate(
+    self, task_ids: jax.Array, task_mask: jax.Array, num_steps: int, key: jax.Array | None = None
+  ) -> StoryOutput:
     """Stories of num_steps steps for task prompts ids int [B, Lt] + mask (right-padded)."""
     key = jax.random.key(0) if key is None else key
     task_ids, task_mask = jnp.asarray(task_ids, jnp.int32), jnp.asarray(task_mask, bool)
     if task_ids.ndim != 2 or task_mask.shape != task_ids.shape:
-      raise ValueError(f"task_ids / task_mask: expected equal shapes [B, Lt], got "
-                       f"{task_ids.shape} and {task_mask.shape}")
+      raise ValueError(
+        f"task_ids / task_mask: expected equal shapes [B, Lt], got "
+        f"{task_ids.shape} and {task_mask.shape}"
+      )
     layer_states = self.layer_states()
     if self.loop == "device":
       return self._generate(self.params, layer_states, task_ids, task_mask, num_steps, key)

@@ -45,16 +45,27 @@ from auteur_jax.sample.encoders import Encoder, batch_axes, make_encoder
 
 
 def _record_clip(ex: dict) -> Clip:
-  return Clip(ex["clip_id"], ex["start"], ex["end"], ex["action"], ex["caption"],
-              ex["keyframe_time"])
+  return Clip(
+    ex["clip_id"], ex["start"], ex["end"], ex["action"], ex["caption"], ex["keyframe_time"]
+  )
 
 
 def _record_story(s: dict) -> Story:
   """The Story a decoded story record describes (what encode_story stores of it)."""
-  clips = tuple(Clip(str(i), a, b, act, cap) for i, (a, b, act, cap) in enumerate(
-      zip(s["start"], s["end"], s["actions"], s["captions"])))
-  return Story(s["video_id"], s["source"], s["split"], s["task"], duration=max(s["end"]),
-               fps=None, video_path=None, clips=clips)
+  clips = tuple(
+    Clip(str(i), a, b, act, cap)
+    for i, (a, b, act, cap) in enumerate(zip(s["start"], s["end"], s["actions"], s["captions"]))
+  )
+  return Story(
+    s["video_id"],
+    s["source"],
+    s["split"],
+    s["task"],
+    duration=max(s["end"]),
+    fps=None,
+    video_path=None,
+    clips=clips,
+  )
 
 
 def keyframe_index(ex: dict) -> int:
@@ -75,8 +86,15 @@ def _batches(n: int, size: int) -> Iterator[range]:
     yield range(start, min(start + size, n))
 
 
-def encode_shard(enc: Encoder, src: str, dst: str, batch_size: int, num_frames: int,
-                 dtype: str, bar: tqdm.tqdm | None = None) -> int:
+def encode_shard(
+  enc: Encoder,
+  src: str,
+  dst: str,
+  batch_size: int,
+  num_frames: int,
+  dtype: str,
+  bar: tqdm.tqdm | None = None,
+) -> int:
   """Writes `dst`: every record of `src` with `enc.field` added. Returns the record count.
 
   The batch is padded to batch_size (repeating its last clip) so that one compiled
@@ -89,17 +107,20 @@ def encode_shard(enc: Encoder, src: str, dst: str, batch_size: int, num_frames: 
       batch = [_inputs(enc, records[i], w, num_frames) for i, w in zip(rows, where)]
       shapes = {b.shape for b in batch}
       if len(shapes) > 1:
-        raise ValueError(f"{src}: records {rows.start}..{rows.stop - 1} have frames of "
-                         f"different sizes {sorted(shapes)}; rebuild the data set with one "
-                         "frame size")
+        raise ValueError(
+          f"{src}: records {rows.start}..{rows.stop - 1} have frames of "
+          f"different sizes {sorted(shapes)}; rebuild the data set with one "
+          "frame size"
+        )
       batch += [batch[-1]] * (batch_size - len(batch))
-      out = enc.run(np.stack(batch))[:len(rows)].astype(dtype)
+      out = enc.run(np.stack(batch))[: len(rows)].astype(dtype)
       for i, w, arr in zip(rows, where, out):
         ex = examples.decode_clip(records[i], w)
         arrays = {k: ex[k] for k in examples.ARRAY_FIELDS if k in ex}
         arrays[enc.field] = arr
-        writer.write(examples.encode_clip(ex["video_id"], _record_clip(ex), ex["frames"],
-                                          ex["fps"], arrays))
+        writer.write(
+          examples.encode_clip(ex["video_id"], _record_clip(ex), ex["frames"], ex["fps"], arrays)
+        )
       if bar is not None:
         bar.update(len(rows))
   return len(records)
@@ -122,8 +143,10 @@ def write_story_shard(src: str, dst: str, clip_index: dict, field: str) -> None:
         for start, end in zip(story["start"], story["end"]):
           key = (story["video_id"], np.float32(start), np.float32(end))
           if key not in clip_index:
-            raise ValueError(f"{src}: story {story['video_id']} has a step [{start}, {end}) "
-                             "s with no clip record in the encoded clip shards")
+            raise ValueError(
+              f"{src}: story {story['video_id']} has a step [{start}, {end}) "
+              "s with no clip record in the encoded clip shards"
+            )
           path, offset, length = clip_index[key]
           f = handles.get(path) or handles.setdefault(path, open(path, "rb"))
           clip = examples.decode_clip(tfrecord.read_record_at(f, path, offset, length), path)
@@ -142,7 +165,10 @@ def index_clips(paths: Sequence[str]) -> dict:
       for offset, length in tfrecord.index_records(path):
         ex = examples.decode_clip(tfrecord.read_record_at(f, path, offset, length), path)
         index[(ex["video_id"], np.float32(ex["start"]), np.float32(ex["end"]))] = (
-            path, int(offset), int(length))
+          path,
+          int(offset),
+          int(length),
+        )
   return index
 
 
@@ -163,16 +189,18 @@ class EncodeConfig:
 
   def validate(self) -> None:
     if self.batch_size < 1 or self.num_frames < 1:
-      raise ValueError(f"batch_size and num_frames must be >= 1, got {self.batch_size}, "
-                       f"{self.num_frames}")
+      raise ValueError(
+        f"batch_size and num_frames must be >= 1, got {self.batch_size}, {self.num_frames}"
+      )
     try:
       jax.numpy.dtype(self.dtype)
     except TypeError:
       raise ValueError(f"dtype: not a dtype: {self.dtype!r}") from None
 
 
-def encode_dataset(config: ml_collections.ConfigDict, *, progress: bool = True,
-                   max_shards: int | None = None) -> dict:
+def encode_dataset(
+  config: ml_collections.ConfigDict, *, progress: bool = True, max_shards: int | None = None
+) -> dict:
   """Runs the encode job of `config` (see the module docstring); returns a summary.
 
   max_shards: stop after encoding this many clip shards (the rest on a later run).
@@ -183,20 +211,25 @@ def encode_dataset(config: ml_collections.ConfigDict, *, progress: bool = True,
     raise ConfigError("config.encode.out_dir must differ from in_dir (shards are rewritten)")
   meta_path = os.path.join(in_dir, "dataset.json")
   if not os.path.isfile(meta_path):
-    raise FileNotFoundError(f"{meta_path}: not found; is config.encode.in_dir={in_dir} a "
-                            "folder written by `auteur data build`?")
+    raise FileNotFoundError(
+      f"{meta_path}: not found; is config.encode.in_dir={in_dir} a "
+      "folder written by `auteur data build`?"
+    )
   with open(meta_path) as f:
     meta = json.load(f)
   splits = list(e.splits) or sorted(meta["splits"])
   unknown = sorted(set(splits) - set(meta["splits"]))
   if unknown:
-    raise ConfigError(f"config.encode.splits: {unknown} not in {meta_path} "
-                      f"(has {sorted(meta['splits'])})")
+    raise ConfigError(
+      f"config.encode.splits: {unknown} not in {meta_path} (has {sorted(meta['splits'])})"
+    )
   mesh = make_mesh(dict(config.mesh.shape), jax.local_devices())
   splits_over = math.prod(mesh.shape[a] for a in batch_axes(config, mesh))
   if e.batch_size % splits_over:
-    raise ConfigError(f"config.encode.batch_size={e.batch_size} must be a multiple of "
-                      f"{splits_over} (the mesh's batch axes {batch_axes(config, mesh)})")
+    raise ConfigError(
+      f"config.encode.batch_size={e.batch_size} must be a multiple of "
+      f"{splits_over} (the mesh's batch axes {batch_axes(config, mesh)})"
+    )
   enc = make_encoder(config, mesh)
   pi, pc = jax.process_index(), jax.process_count()
   done, skipped, budget = 0, 0, max_shards
@@ -209,14 +242,17 @@ def encode_dataset(config: ml_collections.ConfigDict, *, progress: bool = True,
       todo = todo[:budget]
       budget -= len(todo)
     total = sum(len(tfrecord.index_records(p)) for p in todo)
-    with tqdm.tqdm(total=total, desc=f"encode {enc.field} {split}", unit="clip",
-                   disable=not progress) as bar:
+    with tqdm.tqdm(
+      total=total, desc=f"encode {enc.field} {split}", unit="clip", disable=not progress
+    ) as bar:
       for path in todo:
-        encode_shard(enc, path, _out(path, in_dir, out_dir), e.batch_size, e.num_frames,
-                     e.dtype, bar)
+        encode_shard(
+          enc, path, _out(path, in_dir, out_dir), e.batch_size, e.num_frames, e.dtype, bar
+        )
         done += 1
-  outs = [_out(p, in_dir, out_dir) for s in splits
-          for p in pipeline.split_files(in_dir, s, "clips")]
+  outs = [
+    _out(p, in_dir, out_dir) for s in splits for p in pipeline.split_files(in_dir, s, "clips")
+  ]
   complete = all(os.path.exists(p) for p in outs)
   if complete:
     _finish(enc, meta, in_dir, out_dir, splits, pi, pc)
@@ -228,16 +264,24 @@ def encode_dataset(config: ml_collections.ConfigDict, *, progress: bool = True,
       break
     if shape is not None:
       break
-  return {"encoded_shards": done, "skipped_shards": skipped, "complete": complete,
-          "field": enc.field, "out_dir": out_dir, "shape": shape, "dtype": dtype}
+  return {
+    "encoded_shards": done,
+    "skipped_shards": skipped,
+    "complete": complete,
+    "field": enc.field,
+    "out_dir": out_dir,
+    "shape": shape,
+    "dtype": dtype,
+  }
 
 
 def _out(path: str, in_dir: str, out_dir: str) -> str:
   return os.path.join(out_dir, os.path.relpath(path, in_dir))
 
 
-def _finish(enc: Encoder, meta: dict, in_dir: str, out_dir: str, splits: list[str],
-            pi: int, pc: int) -> None:
+def _finish(
+  enc: Encoder, meta: dict, in_dir: str, out_dir: str, splits: list[str], pi: int, pc: int
+) -> None:
   """Story shards (copied, or with embeddings) and dataset.json, once all clips exist."""
   for split in splits:
     stories = pipeline.files_for_process(pipeline.split_files(in_dir, split, "stories"), pi, pc)
@@ -253,8 +297,11 @@ def _finish(enc: Encoder, meta: dict, in_dir: str, out_dir: str, splits: list[st
         _copy_atomic(p, _out(p, in_dir, out_dir))
   if pi != 0:
     return
-  meta = dict(meta, encoded={**meta.get("encoded", {}), enc.field: enc.description},
-              source_dir=os.path.abspath(in_dir))
+  meta = dict(
+    meta,
+    encoded={**meta.get("encoded", {}), enc.field: enc.description},
+    source_dir=os.path.abspath(in_dir),
+  )
   tmp = os.path.join(out_dir, f"dataset.json.tmp-{os.getpid()}")
   with open(tmp, "w") as f:
     json.dump(meta, f, indent=1)

@@ -51,10 +51,14 @@ class Encoder:
   description: dict
 
 
-def _build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
-           make: Callable[[nnx.Rngs], nnx.Module],
-           convert: Callable[[str], nnx.Module], key_path: tuple[str, ...],
-           folder_key: str) -> nnx.Module:
+def _build(
+  config: ml_collections.ConfigDict,
+  mesh: jax.sharding.Mesh,
+  make: Callable[[nnx.Rngs], nnx.Module],
+  convert: Callable[[str], nnx.Module],
+  key_path: tuple[str, ...],
+  folder_key: str,
+) -> nnx.Module:
   """The encoder's model, its params on `mesh` by the config's rules."""
   init = config.get("init") or {}
   ckpt, folder = init.get("checkpoint", ""), init.get(folder_key, "")
@@ -64,8 +68,14 @@ def _build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
     with nnx.use_eager_sharding(False):
       return make(nnx.Rngs(config.encode.seed))
   if ckpt:
-    return restore_model(ckpt, lambda: make(nnx.Rngs(0)), key_path, "config.init.checkpoint",
-                         mesh, rules_lib.mesh_rules(config))
+    return restore_model(
+      ckpt,
+      lambda: make(nnx.Rngs(0)),
+      key_path,
+      "config.init.checkpoint",
+      mesh,
+      rules_lib.mesh_rules(config),
+    )
   key = f"config.init.{folder_key}"
   if not os.path.exists(folder):
     raise FileNotFoundError(f"{key}: {folder} does not exist")
@@ -82,8 +92,9 @@ def batch_axes(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> tu
   return tuple(a for a in config.mesh.batch_axes if a in mesh.axis_names)
 
 
-def _runner(model: nnx.Module, fn: Callable, config: ml_collections.ConfigDict,
-            mesh: jax.sharding.Mesh) -> Callable[[np.ndarray], np.ndarray]:
+def _runner(
+  model: nnx.Module, fn: Callable, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh
+) -> Callable[[np.ndarray], np.ndarray]:
   """Jits fn(model, batch): params sharded by their logical axes (moved there if they
   are not already: random or converted weights), the batch over the batch axes."""
   rules = rules_lib.mesh_rules(config)
@@ -98,6 +109,7 @@ def _runner(model: nnx.Module, fn: Callable, config: ml_collections.ConfigDict,
   def run(batch: np.ndarray) -> np.ndarray:
     with rules_lib.use_mesh(mesh, rules):
       return np.asarray(step(params, jax.device_put(batch, batch_sharding)))
+
   return run
 
 
@@ -105,10 +117,14 @@ def vae_encoder(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> E
   """Clips [B, T, H, W, 3] uint8 -> normalised posterior means [B, t, h, w, z_dim]."""
   overrides = {k: config.model[k] for k in ("dtype", "conv_impl") if k in config.model}
   rules = rules_lib.mesh_rules(config)
-  model = _build(config, mesh,
-                 lambda r: vae_lib.VideoVAE(vae_lib.VAEConfig.from_dict(config.model), rngs=r),
-                 lambda p: load_diffusers_vae(p, mesh=mesh, rules=rules, **overrides),
-                 ("model",), "diffusers_vae")
+  model = _build(
+    config,
+    mesh,
+    lambda r: vae_lib.VideoVAE(vae_lib.VAEConfig.from_dict(config.model), rngs=r),
+    lambda p: load_diffusers_vae(p, mesh=mesh, rules=rules, **overrides),
+    ("model",),
+    "diffusers_vae",
+  )
 
   def fn(vae, frames):
     x = frames.astype(jnp.float32) / 127.5 - 1.0
@@ -116,9 +132,13 @@ def vae_encoder(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> E
     return vae.normalize(mean)
 
   cfg = model.cfg
-  desc = dict(model="vae", z_dim=cfg.z_dim, spatial_factor=cfg.spatial_factor,
-              temporal_factor=cfg.temporal_factor,
-              content="posterior mean, (mean - latents_mean) / latents_std per channel")
+  desc = dict(
+    model="vae",
+    z_dim=cfg.z_dim,
+    spatial_factor=cfg.spatial_factor,
+    temporal_factor=cfg.temporal_factor,
+    content="posterior mean, (mean - latents_mean) / latents_std per channel",
+  )
   return Encoder("latents", "clip", _runner(model, fn, config, mesh), desc)
 
 
@@ -126,10 +146,16 @@ def clip_encoder(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> 
   """Keyframes [B, H, W, 3] uint8 -> visual tokens [B, K, D] of the vision tower."""
   vcfg = VisionConfig.from_dict(config.model.vision)
   keep = ("feature_layer", "resampler", "num_tokens", "project_tokens", "dtype")
-  model = _build(config, mesh, lambda r: VisionTower(vcfg, rngs=r),
-                 lambda p: load_hf_vision(p, mesh=mesh, rules=rules_lib.mesh_rules(config),
-                                          **{k: getattr(vcfg, k) for k in keep}),
-                 ("model", "vision"), "hf_vision")
+  model = _build(
+    config,
+    mesh,
+    lambda r: VisionTower(vcfg, rngs=r),
+    lambda p: load_hf_vision(
+      p, mesh=mesh, rules=rules_lib.mesh_rules(config), **{k: getattr(vcfg, k) for k in keep}
+    ),
+    ("model", "vision"),
+    "hf_vision",
+  )
   cfg = model.cfg
 
   def fn(tower, images):
@@ -139,9 +165,15 @@ def clip_encoder(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> 
       x = jnp.clip(jax.image.resize(x, shape, "bicubic", antialias=True), 0.0, 255.0)
     return tower.visual_tokens(normalize_pixels(x / 255.0, cfg.family))
 
-  desc = dict(model="clip", family=cfg.family, num_tokens=cfg.num_tokens, dim=cfg.out_dim,
-              feature_layer=cfg.feature_layer, resampler=cfg.resampler,
-              content="visual tokens of the clip's keyframe")
+  desc = dict(
+    model="clip",
+    family=cfg.family,
+    num_tokens=cfg.num_tokens,
+    dim=cfg.out_dim,
+    feature_layer=cfg.feature_layer,
+    resampler=cfg.resampler,
+    content="visual tokens of the clip's keyframe",
+  )
   return Encoder("visual_embedding", "keyframe", _runner(model, fn, config, mesh), desc)
 
 
@@ -150,6 +182,5 @@ ENCODERS = {"vae": vae_encoder, "clip": clip_encoder}
 
 def make_encoder(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Encoder:
   if config.task not in ENCODERS:
-    raise ConfigError(f"config.task: `auteur encode` runs {sorted(ENCODERS)}, "
-                      f"got {config.task!r}")
+    raise ConfigError(f"config.task: `auteur encode` runs {sorted(ENCODERS)}, got {config.task!r}")
   return ENCODERS[config.task](config, mesh)

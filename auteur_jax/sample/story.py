@@ -123,14 +123,14 @@ class StorySampleConfig:
       if getattr(self, name) < 1:
         raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
     if self.fps <= 0 or self.vae_chunk_frames < 0:
-      raise ValueError(f"fps must be > 0 and vae_chunk_frames >= 0, got {self.fps}, "
-                       f"{self.vae_chunk_frames}")
+      raise ValueError(
+        f"fps must be > 0 and vae_chunk_frames >= 0, got {self.fps}, {self.vae_chunk_frames}"
+      )
 
 
 # The models' logical rules with the batch on `data` only: fsdp / tensor split weights
 # (a DiT too big for one device), never the rows of a call.
-RULES = tuple((name, "data" if name == "batch" else axes)
-              for name, axes in rules_lib.DEFAULT_RULES)
+RULES = tuple((name, "data" if name == "batch" else axes) for name, axes in rules_lib.DEFAULT_RULES)
 
 
 def item_seed(item_id: str, base_seed: int = 0) -> int:
@@ -150,10 +150,17 @@ def _fixed_rows(n: int, rows: int) -> list[list[int]]:
 class StorySampler:
   """The three models on a mesh plus the jitted pieces of story rendering."""
 
-  def __init__(self, director: Director, dit: TextConditionedDiT, vae: vae_lib.VideoVAE,
-               tokenizer: Tokenizer, settings: Settings,
-               sampling: director_lib.Sampling = director_lib.Sampling(),
-               mesh: jax.sharding.Mesh | None = None, rules: rules_lib.Rules = RULES):
+  def __init__(
+    self,
+    director: Director,
+    dit: TextConditionedDiT,
+    vae: vae_lib.VideoVAE,
+    tokenizer: Tokenizer,
+    settings: Settings,
+    sampling: director_lib.Sampling = director_lib.Sampling(),
+    mesh: jax.sharding.Mesh | None = None,
+    rules: rules_lib.Rules = RULES,
+  ):
     self.settings, self.tokenizer = settings, tokenizer
     self.mesh = mesh or make_mesh({"data": -1}, jax.local_devices())
     self.rules = tuple(rules)
@@ -162,8 +169,9 @@ class StorySampler:
     # Weights on the mesh by their logical axes (the DiT may be split over fsdp / tensor).
     for model in (director, dit, vae):
       state = nnx.state(model)
-      nnx.update(model, jax.device_put(state, rules_lib.state_shardings(
-          state, self.mesh, self.rules)))
+      nnx.update(
+        model, jax.device_put(state, rules_lib.state_shardings(state, self.mesh, self.rules))
+      )
     self.director = director_lib.DirectorSampler(director, sampling)
     self.dit_cfg, self.vae_cfg = dit.dit.cfg, vae.cfg
     self._dit_graph, self._dit_params = nnx.split(dit)
@@ -176,49 +184,71 @@ class StorySampler:
   # -- set-up ---------------------------------------------------------------------------
 
   @staticmethod
-  def _check(director: Director, dit: TextConditionedDiT, vae: vae_lib.VideoVAE,
-             s: Settings) -> None:
+  def _check(
+    director: Director, dit: TextConditionedDiT, vae: vae_lib.VideoVAE, s: Settings
+  ) -> None:
     dc, vc = dit.dit.cfg, vae.cfg
     if dit.text_embed is None:
-      raise ConfigError("config.dit.text.source: `auteur sample` renders with caption ids "
-                        "(source 'ids'); a DiT on stored text embeddings needs its text "
-                        "encoder, which sampling does not run")
+      raise ConfigError(
+        "config.dit.text.source: `auteur sample` renders with caption ids "
+        "(source 'ids'); a DiT on stored text embeddings needs its text "
+        "encoder, which sampling does not run"
+      )
     if dc.in_channels != vc.z_dim or dc.out_channels != vc.z_dim:
-      raise ConfigError(f"config.dit.model in/out_channels ({dc.in_channels}, "
-                        f"{dc.out_channels}) must equal config.vae.model.z_dim ({vc.z_dim})")
+      raise ConfigError(
+        f"config.dit.model in/out_channels ({dc.in_channels}, "
+        f"{dc.out_channels}) must equal config.vae.model.z_dim ({vc.z_dim})"
+      )
     if dc.visual_dim and dc.visual_dim != director.cfg.visual_dim:
-      raise ConfigError(f"config.dit.model.visual_dim={dc.visual_dim} != "
-                        f"config.director.model.visual_dim={director.cfg.visual_dim}")
-    if (s.num_frames - 1) % vc.temporal_factor or s.size % (vc.spatial_factor *
-                                                           dc.patch_size[1]):
-      raise ConfigError(f"config.sample: num_frames={s.num_frames} must be 1 + "
-                        f"{vc.temporal_factor}k and size={s.size} a multiple of "
-                        f"{vc.spatial_factor * dc.patch_size[1]}")
+      raise ConfigError(
+        f"config.dit.model.visual_dim={dc.visual_dim} != "
+        f"config.director.model.visual_dim={director.cfg.visual_dim}"
+      )
+    if (s.num_frames - 1) % vc.temporal_factor or s.size % (vc.spatial_factor * dc.patch_size[1]):
+      raise ConfigError(
+        f"config.sample: num_frames={s.num_frames} must be 1 + "
+        f"{vc.temporal_factor}k and size={s.size} a multiple of "
+        f"{vc.spatial_factor * dc.patch_size[1]}"
+      )
     if s.solver not in flow.SAMPLERS:
-      raise ConfigError(f"config.dit.sample.solver: expected one of {sorted(flow.SAMPLERS)}, "
-                        f"got {s.solver!r}")
+      raise ConfigError(
+        f"config.dit.sample.solver: expected one of {sorted(flow.SAMPLERS)}, got {s.solver!r}"
+      )
 
   @classmethod
-  def from_config(cls, config: ml_collections.ConfigDict,
-                  devices: Sequence[jax.Device] | None = None) -> StorySampler:
+  def from_config(
+    cls, config: ml_collections.ConfigDict, devices: Sequence[jax.Device] | None = None
+  ) -> StorySampler:
     """From a sampling config (toy/sample): restores each model's params from
     the training run in its init.checkpoint straight onto the mesh of config.mesh (local
     devices, or `devices`) under its rules."""
     mesh = make_mesh(dict(config.mesh.shape), devices or jax.local_devices())
     rules = rules_lib.mesh_rules(config)
-    models = [load_model(config[name], f"config.{name}", config.allow_random_init,
-                         mesh=mesh, rules=rules) for name in ("director", "dit", "vae")]
+    models = [
+      load_model(config[name], f"config.{name}", config.allow_random_init, mesh=mesh, rules=rules)
+      for name in ("director", "dit", "vae")
+    ]
     s = from_section(StorySampleConfig, config.sample, "config.sample")
-    d = from_section(director_lib.DirectorSampleConfig, config.director.sample,
-                     "config.director.sample")
+    d = from_section(
+      director_lib.DirectorSampleConfig, config.director.sample, "config.director.sample"
+    )
     t = from_section(flow.SamplerConfig, config.dit.sample, "config.dit.sample")
     settings = Settings(
-        num_steps=d.num_steps, max_steps=s.max_steps, seed=s.seed,
-        rows_per_device=s.rows_per_device, num_frames=s.num_frames, size=s.size,
-        vae_chunk_frames=s.vae_chunk_frames, solver=t.solver, sampler_steps=t.num_steps,
-        shift=t.shift, text_scale=t.text_scale, visual_scale=t.visual_scale,
-        max_task_tokens=config.director.data.max_action_tokens,
-        max_text_len=config.dit.data.max_text_len)
+      num_steps=d.num_steps,
+      max_steps=s.max_steps,
+      seed=s.seed,
+      rows_per_device=s.rows_per_device,
+      num_frames=s.num_frames,
+      size=s.size,
+      vae_chunk_frames=s.vae_chunk_frames,
+      solver=t.solver,
+      sampler_steps=t.num_steps,
+      shift=t.shift,
+      text_scale=t.text_scale,
+      visual_scale=t.visual_scale,
+      max_task_tokens=config.director.data.max_action_tokens,
+      max_text_len=config.dit.data.max_text_len,
+    )
     sampling = d.sampling
     tokenizer = Tokenizer.load(config.tokenizer)
     return cls(*models, tokenizer, settings, sampling, mesh, rules)
@@ -227,9 +257,11 @@ class StorySampler:
 
   def _generate_fn(self, params, layer_states, task_ids, task_mask, num_steps, keys):
     """Rows [R] of task prompts -> StoryOutput; each row with its own key."""
+
     def one(ids, mask, key):
       out = self.director._device(params, layer_states, ids[None], mask[None], num_steps, key)
       return jax.tree.map(lambda a: a[0], out)
+
     return jax.vmap(one)(task_ids, task_mask, keys)
 
   def _regress_fn(self, params, layer_states, task_ids, task_mask, text, num_steps):
@@ -267,9 +299,15 @@ class StorySampler:
     text = model.text_embed(ids) * mask[..., None].astype(jnp.float32)
     visual = z if self.dit_cfg.visual_dim else None
     null_visual = None if visual is None else jnp.zeros_like(visual)
-    velocity = flow.guided_velocity(lambda x, t, c, v: model.dit(x, t, c, v), text, visual,
-                                    jnp.zeros_like(text), null_visual, s.text_scale,
-                                    s.visual_scale)
+    velocity = flow.guided_velocity(
+      lambda x, t, c, v: model.dit(x, t, c, v),
+      text,
+      visual,
+      jnp.zeros_like(text),
+      null_visual,
+      s.text_scale,
+      s.visual_scale,
+    )
     noise = jax.vmap(lambda k: jax.random.normal(k, self.latent_shape()))(keys)
     return flow.SAMPLERS[s.solver](velocity, noise, s.sampler_steps, s.shift)
 
@@ -284,16 +322,24 @@ class StorySampler:
   def _steps(self, r: StoryRequest) -> int:
     """The request's number of steps, after checking its given text fits the chain."""
     if r.given_text:
-      missing = [f"{name}s" for name in self.director.cfg.segments
-                 if getattr(r, f"{name}s") is None]
+      missing = [
+        f"{name}s" for name in self.director.cfg.segments if getattr(r, f"{name}s") is None
+      ]
       if missing:
-        raise ValueError(f"story {r.id!r}: the director's chain "
-                         f"{self.director.cfg.chain!r} needs the given {missing} too")
-    n = len(r.actions if r.actions is not None else r.captions) if r.given_text else (
-        r.num_steps or self.settings.num_steps)
+        raise ValueError(
+          f"story {r.id!r}: the director's chain "
+          f"{self.director.cfg.chain!r} needs the given {missing} too"
+        )
+    n = (
+      len(r.actions if r.actions is not None else r.captions)
+      if r.given_text
+      else (r.num_steps or self.settings.num_steps)
+    )
     if not 1 <= n <= self.settings.max_steps:
-      raise ValueError(f"story {r.id!r}: {n} steps; expected 1..{self.settings.max_steps} "
-                       "(config.sample.max_steps)")
+      raise ValueError(
+        f"story {r.id!r}: {n} steps; expected 1..{self.settings.max_steps} "
+        "(config.sample.max_steps)"
+      )
     return n
 
   def _text_ids(self, texts: Sequence[Sequence[str]], n: int, length: int):
@@ -313,21 +359,24 @@ class StorySampler:
     for (given, n), members in groups.items():
       for rows in _fixed_rows(len(members), self.rows):
         idx = [members[j] for j in rows]
-        task_ids, task_mask = self._rows(self.tokenizer.encode_batch(
-            [reqs[i].task for i in idx], self.settings.max_task_tokens))
+        task_ids, task_mask = self._rows(
+          self.tokenizer.encode_batch([reqs[i].task for i in idx], self.settings.max_task_tokens)
+        )
         if given:
           text = {}
           for name in segs:
-            text[name] = self._rows(self._text_ids([getattr(reqs[i], f"{name}s") for i in idx],
-                                                   n, d.max_len(name)))
+            text[name] = self._rows(
+              self._text_ids([getattr(reqs[i], f"{name}s") for i in idx], n, d.max_len(name))
+            )
           z = self._regress(d.params, d.layer_states(), task_ids, task_mask, text, n)
           z = np.asarray(z)
         else:
           keys_ = self._rows(jnp.stack([keys[i][0] for i in idx]))
-          res = jax.device_get(self._generate(d.params, d.layer_states(), task_ids,
-                                              task_mask, n, keys_))
+          res = jax.device_get(
+            self._generate(d.params, d.layer_states(), task_ids, task_mask, n, keys_)
+          )
           z = res.visual_embedding
-        for j, i in enumerate(idx[:len(set(idx))]):  # The real rows (not the padding).
+        for j, i in enumerate(idx[: len(set(idx))]):  # The real rows (not the padding).
           r = reqs[i]
           if given:
             acts, caps = list(r.actions or ()), list(r.captions or ())
@@ -346,8 +395,9 @@ class StorySampler:
     `self.rows` rows ([rows, T', h, w, C] each; the last group padded)."""
     out = []
     for rows in _fixed_rows(len(jobs), self.rows):
-      ids, mask = self.tokenizer.encode_batch([jobs[i][0] for i in rows],
-                                              self.settings.max_text_len)
+      ids, mask = self.tokenizer.encode_batch(
+        [jobs[i][0] for i in rows], self.settings.max_text_len
+      )
       z = np.stack([jobs[i][1] for i in rows])
       keys = jnp.stack([jobs[i][2] for i in rows])
       with rules_lib.use_mesh(self.mesh, self.rules):  # Traced under the DiT's rules.
@@ -358,10 +408,11 @@ class StorySampler:
     """(caption, z [K, D], noise key) per clip -> uint8 frames [N, T, H, W, 3]."""
     frames = []
     for rows, latents in zip(_fixed_rows(len(jobs), self.rows), self.clip_latents(jobs)):
-      video = vae_lib.decode(self.vae, self.vae.denormalize(latents),
-                             self.settings.vae_chunk_frames or None)
-      frames.append(vae_lib.to_uint8(video)[:len(set(rows))])
-    return np.concatenate(frames)[:len(jobs)]
+      video = vae_lib.decode(
+        self.vae, self.vae.denormalize(latents), self.settings.vae_chunk_frames or None
+      )
+      frames.append(vae_lib.to_uint8(video)[: len(set(rows))])
+    return np.concatenate(frames)[: len(jobs)]
 
   def jobs(self, results: Sequence[StoryResult]) -> list[tuple[str, np.ndarray, jax.Array]]:
     """The clip jobs (caption, z_t, noise key) of rendered stories, in order."""
@@ -369,8 +420,9 @@ class StorySampler:
     for r in results:
       key = self._keys([r.seed])[0][1]
       words = r.captions or r.actions  # The caption conditions the DiT (else the action).
-      out += [(words[t], r.embeddings[t], jax.random.fold_in(key, t))
-              for t in range(len(r.embeddings))]
+      out += [
+        (words[t], r.embeddings[t], jax.random.fold_in(key, t)) for t in range(len(r.embeddings))
+      ]
     return out
 
   def render(self, requests: Sequence[StoryRequest]) -> list[StoryResult]:
@@ -378,14 +430,15 @@ class StorySampler:
     reqs = list(requests)
     if not reqs:
       return []
-    seeds = [r.seed if r.seed is not None else item_seed(r.id, self.settings.seed)
-             for r in reqs]
+    seeds = [r.seed if r.seed is not None else item_seed(r.id, self.settings.seed) for r in reqs]
     texts = self._direct(reqs, self._keys(seeds))
-    out = [StoryResult(r, seed, acts, caps, z, np.zeros((0,), np.uint8))
-           for r, seed, (acts, caps, z) in zip(reqs, seeds, texts)]
+    out = [
+      StoryResult(r, seed, acts, caps, z, np.zeros((0,), np.uint8))
+      for r, seed, (acts, caps, z) in zip(reqs, seeds, texts)
+    ]
     clips, at = self._clips(self.jobs(out)), 0
     for result in out:
-      result.clips = clips[at:at + len(result.embeddings)]
+      result.clips = clips[at : at + len(result.embeddings)]
       at += len(result.embeddings)
     return out
 
@@ -397,9 +450,14 @@ def build_jitted(make: Callable[[], nnx.Module]) -> nnx.Module:
     return nnx.merge(graphdef, jax.jit(lambda: nnx.state(make()))())
 
 
-def load_model(config: ml_collections.ConfigDict, where: str, allow_random: bool = False,
-               seed: int = 0, mesh: jax.sharding.Mesh | None = None,
-               rules: rules_lib.Rules = RULES) -> nnx.Module:
+def load_model(
+  config: ml_collections.ConfigDict,
+  where: str,
+  allow_random: bool = False,
+  seed: int = 0,
+  mesh: jax.sharding.Mesh | None = None,
+  rules: rules_lib.Rules = RULES,
+) -> nnx.Module:
   """The model of a training config (models/registry.py), params restored from its
   init.checkpoint (a run's workdir, its checkpoints/ folder or a step folder) onto `mesh`
   (default: the first local device) under `rules`. Empty init.checkpoint: random weights
@@ -407,12 +465,20 @@ def load_model(config: ml_collections.ConfigDict, where: str, allow_random: bool
   path = (config.get("init") or {}).get("checkpoint", "")
   if not path:
     if not allow_random:
-      raise ConfigError(f"{where}.init.checkpoint is empty: set it to the model's training "
-                        "run (auteur train --workdir), or allow_random_init=True for a "
-                        "smoke test")
+      raise ConfigError(
+        f"{where}.init.checkpoint is empty: set it to the model's training "
+        "run (auteur train --workdir), or allow_random_init=True for a "
+        "smoke test"
+      )
     return build_jitted(lambda: registry.build(config, nnx.Rngs(seed)))
-  return restore_model(path, lambda: registry.build(config, nnx.Rngs(0)), ("model",),
-                       f"{where}.init.checkpoint", mesh, rules)
+  return restore_model(
+    path,
+    lambda: registry.build(config, nnx.Rngs(0)),
+    ("model",),
+    f"{where}.init.checkpoint",
+    mesh,
+    rules,
+  )
 
 
 def write_story(result: StoryResult, out_dir: str, fps: float, crf: int = 18) -> dict:
@@ -424,19 +490,30 @@ def write_story(result: StoryResult, out_dir: str, fps: float, crf: int = 18) ->
   for t, clip in enumerate(result.clips):
     names.append(f"clip_{t}.mp4")
     video_io.write_video(os.path.join(out_dir, names[-1]), clip, fps, crf=crf)
-  video_io.write_video(os.path.join(out_dir, "story.mp4"), np.concatenate(list(result.clips)),
-                       fps, crf=crf)
+  video_io.write_video(
+    os.path.join(out_dir, "story.mp4"), np.concatenate(list(result.clips)), fps, crf=crf
+  )
   np.save(os.path.join(out_dir, "embeddings.npy"), result.embeddings)
   r = result.request
-  meta = {"id": r.id, "task": r.task, "seed": result.seed, "num_steps": len(result.clips),
-          "given_text": r.given_text, "actions": result.actions, "captions": result.captions,
-          "clips": names, "story": "story.mp4", "embeddings": "embeddings.npy",
-          # The rendered frames as computed. x264's bytes are not always reproducible in a
-          # process that also runs XLA (about 1 in 500 encodes of the same YUV frames
-          # differ, single-threaded too); the frames are, and so is a lossless mp4's decode.
-          "frames_sha256": [hashlib.sha256(c.tobytes()).hexdigest() for c in result.clips],
-          "embeddings_shape": list(result.embeddings.shape), "fps": fps,
-          "frames_per_clip": int(result.clips.shape[1])}
+  meta = {
+    "id": r.id,
+    "task": r.task,
+    "seed": result.seed,
+    "num_steps": len(result.clips),
+    "given_text": r.given_text,
+    "actions": result.actions,
+    "captions": result.captions,
+    "clips": names,
+    "story": "story.mp4",
+    "embeddings": "embeddings.npy",
+    # The rendered frames as computed. x264's bytes are not always reproducible in a
+    # process that also runs XLA (about 1 in 500 encodes of the same YUV frames
+    # differ, single-threaded too); the frames are, and so is a lossless mp4's decode.
+    "frames_sha256": [hashlib.sha256(c.tobytes()).hexdigest() for c in result.clips],
+    "embeddings_shape": list(result.embeddings.shape),
+    "fps": fps,
+    "frames_per_clip": int(result.clips.shape[1]),
+  }
   with open(os.path.join(out_dir, "story.json"), "w") as f:
     json.dump(meta, f, indent=1, ensure_ascii=False)
   return meta

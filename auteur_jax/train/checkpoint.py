@@ -55,12 +55,18 @@ class Checkpoints:
     self.directory = absolute(f"{workdir.rstrip('/')}/checkpoints")
     self.keep_last, self.keep_every = train.keep_last, train.keep_every
     options = ocp.CheckpointManagerOptions(  # Retention is ours: see `confirm`.
-        max_to_keep=None, enable_async_checkpointing=train.async_checkpoints, create=True)
+      max_to_keep=None, enable_async_checkpointing=train.async_checkpoints, create=True
+    )
     self.manager = ocp.CheckpointManager(
-        self.directory, options=options, item_names=("state", "data", "config"),
-        item_handlers={"state": ocp.StandardCheckpointHandler(),
-                       "data": grain.checkpoint.CheckpointHandler(),
-                       "config": ocp.JsonCheckpointHandler()})
+      self.directory,
+      options=options,
+      item_names=("state", "data", "config"),
+      item_handlers={
+        "state": ocp.StandardCheckpointHandler(),
+        "data": grain.checkpoint.CheckpointHandler(),
+        "config": ocp.JsonCheckpointHandler(),
+      },
+    )
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
@@ -68,19 +74,30 @@ class Checkpoints:
   def all_steps(self) -> list[int]:
     return list(self.manager.all_steps())
 
-  def save(self, step: int, state: Any, data_iterator: Any,
-           config: ml_collections.ConfigDict, force: bool = False) -> bool:
+  def save(
+    self,
+    step: int,
+    state: Any,
+    data_iterator: Any,
+    config: ml_collections.ConfigDict,
+    force: bool = False,
+  ) -> bool:
     """Starts an (async) save of `state` (a pytree of jax.Arrays) at `step`."""
-    return self.manager.save(step, args=ocp.args.Composite(
+    return self.manager.save(
+      step,
+      args=ocp.args.Composite(
         state=ocp.args.StandardSave(state),
         data=grain.checkpoint.CheckpointSave(_IteratorState(data_iterator, snapshot=True)),
-        config=ocp.args.JsonSave(json.loads(config.to_json()))), force=force)
+        config=ocp.args.JsonSave(json.loads(config.to_json())),
+      ),
+      force=force,
+    )
 
   def confirm(self, step: int) -> None:
     """The state saved at `step` trains on (its loss is finite): prunes the checkpoints
     up to it to the last keep_last plus every keep_every-th step."""
     done = sorted(s for s in self.all_steps() if s <= step)
-    for s in done[:-self.keep_last]:
+    for s in done[: -self.keep_last]:
       if not (self.keep_every and s % self.keep_every == 0):
         self.manager.delete(s)
 
@@ -98,8 +115,9 @@ class Checkpoints:
     return self.manager.restore(step, args=ocp.args.Composite(**items))["state"]
 
   def restore_config(self, step: int) -> dict:
-    return self.manager.restore(step, args=ocp.args.Composite(
-        config=ocp.args.JsonRestore()))["config"]
+    return self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))[
+      "config"
+    ]
 
   def wait(self) -> None:
     """Blocks until pending async saves are on disk."""

@@ -48,8 +48,7 @@ class TrainConfig:
 
   def validate(self) -> None:
     if self.schedule not in SCHEDULES:
-      raise ValueError(f"schedule must be 'cosine' or 'constant', "
-                       f"got {self.schedule!r}")
+      raise ValueError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
     for name in ("steps", "warmup_steps", "keep_every", "lr", "weight_decay", "grad_clip"):
       if getattr(self, name) < 0:
         raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -74,8 +73,9 @@ def make_schedule(t: TrainConfig | ml_collections.ConfigDict) -> optax.Schedule:
   t = train_config(t)
   warmup = optax.linear_schedule(0.0, t.lr, max(t.warmup_steps, 1))
   if t.schedule == "cosine":
-    rest = optax.cosine_decay_schedule(t.lr, max(t.steps - t.warmup_steps, 1),
-                                       alpha=t.end_lr_fraction)
+    rest = optax.cosine_decay_schedule(
+      t.lr, max(t.steps - t.warmup_steps, 1), alpha=t.end_lr_fraction
+    )
   else:
     rest = optax.constant_schedule(t.lr)
   return optax.join_schedules([warmup, rest], [t.warmup_steps])
@@ -91,8 +91,11 @@ def make_optimizer(t: TrainConfig | ml_collections.ConfigDict) -> optax.Gradient
   parts = []
   if t.grad_clip > 0:
     parts.append(optax.clip_by_global_norm(t.grad_clip))
-  parts.append(optax.adamw(make_schedule(t), b1=t.b1, b2=t.b2, eps=t.eps,
-                           weight_decay=t.weight_decay, mask=_decay_mask))
+  parts.append(
+    optax.adamw(
+      make_schedule(t), b1=t.b1, b2=t.b2, eps=t.eps, weight_decay=t.weight_decay, mask=_decay_mask
+    )
+  )
   tx = optax.chain(*parts)
   if t.grad_accum_steps > 1:
     tx = optax.MultiSteps(tx, every_k_schedule=t.grad_accum_steps)
@@ -103,6 +106,10 @@ def train_defaults() -> ml_collections.ConfigDict:
   """The `config.train` fields every task shares, at TrainConfig's defaults (configs
   override what they need; the dit task adds flow and visual_reg)."""
   shared = TrainConfig()
-  return ml_collections.ConfigDict({f.name: getattr(shared, f.name)
-                                    for f in dataclasses.fields(TrainConfig)
-                                    if f.name not in ("flow", "visual_reg")})
+  return ml_collections.ConfigDict(
+    {
+      f.name: getattr(shared, f.name)
+      for f in dataclasses.fields(TrainConfig)
+      if f.name not in ("flow", "visual_reg")
+    }
+  )

@@ -36,9 +36,9 @@ from auteur_jax.models.text_encoder import T5Config
 from auteur_jax.models.vae import VAEConfig
 from auteur_jax.parallel.distributed import DistributedConfig
 from auteur_jax.parallel.mesh import MeshConfig
-from auteur_jax.sample.story import StorySampleConfig
 from auteur_jax.sample.director import DirectorSampleConfig
 from auteur_jax.sample.encode import EncodeConfig
+from auteur_jax.sample.story import StorySampleConfig
 from auteur_jax.train.optim import TrainConfig
 from auteur_jax.train.task_vae import VAELossConfig
 
@@ -87,10 +87,10 @@ class TrainRun:
   def validate(self) -> None:
     if self.task != self.TASK:
       raise ValueError(f"task: expected {self.TASK!r}, got {self.task!r}")
-    if self.train is not None and self.TASK != "dit" and (self.train.flow or
-                                                          self.train.visual_reg):
-      raise ValueError(f"train: flow and visual_reg are the dit task's; this is a "
-                       f"{self.task!r} config")
+    if self.train is not None and self.TASK != "dit" and (self.train.flow or self.train.visual_reg):
+      raise ValueError(
+        f"train: flow and visual_reg are the dit task's; this is a {self.task!r} config"
+      )
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -164,11 +164,21 @@ class DataRun:
 
 
 RUNS: dict[str | None, type] = {
-    "vae": VAERun, "clip": ClipRun, "director": DirectorRun, "dit": DiTRun,
-    "text_encoder": TextEncoderRun, "sample": SampleRun, None: DataRun}
+  "vae": VAERun,
+  "clip": ClipRun,
+  "director": DirectorRun,
+  "dit": DiTRun,
+  "text_encoder": TextEncoderRun,
+  "sample": SampleRun,
+  None: DataRun,
+}
 # Sections of a task without a run class that are the same for every task.
-GENERIC = {"train": TrainConfig, "mesh": MeshConfig, "distributed": DistributedConfig,
-           "init": InitConfig}
+GENERIC = {
+  "train": TrainConfig,
+  "mesh": MeshConfig,
+  "distributed": DistributedConfig,
+  "init": InitConfig,
+}
 
 
 def check_config(config: ml_collections.ConfigDict) -> Any:
@@ -178,8 +188,11 @@ def check_config(config: ml_collections.ConfigDict) -> Any:
   task = config.get("task")
   if task in RUNS:
     return from_section(RUNS[task], config, "config")
-  return {name: from_section(cls, config[name], f"config.{name}")
-          for name, cls in GENERIC.items() if name in config}
+  return {
+    name: from_section(cls, config[name], f"config.{name}")
+    for name, cls in GENERIC.items()
+    if name in config
+  }
 
 
 def _require(config: ml_collections.ConfigDict, names: tuple[str, ...], command: str) -> None:
@@ -194,8 +207,9 @@ def check_train(config: ml_collections.ConfigDict) -> Any:
   extra = {"vae": ("loss",), "dit": ("text",)}.get(config.get("task"), ())
   _require(config, ("task", "data", "train", "mesh", "distributed", *extra), "auteur train")
   if isinstance(run, ClipRun) and run.model.text is None:
-    raise ConfigError("config.model.text: `auteur train` trains the pair; this config "
-                      "holds only the vision tower")
+    raise ConfigError(
+      "config.model.text: `auteur train` trains the pair; this config holds only the vision tower"
+    )
   return run
 
 
@@ -203,8 +217,9 @@ def check_encode(config: ml_collections.ConfigDict) -> Any:
   """check_config, and the sections `auteur encode` reads are there."""
   run = check_config(config)
   if config.get("task") not in ("vae", "clip"):
-    raise ConfigError(f"config.task: `auteur encode` runs 'vae' or 'clip', got "
-                      f"{config.get('task')!r}")
+    raise ConfigError(
+      f"config.task: `auteur encode` runs 'vae' or 'clip', got {config.get('task')!r}"
+    )
   _require(config, ("encode",), "auteur encode")
   return run
 
@@ -212,6 +227,8 @@ def check_encode(config: ml_collections.ConfigDict) -> Any:
 def check_sample(config: ml_collections.ConfigDict) -> SampleRun:
   """check_config of a sampling config (task "sample")."""
   if config.get("task") != "sample":
-    raise ConfigError(f"config.task: `auteur sample` takes a sampling config (task "
-                      f"'sample', e.g. toy/sample), got {config.get('task')!r}")
+    raise ConfigError(
+      f"config.task: `auteur sample` takes a sampling config (task "
+      f"'sample', e.g. toy/sample), got {config.get('task')!r}"
+    )
   return check_config(config)

@@ -28,14 +28,18 @@ from auteur_jax.models.conditioned_dit import TextConditionedDiT
 @functools.lru_cache(maxsize=8)
 def _embedding_std(data_dir: str, split: str, num_samples: int) -> float:
   """Std of the stored visual embeddings of the first `num_samples` clips (paper: 2,000)."""
+
   def embeddings():
     for path in pipeline.split_files(data_dir, split, "clips"):
       for record in tfrecord.iter_records(path):
         ex = examples.decode_clip(record, path)
         if "visual_embedding" not in ex:
-          raise ConfigError(f"{path}: clip {ex['clip_id']} has no visual_embedding; run "
-                            "`auteur encode` or set config.model.visual_dim = 0")
+          raise ConfigError(
+            f"{path}: clip {ex['clip_id']} has no visual_embedding; run "
+            "`auteur encode` or set config.model.visual_dim = 0"
+          )
         yield ex["visual_embedding"]
+
   return conditioning.estimate_embedding_std(embeddings(), num_samples)
 
 
@@ -54,8 +58,9 @@ class DiTTask:
     if config.text.source == "embedding":
       return batch["text_embedding"]
     if config.text.source != "ids":
-      raise ConfigError(f"config.text.source must be 'ids' or 'embedding', got "
-                        f"{config.text.source!r}")
+      raise ConfigError(
+        f"config.text.source must be 'ids' or 'embedding', got {config.text.source!r}"
+      )
     mask = batch["caption_mask"][..., None]
     return model.text_embed(batch["caption_ids"]) * mask
 
@@ -64,14 +69,12 @@ class DiTTask:
     x0 = batch["latents"].astype(jnp.float32)
     b = x0.shape[0]
     k_t, k_noise, k_reg, k_drop = jax.random.split(rng, 4)
-    t = flow.sample_time(k_t, b, f.time_sampling, mean=f.logit_mean, std=f.logit_std,
-                         shift=f.shift)
+    t = flow.sample_time(k_t, b, f.time_sampling, mean=f.logit_mean, std=f.logit_std, shift=f.shift)
     noise = jax.random.normal(k_noise, x0.shape, jnp.float32)
     text = self._text(model, config, batch)
     visual = None
     if config.model.visual_dim:
-      visual = conditioning.regularize(k_reg, batch["visual_embedding"],
-                                       self._visual_reg(config)).z
+      visual = conditioning.regularize(k_reg, batch["visual_embedding"], self._visual_reg(config)).z
     text, visual, _, _ = flow.drop_conditions(k_drop, text, visual, f.drop_text, f.drop_visual)
     v = model.dit(flow.add_noise(x0, noise, t), t, text, visual)
     return flow.flow_loss(v, x0, noise), {"num_tokens": jnp.float32(b * np.prod(x0.shape[1:4]))}

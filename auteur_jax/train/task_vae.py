@@ -33,8 +33,13 @@ import ml_collections
 from auteur_jax.config import ConfigError
 from auteur_jax.config_sections import from_section
 from auteur_jax.data import pipeline
-from auteur_jax.models.vae import (VAEConfig, VideoVAE, inflate_image_weights, kl_divergence,
-                                   sample_posterior)
+from auteur_jax.models.vae import (
+  VAEConfig,
+  VideoVAE,
+  inflate_image_weights,
+  kl_divergence,
+  sample_posterior,
+)
 from auteur_jax.models.vae_blocks import Stream
 
 RECON = ("l1", "mse", "l1+mse")
@@ -54,9 +59,9 @@ class VAELossConfig:
     if self.recon not in RECON:
       raise ValueError(f"recon: expected one of {RECON}, got {self.recon!r}")
     if self.kl_weight < 0 or self.detail_weight < 0:
-      raise ValueError(f"kl_weight and detail_weight must be >= 0, got {self.kl_weight}, "
-                       f"{self.detail_weight}")
-
+      raise ValueError(
+        f"kl_weight and detail_weight must be >= 0, got {self.kl_weight}, {self.detail_weight}"
+      )
 
 
 def _check(config: ml_collections.ConfigDict, cfg: VAEConfig) -> None:
@@ -64,8 +69,10 @@ def _check(config: ml_collections.ConfigDict, cfg: VAEConfig) -> None:
   t = config.data.num_frames
   if t < 1 or (t - 1) % f:
     k = max((t - 1) // f, 0)
-    raise ConfigError(f"config.data.num_frames: the VAE takes 1 + {f}k frames, got {t} "
-                      f"(e.g. {1 + f * k} or {1 + f * (k + 1)})")
+    raise ConfigError(
+      f"config.data.num_frames: the VAE takes 1 + {f}k frames, got {t} "
+      f"(e.g. {1 + f * k} or {1 + f * (k + 1)})"
+    )
   if config.data.kind != "clips":
     raise ConfigError(f"config.data.kind: the vae task trains on 'clips', got {config.data.kind!r}")
   from_section(VAELossConfig, config.loss, "config.loss")
@@ -74,8 +81,7 @@ def _check(config: ml_collections.ConfigDict, cfg: VAEConfig) -> None:
 class VAETask:
   """config.model: VAEConfig fields; config.loss: recon, kl_weight; config.data: clips."""
 
-  def loss(self, config: ml_collections.ConfigDict, model: VideoVAE, batch: dict,
-           rng: jax.Array):
+  def loss(self, config: ml_collections.ConfigDict, model: VideoVAE, batch: dict, rng: jax.Array):
     cfg = model.cfg
     frames = batch["frames"]
     t = 1 + cfg.temporal_factor * ((frames.shape[1] - 1) // cfg.temporal_factor)
@@ -88,7 +94,7 @@ class VAETask:
     y = model.decoder(h, Stream(None)).astype(jnp.float32)  # Unclipped (see docstring).
     err = y - x
     w = 1.0 + config.loss.detail_weight * local_contrast(x) if config.loss.detail_weight else 1.0
-    l1, mse = jnp.mean(w * jnp.abs(err)), jnp.mean(w * err ** 2)
+    l1, mse = jnp.mean(w * jnp.abs(err)), jnp.mean(w * err**2)
     recon = {"l1": l1, "mse": mse, "l1+mse": l1 + mse}[config.loss.recon]
     kl = jnp.mean(kl_divergence(mean, logvar)) / (x.size // x.shape[0])
     psnr = 10.0 * jnp.log10(4.0 / jnp.mean((jnp.clip(y, -1.0, 1.0) - x) ** 2))  # As sampled.

@@ -21,12 +21,18 @@ from auteur_jax.config import ConfigError
 class Task(Protocol):
   """What a model family gives the trainer besides its model."""
 
-  def loss(self, config: ml_collections.ConfigDict, model: nnx.Module,
-           batch: dict[str, jax.Array], rng: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+  def loss(
+    self,
+    config: ml_collections.ConfigDict,
+    model: nnx.Module,
+    batch: dict[str, jax.Array],
+    rng: jax.Array,
+  ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Scalar loss and its parts (logged). A `num_tokens` part gives tokens/s."""
 
-  def dataset(self, config: ml_collections.ConfigDict, process_index: int,
-              process_count: int) -> grain.IterDataset:
+  def dataset(
+    self, config: ml_collections.ConfigDict, process_index: int, process_count: int
+  ) -> grain.IterDataset:
     """This process's batches (leading axis: the process's share of the global batch);
     checks the config's data against the model first."""
 
@@ -36,10 +42,10 @@ class Task(Protocol):
 
 # name -> "module:attribute" of a Task instance; modules import only when used.
 _REGISTRY: dict[str, str] = {
-    "director": "auteur_jax.train.task_director:TASK",
-    "dit": "auteur_jax.train.task_dit:TASK",
-    "vae": "auteur_jax.train.task_vae:TASK",
-    "clip": "auteur_jax.train.task_clip:TASK",
+  "director": "auteur_jax.train.task_director:TASK",
+  "dit": "auteur_jax.train.task_dit:TASK",
+  "vae": "auteur_jax.train.task_vae:TASK",
+  "clip": "auteur_jax.train.task_clip:TASK",
 }
 _INSTANCES: dict[str, Any] = {}
 
@@ -54,8 +60,10 @@ def get(name: str) -> Task:
   if name in _INSTANCES:
     return _INSTANCES[name]
   if name not in _REGISTRY:
-    raise ConfigError(f"config.task: unknown task {name!r}; expected one of "
-                      f"{sorted(set(_REGISTRY) | set(_INSTANCES))}")
+    raise ConfigError(
+      f"config.task: unknown task {name!r}; expected one of "
+      f"{sorted(set(_REGISTRY) | set(_INSTANCES))}"
+    )
   module, attr = _REGISTRY[name].split(":")
   try:
     task = getattr(importlib.import_module(module), attr)

@@ -28,11 +28,12 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from auteur_jax.checkpoint.layout import abstract_like
-from auteur_jax.config import ConfigError
 from auteur_jax.checkpoint.restore import restore_into
+from auteur_jax.config import ConfigError
 from auteur_jax.data.pipeline import GlobalBatches
 from auteur_jax.models import registry
-from auteur_jax.parallel import distributed, rules as rules_lib
+from auteur_jax.parallel import distributed
+from auteur_jax.parallel import rules as rules_lib
 from auteur_jax.parallel.mesh import make_mesh
 from auteur_jax.train import optim, run_config, tasks
 from auteur_jax.train.checkpoint import Checkpoints
@@ -66,8 +67,9 @@ class Setup:
   schedule: optax.Schedule
 
 
-def setup(config: ml_collections.ConfigDict, task: tasks.Task,
-          mesh: jax.sharding.Mesh | None = None) -> Setup:
+def setup(
+  config: ml_collections.ConfigDict, task: tasks.Task, mesh: jax.sharding.Mesh | None = None
+) -> Setup:
   """Builds the mesh, abstract state, shardings, jitted init and jitted train step."""
   mesh = mesh or make_mesh(dict(config.mesh.shape))
   rules = rules_lib.mesh_rules(config)
@@ -84,9 +86,11 @@ def setup(config: ml_collections.ConfigDict, task: tasks.Task,
   splits = math.prod(mesh.shape[a] for a in batch_axes)
   batch_size = (config.get("data") or {}).get("batch_size")
   if batch_size and batch_size % splits:  # Before compiling: one line, not IndivisibleError.
-    raise ConfigError(f"config.data.batch_size={batch_size} does not split over the mesh's "
-                      f"batch axes {dict((a, mesh.shape[a]) for a in batch_axes)} "
-                      f"({splits} ways); use a multiple of {splits}")
+    raise ConfigError(
+      f"config.data.batch_size={batch_size} does not split over the mesh's "
+      f"batch axes {dict((a, mesh.shape[a]) for a in batch_axes)} "
+      f"({splits} ways); use a multiple of {splits}"
+    )
   batch_sharding = NamedSharding(mesh, PartitionSpec(batch_axes or None))
 
   def init():
@@ -101,23 +105,41 @@ def setup(config: ml_collections.ConfigDict, task: tasks.Task,
 
     (loss, parts), grads = nnx.value_and_grad(loss_fn, has_aux=True)(ts.model)
     ts.opt.update(ts.model, grads)
-    metrics = dict(parts, loss=loss, grad_norm=optax.tree.norm(grads),
-                   lr=schedule(step // config.train.grad_accum_steps))
+    metrics = dict(
+      parts,
+      loss=loss,
+      grad_norm=optax.tree.norm(grads),
+      lr=schedule(step // config.train.grad_accum_steps),
+    )
     return nnx.state(ts), metrics
 
   init_jit = jax.jit(init, out_shardings=state_shardings)
-  step_jit = jax.jit(train_step, in_shardings=(state_shardings, batch_sharding, None),
-                     out_shardings=(state_shardings, None), donate_argnums=(0,))
+  step_jit = jax.jit(
+    train_step,
+    in_shardings=(state_shardings, batch_sharding, None),
+    out_shardings=(state_shardings, None),
+    donate_argnums=(0,),
+  )
 
   def in_mesh(fn):  # Tracing needs the mesh and rules in context (constraints, creation).
     def call(*args):
       with rules_lib.use_mesh(mesh, rules):
         return fn(*args)
+
     return call
 
   abstract_state = abstract_like(in_mesh(lambda: jax.eval_shape(init_jit))(), state_shardings)
-  return Setup(mesh, graphdef, state_shardings, batch_sharding, abstract_state,
-               in_mesh(init_jit), in_mesh(step_jit), step_jit, schedule)
+  return Setup(
+    mesh,
+    graphdef,
+    state_shardings,
+    batch_sharding,
+    abstract_state,
+    in_mesh(init_jit),
+    in_mesh(step_jit),
+    step_jit,
+    schedule,
+  )
 
 
 @contextlib.contextmanager
@@ -144,14 +166,22 @@ def _stop_message(step: int, metrics: dict, ckpts: Checkpoints) -> str:
   """One line: the step, its loss parts and the checkpoint kept."""
   parts = ", ".join(f"{k}={v:.6g}" for k, v in sorted(metrics.items()))
   kept = ckpts.latest_step()
-  where = (f"the last good checkpoint is step {kept} ({ckpts.directory}/{kept})"
-           if kept is not None else "no checkpoint was kept")
-  return (f"step {step}: non-finite loss ({parts}) of the state after step {step - 1}; "
-          f"{where}")
+  where = (
+    f"the last good checkpoint is step {kept} ({ckpts.directory}/{kept})"
+    if kept is not None
+    else "no checkpoint was kept"
+  )
+  return f"step {step}: non-finite loss ({parts}) of the state after step {step - 1}; {where}"
 
 
-def train(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = True,
-          max_steps: int | None = None, mesh: jax.sharding.Mesh | None = None) -> dict:
+def train(
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  *,
+  progress: bool = True,
+  max_steps: int | None = None,
+  mesh: jax.sharding.Mesh | None = None,
+) -> dict:
   """Trains `config.task` in `workdir` (resuming from its latest checkpoint).
 
   Args:
@@ -166,8 +196,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = T
   task = tasks.get(config.task)
   s = setup(config, task, mesh)
   t = config.train
-  data = GlobalBatches(task.dataset(config, jax.process_index(), jax.process_count()),
-                       s.mesh, config.mesh.batch_axes)
+  data = GlobalBatches(
+    task.dataset(config, jax.process_index(), jax.process_count()), s.mesh, config.mesh.batch_axes
+  )
   ckpts = Checkpoints(workdir, t)
   start = ckpts.latest_step()
   if start is None:
@@ -179,16 +210,23 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = T
         task.adapt_init(config, ts.model)
         state = jax.device_put(nnx.state(ts), s.state_shardings)
       if jax.process_index() == 0 and progress:
-        print(f"init: params from {config.init.checkpoint}"
-              + (f"; {len(fresh)} keep their initialisation: {fresh[:6]}" if fresh else ""))
+        print(
+          f"init: params from {config.init.checkpoint}"
+          + (f"; {len(fresh)} keep their initialisation: {fresh[:6]}" if fresh else "")
+        )
   else:
     state = ckpts.restore(start, s.abstract, data)
   writer = MetricsWriter(workdir, resume_step=start)
   end = min(t.steps, max_steps or t.steps)
   last: dict = {"step": start}
   profile = tuple(t.profile_steps)
-  bar = tqdm.tqdm(total=end, initial=start, desc=f"train {config.task}", unit="step",
-                  disable=not progress or jax.process_index() != 0)
+  bar = tqdm.tqdm(
+    total=end,
+    initial=start,
+    desc=f"train {config.task}",
+    unit="step",
+    disable=not progress or jax.process_index() != 0,
+  )
   log_step, log_time = start, time.perf_counter()
 
   # The step of the last saved state whose own loss has not been computed yet: the next
@@ -269,13 +307,20 @@ def step_memory(s: Setup, batch: Any) -> dict[str, int]:
     `state` (params + optimizer state arguments), `batch`, `temp` (activations and other
     temporaries), `output` bytes, all per device, and `state_replicated` (the whole state).
   """
-  batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
-                                                      sharding=s.batch_sharding), batch)
+  batch = jax.tree.map(
+    lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s.batch_sharding), batch
+  )
   with jax.set_mesh(s.mesh):
     compiled = s.step_jit.lower(s.abstract, batch, jax.ShapeDtypeStruct((), jnp.int32)).compile()
   ma = compiled.memory_analysis()
-  batch_bytes = sum(math.prod(s.batch_sharding.shard_shape(x.shape)) * x.dtype.itemsize
-                    for x in jax.tree.leaves(batch))
-  return {"state": ma.argument_size_in_bytes - batch_bytes, "batch": batch_bytes,
-          "temp": ma.temp_size_in_bytes, "output": ma.output_size_in_bytes,
-          "state_replicated": sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(s.abstract))}
+  batch_bytes = sum(
+    math.prod(s.batch_sharding.shard_shape(x.shape)) * x.dtype.itemsize
+    for x in jax.tree.leaves(batch)
+  )
+  return {
+    "state": ma.argument_size_in_bytes - batch_bytes,
+    "batch": batch_bytes,
+    "temp": ma.temp_size_in_bytes,
+    "output": ma.output_size_in_bytes,
+    "state_replicated": sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(s.abstract)),
+  }

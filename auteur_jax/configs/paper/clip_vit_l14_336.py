@@ -25,21 +25,67 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.task = "clip"
   m = c.model = ml_collections.ConfigDict()
   if arg == "siglip":
-    m.vision = ml_collections.ConfigDict(dict(
-        family="siglip", image_size=384, patch_size=14, width=1152, depth=27, num_heads=16,
-        mlp_dim=4304, act="gelu_pytorch_tanh", eps=1e-6, projection_dim=0, feature_layer=-1,
-        resampler="avgpool", num_tokens=64, project_tokens=False, remat=True,
-        dtype="bfloat16", param_dtype="float32"))
+    m.vision = ml_collections.ConfigDict(
+      dict(
+        family="siglip",
+        image_size=384,
+        patch_size=14,
+        width=1152,
+        depth=27,
+        num_heads=16,
+        mlp_dim=4304,
+        act="gelu_pytorch_tanh",
+        eps=1e-6,
+        projection_dim=0,
+        feature_layer=-1,
+        resampler="avgpool",
+        num_tokens=64,
+        project_tokens=False,
+        remat=True,
+        dtype="bfloat16",
+        param_dtype="float32",
+      )
+    )
   else:
-    m.vision = ml_collections.ConfigDict(dict(
-        family="clip", image_size=336, patch_size=14, width=1024, depth=24, num_heads=16,
-        mlp_dim=4096, act="quick_gelu", eps=1e-5, projection_dim=768, feature_layer=-2,
-        resampler="avgpool", num_tokens=64, project_tokens=False, remat=True,
-        dtype="bfloat16", param_dtype="float32"))
-    m.text = ml_collections.ConfigDict(dict(
-        vocab_size=49408, width=768, depth=12, num_heads=12, mlp_dim=3072, max_len=77,
-        projection_dim=768, act="quick_gelu", eps=1e-5, eos_token_id=49407,
-        pool_argmax=True, remat=True, dtype="bfloat16", param_dtype="float32"))
+    m.vision = ml_collections.ConfigDict(
+      dict(
+        family="clip",
+        image_size=336,
+        patch_size=14,
+        width=1024,
+        depth=24,
+        num_heads=16,
+        mlp_dim=4096,
+        act="quick_gelu",
+        eps=1e-5,
+        projection_dim=768,
+        feature_layer=-2,
+        resampler="avgpool",
+        num_tokens=64,
+        project_tokens=False,
+        remat=True,
+        dtype="bfloat16",
+        param_dtype="float32",
+      )
+    )
+    m.text = ml_collections.ConfigDict(
+      dict(
+        vocab_size=49408,
+        width=768,
+        depth=12,
+        num_heads=12,
+        mlp_dim=3072,
+        max_len=77,
+        projection_dim=768,
+        act="quick_gelu",
+        eps=1e-5,
+        eos_token_id=49407,
+        pool_argmax=True,
+        remat=True,
+        dtype="bfloat16",
+        param_dtype="float32",
+      )
+    )
     m.loss = "softmax"
 
   c.mesh = mesh_config({"data": -1, "fsdp": 1, "tensor": 1})

@@ -33,14 +33,38 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.task = "director"
 
   m = c.model = ml_collections.ConfigDict()
-  m.llm = ml_collections.ConfigDict(dict(
-      vocab_size=32128, width=4096, num_layers=32, num_heads=32, num_kv_heads=32,
-      head_dim=128, mlp_dim=11008, rope_theta=10000.0, rope_scaling=None, qkv_bias=False,
-      tie_embeddings=False, norm_eps=1e-5, init_std=0.02, dtype="bfloat16",
-      param_dtype="float32", remat="full", scan_unroll=1))
-  m.markup = ml_collections.ConfigDict(dict(
-      action=32000, action_end=32001, caption=32002, caption_end=32003, img=32004,
-      img_end=32005, bos=1))
+  m.llm = ml_collections.ConfigDict(
+    dict(
+      vocab_size=32128,
+      width=4096,
+      num_layers=32,
+      num_heads=32,
+      num_kv_heads=32,
+      head_dim=128,
+      mlp_dim=11008,
+      rope_theta=10000.0,
+      rope_scaling=None,
+      qkv_bias=False,
+      tie_embeddings=False,
+      norm_eps=1e-5,
+      init_std=0.02,
+      dtype="bfloat16",
+      param_dtype="float32",
+      remat="full",
+      scan_unroll=1,
+    )
+  )
+  m.markup = ml_collections.ConfigDict(
+    dict(
+      action=32000,
+      action_end=32001,
+      caption=32002,
+      caption_end=32003,
+      img=32004,
+      img_end=32005,
+      bos=1,
+    )
+  )
   m.num_queries, m.visual_dim = K, D
   m.chain = check_arg(__file__, arg, tuple(CHAINS)) or "action_caption_visual"
   m.alpha = 1.0

@@ -32,14 +32,33 @@ K, D = 64, 4096  # Director's visual tokens per clip x width.
 
 def wan_model(width_heads: int, ffn_dim: int, num_layers: int) -> ml_collections.ConfigDict:
   """DiTConfig fields of a Wan 2.1 transformer with VideoAuteur's visual branch."""
-  return ml_collections.ConfigDict(dict(
-      patch_size=(1, 2, 2), in_channels=16, out_channels=16, num_heads=width_heads,
-      head_dim=128, ffn_dim=ffn_dim, num_layers=num_layers, text_dim=4096, freq_dim=256,
-      visual_dim=D, visual_pos_len=0, eps=1e-6, cross_attn_norm=True, rope_theta=10000.0,
-      rope_max_len=1024, timestep_scale=1000.0, dtype="bfloat16", param_dtype="float32",
-      scan_layers=True, remat="full",
+  return ml_collections.ConfigDict(
+    dict(
+      patch_size=(1, 2, 2),
+      in_channels=16,
+      out_channels=16,
+      num_heads=width_heads,
+      head_dim=128,
+      ffn_dim=ffn_dim,
+      num_layers=num_layers,
+      text_dim=4096,
+      freq_dim=256,
+      visual_dim=D,
+      visual_pos_len=0,
+      eps=1e-6,
+      cross_attn_norm=True,
+      rope_theta=10000.0,
+      rope_max_len=1024,
+      timestep_scale=1000.0,
+      dtype="bfloat16",
+      param_dtype="float32",
+      scan_layers=True,
+      remat="full",
       # 16,464 tokens: full scores would be 1 GiB per head and clip in each layer.
-      attention="blockwise", attention_block=512))
+      attention="blockwise",
+      attention_block=512,
+    )
+  )
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -71,12 +90,21 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   t.log_every = 50
   t.checkpoint_every = 1000
   t.seed = 0
-  t.flow = ml_collections.ConfigDict(dict(
-      time_sampling="logit_normal", logit_mean=0.0, logit_std=1.0, shift=1.0,
-      drop_text=0.1, drop_visual=0.1))
-  t.visual_reg = ml_collections.ConfigDict(dict(  # Paper: 0.25 / 0.25 / 0.5 x std.
-      mask_prob=0.25, shuffle_prob=0.25, noise_scale=0.5, embedding_std=-1.0,
-      std_samples=2000))
+  t.flow = ml_collections.ConfigDict(
+    dict(
+      time_sampling="logit_normal",
+      logit_mean=0.0,
+      logit_std=1.0,
+      shift=1.0,
+      drop_text=0.1,
+      drop_visual=0.1,
+    )
+  )
+  t.visual_reg = ml_collections.ConfigDict(
+    dict(  # Paper: 0.25 / 0.25 / 0.5 x std.
+      mask_prob=0.25, shuffle_prob=0.25, noise_scale=0.5, embedding_std=-1.0, std_samples=2000
+    )
+  )
 
   # The caption condition: umT5-XXL embeddings stored by `auteur encode`.
   c.text = ml_collections.ConfigDict(dict(source="embedding", vocab_size=0))

@@ -23,10 +23,25 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   check_arg(__file__, arg)
   c = ml_collections.ConfigDict()
   c.task = "text_encoder"
-  c.model = ml_collections.ConfigDict(dict(  # models/text_encoder.py T5Config.
-      vocab_size=256384, width=4096, head_dim=64, num_heads=64, mlp_dim=10240, depth=24,
-      num_buckets=32, max_distance=128, per_layer_bias=True, gated=True, act="gelu_new",
-      eps=1e-6, remat=False, dtype="bfloat16", param_dtype="bfloat16"))
+  c.model = ml_collections.ConfigDict(
+    dict(  # models/text_encoder.py T5Config.
+      vocab_size=256384,
+      width=4096,
+      head_dim=64,
+      num_heads=64,
+      mlp_dim=10240,
+      depth=24,
+      num_buckets=32,
+      max_distance=128,
+      per_layer_bias=True,
+      gated=True,
+      act="gelu_new",
+      eps=1e-6,
+      remat=False,
+      dtype="bfloat16",
+      param_dtype="bfloat16",
+    )
+  )
 
   c.mesh = mesh_config({"data": 1, "fsdp": -1, "tensor": 1})
   return c

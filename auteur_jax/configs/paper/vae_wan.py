@@ -22,11 +22,23 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   check_arg(__file__, arg)
   c = ml_collections.ConfigDict()
   c.task = "vae"
-  c.model = ml_collections.ConfigDict(dict(
-      base_dim=96, decoder_base_dim=0, z_dim=16, dim_mult=(1, 2, 4, 4), num_res_blocks=2,
-      temporal_downsample=(False, True, True), in_channels=3, out_channels=3,
-      latents_mean=WAN21_LATENTS_MEAN, latents_std=WAN21_LATENTS_STD,
-      conv_impl="auto", dtype="float32", param_dtype="float32"))
+  c.model = ml_collections.ConfigDict(
+    dict(
+      base_dim=96,
+      decoder_base_dim=0,
+      z_dim=16,
+      dim_mult=(1, 2, 4, 4),
+      num_res_blocks=2,
+      temporal_downsample=(False, True, True),
+      in_channels=3,
+      out_channels=3,
+      latents_mean=WAN21_LATENTS_MEAN,
+      latents_std=WAN21_LATENTS_STD,
+      conv_impl="auto",
+      dtype="float32",
+      param_dtype="float32",
+    )
+  )
 
   c.mesh = mesh_config({"data": -1, "fsdp": 1, "tensor": 1})
 

@@ -34,15 +34,45 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.task = "clip"
 
   m = c.model = ml_collections.ConfigDict()
-  m.vision = ml_collections.ConfigDict(dict(  # models/vision.py VisionConfig.
-      family="clip", image_size=64, patch_size=8, width=128, depth=4, num_heads=4,
-      mlp_dim=512, act="quick_gelu", eps=1e-5, projection_dim=D, feature_layer=-1,
-      resampler="avgpool", num_tokens=K, project_tokens=True, remat=False,
-      dtype="float32", param_dtype="float32"))
-  m.text = ml_collections.ConfigDict(dict(  # models/clip_text.py TextConfig.
-      vocab_size=2048, width=128, depth=4, num_heads=4, mlp_dim=512, max_len=128,
-      projection_dim=D, act="quick_gelu", eps=1e-5, eos_token_id=2, pool_argmax=False,
-      remat=False, dtype="float32", param_dtype="float32"))  # eos 2: the toy BPE's.
+  m.vision = ml_collections.ConfigDict(
+    dict(  # models/vision.py VisionConfig.
+      family="clip",
+      image_size=64,
+      patch_size=8,
+      width=128,
+      depth=4,
+      num_heads=4,
+      mlp_dim=512,
+      act="quick_gelu",
+      eps=1e-5,
+      projection_dim=D,
+      feature_layer=-1,
+      resampler="avgpool",
+      num_tokens=K,
+      project_tokens=True,
+      remat=False,
+      dtype="float32",
+      param_dtype="float32",
+    )
+  )
+  m.text = ml_collections.ConfigDict(
+    dict(  # models/clip_text.py TextConfig.
+      vocab_size=2048,
+      width=128,
+      depth=4,
+      num_heads=4,
+      mlp_dim=512,
+      max_len=128,
+      projection_dim=D,
+      act="quick_gelu",
+      eps=1e-5,
+      eos_token_id=2,
+      pool_argmax=False,
+      remat=False,
+      dtype="float32",
+      param_dtype="float32",
+    )
+  )  # eos 2: the toy BPE's.
   m.loss = "softmax"  # CLIP's; "sigmoid" for SigLIP's.
 
   here = os.path.dirname(os.path.abspath(__file__))

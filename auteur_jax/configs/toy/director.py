@@ -39,13 +39,30 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.task = "director"
 
   m = c.model = ml_collections.ConfigDict()
-  m.llm = ml_collections.ConfigDict(dict(
-      vocab_size=2048, width=128, num_layers=4, num_heads=4, num_kv_heads=2, head_dim=32,
-      mlp_dim=384, rope_theta=10000.0, rope_scaling=None, qkv_bias=False,
-      tie_embeddings=True, norm_eps=1e-6, init_std=0.02, dtype="float32",
-      param_dtype="float32", remat="none", scan_unroll=1))
-  m.markup = ml_collections.ConfigDict(dict(
-      action=4, action_end=5, caption=6, caption_end=7, img=8, img_end=9, bos=1))
+  m.llm = ml_collections.ConfigDict(
+    dict(
+      vocab_size=2048,
+      width=128,
+      num_layers=4,
+      num_heads=4,
+      num_kv_heads=2,
+      head_dim=32,
+      mlp_dim=384,
+      rope_theta=10000.0,
+      rope_scaling=None,
+      qkv_bias=False,
+      tie_embeddings=True,
+      norm_eps=1e-6,
+      init_std=0.02,
+      dtype="float32",
+      param_dtype="float32",
+      remat="none",
+      scan_unroll=1,
+    )
+  )
+  m.markup = ml_collections.ConfigDict(
+    dict(action=4, action_end=5, caption=6, caption_end=7, img=8, img_end=9, bos=1)
+  )
   m.num_queries, m.visual_dim = K, D
   m.chain = check_arg(__file__, arg, tuple(CHAINS)) or "action_caption_visual"
   m.alpha = 1.0  # (1 - cos) weight; the paper does not give alpha / beta.

@@ -32,13 +32,32 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   visual = check_arg(__file__, arg, ("text_only",)) is None
 
   # DiTConfig fields (models/dit.py); names follow diffusers' WanTransformer3DModel.
-  c.model = ml_collections.ConfigDict(dict(
-      patch_size=(1, 2, 2), in_channels=16, out_channels=16, num_heads=4, head_dim=32,
-      ffn_dim=384, num_layers=4, text_dim=TEXT_DIM, freq_dim=64,
-      visual_dim=D if visual else 0, visual_pos_len=0, eps=1e-6, cross_attn_norm=True,
-      rope_theta=10000.0, rope_max_len=1024, timestep_scale=1000.0, dtype="float32",
-      param_dtype="float32", scan_layers=True, remat="names",
-      attention="full", attention_block=512))  # 48 tokens: one score matrix is cheapest.
+  c.model = ml_collections.ConfigDict(
+    dict(
+      patch_size=(1, 2, 2),
+      in_channels=16,
+      out_channels=16,
+      num_heads=4,
+      head_dim=32,
+      ffn_dim=384,
+      num_layers=4,
+      text_dim=TEXT_DIM,
+      freq_dim=64,
+      visual_dim=D if visual else 0,
+      visual_pos_len=0,
+      eps=1e-6,
+      cross_attn_norm=True,
+      rope_theta=10000.0,
+      rope_max_len=1024,
+      timestep_scale=1000.0,
+      dtype="float32",
+      param_dtype="float32",
+      scan_layers=True,
+      remat="names",
+      attention="full",
+      attention_block=512,
+    )
+  )  # 48 tokens: one score matrix is cheapest.
 
   # Clip batches of toy/data with the stored latents and visual embeddings.
   here = os.path.dirname(os.path.abspath(__file__))
@@ -58,14 +77,21 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   t.log_every = 20
   t.checkpoint_every = 500
   # Flow matching (diffusion/flow.py): training times and condition dropout for CFG.
-  t.flow = ml_collections.ConfigDict(dict(
-      time_sampling="logit_normal", logit_mean=0.0, logit_std=1.0, shift=1.0,
-      drop_text=0.1, drop_visual=0.1))
+  t.flow = ml_collections.ConfigDict(
+    dict(
+      time_sampling="logit_normal",
+      logit_mean=0.0,
+      logit_std=1.0,
+      shift=1.0,
+      drop_text=0.1,
+      drop_visual=0.1,
+    )
+  )
   # z' = Shuffle(Mask(z + eps)) (diffusion/conditioning.py, paper Sec. 4.2); a negative
   # embedding_std is estimated from std_samples training embeddings at start.
-  t.visual_reg = ml_collections.ConfigDict(dict(
-      mask_prob=0.25, shuffle_prob=0.25, noise_scale=0.5, embedding_std=-1.0,
-      std_samples=2000))
+  t.visual_reg = ml_collections.ConfigDict(
+    dict(mask_prob=0.25, shuffle_prob=0.25, noise_scale=0.5, embedding_std=-1.0, std_samples=2000)
+  )
 
   # The caption condition: "ids" embeds caption_ids with a table trained with the DiT
   # (no pretrained text encoder in the toy world); "embedding" reads the stored

@@ -29,8 +29,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   here = os.path.dirname(os.path.abspath(__file__))
   c = ml_collections.ConfigDict()
   c.task = "sample"
-  for name, workdir in (("director", "runs/director"), ("dit", "runs/dit"),
-                        ("vae", "runs/vae")):
+  for name, workdir in (("director", "runs/director"), ("dit", "runs/dit"), ("vae", "runs/vae")):
     c[name] = load_module_config(os.path.join(here, f"{name}.py"))
     c[name].init.checkpoint = workdir
   c.tokenizer = "toy_data/tokenizer"  # The director's (and the DiT's caption) tokenizer.

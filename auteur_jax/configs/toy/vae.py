@@ -30,11 +30,23 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.task = "vae"
 
   # models/vae.py VAEConfig; channels 16-32-64-64 (Wan 2.1: 96-192-384-384).
-  c.model = ml_collections.ConfigDict(dict(
-      base_dim=16, decoder_base_dim=0, z_dim=16, dim_mult=(1, 2, 4, 4), num_res_blocks=1,
-      temporal_downsample=(False, True, True), in_channels=3, out_channels=3,
-      latents_mean=(), latents_std=(),  # Trained with a KL prior: no re-normalisation.
-      conv_impl="auto", dtype="float32", param_dtype="float32"))
+  c.model = ml_collections.ConfigDict(
+    dict(
+      base_dim=16,
+      decoder_base_dim=0,
+      z_dim=16,
+      dim_mult=(1, 2, 4, 4),
+      num_res_blocks=1,
+      temporal_downsample=(False, True, True),
+      in_channels=3,
+      out_channels=3,
+      latents_mean=(),
+      latents_std=(),  # Trained with a KL prior: no re-normalisation.
+      conv_impl="auto",
+      dtype="float32",
+      param_dtype="float32",
+    )
+  )
 
   here = os.path.dirname(os.path.abspath(__file__))
   c.data = load_module_config(os.path.join(here, "data.py:clips")).data
@@ -44,8 +56,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Reconstruction ("l1" | "mse" | "l1+mse", per pixel element in [-1, 1], weighted by
   # 1 + detail_weight * local contrast) + kl_weight * the posterior's KL summed over the
   # latent per pixel element (LDM / Wan weighting). train_encoder False: decoder only.
-  c.loss = ml_collections.ConfigDict(dict(recon="l1+mse", kl_weight=1e-6, detail_weight=0.0,
-                                          train_encoder=True))
+  c.loss = ml_collections.ConfigDict(
+    dict(recon="l1+mse", kl_weight=1e-6, detail_weight=0.0, train_encoder=True)
+  )
 
   t = c.train = train_defaults()
   t.steps = 3000
