@@ -276,6 +276,7 @@ def cmd_convert(args) -> None:
     )
     print(f"{r['dst']}: {r['tensors']} tensors, {r['bytes']:,} bytes in {len(r['files'])} files")
   elif args.convert_command == "reshard":
+    assert mesh is not None  # --mesh is required by the parser.
     r = reshard.reshard(
       args.src, args.dst, mesh, drop_optimizer=args.drop_optimizer, dtype=args.dtype
     )
@@ -293,7 +294,9 @@ def cmd_plan(args) -> None:
   from auteur_jax.parallel.mesh import parse_mesh
   from auteur_jax.plan import dry_run, report, topology
 
-  if not jax.config.jax_platforms:  # Compile-only: no local accelerator (or CUDA) needed.
+  # Compile-only: no local accelerator (or CUDA) needed. (jax.config's flags are dynamic
+  # attributes its stubs do not declare.)
+  if not jax.config.jax_platforms:  # type: ignore[attr-defined]
     jax.config.update("jax_platforms", "cpu")
   try:
     topo = topology.get_topology(args.topology, args.num_slices)

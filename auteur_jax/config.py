@@ -57,6 +57,8 @@ def load_module_config(path: str) -> ml_collections.ConfigDict:
     path, arg = path.rsplit(":", 1)
   path = resolve_config(path)
   spec = importlib.util.spec_from_file_location(f"_auteur_config_{abs(hash(path))}", path)
+  if spec is None or spec.loader is None:
+    raise ConfigError(f"{path}: not a Python file that can be loaded")
   module = importlib.util.module_from_spec(spec)
   try:
     spec.loader.exec_module(module)

@@ -206,3 +206,13 @@ def test_bad_folders_and_configs(tmp_path):
   )
   cfg = hf_llm.llm_config_from_hf(old_style, remat="full")
   assert cfg.rope_theta == 5000.0 and cfg.rope_scaling.factor == 8.0 and cfg.remat == "full"
+
+
+def test_llama3_rope_scaling_goes_back_to_config_json():
+  """Export writes the scaling our config holds under transformers' names."""
+  from auteur_jax.convert import hf_llm
+
+  hf = {**SMALL, "model_type": "llama", "rope_theta": 500000.0, "rope_scaling": LLAMA3_ROPE}
+  back = hf_llm.LLAMA.to_hf(hf_llm.llm_config_from_hf(hf))
+  rope = back.get("rope_scaling") or back.get("rope_parameters")
+  assert {k: rope[k] for k in LLAMA3_ROPE} == LLAMA3_ROPE

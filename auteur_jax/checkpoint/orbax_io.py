@@ -17,7 +17,7 @@ import base64
 import json
 import math
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -116,8 +116,9 @@ def _blocks(shape: Sequence[int], chunk: Sequence[int]) -> Iterator[tuple[slice,
 
 def _owned(shape: Sequence[int], sharding: jax.sharding.Sharding) -> set[tuple]:
   """Starts of the shards this process writes (one replica per shard)."""
-  owners: dict[tuple, jax.Device] = {}
-  for device, index in sharding.devices_indices_map(tuple(shape)).items():
+  owners: dict[tuple, Any] = {}  # start -> the jax.Device that writes it
+  placed: Mapping[Any, Any] = sharding.devices_indices_map(tuple(shape))  # device -> index
+  for device, index in placed.items():
     start = tuple(i.indices(s)[0] for i, s in zip(index, shape))
     if start not in owners or device.id < owners[start].id:
       owners[start] = device

@@ -20,7 +20,7 @@ levels (`attn_scales`) are refused with a message; Wan 2.1 has none of them.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import jax
 from flax import nnx
@@ -200,4 +200,4 @@ def load_diffusers_vae(
   overrides: VAEConfig fields that do not change shapes (dtype, param_dtype, conv_impl).
   """
   cfg = config_from_diffusers(read_hf_config(path), **overrides)
-  return load_model(FAMILY, cfg, path, mesh=mesh, rules=rules)
+  return cast(VideoVAE, load_model(FAMILY, cfg, path, mesh=mesh, rules=rules))

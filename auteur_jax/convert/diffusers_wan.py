@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -230,13 +230,16 @@ def load_diffusers_wan(
   """
   cfg = config_from_diffusers(read_hf_config(path), **overrides)
   if not add_visual_dim:
-    return load_model(FAMILY, cfg, path, mesh=mesh, rules=rules)
+    return cast(VideoDiT, load_model(FAMILY, cfg, path, mesh=mesh, rules=rules))
   if cfg.visual_dim:
     raise ValueError(
       f"{path}: add_visual_dim is for text-to-video checkpoints; this one "
       f"has an image branch (image_dim={cfg.visual_dim})"
     )
   full = dataclasses.replace(cfg, visual_dim=add_visual_dim)
-  return load_model(
-    FAMILY, full, path, mesh=mesh, rules=rules, map_cfg=cfg, values=new_visual_branch(full, seed)
+  return cast(
+    VideoDiT,
+    load_model(
+      FAMILY, full, path, mesh=mesh, rules=rules, map_cfg=cfg, values=new_visual_branch(full, seed)
+    ),
   )

@@ -93,7 +93,8 @@ def export_weights(
       need = {p.ours for p in tensors[t]}
       if not need <= set(cache):
         cache = {k: v for k, v in cache.items() if k in need}
-        load, size = [], 0  # This tensor's params, then the next ones' up to batch_bytes.
+        load: list[str] = []  # This tensor's params, then the next ones' up to batch_bytes.
+        size = 0
         for u in order[i:]:
           new = sorted({p.ours for p in tensors[u]} - set(cache) - set(load))
           nbytes = sum(int(np.prod(ours[n].shape)) * ours[n].dtype.itemsize for n in new)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import jax
 from flax import nnx
@@ -152,7 +152,7 @@ def _to_hf(family: str) -> Callable[[LLMConfig], dict]:
         factor=s.factor,
         low_freq_factor=s.low_freq_factor,
         high_freq_factor=s.high_freq_factor,
-        original_max_position_embeddings=s.original_max_position_embeddings,
+        original_max_position_embeddings=s.original_max_position,
       )
     out = dict(
       model_type=family,
@@ -244,11 +244,14 @@ def load_hf_llm(
           f"{path}/config.json: {name} is {getattr(hf_cfg, name)!r}, "
           f"the model config has {getattr(cfg, name)!r}"
         )
-  return load_model(
-    LLAMA if hf["model_type"] == "llama" else QWEN2,
-    cfg,
-    path,
-    mesh=mesh,
-    rules=rules,
-    hints={"embed": _VOCAB_HINT, "lm_head": _VOCAB_HINT},
+  return cast(
+    LLM,
+    load_model(
+      LLAMA if hf["model_type"] == "llama" else QWEN2,
+      cfg,
+      path,
+      mesh=mesh,
+      rules=rules,
+      hints={"embed": _VOCAB_HINT, "lm_head": _VOCAB_HINT},
+    ),
   )

@@ -22,7 +22,7 @@ T5 (`T5EncoderModel`, `UMT5EncoderModel`, or the encoder of a full seq2seq folde
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import jax
 from flax import nnx
@@ -154,7 +154,7 @@ def load_hf_clip_text(
 ) -> ClipTextTower:
   """A ClipTextTower holding the weights of the HF model folder `path`."""
   cfg = clip_config_from_hf(read_hf_config(path), **overrides)
-  return load_model(CLIP_TEXT, cfg, path, mesh=mesh, rules=rules)
+  return cast(ClipTextTower, load_model(CLIP_TEXT, cfg, path, mesh=mesh, rules=rules))
 
 
 # --------------------------------------------------------------------------------- T5
@@ -264,4 +264,5 @@ def load_hf_t5(
   overrides: T5Config fields that do not change shapes (dtype, param_dtype, remat).
   """
   cfg = t5_config_from_hf(read_hf_config(path), **overrides)
-  return load_model(UMT5 if cfg.per_layer_bias else T5, cfg, path, mesh=mesh, rules=rules)
+  family = UMT5 if cfg.per_layer_bias else T5
+  return cast(T5Encoder, load_model(family, cfg, path, mesh=mesh, rules=rules))

@@ -19,7 +19,7 @@ logit scale / bias are skipped). Name map (`_pieces`, read by `load_hf_vision` a
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import jax
 from flax import nnx
@@ -241,4 +241,4 @@ def load_hf_vision(
   is not in the checkpoint: it keeps its random initialisation.
   """
   cfg = config_from_hf(read_hf_config(path), **overrides)
-  return load_model(FAMILIES[cfg.family], cfg, path, mesh=mesh, rules=rules)
+  return cast(VisionTower, load_model(FAMILIES[cfg.family], cfg, path, mesh=mesh, rules=rules))

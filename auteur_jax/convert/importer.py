@@ -31,7 +31,7 @@ from auteur_jax.checkpoint.errors import WeightError
 from auteur_jax.convert import families, mapping, records
 from auteur_jax.convert.safetensors_io import SafetensorsFolder, read_hf_config
 from auteur_jax.parallel.mesh import make_mesh
-from auteur_jax.parallel.rules import DEFAULT_RULES, mesh_rules
+from auteur_jax.parallel.rules import DEFAULT_RULES, Rules, mesh_rules
 
 STEP = 0  # Converted weights are step 0 of their folder.
 MESH_HINT = "; choose another --mesh"
@@ -143,7 +143,7 @@ def import_weights(
     _, prefix, get_cfg = fam.task
     cfg = get_cfg(config)
     differences = _differences(hf_cfg, cfg)
-    rules = mesh_rules(config)
+    rules: Rules = mesh_rules(config)
     mesh_shape = mesh_shape or dict(config.mesh.shape)
   else:
     prefix, cfg, rules = ("model",), hf_cfg, DEFAULT_RULES

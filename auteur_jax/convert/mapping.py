@@ -80,7 +80,7 @@ def class_name(hf: Mapping[str, Any]) -> str:
   return hf.get("_class_name", "")
 
 
-def from_run(cls: type, key: str | None = None) -> Callable[[Any], Any]:
+def from_run(cls: Any, key: str | None = None) -> Callable[[Any], Any]:
   """A run config -> `cls` from config.model (or config.model[key])."""
 
   def get(config):
@@ -139,7 +139,9 @@ class Map:
       raise AssertionError(f"map names a parameter the model does not have: {ours}")
     shape, ops = kind(_index_shape(self.params[ours], at))
     self.pieces.append(
-      Piece(ours, theirs, tuple(full if take else shape), tuple(ops), tuple(at), tuple(take))
+      Piece(
+        ours, theirs, tuple(full if take and full else shape), tuple(ops), tuple(at), tuple(take)
+      )
     )
 
   def stack(self, ours: str, theirs: str, n: int, kind: Kind = IDENT, at: Index = ()) -> None:

@@ -47,7 +47,7 @@ def model_of(family: Family, item: dict | None, where: str) -> tuple[Any, tuple[
     if rec["family"] != family.name:
       raise WeightError(f"{where}: converted from family {rec['family']!r}, not {family.name!r}")
     return cfg_from_json(family, rec, where), tuple(rec["prefix"]), rec.get("hf_config") or {}
-  if item and "task" in item:
+  if item and "task" in item and family.task is not None:
     task, prefix, get = family.task
     if item["task"] != task:
       raise WeightError(

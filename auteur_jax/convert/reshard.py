@@ -139,11 +139,10 @@ def inspect(path: str) -> str:
     nbytes = math.prod(m.shape) * dtype.itemsize
     total += nbytes
     sh = getattr(m, "sharding", None)
-    spec = (
-      f"{tuple(sh.partition_spec)} on {dict(zip(sh.axis_names, map(int, sh.shape)))}"
-      if hasattr(sh, "partition_spec")
-      else "-"
-    )
+    spec = "-"
+    if sh is not None and hasattr(sh, "partition_spec"):
+      spec = f"{tuple(sh.partition_spec)} on {dict(zip(sh.axis_names, map(int, sh.shape)))}"
+
     lines.append(
       f"  {'/'.join(key):<{width}}  {str(tuple(m.shape)):<20} {str(dtype):<9} {spec}  {nbytes:,} B"
     )

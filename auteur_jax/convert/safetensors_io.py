@@ -229,7 +229,8 @@ def write_sharded(
   stream = produce()
   weight_map = {}
   for file, group in zip(files, groups):
-    header, offset = {"__metadata__": {"format": "pt"}}, 0
+    header: dict[str, dict[str, Any]] = {"__metadata__": {"format": "pt"}}
+    offset = 0
     for name, shape, dtype in group:
       nbytes = int(np.prod(shape)) * dtype.itemsize
       header[name] = {

@@ -10,6 +10,7 @@ the family's pixel statistics, eos written after the caption). Raw cosine in [-1
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import jax
 import jax.numpy as jnp
@@ -83,7 +84,7 @@ def load_clip(config: ml_collections.ConfigDict, workdir: str) -> ClipModel:
   """The ClipModel of a `clip` training run (config: toy/clip and overrides), restored
   onto the mesh of config.mesh over this process's devices."""
   mesh = make_mesh(dict(config.mesh.shape), jax.local_devices())
-  return restore_model(
+  model = restore_model(
     workdir,
     lambda: registry.build(config, nnx.Rngs(0)),
     ("model",),
@@ -91,3 +92,4 @@ def load_clip(config: ml_collections.ConfigDict, workdir: str) -> ClipModel:
     mesh,
     mesh_rules(config),
   )
+  return cast(ClipModel, model)

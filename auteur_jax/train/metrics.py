@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
+from typing import TextIO
 
 import jax
 
@@ -16,7 +17,7 @@ class MetricsWriter:
     """resume_step: the step a run resumes from; rows after it (logged by the run that
     was interrupted, whose later steps are redone) are dropped."""
     self.enabled = jax.process_index() == 0
-    self._jsonl = None
+    self._jsonl: TextIO | None = None
     self._tb = None
     if not self.enabled:
       return
@@ -30,7 +31,7 @@ class MetricsWriter:
       self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
   def write(self, step: int, scalars: Mapping[str, float]) -> None:
-    if not self.enabled:
+    if self._jsonl is None:  # Not process 0.
       return
     row = {"step": int(step), **{k: float(v) for k, v in scalars.items()}}
     self._jsonl.write(json.dumps(row) + "\n")
