@@ -69,11 +69,12 @@ class ShuffledRecords:
     if self.num_records == 0:
       raise ValueError(f"no records in {self.paths}")
     self._handles: dict[int, Any] = {}
-    self._cached_epoch, self._cached_order = -1, None
+    self._cached_epoch: int = -1
+    self._cached_order: np.ndarray | None = None
 
   def order(self, epoch: int) -> np.ndarray:
     """Record ids of `epoch` in read order: files shuffled, then windows shuffled."""
-    if epoch == self._cached_epoch:
+    if epoch == self._cached_epoch and self._cached_order is not None:
       return self._cached_order
     if not self.shuffle:
       order = np.arange(self.num_records)

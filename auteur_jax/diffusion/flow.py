@@ -157,14 +157,16 @@ def guided_velocity(
   """
   if visual is None:
 
-    def velocity(x, t):
+    def velocity_text(x, t):
       v = fn(
         jnp.concatenate([x, x]), jnp.concatenate([t, t]), jnp.concatenate([null_text, text]), None
       )
       v_none, v_text = jnp.split(v, 2)
       return v_none + text_scale * (v_text - v_none)
 
-    return velocity
+    return velocity_text
+
+  assert null_visual is not None  # Given with visual tokens (see above).
 
   def velocity(x, t):
     v = fn(

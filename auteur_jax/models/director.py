@@ -68,7 +68,8 @@ class MarkupIds:
   def from_tokenizer(cls, tok: Any) -> MarkupIds:
     """From a `data.tokenizer.Tokenizer` (anything with special_id(name) and bos_id)."""
     names = ("<action>", "</action>", "<caption>", "</caption>", "<img>", "</img>")
-    return cls(*(tok.special_id(n) for n in names), bos=tok.bos_id)
+    action, action_end, caption, caption_end, img, img_end = (tok.special_id(n) for n in names)
+    return cls(action, action_end, caption, caption_end, img, img_end, bos=tok.bos_id)
 
   def segment(self, name: str) -> tuple[int, int]:
     """(open, close) ids of segment "action" | "caption"."""
@@ -130,7 +131,8 @@ class Layout:
 
 def step_layout(segments: tuple[str, ...], lengths: Mapping[str, int], k: int) -> Layout:
   """Layout of `<seg> ids </seg>` per segment, then `<img> Q*k z*k </img>`."""
-  kind, text = [], []
+  kind: list[int] = []
+  text: list[int] = []
   for name in segments:
     text.extend(range(len(kind), len(kind) + lengths[name] + 1))  # Opener + content.
     kind += [TEXT] * (lengths[name] + 2)
@@ -283,10 +285,10 @@ class Director(nnx.Module):
     pos = jnp.concatenate([pos[:, :p], blocks.reshape(b, -1)], 1)
 
     # Mask: causal, valid keys, and query slots hidden from all but their own block.
-    qblock = np.concatenate(
+    qblock_np = np.concatenate(
       [np.zeros(p, np.int32), ((np.arange(s)[:, None] + 1) * (lay.kind == QUERY)).reshape(-1)]
     )
-    qblock, n = jnp.asarray(qblock), len(qblock)
+    qblock, n = jnp.asarray(qblock_np), len(qblock_np)
     causal = jnp.arange(n)[:, None] >= jnp.arange(n)[None, :]
     visible = causal & ((qblock[None, :] == 0) | (qblock[None, :] == qblock[:, None]))
     keys = jnp.concatenate([prefix_valid, valid.reshape(b, -1)], 1)

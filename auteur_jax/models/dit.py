@@ -134,7 +134,8 @@ def patch_grid(shape: tuple[int, ...], patch: tuple[int, int, int]) -> tuple[int
     if size % p:
       raise ValueError(f"latents {name} {size} is not divisible by patch size {p}")
     grid.append(size // p)
-  return tuple(grid)
+  f, h, w = grid
+  return f, h, w
 
 
 def patchify(x: jax.Array, patch: tuple[int, int, int]) -> jax.Array:
@@ -206,6 +207,7 @@ def layer_norm(
   var = jnp.square(x32 - mean).mean(-1, keepdims=True)
   y = (x32 - mean) * jax.lax.rsqrt(var + eps)
   if scale is not None:
+    assert bias is not None  # Given with scale.
     y = y * scale.astype(jnp.float32) + bias.astype(jnp.float32)
   return y
 
@@ -409,6 +411,15 @@ def per_layer_init(init):
 class Blocks(nnx.Module):
   """`num_layers` blocks; every weight stacked on a leading `layers` axis."""
 
+  # Set by name from block_param_specs; the context projections read here by name (the
+  # visual ones exist only with cfg.visual_dim).
+  ca_kv: nnx.Param
+  ca_kv_bias: nnx.Param
+  ca_k_norm: nnx.Param
+  ca_vkv: nnx.Param
+  ca_vkv_bias: nnx.Param
+  ca_vk_norm: nnx.Param
+
   def __init__(self, cfg: DiTConfig, rngs: nnx.Rngs):
     self.cfg = cfg
     self.names = tuple(block_param_specs(cfg))
@@ -505,6 +516,7 @@ class VideoDiT(nnx.Module):
     ctx = self.text_fc2(jax.nn.gelu(self.text_fc1(text.astype(dtype)), approximate=True))
     vis = None
     if visual is not None:
+      assert self.visual_embed is not None  # _check_inputs raised otherwise.
       vis = self.visual_embed(visual.astype(jnp.float32), dtype)
 
     x = self.blocks(x, ctx, vis, mod, cos, sin)

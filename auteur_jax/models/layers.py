@@ -320,7 +320,7 @@ def cache_write(
   The caller keeps index + L <= T: XLA clamps out-of-range writes instead of failing.
   """
   zero, index = jnp.zeros((), jnp.int32), jnp.asarray(index, jnp.int32)
-  at = (zero, zero, zero, index)
+  at: tuple[jax.Array, ...] = (zero, zero, zero, index)
   k, v = _stored(new.k, cache.k.dtype), _stored(new.v, cache.v.dtype)
   if layer is not None:
     at = (jnp.asarray(layer, jnp.int32), *at)

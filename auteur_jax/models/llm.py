@@ -101,8 +101,8 @@ class Block(nnx.Module):
   """Pre-norm decoder block: x + attn(norm(x)), then x + mlp(norm(x))."""
 
   def __init__(self, cfg: LLMConfig, *, rngs: nnx.Rngs):
-    kw = dict(param_dtype=cfg.param_dtype, rngs=rngs)
-    self.attn_norm = RMSNorm(cfg.width, cfg.norm_eps, **kw)
+    pd = cfg.param_dtype
+    self.attn_norm = RMSNorm(cfg.width, cfg.norm_eps, param_dtype=pd, rngs=rngs)
     self.attn = Attention(
       cfg.width,
       cfg.num_heads,
@@ -111,10 +111,13 @@ class Block(nnx.Module):
       qkv_bias=cfg.qkv_bias,
       init_std=cfg.init_std,
       dtype=cfg.dtype,
-      **kw,
+      param_dtype=pd,
+      rngs=rngs,
     )
-    self.mlp_norm = RMSNorm(cfg.width, cfg.norm_eps, **kw)
-    self.mlp = SwiGLU(cfg.width, cfg.mlp_dim, init_std=cfg.init_std, dtype=cfg.dtype, **kw)
+    self.mlp_norm = RMSNorm(cfg.width, cfg.norm_eps, param_dtype=pd, rngs=rngs)
+    self.mlp = SwiGLU(
+      cfg.width, cfg.mlp_dim, init_std=cfg.init_std, dtype=cfg.dtype, param_dtype=pd, rngs=rngs
+    )
 
   def __call__(
     self,
@@ -245,8 +248,9 @@ class LLM(nnx.Module):
     x = x.astype(cfg.dtype)
     out = []
     for block, cache in zip(layers, caches, strict=True):
-      x, cache = block(x, rope, mask, cache, cache_index)
-      out.append(cache)
+      x, new = block(x, rope, mask, cache, cache_index)
+      assert new is not None  # A block given a cache returns the updated one.
+      out.append(new)
     return self.norm(x), tuple(out)
 
   def init_caches(self, batch: int, length: int, dtype: str | None = None) -> tuple[KVCache, ...]:

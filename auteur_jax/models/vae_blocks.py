@@ -239,6 +239,7 @@ class Resample(nnx.Module):
     xs = jnp.concatenate([prev.astype(x.dtype), rest], axis=1)
     s.put(xs[:, -2:])
     if rest.shape[1] == 0:
+      assert first is not None  # Only a head chunk of one frame leaves no rest.
       return first
     y = self._time(xs, 1)  # [B, n, H, W, 2C]: channel halves are frames 2i, 2i + 1.
     b, n, h, w, c2 = y.shape

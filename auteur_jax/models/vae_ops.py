@@ -25,6 +25,9 @@ Shapes: video activations [B, T, H, W, C]; 3-D kernels [kt, kh, kw, C_in, C_out]
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import cast
+
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -60,6 +63,11 @@ def _frames2d(x: jax.Array, w: jax.Array) -> jax.Array:
   return y.reshape(b, t, *y.shape[1:])
 
 
+def _sum(terms: Iterable[jax.Array]) -> jax.Array:
+  """sum() of one or more arrays (its start, 0, adds nothing to the first)."""
+  return cast(jax.Array, sum(terms))
+
+
 def causal_conv3d(
   x: jax.Array, prev: jax.Array | None, w: jax.Array, impl: str = "auto"
 ) -> tuple[jax.Array, jax.Array | None]:
@@ -76,10 +84,14 @@ def causal_conv3d(
   """
   kt, kh, kw = w.shape[:3]
   b, t = x.shape[:2]
-  xs = jnp.concatenate([prev.astype(x.dtype), x], axis=1) if kt > 1 else x
+  if kt > 1:
+    assert prev is not None  # Given whenever kt > 1 (see Args).
+    xs = jnp.concatenate([prev.astype(x.dtype), x], axis=1)
+  else:
+    xs = x
   state = xs[:, t:] if kt > 1 else None
   if kh == kw == 1:  # Temporal-only or pointwise: matmuls over the taps.
-    y = sum(jnp.einsum("bthwc,cd->bthwd", xs[:, a : a + t], w[a, 0, 0]) for a in range(kt))
+    y = _sum(jnp.einsum("bthwc,cd->bthwd", xs[:, a : a + t], w[a, 0, 0]) for a in range(kt))
     return y, state
   if impl == "auto":
     impl = auto_conv_impl(t, w.shape[3], w.shape[4])
@@ -98,9 +110,9 @@ def causal_conv3d(
       patches = jnp.concatenate([tap(*s) for s in shifts], axis=-1)
       y = patches @ w.reshape(-1, w.shape[-1])
     else:  # kt*kh*kw GEMMs with K = Ci, accumulated.
-      y = sum(jnp.einsum("bthwc,cd->bthwd", tap(*s), w[s]) for s in shifts)
+      y = _sum(jnp.einsum("bthwc,cd->bthwd", tap(*s), w[s]) for s in shifts)
   elif impl == "taps":
-    y = sum(_frames2d(xs[:, a : a + t], w[a]) for a in range(kt))
+    y = _sum(_frames2d(xs[:, a : a + t], w[a]) for a in range(kt))
   elif impl == "fold_in":  # Taps stacked on input channels: one conv, K = kt*kh*kw*Ci.
     u = jnp.concatenate([xs[:, a : a + t] for a in range(kt)], axis=-1)
     y = _frames2d(u, jnp.moveaxis(w, 0, 2).reshape(kh, kw, kt * w.shape[3], w.shape[4]))
@@ -108,7 +120,7 @@ def causal_conv3d(
     co = w.shape[-1]
     wf = jnp.moveaxis(w, 0, 3).reshape(kh, kw, w.shape[3], kt * co)  # [kh, kw, Ci, kt*Co]
     yf = _frames2d(xs, wf).reshape(b, t + kt - 1, *x.shape[2:4], kt, co)
-    y = sum(yf[:, a : a + t, :, :, a] for a in range(kt))
+    y = _sum(yf[:, a : a + t, :, :, a] for a in range(kt))
   else:
     raise ValueError(f"conv impl {impl!r} is unknown; expected one of {CONV_IMPLS}")
   return y, state
@@ -121,7 +133,7 @@ def temporal_conv(x: jax.Array, w: jax.Array, stride: int = 1) -> jax.Array:
   if n < 1:
     raise ValueError(f"temporal conv of {kt} taps needs >= {kt} frames, got {x.shape[1]}")
   span = stride * (n - 1) + 1  # Input frames between a tap's first and last use.
-  return sum(jnp.einsum("bthwc,cd->bthwd", x[:, a : a + span : stride], w[a]) for a in range(kt))
+  return _sum(jnp.einsum("bthwc,cd->bthwd", x[:, a : a + span : stride], w[a]) for a in range(kt))
 
 
 # Nearest-neighbour 2x upsampling followed by a 3x3 'SAME' conv equals, per output phase

@@ -227,6 +227,11 @@ class VisionTower(nnx.Module):
       if clip and cfg.projection_dim
       else None
     )
+    self.head_attn: _MHAPool | None
+    self.head_norm: _Norm | None
+    self.head_mlp: _Mlp | None
+    self.resampler: _MHAPool | None
+    self.resampler_norm: _Norm | None
     if clip:
       self.head_attn = self.head_norm = self.head_mlp = None
     else:  # SigLIP's attention-pooling head.
@@ -285,6 +290,8 @@ class VisionTower(nnx.Module):
         pooled = pooled @ self.projection[...].astype(pooled.dtype)
       return h, pooled
     h = self.post_norm(h)
+    # SigLIP has the attention-pooling head.
+    assert self.head_attn is not None and self.head_norm is not None and self.head_mlp is not None
     a = self.head_attn(h)
     pooled = a + self.head_mlp(self.head_norm(a))
     return h, pooled[:, 0]
@@ -318,6 +325,7 @@ class VisionTower(nnx.Module):
     if cfg.resampler == "none":
       return tokens
     if cfg.resampler == "attention":
+      assert self.resampler is not None and self.resampler_norm is not None  # Built for it.
       return self.resampler_norm(self.resampler(tokens))
     g, k = cfg.grid, math.isqrt(cfg.num_tokens)
     m = jnp.asarray(adaptive_pool_matrix(g, k), tokens.dtype)
