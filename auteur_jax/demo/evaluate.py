@@ -109,7 +109,7 @@ def video_scores(frames: list[np.ndarray], before: list[State], after: list[Stat
 
 
 def _unchanged(before: list[State], after: list[State]) -> dict:
-  objects = [np.mean(list(object_matches(b, a).values())) for b, a in zip(before, after)]
+  objects = [float(np.mean(list(object_matches(b, a).values()))) for b, a in zip(before, after)]
   return {
     "state_agreement": narrative.mean(objects),
     "exact_state": 0.0,
@@ -246,12 +246,13 @@ def evaluate(
     load_clip(clip_cfg, models["clip"]["workdir"]), sampler.tokenizer, clip_cfg.data.max_text_len
   )
   caps = per_step(scored, "captions")
+  # list(): narrative.mean takes a Sequence; the float32 scalars (and so the mean) are kept.
   clip_t = {
-    "given_text": narrative.mean(scorer.clip_t([c for r in given for c in r.clips], caps)),
+    "given_text": narrative.mean(list(scorer.clip_t([c for r in given for c in r.clips], caps))),
     "free_run": narrative.mean(
-      scorer.clip_t([c for r in free for c in r.clips], [c for r in free for c in r.captions])
+      list(scorer.clip_t([c for r in free for c in r.clips], [c for r in free for c in r.captions]))
     ),
-    "true_clips": narrative.mean(scorer.clip_t([c["frames"] for c in true_clips], caps)),
+    "true_clips": narrative.mean(list(scorer.clip_t([c["frames"] for c in true_clips], caps))),
   }
 
   shutil.rmtree(os.path.join(out_dir, "stories"), ignore_errors=True)

@@ -75,7 +75,7 @@ PLANS = {
 }
 
 # Per-task overrides of the toy configs (besides paths and steps), all in metrics.json.
-OVERRIDES = {
+OVERRIDES: dict[str, dict[str, object]] = {
   "vae": {"data.batch_size": 4},
   "clip": {},
   # Toy actions are <= 14 tokens, captions <= 67 (the demo's BPE): shorter blocks.

@@ -108,7 +108,8 @@ def read_prompts(
   """
   if not os.path.isfile(path):
     raise FileNotFoundError(f"--prompts: {path} does not exist")
-  items, errors, seen = [], [], {}
+  items, errors = [], []
+  seen: dict[str, int] = {}  # id -> line of its first use.
   with open(path, encoding="utf-8", errors="replace") as f:
     for n, text in enumerate(f, 1):
       if not text.strip():
@@ -260,6 +261,7 @@ def run_batch(
     smoothing=0.1,
   ) as bar:
     for chunk in _chunks(todo, s.batch_size):
+      assert sampler is not None  # Made above when there is anything to do.
       results = sampler.render([r for _, r in chunk])
       for (n, r), result in zip(chunk, results):
         partial, final = os.path.join(out_dir, PARTIAL + r.id), os.path.join(out_dir, r.id)

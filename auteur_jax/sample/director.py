@@ -82,7 +82,7 @@ class DecodeState(NamedTuple):
   caches: tuple[KVCache, ...]  # Per layer, T slots each.
   valid: jax.Array  # bool [B, T]: slots holding a token of the row.
   pos: jax.Array  # int32 [B]: RoPE position of the row's next token.
-  index: jax.Array  # int32 []: next free slot (shared by the rows).
+  slot: jax.Array  # int32 []: next free slot (shared by the rows).
 
 
 class TextCarry(NamedTuple):
@@ -123,14 +123,14 @@ def feed(
   length = x.shape[1]
   t = state.valid.shape[1]
   positions = state.pos[:, None] + jnp.cumsum(valid.astype(jnp.int32), 1) - 1
-  slot_valid = jax.lax.dynamic_update_slice(state.valid, valid, (0, state.index))
-  here = state.index + jnp.arange(length)
+  slot_valid = jax.lax.dynamic_update_slice(state.valid, valid, (0, state.slot))
+  here = state.slot + jnp.arange(length)
   mask = slot_valid[:, None, :] & (jnp.arange(t)[None, None, :] <= here[None, :, None])
-  h, caches = llm.decode(x, jnp.maximum(positions, 0), mask, state.caches, state.index, layers)
+  h, caches = llm.decode(x, jnp.maximum(positions, 0), mask, state.caches, state.slot, layers)
   if not commit:
     return state._replace(caches=caches), h
   return DecodeState(
-    caches, slot_valid, state.pos + valid.sum(1, dtype=jnp.int32), state.index + length
+    caches, slot_valid, state.pos + valid.sum(1, dtype=jnp.int32), state.slot + length
   ), h
 
 
@@ -230,7 +230,7 @@ class _Compiled:
   the compute dtype); "bfloat16" halves the bytes a decode step reads from the cache.
   """
 
-  def __init__(self, model: nnx.Module, loop: str, cache_dtype: str | None):
+  def __init__(self, model: Director | LLM, loop: str, cache_dtype: str | None):
     if loop not in LOOPS:
       raise ValueError(f"loop must be one of {LOOPS}, got {loop!r}")
     if cache_dtype not in (None, "float32", "bfloat16"):
@@ -245,13 +245,13 @@ class _Compiled:
     self._unstack = jax.jit(
       lambda p: [nnx.state(b) for b in self._llm(nnx.merge(self.graphdef, p)).unstack_layers()]
     )
-    self._layer_states = None
+    self._layer_states: list[nnx.State] | None = None
 
   @staticmethod
-  def _llm(model: nnx.Module) -> LLM:
+  def _llm(model: Director | LLM) -> LLM:
     return model.llm if isinstance(model, Director) else model
 
-  def layer_states(self) -> list:
+  def layer_states(self) -> list[nnx.State]:
     """Per-layer weight states, sliced from the stacked ones once and kept."""
     if self._layer_states is None:
       self._layer_states = self._unstack(self.params)
@@ -404,7 +404,7 @@ class DirectorSampler(_Compiled):
     state, _ = feed(llm, layers, state, token(m.img_end), ones(1))
     return state, z
 
-  def _empty(self, b: int, num_steps: int) -> dict[str, jax.Array]:
+  def _empty(self, b: int, num_steps: int) -> dict[str, tuple[jax.Array, jax.Array]]:
     out = {}
     for name in ("action", "caption"):
       n = self.max_len(name) if name in self.cfg.segments else 0
@@ -441,6 +441,7 @@ class DirectorSampler(_Compiled):
       return state, text, jax.lax.dynamic_update_slice(z_all, z[:, None], (0, t, 0, 0))
 
     z0 = jnp.zeros((b, num_steps, k, d), jnp.float32)
+    text: dict[str, tuple[jax.Array, jax.Array]]  # fori_loop returns init_val's structure.
     _, text, z = jax.lax.fori_loop(0, num_steps, step, (state, self._empty(b, num_steps), z0))
     return StoryOutput(*text["action"], *text["caption"], z)
 

@@ -30,6 +30,7 @@ import math
 import os
 import shutil
 from collections.abc import Iterator, Sequence
+from typing import BinaryIO
 
 import jax
 import ml_collections
@@ -134,7 +135,7 @@ def _copy_atomic(src: str, dst: str) -> None:
 
 def write_story_shard(src: str, dst: str, clip_index: dict, field: str) -> None:
   """Copies the stories of `src` to `dst` with each step's clip array (field) stacked."""
-  handles: dict[str, object] = {}
+  handles: dict[str, BinaryIO] = {}
   try:
     with tfrecord.TFRecordWriter(dst) as writer:
       for n, record in enumerate(tfrecord.iter_records(src)):

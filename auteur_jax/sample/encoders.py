@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Callable
+from typing import TypeVar, cast
 
 import jax
 import jax.numpy as jnp
@@ -51,14 +52,17 @@ class Encoder:
   description: dict
 
 
+M = TypeVar("M", bound=nnx.Module)
+
+
 def _build(
   config: ml_collections.ConfigDict,
   mesh: jax.sharding.Mesh,
-  make: Callable[[nnx.Rngs], nnx.Module],
-  convert: Callable[[str], nnx.Module],
+  make: Callable[[nnx.Rngs], M],
+  convert: Callable[[str], M],
   key_path: tuple[str, ...],
   folder_key: str,
-) -> nnx.Module:
+) -> M:
   """The encoder's model, its params on `mesh` by the config's rules."""
   init = config.get("init") or {}
   ckpt, folder = init.get("checkpoint", ""), init.get(folder_key, "")
@@ -68,7 +72,7 @@ def _build(
     with nnx.use_eager_sharding(False):
       return make(nnx.Rngs(config.encode.seed))
   if ckpt:
-    return restore_model(
+    restored = restore_model(
       ckpt,
       lambda: make(nnx.Rngs(0)),
       key_path,
@@ -76,6 +80,7 @@ def _build(
       mesh,
       rules_lib.mesh_rules(config),
     )
+    return cast(M, restored)  # make()'s model; restore_model types it as nnx.Module.
   key = f"config.init.{folder_key}"
   if not os.path.exists(folder):
     raise FileNotFoundError(f"{key}: {folder} does not exist")

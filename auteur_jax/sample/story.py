@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Sequence
+from typing import cast
 
 import jax
 import jax.numpy as jnp
@@ -224,10 +225,16 @@ class StorySampler:
     devices, or `devices`) under its rules."""
     mesh = make_mesh(dict(config.mesh.shape), devices or jax.local_devices())
     rules = rules_lib.mesh_rules(config)
-    models = [
-      load_model(config[name], f"config.{name}", config.allow_random_init, mesh=mesh, rules=rules)
-      for name in ("director", "dit", "vae")
-    ]
+
+    def load(name: str) -> nnx.Module:
+      return load_model(
+        config[name], f"config.{name}", config.allow_random_init, mesh=mesh, rules=rules
+      )
+
+    # registry.build makes each section's model; load_model types them all as nnx.Module.
+    director = cast(Director, load("director"))
+    dit = cast(TextConditionedDiT, load("dit"))
+    vae = cast(vae_lib.VideoVAE, load("vae"))
     s = from_section(StorySampleConfig, config.sample, "config.sample")
     d = from_section(
       director_lib.DirectorSampleConfig, config.director.sample, "config.director.sample"
@@ -251,7 +258,7 @@ class StorySampler:
     )
     sampling = d.sampling
     tokenizer = Tokenizer.load(config.tokenizer)
-    return cls(*models, tokenizer, settings, sampling, mesh, rules)
+    return cls(director, dit, vae, tokenizer, settings, sampling, mesh, rules)
 
   # -- jitted pieces (pure functions of params and row arrays) --------------------------
 
@@ -296,6 +303,7 @@ class StorySampler:
     """Rows [R]: caption ids [R, L] + mask, z [R, K, D] -> latents [R, T', h, w, C]."""
     s = self.settings
     model = nnx.merge(self._dit_graph, params)
+    assert model.text_embed is not None  # _check: the DiT embeds caption ids.
     text = model.text_embed(ids) * mask[..., None].astype(jnp.float32)
     visual = z if self.dit_cfg.visual_dim else None
     null_visual = None if visual is None else jnp.zeros_like(visual)
@@ -330,11 +338,8 @@ class StorySampler:
           f"story {r.id!r}: the director's chain "
           f"{self.director.cfg.chain!r} needs the given {missing} too"
         )
-    n = (
-      len(r.actions if r.actions is not None else r.captions)
-      if r.given_text
-      else (r.num_steps or self.settings.num_steps)
-    )
+    given = r.actions if r.actions is not None else r.captions  # None unless r.given_text.
+    n = len(given) if given is not None else (r.num_steps or self.settings.num_steps)
     if not 1 <= n <= self.settings.max_steps:
       raise ValueError(
         f"story {r.id!r}: {n} steps; expected 1..{self.settings.max_steps} "
