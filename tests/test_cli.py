@@ -94,8 +94,9 @@ def test_build_verify_inspect_batches(tmp_path, stories_file, capsys):
   assert "frames: (4, 6, 32, 32, 3) uint8" in capsys.readouterr().out
 
 
-def test_verify_reports_corrupt_file(tmp_path, stories_file, capsys):
-  out = str(tmp_path / "tfr")
+def _build(stories_file: str, out: str, shards: int) -> None:
+  """`auteur data build` of the stories into `out` in `shards` shards per split."""
+  flags = [f"--config.data.dir={out}", f"--config.data.num_shards={shards}"]
   cli.main(
     [
       "data",
@@ -104,11 +105,15 @@ def test_verify_reports_corrupt_file(tmp_path, stories_file, capsys):
       CONFIG,
       "--stories",
       stories_file,
-      f"--config.data.dir={out}",
-      "--config.data.num_shards=1",
+      *flags,
       "--config.data.build_workers=1",
     ]
   )
+
+
+def test_verify_reports_corrupt_file(tmp_path, stories_file, capsys):
+  out = str(tmp_path / "tfr")
+  _build(stories_file, out, shards=1)
   path = os.path.join(out, "train", "clips-00000-of-00001.tfrecord")
   data = bytearray(open(path, "rb").read())
   data[len(data) // 2] ^= 0xFF
@@ -125,19 +130,7 @@ def test_verify_finds_a_deleted_or_cut_shard(tmp_path, stories_file, capsys):
   from auteur_jax.data import inventory
 
   out = str(tmp_path / "tfr")
-  cli.main(
-    [
-      "data",
-      "build",
-      "--config",
-      CONFIG,
-      "--stories",
-      stories_file,
-      f"--config.data.dir={out}",
-      "--config.data.num_shards=2",
-      "--config.data.build_workers=1",
-    ]
-  )
+  _build(stories_file, out, shards=2)
   cut = os.path.join(out, "train", "clips-00000-of-00002.tfrecord")
   offsets = tfrecord.index_records(cut)
   with open(cut, "r+b") as f:  # Keep the first record only: a clean boundary.
