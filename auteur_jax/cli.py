@@ -471,7 +471,7 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument(
     "--from-scratch",
     action="store_true",
-    help="retrain every model (default: use checkpoints/toy/ when shipped)",
+    help="retrain every model (default: use the shipped toy checkpoints)",
   )
   p.set_defaults(fn=cmd_demo)
 

@@ -262,7 +262,7 @@ def split_files(data_dir: str, split: str, kind: str) -> list[str]:
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
   """`config.data`: how clips are stored (`auteur data build`) and batched (the
-  pipelines here). configs/toy/data.py holds every field with its meaning."""
+  pipelines here). toy/data (auteur_jax/configs/toy/data.py) holds every field with its meaning."""
 
   dir: str
   split: str

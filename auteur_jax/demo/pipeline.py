@@ -3,7 +3,7 @@
   auteur demo [--plan default|long|longer|quick] [--from-scratch] [--out demo_out]
 
 1. data   (demo/data.py): a toy-kitchen data set through import -> build -> tokenizer.
-2. models: the toy configs (configs/toy/*.py) trained in the README's chain, with the
+2. models: the toy configs (auteur_jax/configs/toy/) trained in the README's chain, with the
    demo's step counts (PLANS) and these overrides, stated in metrics.json:
      vae       batch 4 (CPU time), then `auteur encode` -> latents [3, 8, 8, 16]
      clip      then `auteur encode` -> visual_embedding [16, 64] per clip and story step

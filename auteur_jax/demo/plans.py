@@ -93,7 +93,7 @@ OVERRIDES: dict[str, dict[str, object]] = {
 
 
 def task_config(task: str, plan: Plan, paths: dict) -> ml_collections.ConfigDict:
-  """configs/toy/<task>.py with the demo's data paths, step count and overrides
+  """toy/<task> with the demo's data paths, step count and overrides
   ("vae_stills": the VAE's image stage, toy/vae on paths["stills"])."""
   data_dir = {
     "vae": paths["tfrecords"],

@@ -7,7 +7,7 @@ director only regresses the visual states. The job prints a progress bar (items/
 and `samples: N rendered, M already done, E bad prompt lines (samples/errors.jsonl)`;
 every item gets samples/<id>/clip_<t>.mp4, story.mp4, story.json and embeddings.npy.
 
-The three models are the training configs configs/toy/{director,dit,vae}.py, restored
+The three models are the training configs toy/{director,dit,vae}, restored
 from the runs in their init.checkpoint (runs/director, runs/dit, runs/vae by default;
 `--config.dit.init.checkpoint=...` etc. point elsewhere). Settings: the director's
 `director.sample` (temperature, top_p, max tokens, default num_steps), the DiT's
