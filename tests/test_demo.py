@@ -91,9 +91,10 @@ def test_a_continued_task_starts_from_its_shipped_params(tmp_path):
 def demo(tmp_path_factory):
   out = str(tmp_path_factory.mktemp("demo") / "demo_out")
   env = dict(os.environ, JAX_PLATFORMS="cpu")
-  env["XLA_FLAGS"] = env.get("XLA_FLAGS", "").replace(
-    "--xla_force_host_platform_device_count=8", ""
-  )
+  flags = env.get("XLA_FLAGS", "").replace("--xla_force_host_platform_device_count=8", "")
+  env.pop("XLA_FLAGS", None)
+  if flags.strip():  # XLA reads a value that does not start with "--" as a file name.
+    env["XLA_FLAGS"] = flags.strip()
   r = subprocess.run(
     [sys.executable, "-m", "auteur_jax.cli", "demo", "--quick", "--from-scratch", "--out", out],
     env=env,

@@ -59,9 +59,9 @@ def _user_env() -> dict[str, str]:
   env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
   env["JAX_PLATFORMS"] = "cpu"
   flags = env.get("XLA_FLAGS", "").replace("--xla_force_host_platform_device_count=8", "")
-  env["XLA_FLAGS"] = flags.strip()
-  if not env["XLA_FLAGS"]:
-    del env["XLA_FLAGS"]
+  env.pop("XLA_FLAGS", None)
+  if flags.strip():  # XLA reads a value that does not start with "--" as a file name.
+    env["XLA_FLAGS"] = flags.strip()
   return env
 
 
@@ -105,7 +105,7 @@ def test_installed_wheel_runs_the_quick_demo(tmp_path):
   out = run / "q"
   metrics = json.loads((out / "metrics.json").read_text())
   # The shipped checkpoints come from the installed package's data.
-  shipped = [m["init"] for m in metrics["models"].values() if m["source"] == "shipped"]
+  shipped = [m["workdir"] for m in metrics["models"].values() if m["source"] == "shipped"]
   assert shipped and all(p.startswith(str(venv)) for p in shipped), metrics["models"]
   assert glob.glob(str(out / "*.mp4")), sorted(os.listdir(out))
   assert glob.glob(str(out / "*.png")), sorted(os.listdir(out))
