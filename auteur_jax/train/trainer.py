@@ -289,8 +289,10 @@ def train(
         ckpts.save(step, state, data, config, force=True)  # The end, or SIGTERM.
         awaiting = step
       if awaiting == step:  # One more step (after the iterator's snapshot) checks it.
-        _, metrics = s.step(state, next(data), jnp.asarray(step, jnp.int32))
-        check(step + 1, {k: float(v) for k, v in jax.device_get(metrics).items()})
+        batch = next(data, None)  # None: the data ran out; the save stays unconfirmed.
+        if batch is not None:
+          _, metrics = s.step(state, batch, jnp.asarray(step, jnp.int32))
+          check(step + 1, {k: float(v) for k, v in jax.device_get(metrics).items()})
     finally:
       bar.close()
       ckpts.close()
