@@ -289,8 +289,11 @@ def train(
         ckpts.save(step, state, data, config, force=True)  # The end, or SIGTERM.
         awaiting = step
       if awaiting == step:  # One more step (after the iterator's snapshot) checks it.
-        batch = next(data, None)  # None: the data ran out; the save stays unconfirmed.
-        if batch is not None:
+        try:
+          batch = next(data)
+        except StopIteration:  # The data ran out: the save stays unconfirmed.
+          pass
+        else:
           _, metrics = s.step(state, batch, jnp.asarray(step, jnp.int32))
           check(step + 1, {k: float(v) for k, v in jax.device_get(metrics).items()})
     finally:
