@@ -37,6 +37,9 @@ import statistics
 import tempfile
 import time
 
+import cpu_isa  # benchmarks/cpu_isa.py: caps the ISA before jax / torch load.
+
+ISA = cpu_isa.apply()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402
@@ -90,6 +93,7 @@ def ours_generate(sampler: LMSampler, ids: np.ndarray, new: int) -> tuple[np.nda
 
 def main() -> None:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  cpu_isa.add_argument(p)
   p.add_argument("--layers", type=int, default=8)
   p.add_argument("--width", type=int, default=512)
   p.add_argument("--kv-heads", type=int, default=2)
@@ -98,6 +102,7 @@ def main() -> None:
   p.add_argument("--repeats", type=int, default=5)
   p.add_argument("--cache-dtype", default="bfloat16", choices=("float32", "bfloat16"))
   args = p.parse_args()
+  print(cpu_isa.describe(ISA), flush=True)
   torch.set_num_threads(2)
   rng = np.random.default_rng(0)
   short = rng.integers(10, 32000, (args.batch, 128)).astype(np.int32)

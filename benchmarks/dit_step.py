@@ -21,6 +21,9 @@ import sys
 import tempfile
 import time
 
+import cpu_isa  # benchmarks/cpu_isa.py: caps the ISA before jax / torch load.
+
+ISA = cpu_isa.apply()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402
@@ -190,6 +193,7 @@ def timed(fns: dict, repeats: int, warmup: int) -> dict[str, list[float]]:
 
 def main(argv: list[str] | None = None) -> None:
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  cpu_isa.add_argument(ap)
   ap.add_argument("--layout", choices=sorted(LAYOUTS), default="visual")
   ap.add_argument("--repeats", type=int, default=7)
   ap.add_argument("--warmup", type=int, default=2)
@@ -197,6 +201,7 @@ def main(argv: list[str] | None = None) -> None:
   ap.add_argument("--no-scan", action="store_true", help="unroll our layers")
   ap.add_argument("--sweep", action="store_true", help="also time other remat / scan choices")
   args = ap.parse_args(argv)
+  print(cpu_isa.describe(ISA), flush=True)
 
   layout = LAYOUTS[args.layout]
   torch.set_num_threads(os.cpu_count() or 1)

@@ -26,6 +26,9 @@ import statistics
 import tempfile
 import time
 
+import cpu_isa  # benchmarks/cpu_isa.py: caps the ISA before jax / torch load.
+
+ISA = cpu_isa.apply()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402
@@ -151,6 +154,7 @@ def theirs_fn(dit, vae, sampler: story.StorySampler, jobs, steps: int):
 
 def main() -> None:
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  cpu_isa.add_argument(ap)
   ap.add_argument("--clips", type=int, default=4, help="clips per timed run")
   ap.add_argument("--steps", type=int, default=30, help="flow steps (toy/dit)")
   ap.add_argument("--repeats", type=int, default=3)
@@ -161,6 +165,7 @@ def main() -> None:
     help="0: torch's default (on a busy machine 1 can be far faster)",
   )
   args = ap.parse_args()
+  print(cpu_isa.describe(ISA), flush=True)
   if args.torch_threads:
     torch.set_num_threads(args.torch_threads)
   dit_cfg = load_module_config(os.path.join(CONFIG_DIR, "toy", "dit.py"))

@@ -16,13 +16,17 @@ import statistics
 import sys
 import time
 
-import jax
-import jax.numpy as jnp
-import numpy as np
+import cpu_isa
 
-from auteur_jax.config import CONFIG_DIR, load_config
-from auteur_jax.parallel.mesh import make_mesh
-from auteur_jax.train import tasks, trainer
+ISA = cpu_isa.apply()  # Before jax / torch load.
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from auteur_jax.config import CONFIG_DIR, load_config  # noqa: E402
+from auteur_jax.parallel.mesh import make_mesh  # noqa: E402
+from auteur_jax.train import tasks, trainer  # noqa: E402
 
 CONFIGS = os.path.join(CONFIG_DIR, "toy")
 
@@ -101,9 +105,11 @@ def bench(name: str, batch_size: int, repeats: int, peak: float) -> float:
 
 def main() -> None:
   ap = argparse.ArgumentParser(description=__doc__)
+  cpu_isa.add_argument(ap)
   ap.add_argument("--repeats", type=int, default=5)
   ap.add_argument("--batch", type=int, default=8)
   args = ap.parse_args()
+  print(cpu_isa.describe(ISA), flush=True)
   peak = matmul_flops(args.repeats)
   print(f"matmul 2048^3 float32: {peak / 1e9:.1f} GFLOP/s ({os.cpu_count()} cores)")
   fracs = [bench(n, args.batch, args.repeats, peak) for n in ("dit", "director")]

@@ -24,6 +24,9 @@ import statistics
 import tempfile
 import time
 
+import cpu_isa  # benchmarks/cpu_isa.py: caps the ISA before jax / torch load.
+
+ISA = cpu_isa.apply()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")  # Before jax loads: no accelerator probing.
 
 import jax  # noqa: E402
@@ -118,6 +121,7 @@ def conv_table(cfg: V.VAEConfig, frames: int, size: int, repeats: int) -> None:
 
 def main() -> None:
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  cpu_isa.add_argument(ap)
   ap.add_argument("--frames", type=int, default=17)
   ap.add_argument("--size", type=int, default=64)
   ap.add_argument("--base-dim", type=int, default=32)
@@ -126,6 +130,7 @@ def main() -> None:
   ap.add_argument("--torch-threads", type=int, default=0, help="0: torch's default")
   ap.add_argument("--no-table", action="store_true", help="skip the per-shape conv table")
   args = ap.parse_args()
+  print(cpu_isa.describe(ISA), flush=True)
   if args.torch_threads:
     torch.set_num_threads(args.torch_threads)
 

@@ -2,7 +2,7 @@
 
 A kernel's source ships in this folder. `load(name)` compiles `name.cc` with the system
 C++ compiler (`$CXX`, else `c++`) against the XLA FFI headers that jaxlib ships, for
-this CPU (-march=native), into a cache folder ($AUTEUR_KERNEL_CACHE, else
+this CPU (-march=native, or $AUTEUR_KERNEL_ARCH), into a cache folder ($AUTEUR_KERNEL_CACHE, else
 ~/.cache/auteur_jax/kernels) under a name hashed from the source, flags, compiler, jax
 version and CPU flags, so a changed source or another machine compiles afresh. The
 library is written to a temporary name and renamed, so concurrent processes never load
@@ -25,7 +25,13 @@ import warnings
 
 import jax
 
-FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-fno-math-errno")
+FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-fno-math-errno")
+
+
+def _arch() -> list[str]:
+  """The target flags: this CPU (-march=native) unless $AUTEUR_KERNEL_ARCH names others
+  (e.g. "-mavx2 -mfma": an AVX2 build on an AVX-512 machine, for benchmarks)."""
+  return os.environ.get("AUTEUR_KERNEL_ARCH", "-march=native").split()
 
 
 def enabled() -> bool:
@@ -59,7 +65,7 @@ def compile_library(name: str) -> pathlib.Path:
   version = subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout
   key = hashlib.sha256(
     "\0".join(
-      [source.read_text(), " ".join(FLAGS), version, jax.__version__, _cpu_flags()]
+      [source.read_text(), " ".join([*FLAGS, *_arch()]), version, jax.__version__, _cpu_flags()]
     ).encode()
   ).hexdigest()[:16]
   out = _cache_dir() / f"{name}-{key}.so"
@@ -68,7 +74,7 @@ def compile_library(name: str) -> pathlib.Path:
   out.parent.mkdir(parents=True, exist_ok=True)
   fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
   os.close(fd)
-  cmd = [cxx, *FLAGS, f"-I{jax.ffi.include_dir()}", str(source), "-o", tmp]
+  cmd = [cxx, *FLAGS, *_arch(), f"-I{jax.ffi.include_dir()}", str(source), "-o", tmp]
   try:
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode:
