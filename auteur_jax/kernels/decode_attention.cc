@@ -30,7 +30,13 @@ namespace ffi = xla::ffi;
 
 namespace {
 
-constexpr int kW = 16;  // floats per vector: one AVX-512 register, two AVX2 ones.
+#if defined(__AVX512F__)
+constexpr int kW = 16;  // floats per vector: one AVX-512 register.
+#else
+// One AVX2 register: 16-wide generic vectors built for AVX2 ran context 1,024 at 16.1 ms
+// per token, 8-wide at 9.8 (benchmarks/director_decode.py --isa avx2, AVX-512 EPYC).
+constexpr int kW = 8;
+#endif
 typedef float vf __attribute__((vector_size(kW * 4)));
 typedef int32_t vi __attribute__((vector_size(kW * 4)));
 typedef uint32_t vu __attribute__((vector_size(kW * 4)));
