@@ -284,3 +284,21 @@ def test_the_nan_stop_is_one_line_from_the_cli(tmp_path, capsys):
   message = _cli_train(tmp_path, config)
   assert message.startswith("auteur: NonFiniteLoss: step 3: non-finite loss (")
   assert "\n" not in message and "checkpoint is step 1" in message
+
+
+def test_init_checkpoint_by_a_relative_path(tmp_path, monkeypatch):
+  """--config.init.checkpoint=runs/src from the run's folder (orbax wants absolute paths:
+  the checkpoint layer makes them so)."""
+  mesh = make_mesh({"data": -1})
+  trainer.train(_config(steps=3), str(tmp_path / "runs" / "src"), progress=False, mesh=mesh)
+  monkeypatch.chdir(tmp_path)
+  config = _config(steps=1, lr=0.0, warmup_steps=0)
+  config.init = ml_collections.ConfigDict({"checkpoint": "runs/src"})
+  trainer.train(config, "runs/dst", progress=False, mesh=mesh)
+  s = trainer.setup(config, tasks.get(config.task), mesh)
+  src, dst = (Checkpoints(str(tmp_path / "runs" / n), config.train) for n in ("src", "dst"))
+  a, b = (c.restore(c.latest_step(), s.abstract, None)["model"] for c in (src, dst))
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):  # lr 0: kept.
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  src.close()
+  dst.close()
