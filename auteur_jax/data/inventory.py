@@ -49,12 +49,21 @@ def check_split(data_dir: str, split: str, kind: str, allow_partial: bool = Fals
   found = sorted(
     glob.glob(os.path.join(glob.escape(os.path.join(data_dir, split)), f"{kind}-*.tfrecord"))
   )
-  if meta is None or split not in meta.get("splits", {}):
-    if not found:
-      raise FileNotFoundError(f"{data_dir}/{split}: no {kind} shards")
-    return found
-  where = os.path.join(data_dir, "dataset.json")
-  entry = meta["splits"][split]
+  entry = (meta or {}).get("splits", {}).get(split)
+  problems = _problems(data_dir, split, kind, entry, found) if entry is not None else []
+  if problems and not allow_partial:
+    raise DataSetError(
+      f"{os.path.join(data_dir, 'dataset.json')}: {split} {kind}: "
+      + "; ".join(problems)
+      + " (config.data.allow_partial=True trains on what is there)"
+    )
+  if not found:
+    raise FileNotFoundError(f"{data_dir}/{split}: no {kind} shards")
+  return found
+
+
+def _problems(data_dir: str, split: str, kind: str, entry: dict, found: list[str]) -> list[str]:
+  """How the shard files `found` differ from dataset.json's `entry` for the split."""
   list_key, count_key = KINDS[kind]
   listed = entry.get(list_key)
   problems = []
@@ -74,15 +83,7 @@ def check_split(data_dir: str, split: str, kind: str, allow_partial: bool = Fals
     problems.append(
       f"{split} holds {total} {kind}, {entry[count_key]} were written (shards {sorted(counts)})"
     )
-  if problems and not allow_partial:
-    raise DataSetError(
-      f"{where}: {split} {kind}: "
-      + "; ".join(problems)
-      + " (config.data.allow_partial=True trains on what is there)"
-    )
-  if not found:
-    raise FileNotFoundError(f"{data_dir}/{split}: no {kind} shards")
-  return found
+  return problems
 
 
 def check_data_set(data_dir: str) -> list[str]:

@@ -62,6 +62,11 @@ def make_mesh(shape: Mapping[str, int], devices: Sequence[jax.Device] | None = N
   )
 
 
+def batch_axes(mesh: Mesh, axes: Sequence[str]) -> tuple[str, ...]:
+  """The axes of `axes` (config.mesh.batch_axes) that `mesh` has: a batch splits over them."""
+  return tuple(a for a in axes if a in mesh.axis_names)
+
+
 def mesh_config(shape: Mapping[str, int], rules: Sequence[tuple] = ()):
   """`config.mesh` of a config: axis sizes, the logical rules it changes (the trainer
   applies them over DEFAULT_RULES) and the batch axes (see MeshConfig)."""

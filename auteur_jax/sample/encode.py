@@ -41,8 +41,8 @@ from auteur_jax.config import ConfigError
 from auteur_jax.config_sections import from_section
 from auteur_jax.data import examples, pipeline, tfrecord, video_io
 from auteur_jax.data.schema import Clip, Story
-from auteur_jax.parallel.mesh import make_mesh
-from auteur_jax.sample.encoders import Encoder, batch_axes, make_encoder
+from auteur_jax.parallel.mesh import batch_axes, make_mesh
+from auteur_jax.sample.encoders import Encoder, make_encoder
 
 
 def _record_clip(ex: dict) -> Clip:
@@ -225,11 +225,12 @@ def encode_dataset(
       f"config.encode.splits: {unknown} not in {meta_path} (has {sorted(meta['splits'])})"
     )
   mesh = make_mesh(dict(config.mesh.shape), jax.local_devices())
-  splits_over = math.prod(mesh.shape[a] for a in batch_axes(config, mesh))
+  axes = batch_axes(mesh, config.mesh.batch_axes)
+  splits_over = math.prod(mesh.shape[a] for a in axes)
   if e.batch_size % splits_over:
     raise ConfigError(
       f"config.encode.batch_size={e.batch_size} must be a multiple of "
-      f"{splits_over} (the mesh's batch axes {batch_axes(config, mesh)})"
+      f"{splits_over} (the mesh's batch axes {axes})"
     )
   enc = make_encoder(config, mesh)
   pi, pc = jax.process_index(), jax.process_count()

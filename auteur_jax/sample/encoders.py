@@ -40,6 +40,7 @@ from auteur_jax.convert.hf_vision import load_hf_vision
 from auteur_jax.models import vae as vae_lib
 from auteur_jax.models.vision import VisionConfig, VisionTower, normalize_pixels
 from auteur_jax.parallel import rules as rules_lib
+from auteur_jax.parallel.mesh import batch_axes
 
 
 @dataclasses.dataclass
@@ -58,12 +59,13 @@ M = TypeVar("M", bound=nnx.Module)
 def _build(
   config: ml_collections.ConfigDict,
   mesh: jax.sharding.Mesh,
+  rules: rules_lib.Rules,
   make: Callable[[nnx.Rngs], M],
   convert: Callable[[str], M],
   key_path: tuple[str, ...],
   folder_key: str,
 ) -> M:
-  """The encoder's model, its params on `mesh` by the config's rules."""
+  """The encoder's model, its params on `mesh` by `rules` (the config's)."""
   init = config.get("init") or {}
   ckpt, folder = init.get("checkpoint", ""), init.get(folder_key, "")
   if ckpt and folder:
@@ -78,7 +80,7 @@ def _build(
       key_path,
       "config.init.checkpoint",
       mesh,
-      rules_lib.mesh_rules(config),
+      rules,
     )
     return cast(M, restored)  # make()'s model; restore_model types it as nnx.Module.
   key = f"config.init.{folder_key}"
@@ -92,20 +94,19 @@ def _build(
     raise ConfigError(f"{key}: {e}") from e
 
 
-def batch_axes(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> tuple[str, ...]:
-  """The mesh axes a batch splits over (config.mesh.batch_axes that the mesh has)."""
-  return tuple(a for a in config.mesh.batch_axes if a in mesh.axis_names)
-
-
 def _runner(
-  model: nnx.Module, fn: Callable, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh
+  model: nnx.Module,
+  fn: Callable,
+  config: ml_collections.ConfigDict,
+  mesh: jax.sharding.Mesh,
+  rules: rules_lib.Rules,
 ) -> Callable[[np.ndarray], np.ndarray]:
   """Jits fn(model, batch): params sharded by their logical axes (moved there if they
   are not already: random or converted weights), the batch over the batch axes."""
-  rules = rules_lib.mesh_rules(config)
   graphdef, params = nnx.split(model)
   params = jax.device_put(params, rules_lib.state_shardings(params, mesh, rules))
-  batch_sharding = NamedSharding(mesh, PartitionSpec(batch_axes(config, mesh) or None))
+  axes = batch_axes(mesh, config.mesh.batch_axes)
+  batch_sharding = NamedSharding(mesh, PartitionSpec(axes or None))
 
   @jax.jit
   def step(params, batch):
@@ -125,6 +126,7 @@ def vae_encoder(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> E
   model = _build(
     config,
     mesh,
+    rules,
     lambda r: vae_lib.VideoVAE(vae_lib.VAEConfig.from_dict(config.model), rngs=r),
     lambda p: load_diffusers_vae(p, mesh=mesh, rules=rules, **overrides),
     ("model",),
@@ -144,20 +146,20 @@ def vae_encoder(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> E
     temporal_factor=cfg.temporal_factor,
     content="posterior mean, (mean - latents_mean) / latents_std per channel",
   )
-  return Encoder("latents", "clip", _runner(model, fn, config, mesh), desc)
+  return Encoder("latents", "clip", _runner(model, fn, config, mesh, rules), desc)
 
 
 def clip_encoder(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Encoder:
   """Keyframes [B, H, W, 3] uint8 -> visual tokens [B, K, D] of the vision tower."""
   vcfg = VisionConfig.from_dict(config.model.vision)
+  rules = rules_lib.mesh_rules(config)
   keep = ("feature_layer", "resampler", "num_tokens", "project_tokens", "dtype")
   model = _build(
     config,
     mesh,
+    rules,
     lambda r: VisionTower(vcfg, rngs=r),
-    lambda p: load_hf_vision(
-      p, mesh=mesh, rules=rules_lib.mesh_rules(config), **{k: getattr(vcfg, k) for k in keep}
-    ),
+    lambda p: load_hf_vision(p, mesh=mesh, rules=rules, **{k: getattr(vcfg, k) for k in keep}),
     ("model", "vision"),
     "hf_vision",
   )
@@ -179,7 +181,7 @@ def clip_encoder(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> 
     resampler=cfg.resampler,
     content="visual tokens of the clip's keyframe",
   )
-  return Encoder("visual_embedding", "keyframe", _runner(model, fn, config, mesh), desc)
+  return Encoder("visual_embedding", "keyframe", _runner(model, fn, config, mesh, rules), desc)
 
 
 ENCODERS = {"vae": vae_encoder, "clip": clip_encoder}

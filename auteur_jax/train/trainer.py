@@ -34,7 +34,7 @@ from auteur_jax.data.pipeline import GlobalBatches
 from auteur_jax.models import registry
 from auteur_jax.parallel import distributed
 from auteur_jax.parallel import rules as rules_lib
-from auteur_jax.parallel.mesh import make_mesh
+from auteur_jax.parallel.mesh import batch_axes, make_mesh
 from auteur_jax.train import optim, run_config, tasks
 from auteur_jax.train.checkpoint import Checkpoints
 from auteur_jax.train.metrics import MetricsWriter
@@ -82,16 +82,16 @@ def setup(
   with rules_lib.use_mesh(mesh, rules):
     graphdef, abstract = nnx.split(nnx.eval_shape(lambda: make_state(config.train.seed)))
   state_shardings = rules_lib.state_shardings(abstract, mesh, rules)
-  batch_axes = tuple(a for a in config.mesh.batch_axes if a in mesh.axis_names)
-  splits = math.prod(mesh.shape[a] for a in batch_axes)
+  axes = batch_axes(mesh, config.mesh.batch_axes)
+  splits = math.prod(mesh.shape[a] for a in axes)
   batch_size = (config.get("data") or {}).get("batch_size")
   if batch_size and batch_size % splits:  # Before compiling: one line, not IndivisibleError.
     raise ConfigError(
       f"config.data.batch_size={batch_size} does not split over the mesh's "
-      f"batch axes {dict((a, mesh.shape[a]) for a in batch_axes)} "
+      f"batch axes {dict((a, mesh.shape[a]) for a in axes)} "
       f"({splits} ways); use a multiple of {splits}"
     )
-  batch_sharding = NamedSharding(mesh, PartitionSpec(batch_axes or None))
+  batch_sharding = NamedSharding(mesh, PartitionSpec(axes or None))
 
   def init():
     return nnx.split(make_state(config.train.seed))[1]
@@ -160,6 +160,11 @@ def _sigterm_flag():
   finally:
     with contextlib.suppress(ValueError):
       signal.signal(signal.SIGTERM, old)
+
+
+def _on_host(metrics: dict) -> dict[str, float]:
+  """A step's metrics (device scalars) as floats; waits for the step."""
+  return {k: float(v) for k, v in jax.device_get(metrics).items()}
 
 
 def _stop_message(step: int, metrics: dict, ckpts: Checkpoints) -> str:
@@ -250,7 +255,7 @@ def train(
   def read(step: int, metrics: dict, examples: int) -> None:
     """Host-side handling of a finished step: NaN check, then logging on log steps."""
     nonlocal last, log_step, log_time
-    host = {k: float(v) for k, v in jax.device_get(metrics).items()}
+    host = _on_host(metrics)
     check(step, host)
     if step % t.log_every and step != end:
       return
@@ -295,7 +300,7 @@ def train(
           pass
         else:
           _, metrics = s.step(state, batch, jnp.asarray(step, jnp.int32))
-          check(step + 1, {k: float(v) for k, v in jax.device_get(metrics).items()})
+          check(step + 1, _on_host(metrics))
     finally:
       bar.close()
       ckpts.close()
