@@ -344,7 +344,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
   from auteur_jax.data.schema import SchemaError
   from auteur_jax.data.tfrecord import TFRecordError
   from auteur_jax.data.video_io import VideoError
-  from auteur_jax.train.trainer import NonFiniteLoss
+  from auteur_jax.train.errors import NonFiniteLoss
 
   return (
     ConfigError,

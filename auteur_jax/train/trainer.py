@@ -37,6 +37,7 @@ from auteur_jax.parallel import rules as rules_lib
 from auteur_jax.parallel.mesh import batch_axes, make_mesh
 from auteur_jax.train import optim, run_config, tasks
 from auteur_jax.train.checkpoint import Checkpoints
+from auteur_jax.train.errors import NonFiniteLoss
 from auteur_jax.train.metrics import MetricsWriter
 
 
@@ -46,10 +47,6 @@ class TrainState(nnx.Module):
   def __init__(self, model: nnx.Module, tx: optax.GradientTransformation):
     self.model = model
     self.opt = nnx.Optimizer(model, tx, wrt=nnx.Param)
-
-
-class NonFiniteLoss(FloatingPointError):
-  """A step produced a NaN / inf loss; the message names the step and the loss parts."""
 
 
 @dataclasses.dataclass
