@@ -1,4 +1,5 @@
-"""The C++ CPU decode-attention kernel against the einsum attention it stands in for."""
+"""The C++ CPU attention kernels (decoding; training with its gradient) against the einsum
+attention they stand in for."""
 
 import shutil
 
@@ -10,6 +11,7 @@ from flax import nnx
 
 from auteur_jax.kernels import build
 from auteur_jax.kernels import decode_attention as da
+from auteur_jax.kernels import train_attention as ta
 from auteur_jax.models import layers as Ly
 from auteur_jax.models import llm as L
 from auteur_jax.sample.director import LMSampler
@@ -135,3 +137,76 @@ def test_bfloat16_cache_decoding_is_close_to_full_forward():
   assert not np.array_equal(got, np.asarray(full))  # Rounded keys / values: not exact.
   written = Ly.values(caches[0].k)
   assert written.dtype == jnp.bfloat16 and np.all(np.asarray(written) != 0)
+
+
+def _train_inputs(b, l, h, kvh, d, t, seed=0):
+  """Causal-with-offset masks over keys of which ~20 % are padding; row 0 of story 0
+  sees nothing (uniform weights and no gradient to q, k, as the einsums give)."""
+  rng = np.random.default_rng(seed)
+  q = jnp.asarray(rng.normal(size=(b, l, h, d)), jnp.float32)
+  k = jnp.asarray(rng.normal(size=(b, kvh, d, t)), jnp.float32)
+  v = jnp.asarray(rng.normal(size=(b, kvh, d, t)), jnp.float32)
+  mask = np.tril(np.ones((l, t), bool), t - l)[None].repeat(b, 0)
+  mask &= rng.random((b, 1, t)) > 0.2
+  mask[0, 0] = False
+  return q, k, v, jnp.asarray(mask)
+
+
+@pytest.mark.parametrize(
+  "b,l,h,kvh,d,t",
+  [
+    (2, 37, 4, 2, 32, 37),  # The toy director's heads; 37 keys: a vector tail.
+    (1, 5, 2, 1, 8, 9),  # Fewer keys than one AVX-512 vector past the first.
+    (2, 50, 6, 3, 16, 70),  # Groups of rows that straddle query positions.
+    (3, 20, 4, 4, 64, 20),  # Multi-head, the largest head dim the kernel takes.
+  ],
+)
+def test_train_kernel_equals_einsum_attention_and_its_gradient(b, l, h, kvh, d, t):
+  q, k, v, mask = _train_inputs(b, l, h, kvh, d, t)
+  assert ta.applies(q, k, v)
+
+  def loss(attend):
+    return lambda q, k, v: jnp.sum(jnp.sin(attend(q, k, v, mask)))
+
+  want, want_grads = jax.value_and_grad(loss(Ly.attend), argnums=(0, 1, 2))(q, k, v)
+  got, grads = jax.jit(jax.value_and_grad(loss(ta.attend), argnums=(0, 1, 2)))(q, k, v)
+  out = jax.jit(ta.attend)(q, k, v, mask)
+  np.testing.assert_allclose(
+    np.asarray(out), np.asarray(Ly.attend(q, k, v, mask)), rtol=1e-5, atol=1e-5
+  )
+  np.testing.assert_allclose(float(got), float(want), rtol=1e-5, atol=1e-4)  # A sum of ~1e4.
+  for name, g, w in zip("qkv", grads, want_grads):
+    np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-5, atol=1e-5, err_msg=name)
+
+
+def test_train_kernel_applies_only_where_it_serves():
+  q, k, v, _ = _train_inputs(1, 4, 4, 2, 8, 4)
+  assert ta.applies(q, k, v)
+  assert not ta.applies(q.astype(jnp.bfloat16), k, v)  # float32 only.
+  wide = jnp.zeros((1, 4, 2, 128))
+  assert not ta.applies(wide, jnp.zeros((1, 2, 128, 4)), jnp.zeros((1, 2, 128, 4)))
+  mesh = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+  with jax.set_mesh(mesh):  # Sharded: the einsums, which XLA partitions.
+    assert not ta.applies(q, k, v)
+
+
+def test_llm_training_gradient_through_kernel_equals_einsums(monkeypatch):
+  llm = _llm()
+  rng = np.random.default_rng(3)
+  ids = jnp.asarray(rng.integers(0, 64, (2, 21)), jnp.int32)
+  valid = jnp.asarray(np.arange(21)[None] < np.array([[21], [15]]))
+  graphdef, params = nnx.split(llm)
+
+  def loss(params):
+    model = nnx.merge(graphdef, params)
+    h, _ = model(model.embed_tokens(ids), L.positions_from_valid(valid), L.causal_mask(valid))
+    return jnp.mean(model.token_nll(h[:, :-1], ids[:, 1:])[0])
+
+  step = jax.jit(jax.value_and_grad(loss))
+  assert "AuteurTrainAttentionBackward" in step.lower(params).compile().as_text()
+  got, grads = step(params)
+  monkeypatch.setattr(ta, "applies", lambda q, k, v: False)
+  want, want_grads = jax.value_and_grad(loss)(params)
+  np.testing.assert_allclose(float(got), float(want), rtol=1e-6)
+  for g, w in zip(jax.tree.leaves(grads), jax.tree.leaves(want_grads)):
+    np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-5, atol=1e-6)

@@ -1,10 +1,11 @@
 """Compiling the C++ CPU kernels at first use, once per machine, and registering them.
 
-A kernel's source ships in this folder. `load(name)` compiles `name.cc` with the system
-C++ compiler (`$CXX`, else `c++`) against the XLA FFI headers that jaxlib ships, for
-this CPU (-march=native, or $AUTEUR_KERNEL_ARCH), into a cache folder ($AUTEUR_KERNEL_CACHE, else
-~/.cache/auteur_jax/kernels) under a name hashed from the source, flags, compiler, jax
-version and CPU flags, so a changed source or another machine compiles afresh. The
+A kernel's source ships in this folder with the headers the kernels share (simd.h).
+`load(name)` compiles `name.cc` with the system C++ compiler (`$CXX`, else `c++`) against
+the XLA FFI headers that jaxlib ships, for this CPU (-march=native, or
+$AUTEUR_KERNEL_ARCH), into a cache folder ($AUTEUR_KERNEL_CACHE, else
+~/.cache/auteur_jax/kernels) under a name hashed from the source and headers, flags,
+compiler, jax version and CPU flags, so a changed source or another machine compiles afresh. The
 library is written to a temporary name and renamed, so concurrent processes never load
 half a file. Failures are reported once with the compiler's message and callers fall
 back to plain XLA (`AUTEUR_CPU_KERNELS=0` turns the kernels off).
@@ -63,9 +64,17 @@ def compile_library(name: str) -> pathlib.Path:
   if cxx is None:
     raise RuntimeError(f"no C++ compiler ({os.environ.get('CXX', 'c++')}) on PATH")
   version = subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout
+  headers = sorted(source.parent.glob("*.h"))  # Shared by the kernels (#include "x.h").
   key = hashlib.sha256(
     "\0".join(
-      [source.read_text(), " ".join([*FLAGS, *_arch()]), version, jax.__version__, _cpu_flags()]
+      [
+        source.read_text(),
+        *(h.read_text() for h in headers),
+        " ".join([*FLAGS, *_arch()]),
+        version,
+        jax.__version__,
+        _cpu_flags(),
+      ]
     ).encode()
   ).hexdigest()[:16]
   out = _cache_dir() / f"{name}-{key}.so"

@@ -12,91 +12,19 @@
 // here each block is read once, for all its rows together, and bfloat16 is widened in
 // registers. Blocks are shared out over XLA's intra-op thread pool.
 //
-// Built and registered by auteur_jax/kernels/cpu.py.
+// Built and registered by auteur_jax/kernels/build.py.
 
-#include <algorithm>
-#include <atomic>
 #include <cmath>
-#include <cstdint>
-#include <cstring>
-#include <memory>
-#include <string>
-#include <thread>
 #include <vector>
 
-#include "xla/ffi/api/ffi.h"
-
-namespace ffi = xla::ffi;
+#include "simd.h"
 
 namespace {
 
-#if defined(__AVX512F__)
-constexpr int kW = 16;  // floats per vector: one AVX-512 register.
-#else
-// One AVX2 register: 16-wide generic vectors built for AVX2 ran context 1,024 at 16.1 ms
-// per token, 8-wide at 9.8 (benchmarks/director_decode.py --isa avx2, AVX-512 EPYC).
-constexpr int kW = 8;
-#endif
-typedef float vf __attribute__((vector_size(kW * 4)));
-typedef int32_t vi __attribute__((vector_size(kW * 4)));
-typedef uint32_t vu __attribute__((vector_size(kW * 4)));
-typedef uint16_t vh __attribute__((vector_size(kW * 2)));
-typedef uint8_t vbyte __attribute__((vector_size(kW)));
+using namespace auteur;  // NOLINT: the shared vector helpers.
+
 constexpr int kGroup = 4;      // query rows that share one pass over the cache block.
 constexpr int kMaxRows = 16;   // L * G limit per call (the Python side checks it too).
-constexpr float kMasked = -3.4028234663852886e38f;  // finfo(float32).min, as in JAX.
-
-inline vf Load(const float* p) {
-  vf x;
-  std::memcpy(&x, p, sizeof(x));
-  return x;
-}
-
-inline vf Load(const uint16_t* p) {  // bfloat16 is the high half of a float32.
-  vh h;
-  std::memcpy(&h, p, sizeof(h));
-  vu u = __builtin_convertvector(h, vu) << 16;
-  vf x;
-  std::memcpy(&x, &u, sizeof(x));
-  return x;
-}
-
-inline float Scalar(const float* p) { return *p; }
-
-inline float Scalar(const uint16_t* p) {
-  uint32_t u = static_cast<uint32_t>(*p) << 16;
-  float x;
-  std::memcpy(&x, &u, sizeof(x));
-  return x;
-}
-
-inline void Store(float* p, vf x) { std::memcpy(p, &x, sizeof(x)); }
-
-inline float Sum(vf x) {
-  float s = 0.f;
-  for (int i = 0; i < kW; ++i) s += x[i];
-  return s;
-}
-
-// exp(x) for x <= 0, clamped below at -87 (e^-87 ~ 1.6e-38 stands in for 0):
-// x = n ln2 + r, |r| <= ln2 / 2, e^r by its degree-7 Taylor-like minimax polynomial.
-inline vf Exp(vf x) {
-  x = x < -87.0f ? vf{} - 87.0f : x;
-  vi n = __builtin_convertvector(x * 1.44269504088896341f - 0.5f, vi);  // round (x <= 0)
-  vf fn = __builtin_convertvector(n, vf);
-  vf r = x - fn * 0.693359375f + fn * 2.12194440e-4f;  // ln2 split in two for accuracy
-  vf p = vf{} + 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  vi scale = (n + 127) << 23;
-  vf two_n;
-  std::memcpy(&two_n, &scale, sizeof(two_n));
-  return p * two_n;
-}
 
 struct Problem {
   int64_t batch, len, kv_heads, groups, dim, slots;
@@ -203,32 +131,6 @@ void Block(const Problem& p, int64_t index) {
   }
 }
 
-// Blocks handed out one at a time; late workers find none left and return at once,
-// so the caller only ever waits for blocks that some thread is running.
-struct Work {
-  Problem p;
-  bool bf16;
-  int64_t blocks;
-  std::atomic<int64_t> next{0}, done{0};
-
-  void Run() {
-    for (int64_t i; (i = next.fetch_add(1)) < blocks;) {
-      if (bf16) {
-        Block<uint16_t>(p, i);
-      } else {
-        Block<float>(p, i);
-      }
-      done.fetch_add(1, std::memory_order_release);
-    }
-  }
-};
-
-std::string Dims(ffi::Span<const int64_t> d) {
-  std::string s = "[";
-  for (size_t i = 0; i < d.size(); ++i) s += (i ? ", " : "") + std::to_string(d[i]);
-  return s + "]";
-}
-
 ffi::Error DecodeAttention(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::AnyBuffer k,
                            ffi::AnyBuffer v, ffi::Buffer<ffi::PRED> mask,
                            ffi::ResultBuffer<ffi::F32> out) {
@@ -260,16 +162,16 @@ ffi::Error DecodeAttention(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::A
     std::fill_n(out->typed_data(), out->element_count(), 0.0f);
     return ffi::Error::Success();
   }
-  auto work = std::make_shared<Work>();
-  work->p = Problem{qd[0], qd[1], qd[2], qd[3], qd[4], kd[3], q.typed_data(),
-                    k.untyped_data(), v.untyped_data(), mask.typed_data(),
-                    out->typed_data()};
-  work->bf16 = bf16;
-  work->blocks = qd[0] * qd[2];
-  const int64_t helpers = std::min<int64_t>(pool.num_threads(), work->blocks) - 1;
-  for (int64_t i = 0; i < helpers; ++i) pool.Schedule([work] { work->Run(); });
-  work->Run();
-  while (work->done.load(std::memory_order_acquire) < work->blocks) std::this_thread::yield();
+  const Problem p{qd[0], qd[1], qd[2], qd[3], qd[4], kd[3], q.typed_data(),
+                  k.untyped_data(), v.untyped_data(), mask.typed_data(), out->typed_data()};
+  // One (batch, kv head) block per task.
+  ParallelFor(pool, qd[0] * qd[2], [&p, bf16](int64_t i) {
+    if (bf16) {
+      Block<uint16_t>(p, i);
+    } else {
+      Block<float>(p, i);
+    }
+  });
   return ffi::Error::Success();
 }
 

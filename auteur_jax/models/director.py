@@ -142,11 +142,25 @@ def step_layout(segments: tuple[str, ...], lengths: Mapping[str, int], k: int) -
   return Layout(np.array(kind), np.array(text, np.int64), query, query + k)
 
 
+class StorySequence(NamedTuple):
+  """A batch of stories as the LLM reads them (N = prefix + S * layout length)."""
+
+  ids: jax.Array  # int32 [B, N]: token ids, 0 at the query and visual slots.
+  embeddings: jax.Array  # [B, N, width]: token, query and visual-state embeddings.
+  positions: jax.Array  # int32 [B, N]: RoPE positions.
+  mask: jax.Array  # bool [B, N, N]: True where query i may attend key j.
+  prefix: int  # P: [<bos>] + task prompt slots before the first step.
+
+
 class DirectorOutput(NamedTuple):
   text_logits: jax.Array  # float32 [B, S, Nt, vocab]: predictions at the text slots.
   text_targets: jax.Array  # int32 [B, S, Nt]
   text_mask: jax.Array  # bool [B, S, Nt]: slots that carry a loss.
   visual: jax.Array  # float32 [B, S, K, D]: z_hat from the query slots.
+  # The loss reads these (models/cross_entropy.py), so that a jitted training step never
+  # builds text_logits (unused outputs are dropped).
+  text_nll: jax.Array  # float32 [B, S, Nt]: -log p(target) at the text slots.
+  text_top: jax.Array  # bool [B, S, Nt]: whether the target is the top logit.
 
 
 def check_batch(batch: Mapping[str, jax.Array], cfg: DirectorConfig) -> None:
@@ -259,12 +273,12 @@ class Director(nnx.Module):
     cat = lambda xs: jnp.concatenate(xs, -1)  # noqa: E731
     return cat(ids), cat(valid), cat(targets), cat(tmask)
 
-  def __call__(self, batch: Mapping[str, jax.Array]) -> DirectorOutput:
-    """One pass over every step of the stories in `batch` (see the module docstring)."""
-    check_batch(batch, self.cfg)
+  def sequence(self, batch: Mapping[str, jax.Array]) -> StorySequence:
+    """The whole stories of `batch` as one sequence each: ids, embeddings, RoPE positions
+    and the attention mask (see the module docstring)."""
     lay, k = self.layout(batch), self.cfg.num_queries
     q0, v0 = int(lay.query_slots[0]), int(lay.visual_slots[0])
-    ids, valid, targets, tmask = self._step_tokens(batch)
+    ids, valid, _, _ = self._step_tokens(batch)
     b, s = ids.shape[:2]
     prefix_ids, prefix_valid = self.prefix_tokens(batch["task_ids"], batch["task_mask"])
     p = prefix_ids.shape[1]
@@ -293,14 +307,23 @@ class Director(nnx.Module):
     visible = causal & ((qblock[None, :] == 0) | (qblock[None, :] == qblock[:, None]))
     keys = jnp.concatenate([prefix_valid, valid.reshape(b, -1)], 1)
     mask = constrain(visible[None] & keys[:, None, :], ("batch", "length", None))
+    all_ids = jnp.concatenate([prefix_ids, ids.reshape(b, -1)], 1)
+    return StorySequence(all_ids, x, pos, mask, p)
 
-    h, _ = self.llm(x, pos, mask)
-    h = h[:, p:].reshape(b, s, lay.length, -1)
+  def __call__(self, batch: Mapping[str, jax.Array]) -> DirectorOutput:
+    """One pass over every step of the stories in `batch` (see the module docstring)."""
+    check_batch(batch, self.cfg)
+    lay, k = self.layout(batch), self.cfg.num_queries
+    q0 = int(lay.query_slots[0])
+    _, _, targets, tmask = self._step_tokens(batch)
+    b, s = targets.shape[:2]
+    seq = self.sequence(batch)
+    h, _ = self.llm(seq.embeddings, seq.positions, seq.mask)
+    h = h[:, seq.prefix :].reshape(b, s, lay.length, -1)
+    text = h[:, :, lay.text_slots]
+    nll, top = self.llm.token_nll(text, targets)
     return DirectorOutput(
-      self.llm.logits(h[:, :, lay.text_slots]),
-      targets,
-      tmask,
-      self.decode_visual(h[:, :, q0 : q0 + k]),
+      self.llm.logits(text), targets, tmask, self.decode_visual(h[:, :, q0 : q0 + k]), nll, top
     )
 
   def loss(self, batch: Mapping[str, jax.Array]) -> tuple[jax.Array, dict[str, jax.Array]]:
@@ -316,12 +339,10 @@ def director_loss(
   CE is averaged over the text tokens that carry a loss, (1 - cos) over the K tokens of
   valid steps, MSE over their K * D elements.
   """
-  logp = jax.nn.log_softmax(out.text_logits, axis=-1)
-  nll = -jnp.take_along_axis(logp, out.text_targets[..., None], axis=-1)[..., 0]
   tm = out.text_mask.astype(jnp.float32)
   n_text = jnp.maximum(tm.sum(), 1.0)
-  ce = (nll * tm).sum() / n_text
-  acc = ((jnp.argmax(out.text_logits, -1) == out.text_targets) * tm).sum() / n_text
+  ce = (out.text_nll * tm).sum() / n_text
+  acc = (out.text_top * tm).sum() / n_text
   z = batch["visual_embedding"].astype(jnp.float32)
   zh = out.visual
   step = batch["step_mask"].astype(jnp.float32)[..., None]  # [B, S, 1]

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from auteur_jax.kernels import decode_attention
+from auteur_jax.kernels import decode_attention, train_attention
 from auteur_jax.parallel.rules import constrain
 
 Dtype = jnp.dtype | str
@@ -272,11 +272,15 @@ class Attention(nnx.Module):
 
     cached: k, v are a KV cache being decoded over (never differentiated): a few query
     rows go to the CPU decode kernel where it applies (kernels/decode_attention.py).
+    Otherwise (training, prefill) the CPU kernel with its gradient serves where it applies
+    (kernels/train_attention.py).
     """
     k = constrain(k, ("batch", "kv_heads", "head_dim", "length"))
     v = constrain(v, ("batch", "kv_heads", "head_dim", "length"))
     if cached and decode_attention.applies(q, k):
       out = decode_attention.decode_attention(q, k, v, mask)
+    elif not cached and train_attention.applies(q, k, v):
+      out = train_attention.attend(q, k, v, mask)
     else:
       out = attend(q, values(k).astype(self.dtype), values(v).astype(self.dtype), mask)
     # One flat contraction: with two contracting dims (h, d) XLA's CPU dot reorders

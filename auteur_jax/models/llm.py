@@ -21,6 +21,7 @@ import numpy as np
 from flax import nnx
 
 from auteur_jax.config_sections import from_section
+from auteur_jax.models.cross_entropy import head_cross_entropy
 from auteur_jax.models.layers import (
   Attention,
   KVCache,
@@ -260,6 +261,15 @@ class LLM(nnx.Module):
       KVCache.zeros(batch, cfg.num_kv_heads, length, cfg.head_dim, dtype or cfg.dtype)
       for _ in range(cfg.num_layers)
     )
+
+  def head_table(self) -> jax.Array:
+    """The output weights as [vocab, width]: the tied embedding table or lm_head^T."""
+    return self.embed[...] if self.cfg.tie_embeddings else self.lm_head[...].T
+
+  def token_nll(self, h: jax.Array, targets: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Cross-entropy of the logits of h [..., width] at targets int [...]: (nll float32
+    [...], whether the target is the top logit bool [...]); models/cross_entropy.py."""
+    return head_cross_entropy(h, self.head_table(), targets)
 
   def logits(self, h: jax.Array) -> jax.Array:
     """Hidden states [..., width] -> float32 logits [..., vocab]."""

@@ -57,7 +57,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       dtype="float32",
       param_dtype="float32",
       remat="none",
-      scan_unroll=1,
+      scan_unroll=4,  # All 4 layers unrolled: no stacked residuals to zero and fill (~10 % faster).
     )
   )
   m.markup = ml_collections.ConfigDict(

@@ -1,0 +1,393 @@
+// Masked softmax attention on CPU, forward and backward: the LLM's full-sequence passes
+// (training steps, prefill).
+//
+// Forward: out[b, l, h, g, :] = sum_t p_t v[b, h, :, t] with p = softmax over the keys t
+// where mask[b, l, t] of s_t = q[b, l, h, g, :] . k[b, h, :, t] (q already scaled), and
+// lse[b, l, h, g] = log sum_t exp(s_t) over those keys.
+// Backward: dq, dk, dv from dout, recomputing p from lse (flash attention's backward:
+// ds = p * (dp - rowsum(dout * out)), dp = dout . v).
+// Shapes, float32: q / out / dout / dq [B, L, KVH, G, Dh], k / v / dk / dv [B, KVH, Dh, T]
+// (the KVCache layout), mask bool [B, L, T], lse [B, L, KVH, G].
+// A fully masked row gets the uniform distribution over all T keys, as
+// layers._masked_softmax does, and passes no gradient to q or k.
+//
+// Why: XLA's CPU attention writes every (row, key) score to memory several times
+// (scores, probabilities, their gradients; ~190 MB a layer for the toy director's batch)
+// and its softmax runs at ~1.5 ns a score. Here a group of kRows query rows streams its
+// (batch, kv head) key block once per pass, keeps its scores in cache, and stops at the
+// group's last visible key, so a causal mask costs half of a dense one.
+//
+// Built and registered by auteur_jax/kernels/build.py.
+
+#include <cmath>
+#include <cstring>
+#include <type_traits>
+#include <vector>
+
+#include "simd.h"
+
+namespace {
+
+using namespace auteur;  // NOLINT: the shared vector helpers.
+
+// Query rows that share one pass over the key block: as many as keep their score and
+// gradient vectors in registers (32 AVX-512 registers, 16 AVX2 ones).
+constexpr int kRows = kW == 16 ? 8 : 4;
+
+// Calls fn(std::integral_constant<int, n>) for a row count n in [1, kRows].
+template <int N = kRows, typename F>
+void Dispatch(int64_t n, F&& fn) {
+  if constexpr (N > 1) {
+    if (n < N) return Dispatch<N - 1>(n, fn);
+  }
+  fn(std::integral_constant<int, N>{});
+}
+
+struct Problem {
+  int64_t batch, len, kv_heads, groups, dim, slots;
+  const float* q;
+  const float* k;
+  const float* v;
+  const bool* mask;
+
+  // Index of row r (= l * G + g) of block (b, h) in [B, L, KVH, G].
+  int64_t Row(int64_t b, int64_t h, int64_t r) const {
+    return ((b * len + r / groups) * kv_heads + h) * groups + r % groups;
+  }
+  const bool* MaskRow(int64_t b, int64_t r) const { return mask + (b * len + r / groups) * slots; }
+};
+
+// Keys up to and including the last visible one of a mask row (0: none visible).
+inline int64_t Extent(const bool* m, int64_t slots) {
+  const void* last = memrchr(m, 1, slots);
+  return last ? static_cast<const bool*>(last) - m + 1 : 0;
+}
+
+inline vf MaskOr(const bool* m, vf x, vf other) {
+  vbyte mb;
+  std::memcpy(&mb, m, sizeof(mb));
+  return __builtin_convertvector(mb, vi) != 0 ? x : other;
+}
+
+// Rows that see at least one key, in groups of up to kRows, each with the extent of its
+// furthest row; rows that see none listed apart.
+struct Groups {
+  std::vector<int64_t> rows, starts, extents, dead;
+};
+
+Groups GroupRows(const Problem& p, int64_t b) {
+  Groups out;
+  const int64_t n = p.len * p.groups;
+  for (int64_t r = 0; r < n; ++r) {
+    const int64_t e = Extent(p.MaskRow(b, r), p.slots);
+    if (e == 0) {
+      out.dead.push_back(r);
+      continue;
+    }
+    if (out.rows.size() % kRows == 0) {
+      out.starts.push_back(out.rows.size());
+      out.extents.push_back(0);
+    }
+    out.rows.push_back(r);
+    out.extents.back() = std::max(out.extents.back(), e);
+  }
+  out.starts.push_back(out.rows.size());
+  return out;
+}
+
+// Forward of NR rows over keys [0, te). s: NR score rows of `slots` floats.
+template <int NR>
+void ForwardRows(const Problem& p, const float* kb, const float* vb, const float* const* q,
+                 const bool* const* m, float* const* o, float* const* lse, int64_t te,
+                 float* s) {
+  const int64_t T = p.slots, D = p.dim, full = te - te % kW;
+  for (int64_t t = 0; t < full; t += kW) {
+    vf acc[NR] = {};
+    for (int64_t d = 0; d < D; ++d) {
+      const vf kv = Load(kb + d * T + t);
+      for (int r = 0; r < NR; ++r) acc[r] += q[r][d] * kv;
+    }
+    for (int r = 0; r < NR; ++r) Store(s + r * T + t, MaskOr(m[r] + t, acc[r], vf{} + kMasked));
+  }
+  for (int64_t t = full; t < te; ++t) {
+    for (int r = 0; r < NR; ++r) {
+      float a = 0.f;
+      for (int64_t d = 0; d < D; ++d) a += q[r][d] * kb[d * T + t];
+      s[r * T + t] = m[r][t] ? a : kMasked;
+    }
+  }
+  float inv[NR];
+  for (int r = 0; r < NR; ++r) {
+    float* sr = s + r * T;
+    vf mx = vf{} + kMasked;
+    for (int64_t t = 0; t < full; t += kW) {
+      const vf x = Load(sr + t);
+      mx = x > mx ? x : mx;
+    }
+    float top = kMasked;
+    for (int i = 0; i < kW; ++i) top = std::max(top, mx[i]);
+    for (int64_t t = full; t < te; ++t) top = std::max(top, sr[t]);
+    vf sum = {};
+    for (int64_t t = 0; t < full; t += kW) {
+      const vf e = Exp(Load(sr + t) - top);
+      Store(sr + t, e);
+      sum += e;
+    }
+    float total = Sum(sum);
+    for (int64_t t = full; t < te; ++t) {
+      sr[t] = std::exp(std::max(sr[t] - top, -87.0f));
+      total += sr[t];
+    }
+    inv[r] = 1.0f / total;
+    *lse[r] = top + std::log(total);
+  }
+  for (int64_t d = 0; d < D; ++d) {
+    const float* vr = vb + d * T;
+    vf acc[NR] = {};
+    for (int64_t t = 0; t < full; t += kW) {
+      const vf vv = Load(vr + t);
+      for (int r = 0; r < NR; ++r) acc[r] += Load(s + r * T + t) * vv;
+    }
+    for (int r = 0; r < NR; ++r) {
+      float a = Sum(acc[r]);
+      for (int64_t t = full; t < te; ++t) a += s[r * T + t] * vr[t];
+      o[r][d] = a * inv[r];
+    }
+  }
+}
+
+void ForwardBlock(const Problem& p, int64_t index, float* out, float* lse) {
+  const int64_t b = index / p.kv_heads, h = index % p.kv_heads, T = p.slots, D = p.dim;
+  const float* kb = p.k + index * D * T;
+  const float* vb = p.v + index * D * T;
+  const Groups g = GroupRows(p, b);
+  thread_local std::vector<float> scratch;
+  scratch.resize(kRows * T);
+  for (size_t i = 0; i + 1 < g.starts.size(); ++i) {
+    const float* q[kRows];
+    const bool* m[kRows];
+    float* o[kRows];
+    float* l[kRows];
+    const int64_t n = g.starts[i + 1] - g.starts[i];
+    for (int64_t j = 0; j < n; ++j) {
+      const int64_t r = g.rows[g.starts[i] + j], at = p.Row(b, h, r);
+      q[j] = p.q + at * D;
+      m[j] = p.MaskRow(b, r);
+      o[j] = out + at * D;
+      l[j] = lse + at;
+    }
+    Dispatch(n, [&](auto rows) {
+      ForwardRows<rows.value>(p, kb, vb, q, m, o, l, g.extents[i], scratch.data());
+    });
+  }
+  for (const int64_t r : g.dead) {  // Uniform weights over every key.
+    const int64_t at = p.Row(b, h, r);
+    for (int64_t d = 0; d < D; ++d) {
+      float a = 0.f;
+      for (int64_t t = 0; t < T; ++t) a += vb[d * T + t];
+      out[at * D + d] = T ? a / T : 0.f;
+    }
+    lse[at] = kMasked;
+  }
+}
+
+// Backward of NR rows over keys [0, te): adds to dk, dv (this block's [Dh, T]) and
+// writes dq. ds: NR rows of `slots` floats of scratch.
+template <int NR>
+void BackwardRows(const Problem& p, const float* kb, const float* vb, const float* const* q,
+                  const float* const* dout, const bool* const* m, const float* lse,
+                  const float* delta, float* const* dq, float* dk, float* dv, int64_t te,
+                  float* ds) {
+  const int64_t T = p.slots, D = p.dim, full = te - te % kW;
+  for (int64_t t = 0; t < full; t += kW) {
+    vf s[NR] = {}, dp[NR] = {};
+    for (int64_t d = 0; d < D; ++d) {
+      const vf kv = Load(kb + d * T + t), vv = Load(vb + d * T + t);
+      for (int r = 0; r < NR; ++r) {
+        s[r] += q[r][d] * kv;
+        dp[r] += dout[r][d] * vv;
+      }
+    }
+    vf pr[NR], dsr[NR];
+    for (int r = 0; r < NR; ++r) {
+      pr[r] = MaskOr(m[r] + t, Exp(s[r] - lse[r]), vf{});
+      dsr[r] = pr[r] * (dp[r] - delta[r]);
+      Store(ds + r * T + t, dsr[r]);
+    }
+    for (int64_t d = 0; d < D; ++d) {
+      vf dkv = Load(dk + d * T + t), dvv = Load(dv + d * T + t);
+      for (int r = 0; r < NR; ++r) {
+        dkv += q[r][d] * dsr[r];
+        dvv += dout[r][d] * pr[r];
+      }
+      Store(dk + d * T + t, dkv);
+      Store(dv + d * T + t, dvv);
+    }
+  }
+  for (int64_t t = full; t < te; ++t) {
+    for (int r = 0; r < NR; ++r) {
+      float s = 0.f, dp = 0.f;
+      for (int64_t d = 0; d < D; ++d) {
+        s += q[r][d] * kb[d * T + t];
+        dp += dout[r][d] * vb[d * T + t];
+      }
+      const float pr = m[r][t] ? std::exp(std::max(s - lse[r], -87.0f)) : 0.f;
+      ds[r * T + t] = pr * (dp - delta[r]);
+      for (int64_t d = 0; d < D; ++d) {
+        dk[d * T + t] += q[r][d] * ds[r * T + t];
+        dv[d * T + t] += dout[r][d] * pr;
+      }
+    }
+  }
+  // dq = ds k^T: each key row once for all NR rows.
+  for (int64_t d = 0; d < D; ++d) {
+    const float* kr = kb + d * T;
+    vf acc[NR] = {};
+    for (int64_t t = 0; t < full; t += kW) {
+      const vf kv = Load(kr + t);
+      for (int r = 0; r < NR; ++r) acc[r] += Load(ds + r * T + t) * kv;
+    }
+    for (int r = 0; r < NR; ++r) {
+      float a = Sum(acc[r]);
+      for (int64_t t = full; t < te; ++t) a += ds[r * T + t] * kr[t];
+      dq[r][d] = a;
+    }
+  }
+}
+
+struct Grads {
+  const float* out;
+  const float* lse;
+  const float* dout;
+  float* dq;
+  float* dk;
+  float* dv;
+};
+
+void BackwardBlock(const Problem& p, const Grads& gr, int64_t index) {
+  const int64_t b = index / p.kv_heads, h = index % p.kv_heads, T = p.slots, D = p.dim;
+  const float* kb = p.k + index * D * T;
+  const float* vb = p.v + index * D * T;
+  float* dk = gr.dk + index * D * T;
+  float* dv = gr.dv + index * D * T;
+  std::fill_n(dk, D * T, 0.f);
+  std::fill_n(dv, D * T, 0.f);
+  const Groups g = GroupRows(p, b);
+  thread_local std::vector<float> scratch;
+  scratch.resize(kRows * T);
+  for (size_t i = 0; i + 1 < g.starts.size(); ++i) {
+    const float* q[kRows];
+    const float* dout[kRows];
+    const bool* m[kRows];
+    float* dq[kRows];
+    float lse[kRows], delta[kRows];
+    const int64_t n = g.starts[i + 1] - g.starts[i];
+    for (int64_t j = 0; j < n; ++j) {
+      const int64_t r = g.rows[g.starts[i] + j], at = p.Row(b, h, r);
+      q[j] = p.q + at * D;
+      dout[j] = gr.dout + at * D;
+      m[j] = p.MaskRow(b, r);
+      dq[j] = gr.dq + at * D;
+      lse[j] = gr.lse[at];
+      float dl = 0.f;  // rowsum(dout * out)
+      for (int64_t d = 0; d < D; ++d) dl += dout[j][d] * gr.out[at * D + d];
+      delta[j] = dl;
+    }
+    Dispatch(n, [&](auto rows) {
+      BackwardRows<rows.value>(p, kb, vb, q, dout, m, lse, delta, dq, dk, dv, g.extents[i],
+                               scratch.data());
+    });
+  }
+  for (const int64_t r : g.dead) {  // Uniform weights: no gradient to q or k.
+    const int64_t at = p.Row(b, h, r);
+    std::fill_n(gr.dq + at * D, D, 0.f);
+    for (int64_t d = 0; d < D; ++d) {
+      const float share = gr.dout[at * D + d] / T;
+      for (int64_t t = 0; t < T; ++t) dv[d * T + t] += share;
+    }
+  }
+}
+
+// Checks the shapes; fills `p` (pointers left null).
+ffi::Error Check(const char* name, ffi::Span<const int64_t> qd, ffi::Span<const int64_t> kd,
+                 ffi::Span<const int64_t> vd, ffi::Span<const int64_t> md, Problem* p) {
+  if (qd.size() != 5 || kd.size() != 4 || vd.size() != 4 || md.size() != 3) {
+    return ffi::Error::InvalidArgument(
+        std::string(name) + ": expected q [B, L, KVH, G, Dh], k / v [B, KVH, Dh, T], mask " +
+        "[B, L, T]; got q " + Dims(qd) + ", k " + Dims(kd) + ", mask " + Dims(md));
+  }
+  if (!std::equal(kd.begin(), kd.end(), vd.begin()) || kd[0] != qd[0] || kd[1] != qd[2] ||
+      kd[2] != qd[4] || md[0] != qd[0] || md[1] != qd[1] || md[2] != kd[3]) {
+    return ffi::Error::InvalidArgument(std::string(name) + ": shapes do not agree: q " +
+                                       Dims(qd) + ", k " + Dims(kd) + ", v " + Dims(vd) +
+                                       ", mask " + Dims(md));
+  }
+  if (qd[4] > 64) {
+    return ffi::Error::InvalidArgument(std::string(name) + ": head dim must be at most 64, got " +
+                                       std::to_string(qd[4]));
+  }
+  *p = Problem{qd[0], qd[1], qd[2], qd[3], qd[4], kd[3], nullptr, nullptr, nullptr, nullptr};
+  return ffi::Error::Success();
+}
+
+ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k,
+                   ffi::Buffer<ffi::F32> v, ffi::Buffer<ffi::PRED> mask,
+                   ffi::ResultBuffer<ffi::F32> out, ffi::ResultBuffer<ffi::F32> lse) {
+  Problem p;
+  ffi::Error err = Check("train_attention", q.dimensions(), k.dimensions(), v.dimensions(),
+                         mask.dimensions(), &p);
+  if (err.failure()) return err;
+  p.q = q.typed_data();
+  p.k = k.typed_data();
+  p.v = v.typed_data();
+  p.mask = mask.typed_data();
+  float* o = out->typed_data();
+  float* l = lse->typed_data();
+  ParallelFor(pool, p.batch * p.kv_heads, [&](int64_t i) { ForwardBlock(p, i, o, l); });
+  return ffi::Error::Success();
+}
+
+ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k,
+                    ffi::Buffer<ffi::F32> v, ffi::Buffer<ffi::PRED> mask,
+                    ffi::Buffer<ffi::F32> out, ffi::Buffer<ffi::F32> lse,
+                    ffi::Buffer<ffi::F32> dout, ffi::ResultBuffer<ffi::F32> dq,
+                    ffi::ResultBuffer<ffi::F32> dk, ffi::ResultBuffer<ffi::F32> dv) {
+  Problem p;
+  ffi::Error err = Check("train_attention backward", q.dimensions(), k.dimensions(),
+                         v.dimensions(), mask.dimensions(), &p);
+  if (err.failure()) return err;
+  p.q = q.typed_data();
+  p.k = k.typed_data();
+  p.v = v.typed_data();
+  p.mask = mask.typed_data();
+  const Grads g{out.typed_data(),  lse.typed_data(), dout.typed_data(),
+                dq->typed_data(),  dk->typed_data(), dv->typed_data()};
+  ParallelFor(pool, p.batch * p.kv_heads, [&](int64_t i) { BackwardBlock(p, g, i); });
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(AuteurTrainAttention, Forward,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::PRED>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(AuteurTrainAttentionBackward, Backward,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::PRED>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
