@@ -90,7 +90,7 @@ def test_unknown_config_argument_names_file_and_allowed():
   with pytest.raises(
     ConfigError,
     match=r"toy/dit.py: unknown argument 'text_onyl'; "
-    r"allowed: \['text_only'\] or none",
+    r"allowed: \['text_only', 'keyframe', 'both'\] or none",
   ):
     load_config("toy/dit:text_onyl")
   with pytest.raises(ConfigError, match=r"vae.py: unknown argument 'big'; allowed: none"):

@@ -147,6 +147,62 @@ def test_config_and_input_errors():
     text_only(x, t, text, vis)
 
 
+# Keyframe-conditioned: 3 latent channels + 4 mask + 3 keyframe-latent channels.
+KF = dataclasses.replace(CFG, in_channels=10, visual_condition="keyframe")
+
+
+def test_keyframe_config_errors():
+  with pytest.raises(ValueError, match=r"config.model.visual_condition: expected one of"):
+    dit.DiTConfig.from_dict({"visual_condition": "image"})
+  with pytest.raises(ValueError, match=r"config.model.in_channels: .* = 10, got 4"):
+    dit.DiTConfig.from_dict({**dataclasses.asdict(CFG), "visual_condition": "both"})
+  with pytest.raises(ValueError, match="'both' needs visual_dim > 0"):
+    dit.DiTConfig.from_dict({**dataclasses.asdict(KF), "visual_dim": 0, "visual_condition": "both"})
+  assert dit.DiTConfig.from_dict({**dataclasses.asdict(KF), "visual_dim": 0}).keyframe
+  assert (KF.condition_channels, CFG.condition_channels) == (7, 0)
+
+
+def test_keyframe_dit_joins_the_condition_after_the_latents():
+  """The keyframe model is the in_channels-10 model fed [latents, condition] on the
+  channel axis (diffusers' torch.cat([latents, condition], dim=1)); its input errors."""
+  x, t, text, vis = _inputs(cfg=KF)
+  latents, cond = x[..., :3], x[..., 3:]
+  out = _fwd(_build(KF), latents, t, text, vis, cond)
+  plain = _build(dataclasses.replace(KF, visual_condition="embedding"))  # Same weights.
+  np.testing.assert_allclose(out, _fwd(plain, x, t, text, vis), rtol=1e-6, atol=1e-6)
+  assert out.shape == (*x.shape[:4], 3)
+  model = _build(KF)
+  with pytest.raises(ValueError, match=r"keyframe-conditioned .* condition \[B, T, H, W, 7\]"):
+    model(latents, t, text, vis)
+  with pytest.raises(ValueError, match=r"condition: expected shape \(2, 3, 4, 6, 7\)"):
+    model(latents, t, text, vis, cond[:, :2])
+  with pytest.raises(ValueError, match="expected 3 channels"):
+    model(x, t, text, vis, cond)
+  with pytest.raises(ValueError, match="condition given to a DiT without keyframe input"):
+    _build()(x, t, text, vis, cond)
+
+
+def test_widened_patch_kernel_keeps_the_narrow_models_predictions():
+  """dit.widen_patch_kernel: an embedding DiT's weights with zero weights for the new
+  keyframe channels predict what it did, whatever the condition holds."""
+  narrow = _build(dataclasses.replace(CFG, in_channels=3))
+  graphdef, state = nnx.split(_build(KF))
+  kernel = dit.widen_patch_kernel(narrow.patch_embed.kernel[...], KF.patch_size, 10)
+  assert kernel.shape == state["patch_embed"]["kernel"].shape
+  flat = dict(nnx.to_flat_state(nnx.state(narrow)))
+  flat[("patch_embed", "kernel")] = flat[("patch_embed", "kernel")].replace(kernel)
+  wide = nnx.merge(graphdef, nnx.from_flat_state(list(flat.items())))
+  x, t, text, vis = _inputs(cfg=KF)
+  np.testing.assert_allclose(
+    _fwd(wide, x[..., :3], t, text, vis, x[..., 3:]),
+    _fwd(narrow, x[..., :3], t, text, vis),
+    rtol=1e-6,
+    atol=1e-6,
+  )
+  with pytest.raises(ValueError, match=r"expected \[4 x C, D\] with C <= 2"):
+    dit.widen_patch_kernel(kernel, KF.patch_size, 2)
+
+
 @pytest.mark.integration
 def test_layer_loop_variants_agree():
   """Scanned, rematerialised layers and blockwise self-attention give the plain unrolled

@@ -10,11 +10,12 @@ than its shards, and no host holds the whole model.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
 from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
 
 from auteur_jax.checkpoint import orbax_io
 from auteur_jax.checkpoint.errors import WeightError
@@ -72,22 +73,44 @@ def restore_model(
   return model
 
 
+# (saved param as the checkpoint holds it, the model's param) -> the model's param.
+Adapt = Callable[[jax.Array, jax.ShapeDtypeStruct], jax.Array]
+
+
+def _name(k: Key) -> str:
+  """A state key ("model", ..., "value") as the param names of restore_into."""
+  return "/".join(k[1:-1])
+
+
 def restore_into(
-  path: str, state: Any, abstract: Any, where: str = "config.init.checkpoint"
+  path: str,
+  state: Any,
+  abstract: Any,
+  where: str = "config.init.checkpoint",
+  adapt: Mapping[str, Adapt] | None = None,
 ) -> tuple[Any, list[str]]:
   """`state` (a train state {model, opt, ...}) with the model params that the checkpoint
   at `path` holds (a converted checkpoint from `auteur convert import`, or another run)
   restored onto `abstract`'s shardings and dtypes; the optimizer state and params the
-  checkpoint lacks stay as given. Returns (state, names of the params left as given)."""
+  checkpoint lacks stay as given. Returns (state, names of the params left as given).
+
+  adapt: param name (e.g. "dit/patch_embed/kernel") -> fn(saved, target) for params the
+  checkpoint holds in another shape (e.g. models.dit.widen_patch_kernel): the saved array
+  is restored whole (replicated) and fn's result, of the target's shape, placed on the
+  target's sharding. Params whose shapes agree are restored as they are."""
+  adapt = adapt or {}
   state_dir = _state_dir(path, where)
   saved = orbax_io.tree_metadata(state_dir)
   wanted = {key_of(p): x for p, x in jax.tree_util.tree_flatten_with_path(abstract)[0]}
   wanted = {k: x for k, x in wanted.items() if k[0] == "model"}
   found = {k: x for k, x in wanted.items() if k in saved}
+  reshaped = {
+    k: x for k, x in found.items() if _name(k) in adapt and tuple(saved[k].shape) != tuple(x.shape)
+  }
   bad = [
     f"{'/'.join(k)}: checkpoint {tuple(saved[k].shape)}, model {x.shape}"
     for k, x in found.items()
-    if tuple(saved[k].shape) != tuple(x.shape)
+    if tuple(saved[k].shape) != tuple(x.shape) and k not in reshaped
   ]
   if not found or bad:
     raise ConfigError(
@@ -98,9 +121,25 @@ def restore_into(
         else f"none of its params are there (it has e.g. {['/'.join(k) for k in list(saved)[:3]]})"
       )
     )
+  targets = {
+    k: jax.ShapeDtypeStruct(
+      tuple(saved[k].shape), x.dtype, sharding=NamedSharding(x.sharding.mesh, PartitionSpec())
+    )
+    if k in reshaped
+    else x
+    for k, x in found.items()
+  }
   try:
-    restored = orbax_io.restore(state_dir, found)
+    restored = orbax_io.restore(state_dir, targets)
   except WeightError as e:
     raise ConfigError(f"{where}: {e}") from e
+  for k, x in reshaped.items():
+    y = adapt[_name(k)](restored[k], x)
+    if tuple(y.shape) != tuple(x.shape):
+      raise ConfigError(
+        f"{where}: adapting {_name(k)} {tuple(saved[k].shape)} gave {tuple(y.shape)}, "
+        f"the model needs {tuple(x.shape)}"
+      )
+    restored[k] = jax.device_put(y.astype(x.dtype), x.sharding)
   state = jax.tree_util.tree_map_with_path(lambda p, x: restored.get(key_of(p), x), state)
-  return state, sorted("/".join(k[1:-1]) for k in wanted if k not in found)
+  return state, sorted(_name(k) for k in wanted if k not in found)

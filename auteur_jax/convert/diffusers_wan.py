@@ -3,10 +3,11 @@
 A diffusers model folder (config.json + one safetensors file, or several listed by a
 `*.safetensors.index.json`; memory-mapped, so bfloat16 loads without torch), for the
 text-to-video and the image-conditioned (`image_dim` / `added_kv_proj_dim`) layouts.
-The name map (`_pieces`, used by `load_diffusers_wan` and `auteur convert`): rename ->
-transpose ([out, in] torch Linear to our [in, out]) -> reshape heads -> place in the
-stacked (and q/k/v-fused) block parameters; every tensor is checked against the model's
-abstract state before any is read.
+Wan 2.1 I2V (in_channels 36: noisy latents, mask and keyframe latents) loads as a
+keyframe-conditioned DiT. The name map (`_pieces`, used by `load_diffusers_wan` and
+`auteur convert`): rename -> transpose ([out, in] torch Linear to our [in, out]) ->
+reshape heads -> place in the stacked (and q/k/v-fused) block parameters; every tensor
+is checked against the model's abstract state before any is read.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from auteur_jax.convert.mapping import (
 )
 from auteur_jax.convert.safetensors_io import read_hf_config
 from auteur_jax.models.dit import (
+  KEYFRAME_MASK_CHANNELS,
   DiTConfig,
   VideoDiT,
   VisualEmbedder,
@@ -46,7 +48,12 @@ from auteur_jax.parallel.rules import DEFAULT_RULES, Rules
 
 
 def config_from_diffusers(config: Mapping[str, Any], **overrides: Any) -> DiTConfig:
-  """DiTConfig for a diffusers WanTransformer3DModel config.json; `overrides` win."""
+  """DiTConfig for a diffusers WanTransformer3DModel config.json; `overrides` win.
+
+  in_channels = 2 x out_channels + 4 (Wan 2.1 I2V's 36) is read as visual_condition
+  "keyframe" (the image tokens, with image_dim, are the keyframe's CLIP tokens); override
+  it with "both" to feed the director's embedding there instead: the weights are the same.
+  """
   cls = config.get("_class_name", "WanTransformer3DModel")
   if cls != "WanTransformer3DModel":
     raise ValueError(f"config.json: _class_name is {cls!r}, expected 'WanTransformer3DModel'")
@@ -65,12 +72,17 @@ def config_from_diffusers(config: Mapping[str, Any], **overrides: Any) -> DiTCon
     )
   if added and not image_dim:
     raise ValueError("config.json: added_kv_proj_dim set without image_dim")
+  in_channels = config.get("in_channels", 16)
+  out_channels = config.get("out_channels") or in_channels
+  # Wan 2.1 I2V: the noisy latents, a mask and the keyframe's latents (16 + 4 + 16 = 36).
+  i2v = in_channels == 2 * out_channels + KEYFRAME_MASK_CHANNELS
   fields = dict(
     patch_size=tuple(config.get("patch_size", (1, 2, 2))),
     num_heads=heads,
     head_dim=head_dim,
-    in_channels=config.get("in_channels", 16),
-    out_channels=config.get("out_channels") or config.get("in_channels", 16),
+    in_channels=in_channels,
+    out_channels=out_channels,
+    visual_condition="keyframe" if i2v else "embedding",
     text_dim=config.get("text_dim", 4096),
     freq_dim=config.get("freq_dim", 256),
     ffn_dim=config.get("ffn_dim", 13824),

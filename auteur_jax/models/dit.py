@@ -10,6 +10,12 @@ attention to the text tokens plus a second attention over the visual-embedding t
 visual state z), and a modulated tanh-GELU MLP. Timesteps enter through a shared time
 projection plus a learned per-block scale/shift table.
 
+Image-to-video (`DiTConfig.visual_condition` "keyframe" / "both", Wan 2.1 I2V's way): a
+keyframe's VAE latent placed in its latent frame plus a 4-channel frame mask
+(`diffusion/keyframe.py`) is concatenated on the channel axis to the noisy latents before
+the patch embedding (in_channels = out_channels + 4 + out_channels: 36 for Wan), and the
+keyframe's image tokens may go through the visual attention above.
+
 Block weights are stacked on a leading `layers` axis and run with `lax.scan` (optionally
 rematerialised). Weights are stored [in, out] (torch's Linear is [out, in]); the
 diffusers converter lives in `convert/diffusers_wan.py`.
@@ -45,6 +51,13 @@ REMAT_POLICIES = {
 }
 
 ATTENTION = ("full", "blockwise")  # Self-attention implementations (DiTConfig.attention).
+# What the visual condition is (DiTConfig.visual_condition): the director's embedding
+# tokens (visual attention), a keyframe (its latent and mask concatenated to the input
+# channels, plus optional image tokens through the visual attention), or both.
+VISUAL_CONDITIONS = ("embedding", "keyframe", "both")
+# Mask channels of the keyframe condition: one per pixel frame of a latent frame (Wan's VAE
+# compresses time 4x; diffusers' `vae_scale_factor_temporal`).
+KEYFRAME_MASK_CHANNELS = 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +72,12 @@ class DiTConfig:
   attention: self-attention as "full" (one score matrix [N, N] per head: fastest for
     short sequences) or "blockwise" (models/blockwise_attention.py: scores of
     `attention_block` keys at a time, for long clips; the same result).
+  visual_condition: a VISUAL_CONDITIONS name. "embedding": visual tokens only (visual_dim
+    > 0), or text only (visual_dim 0). "keyframe": the keyframe condition [B, T, H, W,
+    4 + out_channels] is concatenated to the noisy latents, so in_channels must be
+    out_channels + 4 + out_channels (Wan 2.1 I2V: 36); the visual tokens, when visual_dim
+    > 0, are the keyframe's image tokens. "both": the keyframe condition and the
+    director's embedding tokens (visual_dim > 0).
   """
 
   patch_size: tuple[int, int, int] = (1, 2, 2)
@@ -83,10 +102,21 @@ class DiTConfig:
   remat: str = "none"
   attention: str = "full"
   attention_block: int = 512
+  visual_condition: str = "embedding"
 
   @property
   def width(self) -> int:
     return self.num_heads * self.head_dim
+
+  @property
+  def keyframe(self) -> bool:
+    """True: the model takes a keyframe condition concatenated to its input channels."""
+    return self.visual_condition in ("keyframe", "both")
+
+  @property
+  def condition_channels(self) -> int:
+    """Channels of the keyframe condition (mask + latent); 0 without one."""
+    return KEYFRAME_MASK_CHANNELS + self.out_channels if self.keyframe else 0
 
   @classmethod
   def from_dict(cls, d: Mapping[str, Any], path: str = "config.model") -> DiTConfig:
@@ -115,6 +145,21 @@ class DiTConfig:
       )
     if self.visual_pos_len and not self.visual_dim:
       raise ValueError("config.model.visual_pos_len needs visual_dim > 0")
+    if self.visual_condition not in VISUAL_CONDITIONS:
+      raise ValueError(
+        f"config.model.visual_condition: expected one of {VISUAL_CONDITIONS}, "
+        f"got {self.visual_condition!r}"
+      )
+    if self.visual_condition == "both" and not self.visual_dim:
+      raise ValueError(
+        "config.model.visual_condition 'both' needs visual_dim > 0 (the embedding tokens)"
+      )
+    if self.keyframe and self.in_channels != self.out_channels + self.condition_channels:
+      raise ValueError(
+        f"config.model.in_channels: visual_condition {self.visual_condition!r} needs "
+        f"out_channels + {KEYFRAME_MASK_CHANNELS} mask + out_channels condition channels = "
+        f"{self.out_channels + self.condition_channels}, got {self.in_channels}"
+      )
     for name in ("dtype", "param_dtype"):
       try:
         jnp.dtype(getattr(self, name))
@@ -462,8 +507,12 @@ class Blocks(nnx.Module):
 
 class VideoDiT(nnx.Module):
   """The DiT. Call: (latents [B,T,H,W,C], t [B] in [0,1], text [B,Lt,text_dim],
-  visual [B,K,visual_dim] or None) -> velocity [B,T,H,W,out_channels]. Without visual
-  tokens the visual attention is skipped (the text-to-video model)."""
+  visual [B,K,visual_dim] or None, condition [B,T,H,W,4+out_channels] or None) ->
+  velocity [B,T,H,W,out_channels]. Without visual tokens the visual attention is skipped
+  (the text-to-video model). A keyframe-conditioned model (cfg.keyframe) takes latents
+  of out_channels and needs `condition` (diffusion/keyframe.keyframe_condition), joined
+  after them on the channel axis as diffusers' pipeline joins [latents, condition];
+  other models take latents of in_channels and no condition."""
 
   def __init__(self, cfg: DiTConfig, *, rngs: nnx.Rngs):
     cfg.validate()
@@ -486,14 +535,22 @@ class VideoDiT(nnx.Module):
     self.head = Dense(d, p * cfg.out_channels, ("embed", None), pd, rngs)
 
   def __call__(
-    self, latents: jax.Array, t: jax.Array, text: jax.Array, visual: jax.Array | None = None
+    self,
+    latents: jax.Array,
+    t: jax.Array,
+    text: jax.Array,
+    visual: jax.Array | None = None,
+    condition: jax.Array | None = None,
   ) -> jax.Array:
     cfg = self.cfg
     dtype = jnp.dtype(cfg.dtype)
     grid = patch_grid(latents.shape, cfg.patch_size)
-    self._check_inputs(latents, t, text, visual, grid)
+    self._check_inputs(latents, t, text, visual, condition, grid)
 
-    x = self.patch_embed(patchify(latents.astype(dtype), cfg.patch_size))
+    x = latents.astype(dtype)
+    if condition is not None:
+      x = jnp.concatenate([x, condition.astype(dtype)], axis=-1)
+    x = self.patch_embed(patchify(x, cfg.patch_size))
     x = constrain(x, ("batch", "length", "act_embed"))
     cos, sin = (jnp.asarray(a) for a in rope_3d_tables(grid, cfg.head_dim, cfg.rope_theta))
 
@@ -527,11 +584,28 @@ class VideoDiT(nnx.Module):
     h = (layer_norm(x, cfg.eps) * (1 + scale) + shift).astype(dtype)
     return unpatchify(self.head(h), grid, cfg.patch_size)
 
-  def _check_inputs(self, latents, t, text, visual, grid) -> None:
+  def _check_inputs(self, latents, t, text, visual, condition, grid) -> None:
     cfg = self.cfg
-    if latents.shape[-1] != cfg.in_channels:
+    if cfg.keyframe and condition is None:
       raise ValueError(
-        f"latents: expected {cfg.in_channels} channels (last axis), got shape {latents.shape}"
+        f"condition: this DiT is keyframe-conditioned (config.model.visual_condition = "
+        f"{cfg.visual_condition!r}) and needs the keyframe condition "
+        f"[B, T, H, W, {cfg.condition_channels}]"
+      )
+    if not cfg.keyframe and condition is not None:
+      raise ValueError(
+        "condition given to a DiT without keyframe input (config.model.visual_condition "
+        f"= {cfg.visual_condition!r})"
+      )
+    channels = cfg.in_channels - cfg.condition_channels
+    if latents.shape[-1] != channels:
+      raise ValueError(
+        f"latents: expected {channels} channels (last axis), got shape {latents.shape}"
+      )
+    if condition is not None and condition.shape != (*latents.shape[:-1], cfg.condition_channels):
+      raise ValueError(
+        f"condition: expected shape {(*latents.shape[:-1], cfg.condition_channels)} "
+        f"(the latents' [B, T, H, W] and {cfg.condition_channels} channels), got {condition.shape}"
       )
     if max(grid) > cfg.rope_max_len:
       raise ValueError(f"latents token grid {grid} exceeds rope_max_len {cfg.rope_max_len}")
@@ -547,6 +621,24 @@ class VideoDiT(nnx.Module):
       raise ValueError(
         f"visual: expected [{latents.shape[0]}, K, {cfg.visual_dim}], got {visual.shape}"
       )
+
+
+def widen_patch_kernel(
+  kernel: jax.Array, patch: tuple[int, int, int], in_channels: int
+) -> jax.Array:
+  """The patch-embedding kernel [pt*ph*pw*C, D] of a model with C input channels ->
+  [pt*ph*pw*in_channels, D], the new channels (after the old ones, where the keyframe
+  condition goes) with zero weights: the wider model predicts what the narrower one did
+  until they are trained. Starts a keyframe DiT from an embedding (or text-only) one."""
+  p = math.prod(patch)
+  rows, d = kernel.shape
+  if rows % p or not 0 < rows // p <= in_channels:
+    raise ValueError(
+      f"patch kernel {tuple(kernel.shape)}: expected [{p} x C, D] with C <= {in_channels}"
+    )
+  k = kernel.reshape(p, rows // p, d)  # Rows are (pt, ph, pw, channel), channel fastest.
+  k = jnp.pad(k, ((0, 0), (0, in_channels - rows // p), (0, 0)))
+  return k.reshape(p * in_channels, d)
 
 
 def count_params(model: nnx.Module) -> int:

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from auteur_jax.config import ConfigError
+from auteur_jax.models.dit import DiTConfig
 
 VAE_TEMPORAL, VAE_SPATIAL = 4, 8  # Wan 2.1 VAE: latents [1 + (T - 1) / 4, H / 8, W / 8, C].
 STORED_DTYPE = jnp.bfloat16  # `config.encode.dtype` of the paper's encode configs.
@@ -65,9 +66,10 @@ def clip_batch(config: ml_collections.ConfigDict) -> dict[str, jax.ShapeDtypeStr
           f"config.data: num_frames {t} / size {hw} do not give whole VAE "
           f"latents (1 + {VAE_TEMPORAL}k frames, a multiple of {VAE_SPATIAL})"
         )
+      # The VAE's latents: a keyframe DiT's other input channels are built from them.
+      c = m.in_channels - DiTConfig.from_dict(m).condition_channels
       out[name] = _sd(
-        (b, 1 + (t - 1) // VAE_TEMPORAL, hw // VAE_SPATIAL, hw // VAE_SPATIAL, m.in_channels),
-        STORED_DTYPE,
+        (b, 1 + (t - 1) // VAE_TEMPORAL, hw // VAE_SPATIAL, hw // VAE_SPATIAL, c), STORED_DTYPE
       )
     elif name == "visual_embedding":
       if len(tuple(d.get("embedding_shape") or ())) != 2:

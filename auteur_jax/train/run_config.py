@@ -67,6 +67,15 @@ class ClipInitConfig(InitConfig):
   hf_vision: str = ""  # Or an HF CLIP / SigLIP folder (`auteur encode`: vision tower).
 
 
+@dataclasses.dataclass(frozen=True)
+class DiTInitConfig(InitConfig):
+  """`config.init` of a DiT config."""
+
+  # The checkpoint's DiT has fewer input channels (no keyframe condition): its patch
+  # embedding is widened with zero weights for the new ones (task_dit.init_adapters).
+  widen_inputs: bool = False
+
+
 # --- whole configs ----------------------------------------------------------------------
 
 
@@ -121,6 +130,7 @@ class DirectorRun(TrainRun):
 class DiTRun(TrainRun):
   TASK: ClassVar[str] = "dit"
   model: DiTConfig
+  init: DiTInitConfig | None = None
   text: DiTTextConfig
   sample: SamplerConfig | None = None
 
@@ -128,6 +138,11 @@ class DiTRun(TrainRun):
     super().validate()
     if self.train is not None and (self.train.flow is None or self.train.visual_reg is None):
       raise ValueError("train: the dit task reads train.flow and train.visual_reg")
+    if self.init is not None and self.init.widen_inputs and not self.model.keyframe:
+      raise ValueError(
+        "init.widen_inputs: only a keyframe-conditioned DiT (model.visual_condition "
+        f"'keyframe' or 'both') has new input channels; got {self.model.visual_condition!r}"
+      )
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -8,6 +8,13 @@ or the caption ids through a small embedding table trained with the DiT
 (`visual_embedding` [B, K, D]) goes through z' = Shuffle(Mask(z + eps))
 (config.train.visual_reg), then both conditions are dropped per example for
 classifier-free guidance; the loss is the MSE to the velocity noise - x0.
+
+A keyframe-conditioned DiT (config.model.visual_condition "keyframe" / "both") learns
+image-to-video: the clip's own last latent frame is its keyframe (the toy's keyframes end
+their clips), placed with its mask in the condition (diffusion/keyframe.py), which is never
+dropped (diffusers' pipeline gives it to the unconditional pass too). With "keyframe" the
+visual tokens are the keyframe's image tokens (the stored visual_embedding). A run that
+starts from a DiT without those input channels sets config.init.widen_inputs.
 """
 
 from __future__ import annotations
@@ -19,10 +26,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from auteur_jax.checkpoint.restore import Adapt
 from auteur_jax.config import ConfigError
 from auteur_jax.data import examples, pipeline, tfrecord
-from auteur_jax.diffusion import conditioning, flow
+from auteur_jax.diffusion import conditioning, flow, keyframe
 from auteur_jax.models.conditioned_dit import TextConditionedDiT
+from auteur_jax.models.dit import DiTConfig, widen_patch_kernel
 
 
 @functools.lru_cache(maxsize=8)
@@ -74,8 +83,23 @@ class DiTTask:
     if config.model.visual_dim:
       visual = conditioning.regularize(k_reg, batch["visual_embedding"], self._visual_reg(config)).z
     text, visual, _, _ = flow.drop_conditions(k_drop, text, visual, f.drop_text, f.drop_visual)
-    v = model.dit(flow.add_noise(x0, noise, t), t, text, visual)
+    condition = None
+    if model.dit.cfg.keyframe:
+      condition = keyframe.keyframe_condition(x0[:, -1], x0.shape, "last")
+    v = model.dit(flow.add_noise(x0, noise, t), t, text, visual, condition)
     return flow.flow_loss(v, x0, noise), {"num_tokens": jnp.float32(b * np.prod(x0.shape[1:4]))}
+
+  def init_adapters(self, config) -> dict[str, Adapt]:
+    """config.init.widen_inputs: the init checkpoint's patch embedding, narrower than
+    this model's (no keyframe channels), widened with zeros (dit.widen_patch_kernel)."""
+    if not (config.get("init") or {}).get("widen_inputs"):
+      return {}
+    cfg = DiTConfig.from_dict(config.model)
+
+    def widen(saved: jax.Array, target: jax.ShapeDtypeStruct) -> jax.Array:
+      return widen_patch_kernel(saved, cfg.patch_size, cfg.in_channels)
+
+    return {"dit/patch_embed/kernel": widen}
 
   def dataset(self, config, process_index: int, process_count: int):
     return pipeline.dataset_from_config(config.data, process_index, process_count)

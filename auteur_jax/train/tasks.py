@@ -37,7 +37,9 @@ class Task(Protocol):
     checks the config's data against the model first."""
 
   # Optional: `adapt_init(config, model)` changes, in place, a model whose params were
-  # just restored from config.init.checkpoint (e.g. task_vae's config.init.inflate).
+  # just restored from config.init.checkpoint (e.g. task_vae's config.init.inflate);
+  # `init_adapters(config)` gives checkpoint.restore.restore_into's `adapt` (params the
+  # checkpoint holds in another shape, e.g. task_dit's config.init.widen_inputs).
 
 
 # name -> "module:attribute" of a Task instance; modules import only when used.

@@ -206,7 +206,9 @@ def train(
   if start is None:
     state, start = s.init(), 0
     if (config.get("init") or {}).get("checkpoint"):  # Start from converted / other weights.
-      state, fresh = restore_into(config.init.checkpoint, state, s.abstract)
+      # e.g. the DiT's patch embedding widened for keyframe channels (task_dit).
+      adapt = task.init_adapters(config) if hasattr(task, "init_adapters") else {}
+      state, fresh = restore_into(config.init.checkpoint, state, s.abstract, adapt=adapt)
       if hasattr(task, "adapt_init"):  # e.g. the VAE's image -> video inflation.
         ts = nnx.merge(s.graphdef, state)
         task.adapt_init(config, ts.model)
@@ -215,6 +217,7 @@ def train(
         print(
           f"init: params from {config.init.checkpoint}"
           + (f"; {len(fresh)} keep their initialisation: {fresh[:6]}" if fresh else "")
+          + (f"; adapted where shapes differ: {sorted(adapt)}" if adapt else "")
         )
   else:
     state = ckpts.restore(start, s.abstract, data)

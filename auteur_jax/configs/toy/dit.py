@@ -10,6 +10,15 @@ It prints the flow-matching loss per step (and the time-bucketed losses). The mo
 4-block, width-128 Wan-style DiT (~1.2M parameters): 9 frames of 64 x 64 -> latents
 3 x 8 x 8 x 16 -> 48 tokens with (1, 2, 2) patches; 16 visual tokens of width 64.
 `toy/dit:text_only` drops the visual conditioning (the paper's baseline).
+
+Image-to-video (Wan 2.1 I2V's way, the paper's Table 3 keyframe conditioning): with
+`toy/dit:keyframe` the clip's last latent frame (its keyframe) and a frame mask are
+concatenated to the noisy latents (in_channels 16 + 4 + 16 = 36) and the keyframe's
+image tokens (the stored visual_embedding, unregularised) go through the visual
+attention; `toy/dit:both` adds the keyframe to the embedding-conditioned model (the
+regularised tokens). Both start from the shipped toy DiT (auteur_jax/assets/checkpoints/
+toy/dit) with the new input channels' weights zero (config.init.widen_inputs):
+  auteur train --config toy/dit:keyframe --workdir runs/dit_keyframe
 """
 
 import os
@@ -29,13 +38,15 @@ TEXT_DIM = 64  # Width of the toy text encoder's token embeddings.
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.task = "dit"
-  visual = check_arg(__file__, arg, ("text_only",)) is None
+  arg = check_arg(__file__, arg, ("text_only", "keyframe", "both"))
+  visual = arg != "text_only"
+  keyframe = arg in ("keyframe", "both")
 
   # DiTConfig fields (models/dit.py); names follow diffusers' WanTransformer3DModel.
   c.model = ml_collections.ConfigDict(
     dict(
       patch_size=(1, 2, 2),
-      in_channels=16,
+      in_channels=16 + 4 + 16 if keyframe else 16,  # Noisy latents, mask, keyframe latents.
       out_channels=16,
       num_heads=4,
       head_dim=32,
@@ -56,6 +67,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       remat="names",
       attention="full",
       attention_block=512,
+      visual_condition=arg if keyframe else "embedding",
     )
   )  # 48 tokens: one score matrix is cheapest.
 
@@ -101,8 +113,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   c.mesh = mesh_config({"data": -1, "fsdp": 1, "tensor": 1})
 
+  if arg == "keyframe":  # Exact image tokens of the keyframe: nothing to be robust to.
+    t.visual_reg.update(mask_prob=0.0, shuffle_prob=0.0, noise_scale=0.0)
+
   c.init = ml_collections.ConfigDict()
   c.init.checkpoint = ""  # An orbax checkpoint to start from (diffusers weights: auteur convert).
+  # True: the checkpoint's DiT has no keyframe channels; their patch weights start at zero.
+  c.init.widen_inputs = False
+  if keyframe:
+    c.init.checkpoint = os.path.normpath(os.path.join(here, "../../assets/checkpoints/toy/dit"))
+    c.init.widen_inputs = True
 
   s = c.sample = ml_collections.ConfigDict()
   s.solver = "euler"  # "euler" | "heun" (diffusion/flow.py).
