@@ -31,8 +31,10 @@ namespace {
 using namespace auteur;  // NOLINT: the shared vector helpers.
 
 // Query rows that share one pass over the key block: as many as keep their score and
-// gradient vectors in registers (32 AVX-512 registers, 16 AVX2 ones).
-constexpr int kRows = kW == 16 ? 8 : 4;
+// gradient vectors in registers (32 AVX-512 registers, 16 AVX2 ones). Measured on the
+// toy director's layer (8 x 1,617 tokens, 4 heads x 32), forward + backward: AVX-512
+// 4 rows 135 ms, 8 rows 120 ms; AVX2 4 rows 176 ms, 6 rows 160 ms, 8 rows 180 ms.
+constexpr int kRows = kW == 16 ? 8 : 6;
 
 // Calls fn(std::integral_constant<int, n>) for a row count n in [1, kRows].
 template <int N = kRows, typename F>
