@@ -6,7 +6,8 @@
 
 Both models have the same Wan 2.1 shapes (ours is converted from the diffusers model the
 script builds), the same batch and float32. Repeats alternate ours / theirs / a
-2048^3 matmul so that both see the same machine load; medians after warm-up. FLOPs are
+2048^3 matmul so that both see the same machine load (benchmarks/timing.py, with a pause
+before each call); medians after warm-up. FLOPs are
 the matmul FLOPs of the model (attention included) x 3 for forward + backward.
 Prints `ratio ...` lines; the target is ours at most 0.9x their step time.
 """
@@ -19,9 +20,9 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 
 import cpu_isa  # benchmarks/cpu_isa.py: caps the ISA before jax / torch load.
+import timing
 
 ISA = cpu_isa.apply()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -177,20 +178,6 @@ def matmul_fn(n: int = 2048):
   return step, 2.0 * n**3
 
 
-def timed(fns: dict, repeats: int, warmup: int) -> dict[str, list[float]]:
-  """Warm-up, then `repeats` rounds each running every function once (interleaved)."""
-  for fn in fns.values():
-    for _ in range(warmup):
-      fn()
-  times = {k: [] for k in fns}
-  for _ in range(repeats):
-    for k, fn in fns.items():
-      t0 = time.perf_counter()
-      fn()
-      times[k].append(time.perf_counter() - t0)
-  return times
-
-
 def main(argv: list[str] | None = None) -> None:
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   cpu_isa.add_argument(ap)
@@ -251,7 +238,7 @@ def main(argv: list[str] | None = None) -> None:
         with nnx.use_eager_sharding(False):
           graphdef = nnx.graphdef(nnx.eval_shape(lambda c=vcfg: VideoDiT(c, rngs=nnx.Rngs(0))))
         fns[name(vcfg)] = jax_step_fn(nnx.merge(graphdef, nnx.state(ours)), data)
-  times = timed(fns, args.repeats, args.warmup)
+  times = timing.interleaved(fns, args.repeats, args.warmup)
 
   med = {k: statistics.median(v) for k, v in times.items()}
   peak = mm_flops / med["matmul"]

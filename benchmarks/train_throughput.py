@@ -21,9 +21,9 @@ import argparse
 import os
 import statistics
 import sys
-import time
 
 import cpu_isa
+import timing
 
 ISA = cpu_isa.apply()  # Before jax / torch load.
 
@@ -42,29 +42,13 @@ from auteur_jax.parallel.mesh import make_mesh  # noqa: E402
 from auteur_jax.train import tasks, trainer  # noqa: E402
 
 CONFIGS = os.path.join(CONFIG_DIR, "toy")
-PAUSE_S = 0.5
-
-
-def _timed(fns: dict, repeats: int) -> dict[str, float]:
-  """Median seconds of each function; one warm-up each, then repeats interleaved, each
-  after a pause: torch's OpenMP threads spin on after a step, and measured beside a
-  spinning pool the next step ran ~30 % slower."""
-  for fn in fns.values():
-    fn()  # Warm-up (compilation).
-  times: dict[str, list[float]] = {k: [] for k in fns}
-  for _ in range(repeats):
-    for k, fn in fns.items():
-      time.sleep(PAUSE_S)
-      start = time.perf_counter()
-      fn()
-      times[k].append(time.perf_counter() - start)
-  return {k: statistics.median(v) for k, v in times.items()}
 
 
 def matmul_flops(repeats: int) -> float:
   a = jnp.ones((2048, 2048), jnp.float32)
   f = jax.jit(lambda x: x @ x)
-  return 2 * 2048**3 / _timed({"mm": lambda: f(a).block_until_ready()}, repeats)["mm"]
+  times = timing.interleaved({"mm": lambda: f(a).block_until_ready()}, repeats, pause_s=0.0)
+  return 2 * 2048**3 / statistics.median(times["mm"])
 
 
 def _batches(name: str, config, b: int) -> tuple[dict, int]:
@@ -194,7 +178,7 @@ def bench(name: str, batch_size: int, repeats: int, peak: float) -> dict[str, fl
     before = load_config(os.path.join(CONFIGS, f"{name}.py"), ["--config.model.llm.scan_unroll=1"])
     fns["before"] = _with_xla_attention(_trainer_step(before, name, batch)[0])
   fns["ours"], n_params = _trainer_step(config, name, batch)
-  times = _timed(fns, repeats)
+  times = {k: statistics.median(v) for k, v in timing.interleaved(fns, repeats).items()}
   dt = times["ours"]
   flops = 6 * n_params * tokens
   frac = flops / dt / peak
