@@ -52,7 +52,7 @@ def test_docstring_arguments_are_found():
   assert ("toy/dit", "text_only") in CASES and ("toy/data", "stories") in CASES
   assert ("paper/clip_vit_l14_336", "siglip") in CASES
   assert {("toy/director", a) for a in ("caption_visual", "action_visual")} <= set(CASES)
-  assert len(_config_names()) == 12
+  assert len(_config_names()) == 13
 
 
 def _models(config: ml_collections.ConfigDict) -> dict[str, ml_collections.ConfigDict]:

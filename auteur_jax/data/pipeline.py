@@ -1,4 +1,5 @@
-"""grain pipelines: clip batches (for the video DiT) and story batches (for the director).
+"""grain pipelines: clip batches (for the video DiT) and story batches (for the director;
+with each step's keyframe latent, data/keyframes.py, for the keyframe renderer).
 
 Read order (deterministic for a seed): each JAX process takes every `process_count`-th
 shard file, so no two processes read the same file. Per epoch the process's files are
@@ -25,7 +26,7 @@ import numpy as np
 
 from auteur_jax.config import ConfigError
 from auteur_jax.config_sections import from_section
-from auteur_jax.data import examples, inventory, tfrecord, video_io
+from auteur_jax.data import examples, inventory, keyframes, tfrecord, video_io
 from auteur_jax.data.tokenizer import Tokenizer
 
 
@@ -293,6 +294,8 @@ class DataConfig:
   # True: train on the shards that are there when they differ from dataset.json
   # (data/inventory.py); False: that is an error naming the shard.
   allow_partial: bool = False
+  # () or (h, w, C): stories with each step's keyframe latent (data/keyframes.py).
+  keyframe_shape: tuple[int, ...] = ()
 
   def validate(self) -> None:
     if self.kind not in ("clips", "stories"):
@@ -320,6 +323,12 @@ class DataConfig:
       )
     if len(self.embedding_shape) not in (0, 2):
       raise ValueError(f"embedding_shape: expected () or (K, D), got {self.embedding_shape}")
+    if len(self.keyframe_shape) not in (0, 3) or min(self.keyframe_shape, default=1) < 1:
+      raise ValueError(f"keyframe_shape: expected () or (h, w, C), got {self.keyframe_shape}")
+    if self.keyframe_shape and self.kind != "stories":
+      raise ValueError(
+        f"keyframe_shape: keyframes are loaded with stories (kind 'stories'), got {self.kind!r}"
+      )
     if self.num_epochs < 1 and self.num_epochs != -1:
       raise ValueError(f"num_epochs must be >= 1, or -1 (forever), got {self.num_epochs}")
 
@@ -335,7 +344,7 @@ def dataset_from_config(
   """The pipeline `config.data` describes (see DataConfig)."""
   data = data_config(data)
   tok = Tokenizer.load(data.tokenizer) if data.tokenizer else None
-  decoder: ClipDecoder | StoryDecoder
+  decoder: ClipDecoder | StoryDecoder | keyframes.StoryKeyframes
   if data.kind == "clips":
     decoder = ClipDecoder(data.num_frames, tok, data.max_text_len, data.arrays)
   else:
@@ -352,6 +361,10 @@ def dataset_from_config(
       data.max_caption_tokens,
       (k_d[0], k_d[1]) if k_d else None,
     )
+    if data.keyframe_shape:  # Validated: (h, w, C).
+      h, w, c = data.keyframe_shape
+      clips = inventory.check_split(data.dir, data.split, "clips", data.allow_partial)
+      decoder = keyframes.StoryKeyframes(decoder, clips, (h, w, c))
   files = inventory.check_split(data.dir, data.split, data.kind, data.allow_partial)
   return make_dataset(
     files,

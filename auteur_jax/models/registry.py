@@ -5,7 +5,8 @@
                         config without a text tower: encoding only), "director" ->
                         Director (config.model), "dit" -> TextConditionedDiT
                         (config.model, with a caption embedding table when
-                        config.text.source is "ids"), "text_encoder" -> T5Encoder
+                        config.text.source is "ids"), "keyframe" -> KeyframeRenderer
+                        (config.model), "text_encoder" -> T5Encoder
 
 Training (train/tasks.py: losses and data), sampling, encoding, evaluation and
 conversion all build their models here. Parameters carry logical axis names: build
@@ -25,6 +26,7 @@ from auteur_jax.models.clip_text import ClipModel, ClipModelConfig
 from auteur_jax.models.conditioned_dit import DiTTextConfig, TextConditionedDiT
 from auteur_jax.models.director import Director, DirectorConfig
 from auteur_jax.models.dit import DiTConfig
+from auteur_jax.models.keyframe_renderer import KeyframeRenderer, KeyframeRendererConfig
 from auteur_jax.models.text_encoder import T5Config, T5Encoder
 from auteur_jax.models.vae import VAEConfig, VideoVAE
 from auteur_jax.models.vision import VisionTower
@@ -54,6 +56,10 @@ def _dit(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> TextConditionedDi
   )
 
 
+def _keyframe(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> KeyframeRenderer:
+  return KeyframeRenderer(KeyframeRendererConfig.from_dict(config.model), rngs=rngs)
+
+
 def _text_encoder(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> T5Encoder:
   return T5Encoder(T5Config.from_dict(config.model), rngs=rngs)
 
@@ -63,6 +69,7 @@ _BUILDERS: dict[str, Builder] = {
   "clip": _clip,
   "director": _director,
   "dit": _dit,
+  "keyframe": _keyframe,
   "text_encoder": _text_encoder,
 }
 

@@ -29,7 +29,7 @@ import json
 import math
 import os
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import BinaryIO
 
 import jax
@@ -40,6 +40,7 @@ import tqdm
 from auteur_jax.config import ConfigError
 from auteur_jax.config_sections import from_section
 from auteur_jax.data import examples, pipeline, tfrecord, video_io
+from auteur_jax.data.keyframes import index_clips
 from auteur_jax.data.schema import Clip, Story
 from auteur_jax.parallel.mesh import batch_axes, make_mesh
 from auteur_jax.sample.encoders import Encoder, make_encoder
@@ -156,21 +157,6 @@ def write_story_shard(src: str, dst: str, clip_index: dict, field: str) -> None:
   finally:
     for f in handles.values():
       f.close()
-
-
-def index_clips(paths: Sequence[str]) -> dict:
-  """(video_id, start, end) float32 times -> (path, data offset, length) of clip records."""
-  index = {}
-  for path in paths:
-    with open(path, "rb") as f:
-      for offset, length in tfrecord.index_records(path):
-        ex = examples.decode_clip(tfrecord.read_record_at(f, path, offset, length), path)
-        index[(ex["video_id"], np.float32(ex["start"]), np.float32(ex["end"]))] = (
-          path,
-          int(offset),
-          int(length),
-        )
-  return index
 
 
 @dataclasses.dataclass(frozen=True)

@@ -6,14 +6,14 @@ of `auteur train`, `auteur encode` and `auteur sample`.
   check_encode(config)   ... `auteur encode`
   check_sample(config)   ... `auteur sample`
 
-A config is a dataclass here too (VAERun, ClipRun, DirectorRun, DiTRun, TextEncoderRun,
-SampleRun, DataRun for a config without a task) whose fields are the section classes of
-the modules that read them, so `config_sections.from_section` checks every section,
-nested ones included, and refuses a key that no code reads. A section only some uses of
-a task read is optional (the paper VAE is only encoded with: no `train`); the command
-checks require what they read. A task without a run class (tests register their own)
-gets its generic sections checked: train, mesh, distributed and init. Errors are
-ConfigErrors naming the key. Here, in train/, because a run's sections include
+A config is a dataclass here too (VAERun, ClipRun, DirectorRun, DiTRun, KeyframeRun,
+TextEncoderRun, SampleRun, DataRun for a config without a task) whose fields are the
+section classes of the modules that read them, so `config_sections.from_section` checks
+every section, nested ones included, and refuses a key that no code reads. A section
+only some uses of a task read is optional (the paper VAE is only encoded with: no
+`train`); the command checks require what they read. A task without a run class (tests
+register their own) gets its generic sections checked: train, mesh, distributed and
+init. Errors are ConfigErrors naming the key. Here, in train/, because a run's sections include
 config.train; the sample layer checks its own sections where it reads them.
 """
 
@@ -32,6 +32,7 @@ from auteur_jax.models.clip_text import ClipModelConfig
 from auteur_jax.models.conditioned_dit import DiTTextConfig
 from auteur_jax.models.director import DirectorConfig
 from auteur_jax.models.dit import DiTConfig
+from auteur_jax.models.keyframe_renderer import KeyframeRendererConfig
 from auteur_jax.models.text_encoder import T5Config
 from auteur_jax.models.vae import VAEConfig
 from auteur_jax.parallel.distributed import DistributedConfig
@@ -96,10 +97,14 @@ class TrainRun:
   def validate(self) -> None:
     if self.task != self.TASK:
       raise ValueError(f"task: expected {self.TASK!r}, got {self.task!r}")
-    if self.train is not None and self.TASK != "dit" and (self.train.flow or self.train.visual_reg):
+    if self.train is None:
+      return
+    if self.TASK not in ("dit", "keyframe") and self.train.flow:
       raise ValueError(
-        f"train: flow and visual_reg are the dit task's; this is a {self.task!r} config"
+        f"train: flow is the dit and keyframe tasks'; this is a {self.task!r} config"
       )
+    if self.TASK != "dit" and self.train.visual_reg:
+      raise ValueError(f"train: visual_reg is the dit task's; this is a {self.task!r} config")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -146,6 +151,33 @@ class DiTRun(TrainRun):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class KeyframeRun(TrainRun):
+  """The keyframe renderer (task_keyframe): stories with keyframe latents; config.sample
+  is sample/keyframes.py's solver and guidance (visual_scale: on the references)."""
+
+  TASK: ClassVar[str] = "keyframe"
+  model: KeyframeRendererConfig
+  sample: SamplerConfig | None = None
+
+  def validate(self) -> None:
+    super().validate()
+    if self.train is not None and self.train.flow is None:
+      raise ValueError("train: the keyframe task reads train.flow")
+    if self.data is not None and (
+      self.data.kind != "stories" or len(self.data.keyframe_shape) != 3
+    ):
+      raise ValueError(
+        "data: the keyframe task reads stories with keyframes; expected kind 'stories' and "
+        f"keyframe_shape (h, w, C), got {self.data.kind!r} and {self.data.keyframe_shape}"
+      )
+    if self.data is not None and self.data.keyframe_shape[-1] != self.model.out_channels:
+      raise ValueError(
+        f"data.keyframe_shape {self.data.keyframe_shape}: C must be model.out_channels "
+        f"({self.model.out_channels})"
+      )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class TextEncoderRun:
   """A text encoder config (paper/umt5_xxl): the model and the mesh `auteur convert
   import --config` places its weights on."""
@@ -183,6 +215,7 @@ RUNS: dict[str | None, type] = {
   "clip": ClipRun,
   "director": DirectorRun,
   "dit": DiTRun,
+  "keyframe": KeyframeRun,
   "text_encoder": TextEncoderRun,
   "sample": SampleRun,
   None: DataRun,

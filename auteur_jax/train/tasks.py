@@ -46,6 +46,7 @@ class Task(Protocol):
 _REGISTRY: dict[str, str] = {
   "director": "auteur_jax.train.task_director:TASK",
   "dit": "auteur_jax.train.task_dit:TASK",
+  "keyframe": "auteur_jax.train.task_keyframe:TASK",
   "vae": "auteur_jax.train.task_vae:TASK",
   "clip": "auteur_jax.train.task_clip:TASK",
 }

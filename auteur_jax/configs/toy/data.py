@@ -35,6 +35,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   d.max_action_tokens = 32
   d.max_caption_tokens = 128
   d.embedding_shape = ()  # (K, D) to load per-step visual embeddings with stories.
+  d.keyframe_shape = ()  # (h, w, C) to load per-step keyframe latents with stories.
   # Order and loading.
   d.seed = 0
   d.shuffle = True
