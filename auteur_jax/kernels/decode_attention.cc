@@ -74,18 +74,7 @@ void Rows(const Problem& p, const C* kb, const C* vb, const float* const* q,
       sr[t] = m[r][t] ? sr[t] : kMasked;
       top = std::max(top, sr[t]);
     }
-    vf sum = {};
-    for (int64_t t = 0; t < full; t += kW) {
-      vf e = Exp(Load(sr + t) - top);
-      Store(sr + t, e);
-      sum += e;
-    }
-    float total = Sum(sum);
-    for (int64_t t = full; t < T; ++t) {
-      sr[t] = std::exp(std::max(sr[t] - top, -87.0f));
-      total += sr[t];
-    }
-    inv[r] = 1.0f / total;
+    inv[r] = 1.0f / ExpSum(sr, T, top);
   }
   // Values: each row of the block once, dotted with all NR probability rows.
   for (int64_t d = 0; d < D; ++d) {

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <functional>
@@ -84,6 +85,23 @@ inline vf Exp(vf x) {
   vf two_n;
   std::memcpy(&two_n, &scale, sizeof(two_n));
   return p * two_n;
+}
+
+// s[t] = exp(s[t] - top) in place for t in [0, n) (top >= every s[t]); returns their sum.
+inline float ExpSum(float* s, int64_t n, float top) {
+  const int64_t full = n - n % kW;
+  vf sum = {};
+  for (int64_t t = 0; t < full; t += kW) {
+    const vf e = Exp(Load(s + t) - top);
+    Store(s + t, e);
+    sum += e;
+  }
+  float total = Sum(sum);
+  for (int64_t t = full; t < n; ++t) {
+    s[t] = std::exp(std::max(s[t] - top, -87.0f));
+    total += s[t];
+  }
+  return total;
 }
 
 // Calls fn(i) for i in [0, n) on the calling thread and up to pool.num_threads() - 1

@@ -97,6 +97,27 @@ Groups GroupRows(const Problem& p, int64_t b) {
   return out;
 }
 
+// out[r][d] = scale[r] * sum over t < te of rows[r * T + t] * block[d * T + t]: NR rows
+// of `slots` floats against each row of a [Dh, T] block, each block row read once.
+template <int NR>
+void RowsDotBlock(const float* rows, const float* block, int64_t T, int64_t D, int64_t te,
+                  const float* scale, float* const* out) {
+  const int64_t full = te - te % kW;
+  for (int64_t d = 0; d < D; ++d) {
+    const float* br = block + d * T;
+    vf acc[NR] = {};
+    for (int64_t t = 0; t < full; t += kW) {
+      const vf bv = Load(br + t);
+      for (int r = 0; r < NR; ++r) acc[r] += Load(rows + r * T + t) * bv;
+    }
+    for (int r = 0; r < NR; ++r) {
+      float a = Sum(acc[r]);
+      for (int64_t t = full; t < te; ++t) a += rows[r * T + t] * br[t];
+      out[r][d] = a * scale[r];
+    }
+  }
+}
+
 // Forward of NR rows over keys [0, te). s: NR score rows of `slots` floats.
 template <int NR>
 void ForwardRows(const Problem& p, const float* kb, const float* vb, const float* const* q,
@@ -129,33 +150,11 @@ void ForwardRows(const Problem& p, const float* kb, const float* vb, const float
     float top = kMasked;
     for (int i = 0; i < kW; ++i) top = std::max(top, mx[i]);
     for (int64_t t = full; t < te; ++t) top = std::max(top, sr[t]);
-    vf sum = {};
-    for (int64_t t = 0; t < full; t += kW) {
-      const vf e = Exp(Load(sr + t) - top);
-      Store(sr + t, e);
-      sum += e;
-    }
-    float total = Sum(sum);
-    for (int64_t t = full; t < te; ++t) {
-      sr[t] = std::exp(std::max(sr[t] - top, -87.0f));
-      total += sr[t];
-    }
+    const float total = ExpSum(sr, te, top);
     inv[r] = 1.0f / total;
     *lse[r] = top + std::log(total);
   }
-  for (int64_t d = 0; d < D; ++d) {
-    const float* vr = vb + d * T;
-    vf acc[NR] = {};
-    for (int64_t t = 0; t < full; t += kW) {
-      const vf vv = Load(vr + t);
-      for (int r = 0; r < NR; ++r) acc[r] += Load(s + r * T + t) * vv;
-    }
-    for (int r = 0; r < NR; ++r) {
-      float a = Sum(acc[r]);
-      for (int64_t t = full; t < te; ++t) a += s[r * T + t] * vr[t];
-      o[r][d] = a * inv[r];
-    }
-  }
+  RowsDotBlock<NR>(s, vb, T, D, te, inv, o);
 }
 
 void ForwardBlock(const Problem& p, int64_t index, float* out, float* lse) {
@@ -241,20 +240,9 @@ void BackwardRows(const Problem& p, const float* kb, const float* vb, const floa
       }
     }
   }
-  // dq = ds k^T: each key row once for all NR rows.
-  for (int64_t d = 0; d < D; ++d) {
-    const float* kr = kb + d * T;
-    vf acc[NR] = {};
-    for (int64_t t = 0; t < full; t += kW) {
-      const vf kv = Load(kr + t);
-      for (int r = 0; r < NR; ++r) acc[r] += Load(ds + r * T + t) * kv;
-    }
-    for (int r = 0; r < NR; ++r) {
-      float a = Sum(acc[r]);
-      for (int64_t t = full; t < te; ++t) a += ds[r * T + t] * kr[t];
-      dq[r][d] = a;
-    }
-  }
+  float one[NR];
+  std::fill_n(one, NR, 1.0f);
+  RowsDotBlock<NR>(ds, kb, T, D, te, one, dq);  // dq = ds k^T
 }
 
 struct Grads {
