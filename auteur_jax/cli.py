@@ -196,6 +196,8 @@ def cmd_sample(args) -> None:
   from auteur_jax.sample.batch import ERRORS, run_batch
   from auteur_jax.train import run_config
 
+  if args.director:
+    args.config.sample.director = args.director
   run_config.check_sample(args.config)
   r = run_batch(args.config, args.prompts, args.out, redo_changed=args.redo_changed)
   print(
@@ -452,6 +454,12 @@ def parser() -> argparse.ArgumentParser:
     action="store_true",
     help="redo finished items whose prompt or sampling settings changed "
     "(default: keep them and report them in errors.jsonl)",
+  )
+  p.add_argument(
+    "--director",
+    choices=("interleaved", "language"),
+    help="config.sample.director: interleaved (clips from the director's visual states) or "
+    "language (keyframes drawn by the keyframe renderer, clips by the keyframe DiT)",
   )
   p.set_defaults(fn=cmd_sample)
 

@@ -295,12 +295,16 @@ def prompt_hash(r: StoryRequest) -> str:
 
 def settings_hash(config: ml_collections.ConfigDict) -> str:
   """SHA-256 of the settings that shape an item's output: the job's sample section (but
-  its batch size), the director's text sampling and the DiT's sampler and CFG scales."""
-  fields = {
-    "sample": {k: v for k, v in config.sample.to_dict().items() if k != "batch_size"},
-    "director": config.director.sample.to_dict(),
-    "dit": config.dit.sample.to_dict(),
-  }
+  its batch size), the director's text sampling and the DiT's sampler and CFG scales (the
+  language director: the keyframe renderer's and the keyframe DiT's)."""
+  sample = {k: v for k, v in config.sample.to_dict().items() if k != "batch_size"}
+  fields = {"sample": sample, "director": config.director.sample.to_dict()}
+  if sample.get("director", "interleaved") == "interleaved":
+    sample.pop("director", None)  # Hashes from before the key existed stay valid.
+    fields["dit"] = config.dit.sample.to_dict()
+  else:  # The language director: the keyframe renderer's and the keyframe DiT's samplers.
+    fields["keyframe"] = config.keyframe.sample.to_dict()
+    fields["dit_keyframe"] = config.dit_keyframe.sample.to_dict()
   return hashlib.sha256(json.dumps(fields, sort_keys=True, default=list).encode()).hexdigest()
 
 

@@ -142,20 +142,25 @@ class KeyframeSampler:
     seed: int = 0,
     allow_random: bool = False,
     devices: Sequence[jax.Device] | None = None,
+    tokenizer: Tokenizer | None = None,
+    where: str = "config",
   ) -> KeyframeSampler:
     """From a keyframe training config (toy/keyframe): the renderer restored from the run
     in config.init.checkpoint onto the mesh of config.mesh (local devices, or `devices`),
     the tokenizer of config.data.tokenizer, settings from config.sample and config.data
-    (rolling and seed: KeyframeSettings'; allow_random: random weights without a run)."""
+    (rolling and seed: KeyframeSettings'; allow_random: random weights without a run;
+    tokenizer: instead of config.data.tokenizer's; where: the section's name in errors)."""
     mesh = make_mesh(dict(config.mesh.shape), devices or jax.local_devices())
     rules = rules_lib.mesh_rules(config)
     renderer = cast(
-      KeyframeRenderer, load_model(config, "config", allow_random, mesh=mesh, rules=rules)
+      KeyframeRenderer, load_model(config, where, allow_random, mesh=mesh, rules=rules)
     )
-    s = from_section(flow.SamplerConfig, config.sample, "config.sample")
+    s = from_section(flow.SamplerConfig, config.sample, f"{where}.sample")
     data = data_config(config.data)
     if len(data.keyframe_shape) != 3:
-      raise ValueError(f"config.data.keyframe_shape: expected (h, w, C), got {data.keyframe_shape}")
+      raise ValueError(
+        f"{where}.data.keyframe_shape: expected (h, w, C), got {data.keyframe_shape}"
+      )
     h, w, c = data.keyframe_shape
     settings = KeyframeSettings(
       latent_shape=(h, w, c),
@@ -169,7 +174,7 @@ class KeyframeSampler:
       max_action_tokens=data.max_action_tokens,
       max_caption_tokens=data.max_caption_tokens,
     )
-    return cls(renderer, Tokenizer.load(data.tokenizer), settings, mesh, rules)
+    return cls(renderer, tokenizer or Tokenizer.load(data.tokenizer), settings, mesh, rules)
 
   # -- the jitted step (a pure function of params and row arrays) -------------------------
 

@@ -13,11 +13,21 @@ heun, config.dit.sample) under classifier-free guidance with separate text and v
 scales (three condition sets: none / visual / text + visual, zeros as null conditions,
 as in training). The VAE decodes each clip's latents chunk by chunk in time.
 
+The language-centric director (Settings.director "language", the paper's Sec. 4): the
+director writes only the actions and captions (its visual states unused; given text is
+taken as it is), the keyframe renderer (sample/keyframes.py) draws each step's keyframe
+from its action and caption with the previous keyframes as rolling context, the VAE
+decodes each keyframe and the vision tower reads its image tokens, and a
+keyframe-conditioned DiT (diffusion/keyframe.py, the keyframe as the clip's last frame)
+renders each clip from its keyframe, the image tokens and the caption. The result then
+holds the keyframes, and its `embeddings` are the keyframes' image tokens.
+
 Determinism: an item's output depends only on the item (task, steps, text, seed) and the
 config. Every model call has a fixed number of rows (config.sample.rows_per_device x the
 mesh's `data` size, padded with copies of a real row), rows never mix, and every row
 draws its randomness from its own key: the director from split(key(seed))[0], clip t's
-noise from fold_in(split(key(seed))[1], t). So an item renders bit for bit the same
+noise from fold_in(split(key(seed))[1], t), the language path's keyframes from the
+keyframe seed item_seed("keyframes", seed). So an item renders bit for bit the same
 whatever else shares its batch, the job's batch size, the process count or a restart.
 """
 
@@ -28,7 +38,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Sequence
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import jax
 import jax.numpy as jnp
@@ -43,6 +53,7 @@ from auteur_jax.config_sections import from_section
 from auteur_jax.data import video_io
 from auteur_jax.data.tokenizer import Tokenizer
 from auteur_jax.diffusion import flow
+from auteur_jax.diffusion.keyframe import keyframe_condition
 from auteur_jax.models import registry
 from auteur_jax.models import vae as vae_lib
 from auteur_jax.models.conditioned_dit import TextConditionedDiT
@@ -50,6 +61,11 @@ from auteur_jax.models.director import Director
 from auteur_jax.parallel import rules as rules_lib
 from auteur_jax.parallel.mesh import make_mesh
 from auteur_jax.sample import director as director_lib
+
+if TYPE_CHECKING:  # sample/keyframes.py imports this module's helpers.
+  from auteur_jax.sample.keyframes import KeyframeSampler
+
+DIRECTORS = ("interleaved", "language")  # Settings.director / config.sample.director.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,7 +87,11 @@ class StoryRequest:
 
 @dataclasses.dataclass
 class StoryResult:
-  """A rendered story: texts per step, z [S, K, D] float32, clips uint8 [S, T, H, W, 3]."""
+  """A rendered story: texts per step, z [S, K, D] float32, clips uint8 [S, T, H, W, 3].
+
+  Language director: `embeddings` are the keyframes' image tokens [S, K, D] (what the DiT
+  saw), `keyframes` the keyframes uint8 [S, H, W, 3] and `keyframe_latents` their
+  normalised VAE latents float32 [S, h, w, C]; None for the interleaved director."""
 
   request: StoryRequest
   seed: int
@@ -79,6 +99,8 @@ class StoryResult:
   captions: list[str]
   embeddings: np.ndarray
   clips: np.ndarray
+  keyframes: np.ndarray | None = None
+  keyframe_latents: np.ndarray | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,6 +121,7 @@ class Settings:
   visual_scale: float = 3.0
   max_task_tokens: int = 32  # Task prompt tokens (the director's data.max_action_tokens).
   max_text_len: int = 64  # Caption tokens for the DiT (its data.max_text_len).
+  director: str = "interleaved"  # DIRECTORS: how clips are conditioned (module docstring).
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,8 +137,11 @@ class StorySampleConfig:
   fps: float  # Of the written videos.
   crf: int  # x264 quality: 0 lossless .. 51 worst.
   vae_chunk_frames: int  # Latent frames per VAE decoding chunk (0 = the whole clip).
+  director: str = "interleaved"  # DIRECTORS (module docstring).
 
   def validate(self) -> None:
+    if self.director not in DIRECTORS:
+      raise ValueError(f"director: expected one of {DIRECTORS}, got {self.director!r}")
     if self.batch_size < 1:
       raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
     if not 0 <= self.crf <= 51:
@@ -161,12 +187,34 @@ class StorySampler:
     sampling: director_lib.Sampling = director_lib.Sampling(),
     mesh: jax.sharding.Mesh | None = None,
     rules: rules_lib.Rules = RULES,
+    *,
+    keyframes: KeyframeSampler | None = None,
+    image_tokens: Callable[[np.ndarray], np.ndarray] | None = None,
   ):
+    """`dit`: the DiT of settings.director (a keyframe-conditioned one for "language").
+    keyframes, image_tokens: the language director's keyframe renderer and the map of
+    keyframe images uint8 [N, H, W, 3] -> the DiT's image tokens [N, K, visual_dim]
+    (sample/encoders.clip_encoder's run; None: a DiT with visual_dim 0)."""
     self.settings, self.tokenizer = settings, tokenizer
     self.mesh = mesh or make_mesh({"data": -1}, jax.local_devices())
     self.rules = tuple(rules)
     self.rows = settings.rows_per_device * dict(self.mesh.shape).get("data", 1)
     self._check(director, dit, vae, settings)
+    if settings.director == "language":
+      if keyframes is None:
+        raise ConfigError("director 'language' needs the keyframe renderer (config.keyframe)")
+      side = settings.size // vae.cfg.spatial_factor
+      if keyframes.settings.latent_shape != (side, side, vae.cfg.z_dim):
+        raise ConfigError(
+          f"config.keyframe.data.keyframe_shape {keyframes.settings.latent_shape}: expected "
+          f"{(side, side, vae.cfg.z_dim)} (one latent frame of the clips)"
+        )
+      if dit.dit.cfg.visual_dim and image_tokens is None:
+        raise ConfigError(
+          "director 'language': config.dit_keyframe.model.visual_dim > 0 needs the keyframes' "
+          "image tokens (config.clip)"
+        )
+    self.keyframes, self.image_tokens = keyframes, image_tokens
     # Weights on the mesh by their logical axes (the DiT may be split over fsdp / tensor).
     for model in (director, dit, vae):
       state = nnx.state(model)
@@ -189,20 +237,41 @@ class StorySampler:
     director: Director, dit: TextConditionedDiT, vae: vae_lib.VideoVAE, s: Settings
   ) -> None:
     dc, vc = dit.dit.cfg, vae.cfg
+    section = "config.dit_keyframe" if s.director == "language" else "config.dit"
+    if s.director not in DIRECTORS:
+      raise ConfigError(f"config.sample.director: expected one of {DIRECTORS}, got {s.director!r}")
+    if s.director == "language" and dc.visual_condition != "keyframe":
+      raise ConfigError(
+        f"{section}.model.visual_condition: director 'language' renders clips from keyframes "
+        f"(expected 'keyframe'), got {dc.visual_condition!r}"
+      )
+    if s.director == "interleaved" and dc.visual_condition != "embedding":
+      raise ConfigError(
+        f"{section}.model.visual_condition: director 'interleaved' renders clips from its "
+        f"visual states (expected 'embedding'), got {dc.visual_condition!r}"
+      )
     if dit.text_embed is None:
       raise ConfigError(
         "config.dit.text.source: `auteur sample` renders with caption ids "
         "(source 'ids'); a DiT on stored text embeddings needs its text "
         "encoder, which sampling does not run"
       )
-    if dc.in_channels != vc.z_dim or dc.out_channels != vc.z_dim:
+    # A keyframe DiT's input also holds the condition (mask + keyframe latent channels).
+    want = (vc.z_dim + dc.condition_channels, vc.z_dim)
+    if (dc.in_channels, dc.out_channels) != want:
       raise ConfigError(
-        f"config.dit.model in/out_channels ({dc.in_channels}, "
-        f"{dc.out_channels}) must equal config.vae.model.z_dim ({vc.z_dim})"
+        f"{section}.model in/out_channels ({dc.in_channels}, {dc.out_channels}): expected "
+        f"{want} (config.vae.model.z_dim {vc.z_dim}"
+        + (f" + {dc.condition_channels} keyframe condition channels in)" if dc.keyframe else ")")
       )
-    if dc.visual_dim and dc.visual_dim != director.cfg.visual_dim:
+    if dc.keyframe and dc.condition_channels - dc.out_channels != vc.temporal_factor:
       raise ConfigError(
-        f"config.dit.model.visual_dim={dc.visual_dim} != "
+        f"{section}.model: {dc.condition_channels - dc.out_channels} keyframe mask channels; "
+        f"expected config.vae.model.temporal_factor ({vc.temporal_factor})"
+      )
+    if s.director == "interleaved" and dc.visual_dim and dc.visual_dim != director.cfg.visual_dim:
+      raise ConfigError(
+        f"{section}.model.visual_dim={dc.visual_dim} != "
         f"config.director.model.visual_dim={director.cfg.visual_dim}"
       )
     if (s.num_frames - 1) % vc.temporal_factor or s.size % (vc.spatial_factor * dc.patch_size[1]):
@@ -231,15 +300,23 @@ class StorySampler:
         config[name], f"config.{name}", config.allow_random_init, mesh=mesh, rules=rules
       )
 
+    s = from_section(StorySampleConfig, config.sample, "config.sample")
+    language = s.director == "language"
+    dit_name = "dit_keyframe" if language else "dit"
+    if language:
+      missing = [n for n in ("keyframe", "dit_keyframe", "clip") if n not in config]
+      if missing:
+        raise ConfigError(
+          f"config.sample.director 'language' needs the sections {missing} (toy/sample has them)"
+        )
     # registry.build makes each section's model; load_model types them all as nnx.Module.
     director = cast(Director, load("director"))
-    dit = cast(TextConditionedDiT, load("dit"))
+    dit = cast(TextConditionedDiT, load(dit_name))
     vae = cast(vae_lib.VideoVAE, load("vae"))
-    s = from_section(StorySampleConfig, config.sample, "config.sample")
     d = from_section(
       director_lib.DirectorSampleConfig, config.director.sample, "config.director.sample"
     )
-    t = from_section(flow.SamplerConfig, config.dit.sample, "config.dit.sample")
+    t = from_section(flow.SamplerConfig, config[dit_name].sample, f"config.{dit_name}.sample")
     settings = Settings(
       num_steps=d.num_steps,
       max_steps=s.max_steps,
@@ -254,11 +331,44 @@ class StorySampler:
       text_scale=t.text_scale,
       visual_scale=t.visual_scale,
       max_task_tokens=config.director.data.max_action_tokens,
-      max_text_len=config.dit.data.max_text_len,
+      max_text_len=config[dit_name].data.max_text_len,
+      director=s.director,
     )
     sampling = d.sampling
     tokenizer = Tokenizer.load(config.tokenizer)
-    return cls(director, dit, vae, tokenizer, settings, sampling, mesh, rules)
+    keyframes, image_tokens = None, None
+    if language:
+      from auteur_jax.sample.encoders import clip_encoder
+      from auteur_jax.sample.keyframes import KeyframeSampler
+
+      keyframes = KeyframeSampler.from_config(
+        config.keyframe,
+        seed=s.seed,
+        allow_random=config.allow_random_init,
+        devices=devices,
+        tokenizer=tokenizer,
+        where="config.keyframe",
+      )
+      if dit.dit.cfg.visual_dim:
+        clip = config.clip.copy_and_resolve_references()
+        if not clip.init.checkpoint and not config.allow_random_init:
+          raise ConfigError(
+            "config.clip.init.checkpoint is empty: set it to the CLIP run whose image "
+            "tokens config.dit_keyframe was trained on"
+          )
+        image_tokens = clip_encoder(clip, mesh).run
+    return cls(
+      director,
+      dit,
+      vae,
+      tokenizer,
+      settings,
+      sampling,
+      mesh,
+      rules,
+      keyframes=keyframes,
+      image_tokens=image_tokens,
+    )
 
   # -- jitted pieces (pure functions of params and row arrays) --------------------------
 
@@ -299,16 +409,30 @@ class StorySampler:
     side = s.size // v.spatial_factor
     return (v.latent_frames(s.num_frames), side, side, v.z_dim)
 
-  def _denoise_fn(self, params, keys, ids, mask, z):
-    """Rows [R]: caption ids [R, L] + mask, z [R, K, D] -> latents [R, T', h, w, C]."""
+  def _denoise_fn(self, params, keys, ids, mask, z, keyframe):
+    """Rows [R]: caption ids [R, L] + mask, z [R, K, D] (visual states or image tokens),
+    keyframe latents [R, h, w, C] (a keyframe DiT's; else unused) -> latents
+    [R, T', h, w, C]."""
     s = self.settings
     model = nnx.merge(self._dit_graph, params)
     assert model.text_embed is not None  # _check: the DiT embeds caption ids.
     text = model.text_embed(ids) * mask[..., None].astype(jnp.float32)
     visual = z if self.dit_cfg.visual_dim else None
     null_visual = None if visual is None else jnp.zeros_like(visual)
+    shape = (keys.shape[0], *self.latent_shape())
+    # The keyframe condition is never dropped (train/task_dit.py): every CFG pass has it.
+    cond = None
+    if self.dit_cfg.keyframe:
+      cond = keyframe_condition(
+        keyframe, shape, "last", temporal_factor=self.vae_cfg.temporal_factor
+      )
+
+    def fn(x, t, c, v):
+      reps = x.shape[0] // shape[0]
+      return model.dit(x, t, c, v, None if cond is None else jnp.concatenate([cond] * reps))
+
     velocity = flow.guided_velocity(
-      lambda x, t, c, v: model.dit(x, t, c, v),
+      fn,
       text,
       visual,
       jnp.zeros_like(text),
@@ -395,22 +519,30 @@ class StorySampler:
     """Per-step texts of one row: ids [S, L] and mask -> S strings ([] if not written)."""
     return [self.tokenizer.decode(a[m]) for a, m in zip(ids, mask)] if used else []
 
-  def clip_latents(self, jobs: list[tuple[str, np.ndarray, jax.Array]]) -> list[jax.Array]:
-    """(caption, z [K, D], noise key) per clip -> normalised latents, in groups of exactly
-    `self.rows` rows ([rows, T', h, w, C] each; the last group padded)."""
+  def clip_latents(self, jobs: list[tuple]) -> list[jax.Array]:
+    """(caption, z [K, D], noise key[, keyframe latent [h, w, C]]) per clip -> normalised
+    latents, in groups of exactly `self.rows` rows ([rows, T', h, w, C] each; the last
+    group padded). A keyframe DiT needs each job's keyframe latent."""
     out = []
+    t, h, w, c = self.latent_shape()
     for rows in _fixed_rows(len(jobs), self.rows):
       ids, mask = self.tokenizer.encode_batch(
         [jobs[i][0] for i in rows], self.settings.max_text_len
       )
       z = np.stack([jobs[i][1] for i in rows])
       keys = jnp.stack([jobs[i][2] for i in rows])
+      if self.dit_cfg.keyframe:
+        if any(len(jobs[i]) < 4 for i in rows):
+          raise ValueError("clip jobs: a keyframe-conditioned DiT needs each clip's keyframe")
+        kf = np.stack([np.asarray(jobs[i][3], np.float32) for i in rows])
+      else:
+        kf = np.zeros((len(rows), h, w, c), np.float32)
       with rules_lib.use_mesh(self.mesh, self.rules):  # Traced under the DiT's rules.
-        out.append(self._denoise(self._dit_params, *self._rows((keys, ids, mask, z))))
+        out.append(self._denoise(self._dit_params, *self._rows((keys, ids, mask, z, kf))))
     return out
 
-  def _clips(self, jobs: list[tuple[str, np.ndarray, jax.Array]]) -> np.ndarray:
-    """(caption, z [K, D], noise key) per clip -> uint8 frames [N, T, H, W, 3]."""
+  def _clips(self, jobs: list[tuple]) -> np.ndarray:
+    """Clip jobs (see clip_latents) -> uint8 frames [N, T, H, W, 3]."""
     frames = []
     for rows, latents in zip(_fixed_rows(len(jobs), self.rows), self.clip_latents(jobs)):
       video = vae_lib.decode(
@@ -419,15 +551,73 @@ class StorySampler:
       frames.append(vae_lib.to_uint8(video)[: len(set(rows))])
     return np.concatenate(frames)[: len(jobs)]
 
-  def jobs(self, results: Sequence[StoryResult]) -> list[tuple[str, np.ndarray, jax.Array]]:
-    """The clip jobs (caption, z_t, noise key) of rendered stories, in order."""
+  def jobs(self, results: Sequence[StoryResult]) -> list[tuple]:
+    """The clip jobs (caption, z_t, noise key[, keyframe latent]) of rendered stories, in
+    order (the keyframe latent when the story has them: the language director)."""
     out = []
     for r in results:
       key = self._keys([r.seed])[0][1]
       words = r.captions or r.actions  # The caption conditions the DiT (else the action).
-      out += [
-        (words[t], r.embeddings[t], jax.random.fold_in(key, t)) for t in range(len(r.embeddings))
-      ]
+      for t in range(len(r.embeddings)):
+        job = (words[t], r.embeddings[t], jax.random.fold_in(key, t))
+        out.append(job if r.keyframe_latents is None else (*job, r.keyframe_latents[t]))
+    return out
+
+  def _language(self, reqs: list[StoryRequest], seeds: list[int]) -> list[StoryResult]:
+    """The language director's text and keyframes (module docstring) -> results without
+    clips: embeddings = the keyframes' image tokens [S, K, D] (zeros [S, 0, 0] for a DiT
+    without visual tokens), keyframes and keyframe_latents set."""
+    from auteur_jax.sample.keyframes import KeyframeRequest, decode_keyframes
+
+    assert self.keyframes is not None  # __init__ checked it.
+    # Given text is used as it is; otherwise the director writes it (z_t unused).
+    written = [i for i, r in enumerate(reqs) if not r.given_text]
+    texts: dict[int, tuple[list, list]] = {}
+    if written:
+      keys = self._keys([seeds[i] for i in written])
+      for i, (acts, caps, _) in zip(written, self._direct([reqs[i] for i in written], keys)):
+        texts[i] = (acts, caps)
+    for i, r in enumerate(reqs):
+      if r.given_text:
+        self._steps(r)  # Checks the step count.
+        texts[i] = (list(r.actions or ()), list(r.captions or ()))
+    kf_reqs = []
+    for i, r in enumerate(reqs):
+      acts, caps = texts[i]
+      if not (caps or acts):
+        raise ValueError(f"story {r.id!r}: 0 steps; expected at least one caption")
+      kf_reqs.append(
+        KeyframeRequest(
+          r.id,
+          tuple(caps or acts),
+          tuple(acts) if acts and caps else None,
+          seed=item_seed("keyframes", seeds[i]),
+        )
+      )
+    drawn = self.keyframes.render(kf_reqs)
+    out = []
+    for i, (r, kf) in enumerate(zip(reqs, drawn)):
+      images = decode_keyframes(self.vae, kf.latents)
+      if self.image_tokens is not None:
+        # Fixed row counts (padded with copies at the end), as every model call here.
+        groups = _fixed_rows(len(images), self.rows)
+        tokens = np.concatenate([self.image_tokens(images[g])[: len(set(g))] for g in groups])
+        tokens = tokens.astype(np.float32)
+      else:
+        tokens = np.zeros((len(images), 0, 0), np.float32)
+      acts, caps = texts[i]
+      out.append(
+        StoryResult(
+          r,
+          seeds[i],
+          acts,
+          caps,
+          tokens,
+          np.zeros((0,), np.uint8),
+          keyframes=images,
+          keyframe_latents=kf.latents,
+        )
+      )
     return out
 
   def render(self, requests: Sequence[StoryRequest]) -> list[StoryResult]:
@@ -436,11 +626,14 @@ class StorySampler:
     if not reqs:
       return []
     seeds = [r.seed if r.seed is not None else item_seed(r.id, self.settings.seed) for r in reqs]
-    texts = self._direct(reqs, self._keys(seeds))
-    out = [
-      StoryResult(r, seed, acts, caps, z, np.zeros((0,), np.uint8))
-      for r, seed, (acts, caps, z) in zip(reqs, seeds, texts)
-    ]
+    if self.settings.director == "language":
+      out = self._language(reqs, seeds)
+    else:
+      texts = self._direct(reqs, self._keys(seeds))
+      out = [
+        StoryResult(r, seed, acts, caps, z, np.zeros((0,), np.uint8))
+        for r, seed, (acts, caps, z) in zip(reqs, seeds, texts)
+      ]
     clips, at = self._clips(self.jobs(out)), 0
     for result in out:
       result.clips = clips[at : at + len(result.embeddings)]
@@ -487,7 +680,8 @@ def load_model(
 
 
 def write_story(result: StoryResult, out_dir: str, fps: float, crf: int = 18) -> dict:
-  """Writes clip_<t>.mp4, story.mp4 (the clips joined), embeddings.npy and story.json
+  """Writes clip_<t>.mp4, story.mp4 (the clips joined), embeddings.npy (keyframes.npy
+  with the language director's keyframes) and story.json
   (written last; with each clip's uint8 frames' SHA-256) into out_dir; returns the
   story.json content. `crf`: x264 quality of the mp4s (0 = lossless)."""
   os.makedirs(out_dir, exist_ok=True)
@@ -499,6 +693,8 @@ def write_story(result: StoryResult, out_dir: str, fps: float, crf: int = 18) ->
     os.path.join(out_dir, "story.mp4"), np.concatenate(list(result.clips)), fps, crf=crf
   )
   np.save(os.path.join(out_dir, "embeddings.npy"), result.embeddings)
+  if result.keyframes is not None:  # The language director's keyframes.
+    np.save(os.path.join(out_dir, "keyframes.npy"), result.keyframes)
   r = result.request
   meta = {
     "id": r.id,
@@ -519,6 +715,9 @@ def write_story(result: StoryResult, out_dir: str, fps: float, crf: int = 18) ->
     "fps": fps,
     "frames_per_clip": int(result.clips.shape[1]),
   }
+  if result.keyframes is not None:
+    meta["keyframes"] = "keyframes.npy"  # uint8 [S, H, W, 3]: each step's keyframe.
+    meta["keyframes_sha256"] = [hashlib.sha256(k.tobytes()).hexdigest() for k in result.keyframes]
   with open(os.path.join(out_dir, "story.json"), "w") as f:
     json.dump(meta, f, indent=1, ensure_ascii=False)
   return meta

@@ -201,6 +201,11 @@ class SampleRun:
   sample: StorySampleConfig
   mesh: MeshConfig
   distributed: DistributedConfig
+  # The language-centric director's models (sample.director "language"): the keyframe
+  # renderer, the keyframe-conditioned DiT and the vision tower of its image tokens.
+  keyframe: KeyframeRun | None = None
+  dit_keyframe: DiTRun | None = None
+  clip: ClipRun | None = None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

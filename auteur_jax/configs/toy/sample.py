@@ -12,6 +12,14 @@ from the runs in their init.checkpoint (runs/director, runs/dit, runs/vae by def
 `--config.dit.init.checkpoint=...` etc. point elsewhere). Settings: the director's
 `director.sample` (temperature, top_p, max tokens, default num_steps), the DiT's
 `dit.sample` (solver, num_steps, shift, text_scale, visual_scale) and `sample` below.
+
+`sample.director` (`auteur sample --director`): "interleaved" (default) renders each clip
+from the director's visual state z_t with `dit`; "language" (the paper's language-centric
+director) keeps only the director's actions and captions, draws each step's keyframe with
+the keyframe renderer `keyframe` (toy/keyframe, rolling context), and renders each clip
+from its keyframe (the clip's last frame) and caption with `dit_keyframe`
+(toy/dit:keyframe), whose image tokens come from the vision tower of `clip` (toy/clip).
+Those three are loaded only for the language director.
 """
 
 import os
@@ -29,9 +37,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   here = os.path.dirname(os.path.abspath(__file__))
   c = ml_collections.ConfigDict()
   c.task = "sample"
-  for name, workdir in (("director", "runs/director"), ("dit", "runs/dit"), ("vae", "runs/vae")):
-    c[name] = load_module_config(os.path.join(here, f"{name}.py"))
+  models = (
+    ("director", "director", "runs/director"),
+    ("dit", "dit", "runs/dit"),
+    ("vae", "vae", "runs/vae"),
+    ("keyframe", "keyframe", "runs/keyframe"),
+    ("dit_keyframe", "dit.py:keyframe", "runs/dit_keyframe"),
+    ("clip", "clip", "runs/clip"),
+  )
+  for name, module, workdir in models:
+    c[name] = load_module_config(os.path.join(here, module if ":" in module else f"{module}.py"))
     c[name].init.checkpoint = workdir
+  c.dit_keyframe.init.widen_inputs = False  # A keyframe DiT's run has the channels already.
   c.tokenizer = "toy_data/tokenizer"  # The director's (and the DiT's caption) tokenizer.
   c.allow_random_init = False  # True: a model with no init.checkpoint gets random weights.
 
@@ -45,6 +62,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   s.fps = 8.0  # Of the written videos (the toy data's frame rate).
   s.crf = 18  # x264 quality of the written mp4s: 0 lossless .. 51 worst.
   s.vae_chunk_frames = 1  # Latent frames per VAE decoding chunk (0 = the whole clip).
+  s.director = "interleaved"  # "interleaved" | "language" (see above; `--director`).
 
   # Local devices of each process; items split over `data`. A DiT that does not fit one
   # device splits over fsdp / tensor (the model's logical rules); the batch stays on data.
