@@ -212,7 +212,12 @@ def cmd_sample(args) -> None:
 def cmd_demo(args) -> None:
   from auteur_jax.demo.pipeline import run
 
-  m = run(args.out, "quick" if args.quick else args.plan, from_scratch=args.from_scratch)
+  m = run(
+    args.out,
+    "quick" if args.quick else args.plan,
+    from_scratch=args.from_scratch,
+    director=args.director,
+  )
   t = m["targets"]
   print(
     f"{args.out}: metrics.json, contact_sheet.png, "
@@ -224,6 +229,21 @@ def cmd_demo(args) -> None:
     f"{_pct(t['state_agreement'])}; CLIP-T given text {m['clip_t']['given_text']:.3f} "
     f"(true clips {m['clip_t']['true_clips']:.3f})"
   )
+  if "language" in m:
+    lang = m["language"]
+    kf, ident = lang["keyframes"], lang["identity_consistency"]
+    v = lang["video_keyframe_vs_embedding"]["given_text"]
+    print(
+      f"  language director: keyframe state agreement {_pct1(kf['rolling']['objects'])} "
+      f"(no rolling context {_pct1(kf['no_rolling']['objects'])}); identity consistency "
+      f"{_pct1(ident['rolling']['consistent'])} (no rolling context "
+      f"{_pct1(ident['no_rolling']['consistent'])}); video state agreement given text: "
+      f"keyframe {_pct1(v['keyframe'])}, embedding {_pct1(v['embedding'])}"
+    )
+
+
+def _pct1(x) -> str:
+  return "n/a" if x is None else f"{100 * x:.1f} %"
 
 
 def _pct(target: dict) -> str:
@@ -476,6 +496,13 @@ def parser() -> argparse.ArgumentParser:
     "data and steps (CI, ~3 min)",
   )
   p.add_argument("--quick", action="store_true", help="the same as --plan quick")
+  p.add_argument(
+    "--director",
+    default="interleaved",
+    choices=("interleaved", "language"),
+    help="interleaved: clips from the director's visual states; language: keyframes drawn "
+    "by the keyframe renderer, clips by the keyframe DiT, plus the keyframe metrics",
+  )
   p.add_argument(
     "--from-scratch",
     action="store_true",

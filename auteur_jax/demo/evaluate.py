@@ -24,6 +24,18 @@ video (state reader on each clip's last frame vs the true state after its step)
 clip_t            CLIP-T (eval/clip_score.py) of the given-text clips with their captions,
                   of the free-run clips with the captions the director wrote, and of the
                   true clips with theirs (reference)
+language          (director "language" only; the paper's Tables 3-4 on the toy) the same
+                  stories the language way (sample/story.py): the keyframe renderer draws
+                  each step's keyframe (rolling context), the keyframe DiT renders the
+                  clip from it. keyframes: eval/keyframe_metrics' state agreement of the
+                  keyframes drawn from the true texts with rolling context (max_references
+                  as trained) and without (0 references), and of the true keyframes and
+                  their VAE reconstructions (references); identity_consistency: the same
+                  three sets; video: the language clips' state agreement (given_text,
+                  free_run) as above; video_keyframe_vs_embedding: the state agreement of
+                  the keyframe-conditioned clips next to the embedding-conditioned ones
+                  (`video`); clip_t of the language clips. The demo's videos and contact
+                  sheet are then the language stories', with the rendered keyframes.
 """
 
 from __future__ import annotations
@@ -186,8 +198,139 @@ def _decode_latents(vae, latents: np.ndarray, batch: int = 8) -> np.ndarray:
   return np.concatenate(out)
 
 
+def language_config(plan, paths: dict, models: dict):
+  """sample_config with the language director: the keyframe renderer, the keyframe DiT
+  and the CLIP of the chain (models[task]["workdir"])."""
+  cfg = sample_config(plan, paths, models)
+  for task in ("keyframe", "dit_keyframe", "clip"):
+    c = task_config(task, plan, paths)
+    c.init.checkpoint = models[task]["workdir"]
+    if task == "dit_keyframe":
+      c.init.widen_inputs = False  # The run has the keyframe channels.
+    cfg[task] = c
+  cfg.sample.director = "language"
+  cfg.dit_keyframe.sample.num_steps = plan.sample_steps
+  cfg.keyframe.sample.num_steps = plan.sample_steps
+  return cfg
+
+
+def language_scores(
+  plan, paths: dict, models: dict, scored: list[dict], clips: dict, video: dict, scorer, say
+) -> tuple[dict, list]:
+  """The `language` metrics (module docstring) -> (metrics, free-run results)."""
+  import dataclasses
+
+  from auteur_jax.eval import keyframe_metrics as km
+  from auteur_jax.sample.keyframes import KeyframeRequest, KeyframeSampler, decode_keyframes
+  from auteur_jax.sample.story import StoryRequest, StorySampler, item_seed
+
+  t0 = time.perf_counter()
+  sampler = StorySampler.from_config(language_config(plan, paths, models))
+  assert sampler.keyframes is not None  # The language director's.
+  given = sampler.render(
+    [
+      StoryRequest(
+        f"{s['video_id']}_given",
+        s["task"],
+        actions=tuple(s["actions"]),
+        captions=tuple(s["captions"]),
+      )
+      for s in scored
+    ]
+  )
+  say(f"demo: language stories, true texts ({time.perf_counter() - t0:.0f} s)", flush=True)
+  free = sampler.render(
+    [StoryRequest(s["video_id"], s["task"], num_steps=len(s["actions"])) for s in scored]
+  )
+  say(f"demo: language stories, director's texts ({time.perf_counter() - t0:.0f} s)", flush=True)
+  # The same keyframes without rolling context: the renderer with 0 references, the same
+  # texts and keyframe seeds as the given-text stories above.
+  kf = sampler.keyframes
+  renderer = nnx.merge(kf._graph, kf._params)
+  alone = KeyframeSampler(
+    renderer, kf.tokenizer, dataclasses.replace(kf.settings, rolling=False), kf.mesh, kf.rules
+  )
+  no_ctx = alone.render(
+    [
+      KeyframeRequest(
+        r.request.id,
+        tuple(s["captions"]),
+        tuple(s["actions"]),
+        seed=item_seed("keyframes", r.seed),
+      )
+      for r, s in zip(given, scored)
+    ],
+    vae=sampler.vae,
+  )
+  say(f"demo: keyframes without rolling context ({time.perf_counter() - t0:.0f} s)", flush=True)
+  after = [s["after"] for s in scored]
+  true_kf = [[_clip(clips, s, t)["keyframe"] for t in range(len(s["actions"]))] for s in scored]
+  recon_kf = [
+    list(
+      decode_keyframes(
+        sampler.vae, np.stack([_clip(clips, s, t)["latents"][-1] for t in range(len(s["actions"]))])
+      )
+    )
+    for s in scored
+  ]
+  sets: dict[str, list] = {"rolling": [], "no_rolling": []}
+  for r, n in zip(given, no_ctx):  # Both drawn (language results; vae= given above).
+    assert r.keyframes is not None and n.frames is not None
+    sets["rolling"].append(list(r.keyframes))
+    sets["no_rolling"].append(list(n.frames))
+  strip = lambda m: {k: v for k, v in m.items() if k != "per_story"}  # noqa: E731
+  keyframes = {k: strip(km.keyframe_state_agreement(f, after)) for k, f in sets.items()}
+  keyframes["references"] = {
+    "true_keyframes": strip(km.keyframe_state_agreement(true_kf, after)),
+    "vae_reconstruction": strip(km.keyframe_state_agreement(recon_kf, after)),
+  }
+  identity = {k: strip(km.identity_consistency(f, after)) for k, f in sets.items()}
+  identity["references"] = {
+    "true_keyframes": strip(km.identity_consistency(true_kf, after)),
+    "vae_reconstruction": strip(km.identity_consistency(recon_kf, after)),
+  }
+  per_step = lambda ss, key: [x for s in ss for x in s[key]]  # noqa: E731
+  b, a = per_step(scored, "before"), per_step(scored, "after")
+  lang_video = {
+    "given_text": video_scores([c[-1] for r in given for c in r.clips], b, a),
+    "free_run": video_scores([c[-1] for r in free for c in r.clips], b, a),
+  }
+  caps = per_step(scored, "captions")
+  clip_t = {
+    "given_text": narrative.mean(list(scorer.clip_t([c for r in given for c in r.clips], caps))),
+    "free_run": narrative.mean(
+      list(scorer.clip_t([c for r in free for c in r.clips], [c for r in free for c in r.captions]))
+    ),
+  }
+  compare = {
+    mode: {
+      "keyframe": lang_video[mode]["state_agreement"],
+      "embedding": video[mode]["state_agreement"],
+      "keyframe_changed_objects": lang_video[mode]["changed_objects"],
+      "embedding_changed_objects": video[mode]["changed_objects"],
+    }
+    for mode in ("given_text", "free_run")
+  }
+  metrics = {
+    "keyframes": keyframes,
+    "identity_consistency": identity,
+    "video": lang_video,
+    "video_keyframe_vs_embedding": compare,
+    "clip_t": clip_t,
+    "max_references": renderer.cfg.max_references,
+    "seconds": round(time.perf_counter() - t0, 1),
+  }
+  return metrics, free
+
+
 def evaluate(
-  plan, paths: dict, models: dict, out_dir: str, timings: dict, progress: bool = True
+  plan,
+  paths: dict,
+  models: dict,
+  out_dir: str,
+  timings: dict,
+  progress: bool = True,
+  director: str = "interleaved",
 ) -> dict:
   """Renders, scores and writes the demo's outputs (see the module docstring)."""
   from auteur_jax.sample.story import StoryRequest, StorySampler, write_story
@@ -222,9 +365,9 @@ def evaluate(
     ]
   )
   say(f"demo: stories with the true texts rendered ({time.perf_counter() - t0:.0f} s)", flush=True)
-  director = director_scores(sampler, scored, free)
+  director_metrics = director_scores(sampler, scored, free)
   top1 = [x for r, s in zip(given, scored) for x in narrative.step_top1(r.embeddings, s["z"])]
-  director["given_text"] = {"step_top1": narrative.mean(top1)}
+  director_metrics["given_text"] = {"step_top1": narrative.mean(top1)}
   timings["render"] = round(time.perf_counter() - t0, 1)
 
   per_step = lambda ss, key: [x for s in ss for x in s[key]]  # noqa: E731
@@ -255,6 +398,11 @@ def evaluate(
     "true_clips": narrative.mean(list(scorer.clip_t([c["frames"] for c in true_clips], caps))),
   }
 
+  language = None
+  if director == "language":
+    language, free = language_scores(plan, paths, models, scored, clips, video, scorer, say)
+    timings["language"] = language["seconds"]
+
   shutil.rmtree(os.path.join(out_dir, "stories"), ignore_errors=True)
   sheets, shown_meta = [], []
   for r, s in zip(free, shown):  # The first plan.render of the scored stories.
@@ -272,9 +420,11 @@ def evaluate(
       notes.append(f"[state reader: {sum(m.values())}/{len(m)} objects as true]")
     sheets.append(
       {
-        "title": f"{sid}: {s['task']} (validation; generated from the dish name)",
+        "title": f"{sid}: {s['task']} (validation; generated from the dish name"
+        + (", language director: keyframes drawn, clips from them)" if language else ")"),
         "true_frames": [_clip(clips, s, t)["keyframe"] for t in range(len(r.clips))],
         "generated_frames": [c[-1] for c in r.clips],
+        "keyframes": r.keyframes,  # The language director's (None: interleaved).
         "actions": r.actions,
         "captions": r.captions,
         "true_actions": s["actions"],
@@ -298,7 +448,7 @@ def evaluate(
   targets = {
     "director_step_top1": {
       "target": 0.8,
-      **{k: director[k]["step_top1"] for k in ("free_run", "given_text", "teacher_forced")},
+      **{k: director_metrics[k]["step_top1"] for k in ("free_run", "given_text", "teacher_forced")},
     },
     "state_agreement": {
       "target": 0.5,
@@ -309,9 +459,9 @@ def evaluate(
     t["met"] = {
       k: v is not None and v >= t["target"] for k, v in t.items() if k not in ("target", "met")
     }
-  return {
+  out = {
     "targets": targets,
-    "director": director,
+    "director": director_metrics,
     "video": video,
     "clip_t": clip_t,
     "stories": shown_meta,
@@ -319,3 +469,6 @@ def evaluate(
     "free_run_actions": {s["video_id"]: r.actions for s, r in zip(scored, free)},
     "timings_s": timings,
   }
+  if language is not None:
+    out["language"] = language
+  return out

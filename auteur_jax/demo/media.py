@@ -27,37 +27,44 @@ def write_gif(path: str, frames: np.ndarray, fps: float, scale: int = 2) -> None
 
 
 def contact_sheet(stories: Sequence[dict], tile: int = 128, text_width: int = 520) -> Image.Image:
-  """One block per story: a row per step with the true keyframe, the last frame of the
-  generated clip and the texts (generated action and caption, true action).
+  """One block per story: a row per step with the true keyframe, (optionally the
+  rendered keyframe,) the last frame of the generated clip and the texts (generated
+  action and caption, true action).
 
   stories: dicts with `title`, `true_frames` and `generated_frames` (uint8 [S, H, W, 3]),
   `actions`, `captions` (generated, S each), `true_actions` (S), optional `notes` (S
-  short strings, e.g. the state reader's verdict).
+  short strings, e.g. the state reader's verdict), optional `keyframes` (uint8 [S, H, W,
+  3]: the language director's rendered keyframes, shown between the two; all stories
+  or none).
   """
   font = ImageFont.load_default()
   line_h, pad = 12, 6
   wrap = max(20, text_width // 6)
   row_h = max(tile, 9 * line_h) + pad
   height = sum(2 * line_h + 2 * pad + len(s["actions"]) * row_h for s in stories) + pad
-  sheet = Image.new("RGB", (2 * tile + text_width + 4 * pad, height), (255, 255, 255))
+  keys: tuple[str, ...] = ("true_frames", "keyframes", "generated_frames")
+  keys = keys if stories and stories[0].get("keyframes") is not None else keys[::2]
+  heads = {"true_frames": "ground truth", "keyframes": "keyframe", "generated_frames": "generated"}
+  cols = len(keys)
+  sheet = Image.new("RGB", (cols * tile + text_width + (cols + 2) * pad, height), (255, 255, 255))
   draw = ImageDraw.Draw(sheet)
   y = pad
   for s in stories:
     draw.text((pad, y), s["title"], fill=(0, 0, 0), font=font)
     y += line_h + 2
-    draw.text((pad, y), "ground truth", fill=(90, 90, 90), font=font)
-    draw.text((2 * pad + tile, y), "generated", fill=(90, 90, 90), font=font)
+    for col, key in enumerate(keys):
+      draw.text((pad + col * (tile + pad), y), heads[key], fill=(90, 90, 90), font=font)
     y += line_h + pad
     notes = s.get("notes") or [""] * len(s["actions"])
     for t in range(len(s["actions"])):
-      for col, frames in enumerate((s["true_frames"], s["generated_frames"])):
-        img = Image.fromarray(np.asarray(frames[t])).resize((tile, tile), Image.Resampling.NEAREST)
+      for col, key in enumerate(keys):
+        img = Image.fromarray(np.asarray(s[key][t])).resize((tile, tile), Image.Resampling.NEAREST)
         sheet.paste(img, (pad + col * (tile + pad), y))
       text = [f"step {t + 1}: {s['actions'][t]}"]
       text += textwrap.wrap(s["captions"][t], wrap)[:5]
       text += textwrap.wrap(f"true: {s['true_actions'][t]} {notes[t]}", wrap)[:2]
       draw.multiline_text(
-        (3 * pad + 2 * tile, y), "\n".join(text), fill=(0, 0, 0), font=font, spacing=2
+        ((cols + 1) * pad + cols * tile, y), "\n".join(text), fill=(0, 0, 0), font=font, spacing=2
       )
       y += row_h
     y += pad

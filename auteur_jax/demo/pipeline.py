@@ -1,6 +1,7 @@
 """`auteur demo`: the embedded default end to end — data, four trainings, two stories.
 
   auteur demo [--plan default|long|longer|quick] [--from-scratch] [--out demo_out]
+              [--director interleaved|language]
 
 1. data   (demo/data.py): a toy-kitchen data set through import -> build -> tokenizer.
 2. models: the toy configs (auteur_jax/configs/toy/) trained in the README's chain, with the
@@ -11,6 +12,9 @@
                and more, demo/data.py) with embeddings; batch 4, text segments cut to
                the toy texts' lengths (16 action, 72 caption tokens)
      dit       on the clips with latents and embeddings
+   and with --director language (plans.KEYFRAME_TASKS):
+     keyframe      the keyframe renderer on the stories with each step's last latent frame
+     dit_keyframe  the keyframe-conditioned DiT, from the dit's params widened
    With Plan.stills the VAE first trains on dense toy stills (data/toy_stills.py: single
    frames crowded with pieces; OVERRIDES['vae_stills']) in OUT/runs/vae_stills, and
    its clip run starts from those params inflated to video (config.init.inflate): on
@@ -23,7 +27,11 @@
 3. stories (sample/story.py): two validation stories written by the director from their
    dish name and rendered by the DiT and VAE -> OUT/stories/<id>/ (clips, story.mp4,
    story.json, embeddings.npy), OUT/<id>.mp4 and OUT/<id>.gif, OUT/contact_sheet.png.
-4. metrics (demo/evaluate.py) -> OUT/metrics.json.
+   With --director language the videos and the contact sheet are the language-centric
+   director's (keyframes drawn by the renderer, clips by the keyframe DiT), the sheet
+   with the rendered keyframes beside the true ones.
+4. metrics (demo/evaluate.py) -> OUT/metrics.json (with --director language also the
+   keyframe metrics and the keyframe vs embedding video state agreement).
 
 Plans and the per-task config overrides: demo/plans.py.
 """
@@ -43,7 +51,15 @@ import ml_collections
 from auteur_jax.checkpoint.layout import step_dir_of
 from auteur_jax.demo import data as demo_data
 from auteur_jax.demo import evaluate as demo_eval
-from auteur_jax.demo.plans import OVERRIDES, PLANS, SHIPPED, TASKS, Plan, task_config
+from auteur_jax.demo.plans import (
+  ALL_TASKS,
+  OVERRIDES,
+  PLANS,
+  SHIPPED,
+  TASKS,
+  Plan,
+  task_config,
+)
 from auteur_jax.parallel.mesh import make_mesh
 
 
@@ -59,22 +75,28 @@ def _trained_steps(workdir: str) -> int:
 
 
 def train_chain(
-  plan: Plan, paths: dict, runs: str, from_scratch: bool, progress: bool = True
+  plan: Plan,
+  paths: dict,
+  runs: str,
+  from_scratch: bool,
+  progress: bool = True,
+  tasks: tuple[str, ...] = TASKS,
 ) -> dict:
-  """Trains (or takes from SHIPPED) the four models and writes the encoded data sets.
+  """Trains (or takes from SHIPPED) the models of `tasks` (TASKS, then any of
+  KEYFRAME_TASKS) and writes the encoded data sets.
 
   Returns per task: workdir, source ("trained" | "shipped" | "kept"), steps, seconds,
   the last logged metrics. Sets paths["director_enc"] when it makes the director's data.
   """
   from auteur_jax.sample.encode import encode_dataset
 
-  out = {}
+  out: dict[str, dict] = {}
   shipped = {
     t: not from_scratch and t in plan.shipped and bool(step_dir_of(os.path.join(SHIPPED, t)))
-    for t in TASKS
+    for t in tasks
   }
   all_shipped = all(shipped.values())
-  for task in TASKS:
+  for task in tasks:
     config = task_config(task, plan, paths)
     workdir = os.path.join(runs, task)
     t0 = time.perf_counter()
@@ -97,6 +119,8 @@ def train_chain(
         config.init.checkpoint, config.init.inflate = info["stills"]["workdir"], True
       if task in plan.continues and not from_scratch and step_dir_of(os.path.join(SHIPPED, task)):
         config.init.checkpoint = info["init"] = os.path.join(SHIPPED, task)  # Trains on.
+      elif task == "dit_keyframe":  # The chain's DiT widened (config.init.widen_inputs).
+        config.init.checkpoint = info["init"] = out["dit"]["workdir"]
       info.update(_train(config, workdir, f"{task} for {plan.steps[task]} steps", progress))
     if task in ("vae", "clip"):  # Encode the data set for the next models.
       enc = config.copy_and_resolve_references()
@@ -201,11 +225,14 @@ def run(
   plan_name: str = "default",
   from_scratch: bool = False,
   progress: bool = True,
+  director: str = "interleaved",
 ) -> dict:
-  """The whole demo (see the module docstring) with PLANS[plan_name]; returns the
-  metrics written."""
+  """The whole demo (see the module docstring) with PLANS[plan_name] and the director
+  "interleaved" or "language"; returns the metrics written."""
   if plan_name not in PLANS:
     raise ValueError(f"plan must be one of {sorted(PLANS)}, got {plan_name!r}")
+  if director not in ("interleaved", "language"):
+    raise ValueError(f"director must be 'interleaved' or 'language', got {director!r}")
   plan = PLANS[plan_name]
   out_dir = os.path.abspath(out_dir)  # orbax restores absolute paths only.
   t0 = time.perf_counter()
@@ -215,11 +242,16 @@ def run(
     shutil.rmtree(work, ignore_errors=True)
   paths = prepare(work, plan, progress)
   timings["data"] = round(time.perf_counter() - t0, 1)
-  models = train_chain(plan, paths, os.path.join(out_dir, "runs"), from_scratch, progress)
+  tasks = ALL_TASKS if director == "language" else TASKS
+  models = train_chain(plan, paths, os.path.join(out_dir, "runs"), from_scratch, progress, tasks)
   timings.update({t: m["seconds"] for t, m in models.items()})
-  metrics = demo_eval.evaluate(plan, paths, models, out_dir, timings, progress=progress)
+  metrics = demo_eval.evaluate(
+    plan, paths, models, out_dir, timings, progress=progress, director=director
+  )
   metrics["timings_s"]["total"] = round(time.perf_counter() - t0, 1)
-  metrics["plan"] = dict(dataclasses.asdict(plan), name=plan_name, from_scratch=from_scratch)
+  metrics["plan"] = dict(
+    dataclasses.asdict(plan), name=plan_name, from_scratch=from_scratch, director=director
+  )
   metrics["models"] = models
   path = os.path.join(out_dir, "metrics.json")
   tmp = f"{path}.tmp-{os.getpid()}"
@@ -232,7 +264,8 @@ def run(
 def ship(runs: str, dst: str = SHIPPED, tasks: tuple[str, ...] = TASKS) -> dict:
   """Writes the params of runs/<task> to dst/<task> in bfloat16, without optimizer state
   (restored into the float32 models): the files that a default `auteur demo` starts
-  from, about half of 20 MB. Returns bytes per task."""
+  from (KEYFRAME_TASKS: `--director language`), under 20 MB in all. Returns bytes per
+  task."""
   from auteur_jax.convert.reshard import reshard
 
   sizes = {}

@@ -5,6 +5,10 @@ default with the VAE and the DiT trained here, CLIP and director shipped: README
 its time); "longer" (the shipped models with the DiT trained on: Plan.continues);
 "quick" (the same path with a tiny data set and a few steps per model: CI; the numbers
 are then meaningless, the files and keys are not).
+
+The language-centric director (`auteur demo --director language`) also needs
+KEYFRAME_TASKS: the keyframe renderer (toy/keyframe) and the keyframe-conditioned DiT
+(toy/dit:keyframe, started from the chain's DiT with its new input channels zero).
 """
 
 from __future__ import annotations
@@ -21,6 +25,11 @@ SHIPPED = os.path.join(
   os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "checkpoints", "toy"
 )
 TASKS = ("vae", "clip", "director", "dit")
+KEYFRAME_TASKS = ("keyframe", "dit_keyframe")  # The language director's two models.
+ALL_TASKS = TASKS + KEYFRAME_TASKS
+
+
+KEYFRAME_STEPS, DIT_KEYFRAME_STEPS = 900, 5000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,7 +44,7 @@ class Plan:
   score: int | None = None  # Validation stories scored (None: all).
   seed: int = 0
   stills: int = 0  # Dense stills for the VAE's image stage (steps["vae_stills"]); 0: none.
-  shipped: tuple[str, ...] = TASKS  # Tasks taken from SHIPPED when there (no --from-scratch).
+  shipped: tuple[str, ...] = ALL_TASKS  # Taken from SHIPPED when there (no --from-scratch).
   # Tasks trained here for steps[task] more, starting from their SHIPPED params when there
   # (config.init.checkpoint; no --from-scratch).
   continues: tuple[str, ...] = ()
@@ -44,12 +53,25 @@ class Plan:
 
 _DEFAULT = Plan(
   videos=120,
-  steps={"vae_stills": 1500, "vae": 500, "clip": 600, "director": 2000, "dit": 40000},
+  steps={
+    "vae_stills": 1500,
+    "vae": 500,
+    "clip": 600,
+    "director": 2000,
+    "dit": 40000,
+    # The shipped ones' steps (assets/checkpoints/toy/provenance.json): CPU time.
+    "keyframe": KEYFRAME_STEPS,
+    "dit_keyframe": DIT_KEYFRAME_STEPS,
+  },
   director_videos=600,
   sample_steps=30,
   stills=6000,
-  # The toy config's CFG 5 / 3 overdraws the pieces (README).
-  overrides={"dit": {"sample.text_scale": 2.0, "sample.visual_scale": 1.5}},
+  # The toy config's CFG 5 / 3 overdraws the pieces (README); the keyframe DiT samples
+  # with the same scales, so that the two conditionings compare at one setting.
+  overrides={
+    "dit": {"sample.text_scale": 2.0, "sample.visual_scale": 1.5},
+    "dit_keyframe": {"sample.text_scale": 2.0, "sample.visual_scale": 1.5},
+  },
 )
 PLANS = {
   "default": _DEFAULT,  # Starts from SHIPPED (its README: how they were made).
@@ -61,12 +83,21 @@ PLANS = {
     shipped=("vae", "clip", "director"),
     continues=("dit",),
     overrides={
-      "dit": {**_DEFAULT.overrides["dit"], "train.schedule": "cosine", "train.warmup_steps": 200}
+      **_DEFAULT.overrides,
+      "dit": {**_DEFAULT.overrides["dit"], "train.schedule": "cosine", "train.warmup_steps": 200},
     },
   ),
   "quick": Plan(
     videos=10,
-    steps={"vae_stills": 2, "vae": 2, "clip": 2, "director": 2, "dit": 2},
+    steps={
+      "vae_stills": 2,
+      "vae": 2,
+      "clip": 2,
+      "director": 2,
+      "dit": 2,
+      "keyframe": 2,
+      "dit_keyframe": 2,
+    },
     director_videos=12,
     sample_steps=2,
     score=2,
@@ -87,6 +118,10 @@ OVERRIDES: dict[str, dict[str, object]] = {
     "sample.max_caption_tokens": 72,
   },
   "dit": {},
+  "keyframe": {},
+  # The keyframe DiT's new input channels start at zero (config.init.widen_inputs) from
+  # the chain's DiT (train_chain sets config.init.checkpoint).
+  "dit_keyframe": {},
   # The VAE's image stage (toy/vae on dense stills): one frame per example.
   "vae_stills": {"data.num_frames": 1, "data.batch_size": 16, "train.lr": 1e-3},
 }
@@ -94,13 +129,16 @@ OVERRIDES: dict[str, dict[str, object]] = {
 
 def task_config(task: str, plan: Plan, paths: dict) -> ml_collections.ConfigDict:
   """toy/<task> with the demo's data paths, step count and overrides
-  ("vae_stills": the VAE's image stage, toy/vae on paths["stills"])."""
+  ("vae_stills": the VAE's image stage, toy/vae on paths["stills"]; "dit_keyframe":
+  toy/dit:keyframe)."""
   data_dir = {
     "vae": paths["tfrecords"],
     "clip": paths["tfrecords"],
     "director": paths.get("director_enc", paths["enc"]),
     "dit": paths["enc"],
     "vae_stills": paths.get("stills"),
+    "keyframe": paths["vae"],  # Stories with each step's last latent frame.
+    "dit_keyframe": paths["enc"],
   }[task]
   steps = plan.steps[task]
   values = {
@@ -118,5 +156,5 @@ def task_config(task: str, plan: Plan, paths: dict) -> ml_collections.ConfigDict
     values.update({"encode.in_dir": paths["tfrecords"], "encode.out_dir": paths["vae"]})
   if task == "clip":
     values.update({"encode.in_dir": paths["vae"], "encode.out_dir": paths["enc"]})
-  name = "vae" if task == "vae_stills" else task
+  name = {"vae_stills": "vae", "dit_keyframe": "dit:keyframe"}.get(task, task)
   return load_config(f"toy/{name}", [f"--config.{k}={v}" for k, v in values.items()])
