@@ -154,3 +154,47 @@ def test_quick_demo_writes_everything(demo):
   assert os.path.isdir(os.path.join(stills["workdir"], "checkpoints", str(stills["steps"])))
   assert f"init: params from {stills['workdir']}\n" in stdout
   assert m["timings_s"]["total"] > 0
+
+
+@pytest.fixture(scope="module")
+def language_demo(tmp_path_factory):
+  """`auteur demo --quick --director language` from the shipped checkpoints."""
+  out = str(tmp_path_factory.mktemp("demo_language") / "demo_out")
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env.pop("XLA_FLAGS", None)  # One device, as a user's run.
+  r = subprocess.run(
+    [sys.executable, "-m", "auteur_jax.cli", "demo", "--quick", "--director", "language"]
+    + ["--out", out],
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=1200,
+  )
+  assert r.returncode == 0, r.stderr[-3000:]
+  return out, r.stdout
+
+
+def test_quick_language_demo_writes_keyframes_and_metrics(language_demo):
+  out, stdout = language_demo
+  m = json.load(open(os.path.join(out, "metrics.json")))
+  assert "language director: keyframe state agreement" in stdout
+  assert m["plan"]["director"] == "language"
+  assert {"keyframe", "dit_keyframe"} <= set(m["models"])
+  lang = m["language"]
+  steps = m["video"]["given_text"]["clips"]
+  for k in ("rolling", "no_rolling"):
+    kf = lang["keyframes"][k]
+    assert kf["keyframes"] == steps and 0.0 <= kf["objects"] <= 1.0
+    ident = lang["identity_consistency"][k]
+    assert ident["consistent"] is None or 0.0 <= ident["consistent"] <= 1.0
+  assert lang["keyframes"]["references"]["true_keyframes"]["objects"] == 1.0
+  for mode in ("given_text", "free_run"):
+    v = lang["video_keyframe_vs_embedding"][mode]
+    assert v["embedding"] == m["video"][mode]["state_agreement"]
+    assert 0.0 <= v["keyframe"] <= 1.0 and lang["video"][mode]["clips"] == steps
+  for s in m["stories"]:
+    meta = json.load(open(os.path.join(out, s["clips"], "story.json")))
+    kfs = np.load(os.path.join(out, s["clips"], "keyframes.npy"))
+    assert kfs.shape == (meta["num_steps"], 64, 64, 3) and kfs.dtype == np.uint8
+  sheet = Image.open(os.path.join(out, "contact_sheet.png"))
+  assert sheet.width >= 3 * 128  # True keyframe, rendered keyframe, generated clip.

@@ -20,7 +20,7 @@ frame); `decode_keyframes` turns them into images and `encode_keyframes` turns i
 into them.
 
 Determinism: an item's keyframes depend only on the item (text, references, seed) and
-the settings. Its seed is the request's or `story.item_seed` of its id; step t's noise is
+the settings. Its seed is the request's or `common.item_seed` of its id; step t's noise is
 drawn from fold_in(key(seed), n + t), n the number of given references, so a story
 continued from its first n drawn keyframes (same seed, the rest of its text) draws the
 keyframes the whole story drew. Every model call has exactly `rows` rows (padded with
@@ -49,7 +49,8 @@ from auteur_jax.models import vae as vae_lib
 from auteur_jax.models.keyframe_renderer import KeyframeRenderer
 from auteur_jax.parallel import rules as rules_lib
 from auteur_jax.parallel.mesh import make_mesh
-from auteur_jax.sample.story import RULES, _fixed_rows, item_seed, load_model
+from auteur_jax.sample.common import RULES, item_seed, load_model
+from auteur_jax.sample.common import fixed_rows as _fixed_rows
 
 
 @dataclasses.dataclass(frozen=True)

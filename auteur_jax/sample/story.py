@@ -38,7 +38,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
 import jax
 import jax.numpy as jnp
@@ -47,14 +47,12 @@ import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
-from auteur_jax.checkpoint.restore import restore_model
 from auteur_jax.config import ConfigError
 from auteur_jax.config_sections import from_section
 from auteur_jax.data import video_io
 from auteur_jax.data.tokenizer import Tokenizer
 from auteur_jax.diffusion import flow
 from auteur_jax.diffusion.keyframe import keyframe_condition
-from auteur_jax.models import registry
 from auteur_jax.models import vae as vae_lib
 from auteur_jax.models.conditioned_dit import TextConditionedDiT
 from auteur_jax.models.director import Director
@@ -62,8 +60,10 @@ from auteur_jax.parallel import rules as rules_lib
 from auteur_jax.parallel.mesh import make_mesh
 from auteur_jax.sample import director as director_lib
 
-if TYPE_CHECKING:  # sample/keyframes.py imports this module's helpers.
-  from auteur_jax.sample.keyframes import KeyframeSampler
+# build_jitted, item_seed, load_model: also this module's API (from before common.py).
+from auteur_jax.sample.common import RULES, build_jitted, item_seed, load_model  # noqa: F401
+from auteur_jax.sample.common import fixed_rows as _fixed_rows
+from auteur_jax.sample.keyframes import KeyframeRequest, KeyframeSampler, decode_keyframes
 
 DIRECTORS = ("interleaved", "language")  # Settings.director / config.sample.director.
 
@@ -153,25 +153,6 @@ class StorySampleConfig:
       raise ValueError(
         f"fps must be > 0 and vae_chunk_frames >= 0, got {self.fps}, {self.vae_chunk_frames}"
       )
-
-
-# The models' logical rules with the batch on `data` only: fsdp / tensor split weights
-# (a DiT too big for one device), never the rows of a call.
-RULES = tuple((name, "data" if name == "batch" else axes) for name, axes in rules_lib.DEFAULT_RULES)
-
-
-def item_seed(item_id: str, base_seed: int = 0) -> int:
-  """A 31-bit seed from the item's id (and the job's base seed); stable across runs."""
-  digest = hashlib.sha256(f"{base_seed}:{item_id}".encode()).digest()
-  return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
-
-
-def _fixed_rows(n: int, rows: int) -> list[list[int]]:
-  """Indices 0..n-1 in groups of exactly `rows`, the last padded with its last index."""
-  groups = [list(range(i, min(i + rows, n))) for i in range(0, n, rows)]
-  if groups:
-    groups[-1] += [groups[-1][-1]] * (rows - len(groups[-1]))
-  return groups
 
 
 class StorySampler:
@@ -339,7 +320,6 @@ class StorySampler:
     keyframes, image_tokens = None, None
     if language:
       from auteur_jax.sample.encoders import clip_encoder
-      from auteur_jax.sample.keyframes import KeyframeSampler
 
       keyframes = KeyframeSampler.from_config(
         config.keyframe,
@@ -567,8 +547,6 @@ class StorySampler:
     """The language director's text and keyframes (module docstring) -> results without
     clips: embeddings = the keyframes' image tokens [S, K, D] (zeros [S, 0, 0] for a DiT
     without visual tokens), keyframes and keyframe_latents set."""
-    from auteur_jax.sample.keyframes import KeyframeRequest, decode_keyframes
-
     assert self.keyframes is not None  # __init__ checked it.
     # Given text is used as it is; otherwise the director writes it (z_t unused).
     written = [i for i, r in enumerate(reqs) if not r.given_text]
@@ -639,44 +617,6 @@ class StorySampler:
       result.clips = clips[at : at + len(result.embeddings)]
       at += len(result.embeddings)
     return out
-
-
-def build_jitted(make: Callable[[], nnx.Module]) -> nnx.Module:
-  """make() run as one compiled init (eager initialisation costs seconds per model)."""
-  with nnx.use_eager_sharding(False):
-    graphdef = nnx.graphdef(nnx.eval_shape(make))
-    return nnx.merge(graphdef, jax.jit(lambda: nnx.state(make()))())
-
-
-def load_model(
-  config: ml_collections.ConfigDict,
-  where: str,
-  allow_random: bool = False,
-  seed: int = 0,
-  mesh: jax.sharding.Mesh | None = None,
-  rules: rules_lib.Rules = RULES,
-) -> nnx.Module:
-  """The model of a training config (models/registry.py), params restored from its
-  init.checkpoint (a run's workdir, its checkpoints/ folder or a step folder) onto `mesh`
-  (default: the first local device) under `rules`. Empty init.checkpoint: random weights
-  if `allow_random` (smoke tests), else a ConfigError naming `where`."""
-  path = (config.get("init") or {}).get("checkpoint", "")
-  if not path:
-    if not allow_random:
-      raise ConfigError(
-        f"{where}.init.checkpoint is empty: set it to the model's training "
-        "run (auteur train --workdir), or allow_random_init=True for a "
-        "smoke test"
-      )
-    return build_jitted(lambda: registry.build(config, nnx.Rngs(seed)))
-  return restore_model(
-    path,
-    lambda: registry.build(config, nnx.Rngs(0)),
-    ("model",),
-    f"{where}.init.checkpoint",
-    mesh,
-    rules,
-  )
 
 
 def write_story(result: StoryResult, out_dir: str, fps: float, crf: int = 18) -> dict:
