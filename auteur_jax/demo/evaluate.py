@@ -198,6 +198,24 @@ def _decode_latents(vae, latents: np.ndarray, batch: int = 8) -> np.ndarray:
   return np.concatenate(out)
 
 
+def _requests(scored: list[dict]) -> tuple[list, list]:
+  """Each validation story twice: written by the director from its dish name (free run),
+  and with its true actions and captions (given, id suffixed `_given`)."""
+  from auteur_jax.sample.story import StoryRequest
+
+  free = [StoryRequest(s["video_id"], s["task"], num_steps=len(s["actions"])) for s in scored]
+  given = [
+    StoryRequest(
+      f"{s['video_id']}_given",
+      s["task"],
+      actions=tuple(s["actions"]),
+      captions=tuple(s["captions"]),
+    )
+    for s in scored
+  ]
+  return free, given
+
+
 def language_config(plan, paths: dict, models: dict):
   """sample_config with the language director: the keyframe renderer, the keyframe DiT
   and the CLIP of the chain (models[task]["workdir"])."""
@@ -222,26 +240,15 @@ def language_scores(
 
   from auteur_jax.eval import keyframe_metrics as km
   from auteur_jax.sample.keyframes import KeyframeRequest, KeyframeSampler, decode_keyframes
-  from auteur_jax.sample.story import StoryRequest, StorySampler, item_seed
+  from auteur_jax.sample.story import StorySampler, item_seed
 
   t0 = time.perf_counter()
   sampler = StorySampler.from_config(language_config(plan, paths, models))
   assert sampler.keyframes is not None  # The language director's.
-  given = sampler.render(
-    [
-      StoryRequest(
-        f"{s['video_id']}_given",
-        s["task"],
-        actions=tuple(s["actions"]),
-        captions=tuple(s["captions"]),
-      )
-      for s in scored
-    ]
-  )
+  free_reqs, given_reqs = _requests(scored)
+  given = sampler.render(given_reqs)
   say(f"demo: language stories, true texts ({time.perf_counter() - t0:.0f} s)", flush=True)
-  free = sampler.render(
-    [StoryRequest(s["video_id"], s["task"], num_steps=len(s["actions"])) for s in scored]
-  )
+  free = sampler.render(free_reqs)
   say(f"demo: language stories, director's texts ({time.perf_counter() - t0:.0f} s)", flush=True)
   # The same keyframes without rolling context: the renderer with 0 references, the same
   # texts and keyframe seeds as the given-text stories above.
@@ -333,7 +340,7 @@ def evaluate(
   director: str = "interleaved",
 ) -> dict:
   """Renders, scores and writes the demo's outputs (see the module docstring)."""
-  from auteur_jax.sample.story import StoryRequest, StorySampler, write_story
+  from auteur_jax.sample.story import StorySampler, write_story
 
   t0 = time.perf_counter()
   stories, clips = read_val(paths)
@@ -347,23 +354,12 @@ def evaluate(
     f"({time.perf_counter() - t0:.0f} s)",
     flush=True,
   )
-  free = sampler.render(
-    [StoryRequest(s["video_id"], s["task"], num_steps=len(s["actions"])) for s in scored]
-  )
+  free_reqs, given_reqs = _requests(scored)
+  free = sampler.render(free_reqs)
   say(
     f"demo: stories written by the director rendered ({time.perf_counter() - t0:.0f} s)", flush=True
   )
-  given = sampler.render(
-    [
-      StoryRequest(
-        f"{s['video_id']}_given",
-        s["task"],
-        actions=tuple(s["actions"]),
-        captions=tuple(s["captions"]),
-      )
-      for s in scored
-    ]
-  )
+  given = sampler.render(given_reqs)
   say(f"demo: stories with the true texts rendered ({time.perf_counter() - t0:.0f} s)", flush=True)
   director_metrics = director_scores(sampler, scored, free)
   top1 = [x for r, s in zip(given, scored) for x in narrative.step_top1(r.embeddings, s["z"])]
