@@ -298,9 +298,12 @@ void BackwardBlock(const Problem& p, const Grads& gr, int64_t index) {
   }
 }
 
-// Checks the shapes; fills `p` (pointers left null).
-ffi::Error Check(const char* name, ffi::Span<const int64_t> qd, ffi::Span<const int64_t> kd,
-                 ffi::Span<const int64_t> vd, ffi::Span<const int64_t> md, Problem* p) {
+// Checks the shapes of q, k, v and mask; fills `p` with them.
+ffi::Error Check(const char* name, const ffi::Buffer<ffi::F32>& q,
+                 const ffi::Buffer<ffi::F32>& k, const ffi::Buffer<ffi::F32>& v,
+                 const ffi::Buffer<ffi::PRED>& mask, Problem* p) {
+  const auto qd = q.dimensions(), kd = k.dimensions(), vd = v.dimensions(),
+             md = mask.dimensions();
   if (qd.size() != 5 || kd.size() != 4 || vd.size() != 4 || md.size() != 3) {
     return ffi::Error::InvalidArgument(
         std::string(name) + ": expected q [B, L, KVH, G, Dh], k / v [B, KVH, Dh, T], mask " +
@@ -316,7 +319,9 @@ ffi::Error Check(const char* name, ffi::Span<const int64_t> qd, ffi::Span<const 
     return ffi::Error::InvalidArgument(std::string(name) + ": head dim must be at most 64, got " +
                                        std::to_string(qd[4]));
   }
-  *p = Problem{qd[0], qd[1], qd[2], qd[3], qd[4], kd[3], nullptr, nullptr, nullptr, nullptr};
+  *p = Problem{qd[0],          qd[1],          qd[2],          qd[3],
+               qd[4],          kd[3],          q.typed_data(), k.typed_data(),
+               v.typed_data(), mask.typed_data()};
   return ffi::Error::Success();
 }
 
@@ -324,13 +329,8 @@ ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buffer<ff
                    ffi::Buffer<ffi::F32> v, ffi::Buffer<ffi::PRED> mask,
                    ffi::ResultBuffer<ffi::F32> out, ffi::ResultBuffer<ffi::F32> lse) {
   Problem p;
-  ffi::Error err = Check("train_attention", q.dimensions(), k.dimensions(), v.dimensions(),
-                         mask.dimensions(), &p);
+  ffi::Error err = Check("train_attention", q, k, v, mask, &p);
   if (err.failure()) return err;
-  p.q = q.typed_data();
-  p.k = k.typed_data();
-  p.v = v.typed_data();
-  p.mask = mask.typed_data();
   float* o = out->typed_data();
   float* l = lse->typed_data();
   ParallelFor(pool, p.batch * p.kv_heads, [&](int64_t i) { ForwardBlock(p, i, o, l); });
@@ -343,13 +343,8 @@ ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buffer<f
                     ffi::Buffer<ffi::F32> dout, ffi::ResultBuffer<ffi::F32> dq,
                     ffi::ResultBuffer<ffi::F32> dk, ffi::ResultBuffer<ffi::F32> dv) {
   Problem p;
-  ffi::Error err = Check("train_attention backward", q.dimensions(), k.dimensions(),
-                         v.dimensions(), mask.dimensions(), &p);
+  ffi::Error err = Check("train_attention backward", q, k, v, mask, &p);
   if (err.failure()) return err;
-  p.q = q.typed_data();
-  p.k = k.typed_data();
-  p.v = v.typed_data();
-  p.mask = mask.typed_data();
   const Grads g{out.typed_data(),  lse.typed_data(), dout.typed_data(),
                 dq->typed_data(),  dk->typed_data(), dv->typed_data()};
   ParallelFor(pool, p.batch * p.kv_heads, [&](int64_t i) { BackwardBlock(p, g, i); });
