@@ -520,6 +520,7 @@ def parser() -> argparse.ArgumentParser:
     "clip_text",
     "t5",
     "umt5",
+    "videomae",
   )  # convert/families.py (not imported to parse)
   conv = top.add_parser(
     "convert", help="HF / diffusers weights <-> sharded orbax checkpoints"

@@ -10,6 +10,7 @@ its converter module:
   siglip_vision   SiglipVisionModel (HF)                    models/vision.VisionTower  hf_vision
   clip_text       CLIPTextModelWithProjection (HF)          models/clip_text           hf_text
   t5, umt5        T5EncoderModel / UMT5EncoderModel (HF)    models/text_encoder        hf_text
+  videomae        VideoMAEModel (HF; encoder)               models/videomae.VideoMAE   hf_videomae
 """
 
 from __future__ import annotations
@@ -18,7 +19,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from auteur_jax.checkpoint.errors import WeightError
-from auteur_jax.convert import diffusers_vae, diffusers_wan, hf_llm, hf_text, hf_vision
+from auteur_jax.convert import (
+  diffusers_vae,
+  diffusers_wan,
+  hf_llm,
+  hf_text,
+  hf_videomae,
+  hf_vision,
+)
 from auteur_jax.convert.mapping import Family
 
 FAMILIES: dict[str, Family] = {
@@ -33,6 +41,7 @@ FAMILIES: dict[str, Family] = {
     hf_text.CLIP_TEXT,
     hf_text.T5,
     hf_text.UMT5,
+    hf_videomae.FAMILY,
   ]
 }
 
