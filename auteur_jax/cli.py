@@ -11,6 +11,7 @@ auteur data inspect          counts and a sample story of a built data set
 auteur encode                add VAE latents / visual embeddings to clip TFRecords
 auteur sample                render the stories of a prompts JSONL (resumable batch job)
 auteur demo                  the toy kitchen end to end: data, 4 trainings, 2 stories, metrics
+auteur eval fvd              Frechet video distance between two folders of videos (clip | videomae)
 auteur convert import|export|reshard|inspect
                              HF / diffusers safetensors <-> sharded orbax checkpoints
 auteur plan                  AOT-compile a config's train step for a TPU / GPU topology:
@@ -271,6 +272,15 @@ def cmd_encode(args) -> None:
   )
 
 
+def cmd_fvd(args) -> None:
+  from auteur_jax.eval.fvd import fvd_of_folders
+
+  d = fvd_of_folders(
+    args.real, args.fake, args.features, checkpoint=args.checkpoint, frames=args.frames
+  )
+  print(f"{d:.4f}")
+
+
 def cmd_convert(args) -> None:
   from auteur_jax.convert import exporter, importer, reshard
   from auteur_jax.parallel.mesh import parse_mesh
@@ -366,6 +376,8 @@ def _user_errors() -> tuple[type[Exception], ...]:
   from auteur_jax.data.schema import SchemaError
   from auteur_jax.data.tfrecord import TFRecordError
   from auteur_jax.data.video_io import VideoError
+  from auteur_jax.eval.video_features import FeatureError
+  from auteur_jax.eval.video_sets import VideoSetError
   from auteur_jax.train.errors import NonFiniteLoss
 
   return (
@@ -380,6 +392,8 @@ def _user_errors() -> tuple[type[Exception], ...]:
     WeightError,
     NonFiniteLoss,
     DataSetError,
+    FeatureError,
+    VideoSetError,
   )
 
 
@@ -509,6 +523,30 @@ def parser() -> argparse.ArgumentParser:
     help="retrain every model (default: use the shipped toy checkpoints)",
   )
   p.set_defaults(fn=cmd_demo)
+
+  ev = top.add_parser("eval", help="metrics on folders of videos").add_subparsers(
+    dest="eval_command", required=True
+  )
+  p = ev.add_parser("fvd", help="Frechet video distance of two folders; prints it")
+  p.add_argument(
+    "--real", required=True, help="folder of videos: .mp4 / .gif / .npy uint8 [T,H,W,3]"
+  )
+  p.add_argument("--fake", required=True, help="folder of videos, the same frame size")
+  p.add_argument(
+    "--features",
+    default="clip",
+    help="clip (our CLIP vision tower, default the shipped toy one) or videomae "
+    "(eval/video_features.py)",
+  )
+  p.add_argument(
+    "--checkpoint",
+    help="clip: a clip run or converted clip_vision checkpoint (default: the toy CLIP); "
+    "videomae: `auteur convert import --family videomae` output (required)",
+  )
+  p.add_argument(
+    "--frames", type=int, help="frames per video, evenly spaced (default: all / the model's)"
+  )
+  p.set_defaults(fn=cmd_fvd)
 
   families = (
     "llama",

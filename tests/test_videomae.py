@@ -70,3 +70,28 @@ def test_videomae_converter_refuses_other_models(tmp_path):
   VideoMAEModel(VideoMAEConfig(**SHAPE)).save_pretrained(tmp_path)
   with pytest.raises(WeightError, match="missing"):
     load_hf_videomae(str(tmp_path), use_mean_pooling=False)  # No layernorm.* in the file.
+
+
+def test_videomae_fvd_features_from_a_converted_checkpoint(tmp_path):
+  from auteur_jax.convert.importer import import_weights
+  from auteur_jax.eval import video_features
+  from auteur_jax.eval.fvd import fvd
+
+  torch.manual_seed(0)
+  ref = _perturbed(VideoMAEModel(VideoMAEConfig(**SHAPE)))
+  ref.save_pretrained(tmp_path / "hf")
+  import_weights("videomae", str(tmp_path / "hf"), str(tmp_path / "ckpt"), progress=False)
+  extract = video_features.get("videomae", checkpoint=str(tmp_path / "ckpt"))
+  rng = np.random.default_rng(0)
+  videos = [rng.integers(0, 256, (6, 32, 40, 3), dtype=np.uint8) for _ in range(3)]
+  feats = extract(videos)  # 4 of 6 frames evenly spaced, the centre 32 x 32.
+  x = np.stack([v[[0, 2, 3, 5], :, 4:36] for v in videos])
+  x = (x / 255.0 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
+  with torch.no_grad():
+    pixels = torch.from_numpy(x.transpose(0, 1, 4, 2, 3).astype(np.float32))
+    want = ref(pixel_values=pixels).last_hidden_state.mean(1)
+  assert feats.shape == (3, 32)
+  np.testing.assert_allclose(feats, want.numpy(), atol=1e-4, rtol=1e-4)
+  assert fvd(videos, videos, extract) == pytest.approx(0.0, abs=1e-6)
+  with pytest.raises(video_features.FeatureError, match="HF folder; convert it first"):
+    video_features.get("videomae", checkpoint=str(tmp_path / "hf"))
