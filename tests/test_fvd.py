@@ -118,3 +118,21 @@ def test_cli_fvd_bad_input_is_one_line(tmp_path):
     with pytest.raises(SystemExit) as e:
       cli.main(["eval", "fvd", "--real", real, *extra])
     assert message in str(e.value) and "\n" not in str(e.value), (extra, e.value)
+
+
+def test_a_folder_of_mp4_gif_and_npy_videos(tmp_path):
+  from PIL import Image
+
+  from auteur_jax.data import video_io
+  from auteur_jax.eval import video_sets
+
+  v = _videos(0, n=1, t=5)[0]
+  video_io.write_video(str(tmp_path / "a.mp4"), v, 8)
+  frames = [Image.fromarray(f) for f in v]
+  frames[0].save(tmp_path / "b.gif", save_all=True, append_images=frames[1:], duration=125)
+  np.save(tmp_path / "c.npy", v)
+  (tmp_path / "notes.txt").write_text("not a video")
+  got = video_sets.read_folder(str(tmp_path))
+  assert [os.path.basename(p) for p in got] == ["a.mp4", "b.gif", "c.npy"]
+  assert all(x.shape == (5, 32, 32, 3) and x.dtype == np.uint8 for x in got.values())
+  assert video_sets.take_frames(v, 3).tolist() == v[[0, 2, 4]].tolist()
