@@ -11,6 +11,7 @@ auteur data inspect          counts and a sample story of a built data set
 auteur encode                add VAE latents / visual embeddings to clip TFRecords
 auteur sample                render the stories of a prompts JSONL (resumable batch job)
 auteur demo                  the toy kitchen end to end: data, 4 trainings, 2 stories, metrics
+auteur ablate                the paper's ablation tables on the toy kitchen -> REPORT.md (resumable)
 auteur eval fvd              Frechet video distance between two folders of videos (clip | videomae)
 auteur convert import|export|reshard|inspect
                              HF / diffusers safetensors <-> sharded orbax checkpoints
@@ -210,6 +211,18 @@ def cmd_sample(args) -> None:
   print(json.dumps({k: r[k] for k in ("process", "rendered")}))
 
 
+def cmd_ablate(args) -> None:
+  from auteur_jax.ablate.experiment import ablate
+
+  seeds = args.seeds if args.seeds is not None else (1 if args.quick else 3)
+  done = ablate(args.table, seeds=seeds, quick=args.quick, out=args.out)
+  for tid, s in done.items():
+    verdicts = [r["verdict"] for c in s["claims"] for r in c["metrics"].values()]
+    counts = ", ".join(f"{verdicts.count(v)} {v}" for v in sorted(set(verdicts)))
+    print(f"table {tid}: {len(s['seeds'])} seeds; claim x metric verdicts: {counts}")
+  print(f"{os.path.join(args.out, 'REPORT.md')}")
+
+
 def cmd_demo(args) -> None:
   from auteur_jax.demo.pipeline import run
 
@@ -368,6 +381,7 @@ def _add_rule_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
+  from auteur_jax.ablate.tables import AblateError
   from auteur_jax.checkpoint.errors import WeightError
   from auteur_jax.config import ConfigError
   from auteur_jax.data.examples import ExampleError
@@ -381,6 +395,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
   from auteur_jax.train.errors import NonFiniteLoss
 
   return (
+    AblateError,
     ConfigError,
     SchemaError,
     AnnotationError,
@@ -523,6 +538,22 @@ def parser() -> argparse.ArgumentParser:
     help="retrain every model (default: use the shipped toy checkpoints)",
   )
   p.set_defaults(fn=cmd_demo)
+
+  p = top.add_parser(
+    "ablate", help="the paper's ablation tables on the toy kitchen -> OUT/REPORT.md"
+  )
+  p.add_argument(
+    "--table",
+    nargs="+",
+    default=["all"],
+    help="3 | 4 | 5 | 6 | 7 | 13 | all (several allowed)",
+  )
+  p.add_argument("--seeds", type=int, default=None, help="seeds per variant (default 3; --quick 1)")
+  p.add_argument(
+    "--quick", action="store_true", help="2 variants, a few steps: checks the machinery (CI)"
+  )
+  p.add_argument("--out", default="ablate_out", help="output folder (resumable: rerun to go on)")
+  p.set_defaults(fn=cmd_ablate)
 
   ev = top.add_parser("eval", help="metrics on folders of videos").add_subparsers(
     dest="eval_command", required=True

@@ -105,7 +105,8 @@ def read_val(paths: dict) -> tuple[list[dict], dict]:
   return sorted(stories, key=lambda s: s["video_id"]), clips
 
 
-def _clip(clips: dict, story: dict, t: int) -> dict:
+def clip_of(clips: dict, story: dict, t: int) -> dict:
+  """The true clip of step t of `story` (read_val's clips)."""
   return clips[story["video_id"], round(float(story["start"][t]), 3)]
 
 
@@ -198,7 +199,7 @@ def _decode_latents(vae, latents: np.ndarray, batch: int = 8) -> np.ndarray:
   return np.concatenate(out)
 
 
-def _requests(scored: list[dict]) -> tuple[list, list]:
+def requests_for(scored: list[dict]) -> tuple[list, list]:
   """Each validation story twice: written by the director from its dish name (free run),
   and with its true actions and captions (given, id suffixed `_given`)."""
   from auteur_jax.sample.story import StoryRequest
@@ -245,7 +246,7 @@ def language_scores(
   t0 = time.perf_counter()
   sampler = StorySampler.from_config(language_config(plan, paths, models))
   assert sampler.keyframes is not None  # The language director's.
-  free_reqs, given_reqs = _requests(scored)
+  free_reqs, given_reqs = requests_for(scored)
   given = sampler.render(given_reqs)
   say(f"demo: language stories, true texts ({time.perf_counter() - t0:.0f} s)", flush=True)
   free = sampler.render(free_reqs)
@@ -271,11 +272,12 @@ def language_scores(
   )
   say(f"demo: keyframes without rolling context ({time.perf_counter() - t0:.0f} s)", flush=True)
   after = [s["after"] for s in scored]
-  true_kf = [[_clip(clips, s, t)["keyframe"] for t in range(len(s["actions"]))] for s in scored]
+  true_kf = [[clip_of(clips, s, t)["keyframe"] for t in range(len(s["actions"]))] for s in scored]
   recon_kf = [
     list(
       decode_keyframes(
-        sampler.vae, np.stack([_clip(clips, s, t)["latents"][-1] for t in range(len(s["actions"]))])
+        sampler.vae,
+        np.stack([clip_of(clips, s, t)["latents"][-1] for t in range(len(s["actions"]))]),
       )
     )
     for s in scored
@@ -354,7 +356,7 @@ def evaluate(
     f"({time.perf_counter() - t0:.0f} s)",
     flush=True,
   )
-  free_reqs, given_reqs = _requests(scored)
+  free_reqs, given_reqs = requests_for(scored)
   free = sampler.render(free_reqs)
   say(
     f"demo: stories written by the director rendered ({time.perf_counter() - t0:.0f} s)", flush=True
@@ -367,7 +369,7 @@ def evaluate(
   timings["render"] = round(time.perf_counter() - t0, 1)
 
   per_step = lambda ss, key: [x for s in ss for x in s[key]]  # noqa: E731
-  true_clips = [_clip(clips, s, t) for s in scored for t in range(len(s["actions"]))]
+  true_clips = [clip_of(clips, s, t) for s in scored for t in range(len(s["actions"]))]
   recon = _decode_latents(sampler.vae, np.stack([c["latents"] for c in true_clips]))
   b, a = per_step(scored, "before"), per_step(scored, "after")
   video = {
@@ -418,7 +420,7 @@ def evaluate(
       {
         "title": f"{sid}: {s['task']} (validation; generated from the dish name"
         + (", language director: keyframes drawn, clips from them)" if language else ")"),
-        "true_frames": [_clip(clips, s, t)["keyframe"] for t in range(len(r.clips))],
+        "true_frames": [clip_of(clips, s, t)["keyframe"] for t in range(len(r.clips))],
         "generated_frames": [c[-1] for c in r.clips],
         "keyframes": r.keyframes,  # The language director's (None: interleaved).
         "actions": r.actions,

@@ -69,7 +69,8 @@ def _mesh(config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
   return make_mesh({"data": n, "fsdp": 1, "tensor": 1}, jax.devices()[:n])
 
 
-def _trained_steps(workdir: str) -> int:
+def trained_steps(workdir: str) -> int:
+  """The step of the run's latest checkpoint (0: none)."""
   step = step_dir_of(workdir)
   return int(os.path.basename(step)) if step and os.path.basename(step).isdigit() else 0
 
@@ -93,9 +94,9 @@ def train_chain(
   out: dict[str, dict] = {}
   shipped = {
     t: not from_scratch and t in plan.shipped and bool(step_dir_of(os.path.join(SHIPPED, t)))
-    for t in tasks
+    for t in ALL_TASKS
   }
-  all_shipped = all(shipped.values())
+  all_shipped = all(shipped[t] for t in TASKS)  # Then only the validation split is encoded.
   for task in tasks:
     config = task_config(task, plan, paths)
     workdir = os.path.join(runs, task)
@@ -111,7 +112,7 @@ def train_chain(
     if shipped[task]:
       workdir = os.path.join(SHIPPED, task)
       info.update(source="shipped", workdir=workdir)
-    elif _trained_steps(workdir) >= plan.steps[task]:
+    elif trained_steps(workdir) >= plan.steps[task]:
       info["source"] = "kept"
     else:
       if task == "vae" and plan.stills:
@@ -121,7 +122,7 @@ def train_chain(
         config.init.checkpoint = info["init"] = os.path.join(SHIPPED, task)  # Trains on.
       elif task == "dit_keyframe":  # The chain's DiT widened (config.init.widen_inputs).
         config.init.checkpoint = info["init"] = out["dit"]["workdir"]
-      info.update(_train(config, workdir, f"{task} for {plan.steps[task]} steps", progress))
+      info.update(train_model(config, workdir, f"{task} for {plan.steps[task]} steps", progress))
     if task in ("vae", "clip"):  # Encode the data set for the next models.
       enc = config.copy_and_resolve_references()
       enc.init.checkpoint = workdir
@@ -141,7 +142,7 @@ def train_chain(
   return out
 
 
-def _train(config: ml_collections.ConfigDict, workdir: str, what: str, progress: bool) -> dict:
+def train_model(config: ml_collections.ConfigDict, workdir: str, what: str, progress: bool) -> dict:
   """Trains `config` in `workdir` -> {"source": "trained", "last": the last logged numbers}."""
   from auteur_jax.train.trainer import train
 
@@ -169,7 +170,7 @@ def _vae_stills(plan: Plan, paths: dict, runs: str, from_scratch: bool, progress
     "data": paths["stills"],
     "overrides": OVERRIDES["vae_stills"],
   }
-  if _trained_steps(workdir) >= steps:
+  if trained_steps(workdir) >= steps:
     info["source"] = "kept"
   else:
     made = os.path.join(paths["stills"], "dataset.json")
@@ -178,7 +179,7 @@ def _vae_stills(plan: Plan, paths: dict, runs: str, from_scratch: bool, progress
       shutil.rmtree(paths["stills"], ignore_errors=True)
       write_stills(paths["stills"], plan.stills, plan.seed, progress=progress)
     info.update(
-      _train(
+      train_model(
         task_config("vae_stills", plan, paths),
         workdir,
         f"the VAE on {plan.stills} stills for {steps} steps",

@@ -127,10 +127,12 @@ OVERRIDES: dict[str, dict[str, object]] = {
 }
 
 
-def task_config(task: str, plan: Plan, paths: dict) -> ml_collections.ConfigDict:
-  """toy/<task> with the demo's data paths, step count and overrides
-  ("vae_stills": the VAE's image stage, toy/vae on paths["stills"]; "dit_keyframe":
-  toy/dit:keyframe)."""
+def task_config(
+  task: str, plan: Plan, paths: dict, name: str | None = None
+) -> ml_collections.ConfigDict:
+  """toy/<task> (or the packaged config `name`, e.g. "toy/director:caption_visual") with
+  the demo's data paths, step count and overrides ("vae_stills": the VAE's image stage,
+  toy/vae on paths["stills"]; "dit_keyframe": toy/dit:keyframe)."""
   data_dir = {
     "vae": paths["tfrecords"],
     "clip": paths["tfrecords"],
@@ -156,5 +158,5 @@ def task_config(task: str, plan: Plan, paths: dict) -> ml_collections.ConfigDict
     values.update({"encode.in_dir": paths["tfrecords"], "encode.out_dir": paths["vae"]})
   if task == "clip":
     values.update({"encode.in_dir": paths["vae"], "encode.out_dir": paths["enc"]})
-  name = {"vae_stills": "vae", "dit_keyframe": "dit:keyframe"}.get(task, task)
-  return load_config(f"toy/{name}", [f"--config.{k}={v}" for k, v in values.items()])
+  name = name or "toy/" + {"vae_stills": "vae", "dit_keyframe": "dit:keyframe"}.get(task, task)
+  return load_config(name, [f"--config.{k}={v}" for k, v in values.items()])
