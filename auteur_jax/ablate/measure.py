@@ -134,8 +134,11 @@ def measure(ctx: Context, variant: Variant, models: dict, seed: int) -> dict:
   """The variant's scores (tables.METRICS names -> float) with `models` (runs.models_for),
   sampling seed `seed`; also "seconds"."""
   t0 = time.perf_counter()
-  language = variant.measure in ("keyframe", "keyframe_alone")
-  sampler = StorySampler.from_config(_sampler_config(ctx, models, seed, language))
+  language = variant.measure in ("keyframe", "keyframe_alone", "latent")
+  cfg = _sampler_config(ctx, models, seed, language)
+  if variant.measure == "latent":
+    cfg.sample.director = "latent"
+  sampler = StorySampler.from_config(cfg)
   free_reqs, given_reqs = demo_eval.requests_for(ctx.stories)
   out: dict = {}
   if variant.measure == "director":
@@ -146,6 +149,8 @@ def measure(ctx: Context, variant: Variant, models: dict, seed: int) -> dict:
       action_exact=d["free_run"]["action_exact"],
       teacher_forced_top1=d["teacher_forced"]["step_top1"],
     )
+  elif variant.measure == "latent":
+    results = sampler.render(free_reqs)
   else:
     if variant.measure == "keyframe_alone":  # The renderer without reference keyframes.
       kf = sampler.keyframes
@@ -159,7 +164,7 @@ def measure(ctx: Context, variant: Variant, models: dict, seed: int) -> dict:
       )
     results = sampler.render(given_reqs)
   out.update(_video_scores(ctx, results))
-  if variant.measure in ("keyframe", "keyframe_alone"):
+  if variant.measure in ("keyframe", "keyframe_alone", "latent"):
     out.update(_keyframe_scores(ctx, [np.asarray(r.keyframes) for r in results]))
   elif variant.measure == "interleaved":
     out.update(_keyframe_scores(ctx, [np.stack([c[-1] for c in r.clips]) for r in results]))

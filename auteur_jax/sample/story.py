@@ -22,6 +22,12 @@ keyframe-conditioned DiT (diffusion/keyframe.py, the keyframe as the clip's last
 renders each clip from its keyframe, the image tokens and the caption. The result then
 holds the keyframes, and its `embeddings` are the keyframes' image tokens.
 
+Settings.director "latent" (the paper's Table 13, regressing VAE latents): a director
+trained to regress each step's keyframe VAE latent (toy/director:vae_latent: z_t is the
+h x w x C latent as h * w tokens of C) writes the text and z_t as in "interleaved"; each
+z_t is the keyframe latent of the language path (decoded, read by the vision tower, and
+rendered with the keyframe-conditioned DiT). No keyframe renderer is used.
+
 Determinism: an item's output depends only on the item (task, steps, text, seed) and the
 config. Every model call has a fixed number of rows (config.sample.rows_per_device x the
 mesh's `data` size, padded with copies of a real row), rows never mix, and every row
@@ -65,7 +71,9 @@ from auteur_jax.sample.common import RULES, build_jitted, item_seed, load_model 
 from auteur_jax.sample.common import fixed_rows as _fixed_rows
 from auteur_jax.sample.keyframes import KeyframeRequest, KeyframeSampler, decode_keyframes
 
-DIRECTORS = ("interleaved", "language")  # Settings.director / config.sample.director.
+# Settings.director / config.sample.director (module docstring).
+DIRECTORS = ("interleaved", "language", "latent")
+KEYFRAME_DIRECTORS = ("language", "latent")  # Clips from keyframes: the keyframe DiT.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,20 +189,29 @@ class StorySampler:
     self.rules = tuple(rules)
     self.rows = settings.rows_per_device * dict(self.mesh.shape).get("data", 1)
     self._check(director, dit, vae, settings)
+    side = settings.size // vae.cfg.spatial_factor
+    self.keyframe_shape = (side, side, vae.cfg.z_dim)  # One latent frame of the clips.
     if settings.director == "language":
       if keyframes is None:
         raise ConfigError("director 'language' needs the keyframe renderer (config.keyframe)")
-      side = settings.size // vae.cfg.spatial_factor
-      if keyframes.settings.latent_shape != (side, side, vae.cfg.z_dim):
+      if keyframes.settings.latent_shape != self.keyframe_shape:
         raise ConfigError(
           f"config.keyframe.data.keyframe_shape {keyframes.settings.latent_shape}: expected "
-          f"{(side, side, vae.cfg.z_dim)} (one latent frame of the clips)"
+          f"{self.keyframe_shape} (one latent frame of the clips)"
         )
-      if dit.dit.cfg.visual_dim and image_tokens is None:
+    if settings.director == "latent":
+      want = (side * side, vae.cfg.z_dim)
+      if (director.cfg.num_queries, director.cfg.visual_dim) != want:
         raise ConfigError(
-          "director 'language': config.dit_keyframe.model.visual_dim > 0 needs the keyframes' "
-          "image tokens (config.clip)"
+          f"config.director.model num_queries, visual_dim "
+          f"({director.cfg.num_queries}, {director.cfg.visual_dim}): director 'latent' "
+          f"regresses one keyframe latent {self.keyframe_shape}, expected {want}"
         )
+    if settings.director in KEYFRAME_DIRECTORS and dit.dit.cfg.visual_dim and image_tokens is None:
+      raise ConfigError(
+        f"director {settings.director!r}: config.dit_keyframe.model.visual_dim > 0 needs the "
+        "keyframes' image tokens (config.clip)"
+      )
     self.keyframes, self.image_tokens = keyframes, image_tokens
     # Weights on the mesh by their logical axes (the DiT may be split over fsdp / tensor).
     for model in (director, dit, vae):
@@ -218,13 +235,13 @@ class StorySampler:
     director: Director, dit: TextConditionedDiT, vae: vae_lib.VideoVAE, s: Settings
   ) -> None:
     dc, vc = dit.dit.cfg, vae.cfg
-    section = "config.dit_keyframe" if s.director == "language" else "config.dit"
+    section = "config.dit_keyframe" if s.director in KEYFRAME_DIRECTORS else "config.dit"
     if s.director not in DIRECTORS:
       raise ConfigError(f"config.sample.director: expected one of {DIRECTORS}, got {s.director!r}")
-    if s.director == "language" and dc.visual_condition != "keyframe":
+    if s.director in KEYFRAME_DIRECTORS and dc.visual_condition != "keyframe":
       raise ConfigError(
-        f"{section}.model.visual_condition: director 'language' renders clips from keyframes "
-        f"(expected 'keyframe'), got {dc.visual_condition!r}"
+        f"{section}.model.visual_condition: director {s.director!r} renders clips from "
+        f"keyframes (expected 'keyframe'), got {dc.visual_condition!r}"
       )
     if s.director == "interleaved" and dc.visual_condition != "embedding":
       raise ConfigError(
@@ -282,13 +299,19 @@ class StorySampler:
       )
 
     s = from_section(StorySampleConfig, config.sample, "config.sample")
-    language = s.director == "language"
+    language = s.director in KEYFRAME_DIRECTORS
     dit_name = "dit_keyframe" if language else "dit"
     if language:
-      missing = [n for n in ("keyframe", "dit_keyframe", "clip") if n not in config]
+      need = (
+        ("keyframe", "dit_keyframe", "clip")
+        if s.director == "language"
+        else ("dit_keyframe", "clip")
+      )
+      missing = [n for n in need if n not in config]
       if missing:
         raise ConfigError(
-          f"config.sample.director 'language' needs the sections {missing} (toy/sample has them)"
+          f"config.sample.director {s.director!r} needs the sections {missing} "
+          "(toy/sample has them)"
         )
     # registry.build makes each section's model; load_model types them all as nnx.Module.
     director = cast(Director, load("director"))
@@ -318,9 +341,7 @@ class StorySampler:
     sampling = d.sampling
     tokenizer = Tokenizer.load(config.tokenizer)
     keyframes, image_tokens = None, None
-    if language:
-      from auteur_jax.sample.encoders import clip_encoder
-
+    if s.director == "language":
       keyframes = KeyframeSampler.from_config(
         config.keyframe,
         seed=s.seed,
@@ -329,14 +350,16 @@ class StorySampler:
         tokenizer=tokenizer,
         where="config.keyframe",
       )
-      if dit.dit.cfg.visual_dim:
-        clip = config.clip.copy_and_resolve_references()
-        if not clip.init.checkpoint and not config.allow_random_init:
-          raise ConfigError(
-            "config.clip.init.checkpoint is empty: set it to the CLIP run whose image "
-            "tokens config.dit_keyframe was trained on"
-          )
-        image_tokens = clip_encoder(clip, mesh).run
+    if language and dit.dit.cfg.visual_dim:
+      from auteur_jax.sample.encoders import clip_encoder
+
+      clip = config.clip.copy_and_resolve_references()
+      if not clip.init.checkpoint and not config.allow_random_init:
+        raise ConfigError(
+          "config.clip.init.checkpoint is empty: set it to the CLIP run whose image "
+          "tokens config.dit_keyframe was trained on"
+        )
+      image_tokens = clip_encoder(clip, mesh).run
     return cls(
       director,
       dit,
@@ -573,30 +596,35 @@ class StorySampler:
         )
       )
     drawn = self.keyframes.render(kf_reqs)
-    out = []
-    for i, (r, kf) in enumerate(zip(reqs, drawn)):
-      images = decode_keyframes(self.vae, kf.latents)
-      if self.image_tokens is not None:
-        # Fixed row counts (padded with copies at the end), as every model call here.
-        groups = _fixed_rows(len(images), self.rows)
-        tokens = np.concatenate([self.image_tokens(images[g])[: len(set(g))] for g in groups])
-        tokens = tokens.astype(np.float32)
-      else:
-        tokens = np.zeros((len(images), 0, 0), np.float32)
-      acts, caps = texts[i]
-      out.append(
-        StoryResult(
-          r,
-          seeds[i],
-          acts,
-          caps,
-          tokens,
-          np.zeros((0,), np.uint8),
-          keyframes=images,
-          keyframe_latents=kf.latents,
-        )
-      )
-    return out
+    return [
+      self._keyframe_result(r, seeds[i], *texts[i], kf.latents)
+      for i, (r, kf) in enumerate(zip(reqs, drawn))
+    ]
+
+  def _keyframe_result(
+    self, r: StoryRequest, seed: int, acts: list, caps: list, latents: np.ndarray
+  ) -> StoryResult:
+    """A result without clips from a story's keyframe latents [S, h, w, C] (normalised):
+    the keyframes decoded, their image tokens as `embeddings` (zeros [S, 0, 0] for a DiT
+    without visual tokens)."""
+    images = decode_keyframes(self.vae, latents)
+    if self.image_tokens is not None:
+      # Fixed row counts (padded with copies at the end), as every model call here.
+      groups = _fixed_rows(len(images), self.rows)
+      tokens = np.concatenate([self.image_tokens(images[g])[: len(set(g))] for g in groups])
+      tokens = tokens.astype(np.float32)
+    else:
+      tokens = np.zeros((len(images), 0, 0), np.float32)
+    return StoryResult(
+      r,
+      seed,
+      acts,
+      caps,
+      tokens,
+      np.zeros((0,), np.uint8),
+      keyframes=images,
+      keyframe_latents=np.asarray(latents, np.float32),
+    )
 
   def render(self, requests: Sequence[StoryRequest]) -> list[StoryResult]:
     """Renders every request (see the module docstring); results in request order."""
@@ -606,6 +634,12 @@ class StorySampler:
     seeds = [r.seed if r.seed is not None else item_seed(r.id, self.settings.seed) for r in reqs]
     if self.settings.director == "language":
       out = self._language(reqs, seeds)
+    elif self.settings.director == "latent":  # z_t: the keyframe latent, h * w tokens of C.
+      texts = self._direct(reqs, self._keys(seeds))
+      out = [
+        self._keyframe_result(r, seed, acts, caps, z.reshape(len(z), *self.keyframe_shape))
+        for r, seed, (acts, caps, z) in zip(reqs, seeds, texts)
+      ]
     else:
       texts = self._direct(reqs, self._keys(seeds))
       out = [

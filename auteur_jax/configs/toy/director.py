@@ -15,6 +15,10 @@ Training logs the loss parts per step (text_ce, text_acc, visual_cos, visual_mse
 model is a 4-layer, width-128 Llama-style decoder: 1.07M parameters with the tied
 2,048-token table and the visual projections.
 `toy/director:caption_visual` (or `:action_visual`) picks an ablation chain.
+`toy/director:vae_latent` (the paper's Table 13 latent space) regresses each step's
+keyframe VAE latent (its clip's last latent frame, 8 x 8 x 16 -> 64 tokens of 16) instead
+of the CLIP tokens: data.dir must hold stories and clips with VAE latents
+(`auteur encode --config toy/vae`), read as data/keyframes.py does for the renderer.
 `model.markup` holds the ids that `train_bpe` gives the markup tokens (pad, bos, eos,
 unk come first, then <action> </action> <caption> </caption> <img> </img>); check them
 with `MarkupIds.from_tokenizer(tokenizer)` when another tokenizer is used.
@@ -32,6 +36,7 @@ from auteur_jax.parallel.mesh import mesh_config
 from auteur_jax.train.optim import train_defaults
 
 K, D = 16, 64  # Visual tokens per step x their dimension: the toy CLIP resampler's output.
+LATENT = (8, 8, 16)  # One keyframe's VAE latent (toy/vae: 64 x 64 -> 8 x 8 x 16).
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -63,8 +68,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   m.markup = ml_collections.ConfigDict(
     dict(action=4, action_end=5, caption=6, caption_end=7, img=8, img_end=9, bos=1)
   )
-  m.num_queries, m.visual_dim = K, D
-  m.chain = check_arg(__file__, arg, tuple(CHAINS)) or "action_caption_visual"
+  arg = check_arg(__file__, arg, (*CHAINS, "vae_latent"))
+  latent = arg == "vae_latent"
+  m.num_queries, m.visual_dim = (LATENT[0] * LATENT[1], LATENT[2]) if latent else (K, D)
+  m.chain = "action_caption_visual" if arg in (None, "vae_latent") else arg
   m.alpha = 1.0  # (1 - cos) weight; the paper does not give alpha / beta.
   m.beta = 1.0  # MSE weight.
   m.text_weight = 1.0
@@ -72,7 +79,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # The story pipeline of toy/data, with embeddings loaded per step.
   here = os.path.dirname(os.path.abspath(__file__))
   c.data = load_module_config(os.path.join(here, "data.py:stories")).data
-  c.data.embedding_shape = (K, D)
+  c.data.embedding_shape = () if latent else (K, D)
+  if latent:  # Each step's keyframe latent (data/keyframes.py), the target (task_director).
+    c.data.keyframe_shape = LATENT
   c.data.max_steps = 8
   c.data.max_action_tokens = 32
   c.data.max_caption_tokens = 128
