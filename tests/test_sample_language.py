@@ -13,6 +13,8 @@ from flax import nnx
 
 from auteur_jax.config import ConfigError
 from auteur_jax.data.tokenizer import train_bpe
+from auteur_jax.models import director as D
+from auteur_jax.models import llm as L
 from auteur_jax.models.conditioned_dit import TextConditionedDiT
 from auteur_jax.models.keyframe_renderer import KeyframeRenderer, KeyframeRendererConfig
 from auteur_jax.parallel.mesh import make_mesh
@@ -151,3 +153,27 @@ def test_sample_config_director_key():
   c.sample.director = "visual"
   with pytest.raises(ConfigError, match=r"config.sample.*director.*'interleaved', 'language'"):
     run_config.check_sample(c)
+
+
+def test_latent_director_renders_its_z_as_keyframes(parts):
+  """Director 'latent' (Table 13): z_t [h * w, C] is step t's keyframe latent; the clips
+  come from the keyframe DiT, and a director of other visual shapes is refused."""
+  tok, mesh, dit = parts
+  _, _, vae = fresh_models()
+  llm = L.LLMConfig(
+    vocab_size=VOCAB, width=32, num_layers=1, num_heads=4, num_kv_heads=2, head_dim=8, mlp_dim=48
+  )
+  markup = D.MarkupIds(4, 5, 6, 7, 8, 9, bos=1)
+  cfg = D.DirectorConfig(llm, markup, LATENT[0] * LATENT[1], LATENT[2])
+  director = story.build_jitted(lambda: D.Director(cfg, rngs=nnx.Rngs(7)))
+  sampling = S.Sampling(max_action_tokens=3, max_caption_tokens=4)
+  latent = dataclasses.replace(SETTINGS, director="latent")
+  s = story.StorySampler(director, dit, vae, tok, latent, sampling, mesh, image_tokens=image_tokens)
+  [r] = s.render([story.StoryRequest("v", "make a salad", num_steps=2)])
+  z = s._direct([r.request], s._keys([r.seed]))[0][2]
+  np.testing.assert_allclose(r.keyframe_latents, z.reshape(2, *LATENT))
+  assert r.keyframes.shape == (2, 16, 16, 3) and r.clips.shape == (2, 5, 16, 16, 3)
+  np.testing.assert_array_equal(r.embeddings, image_tokens(r.keyframes))
+  wrong, _, _ = fresh_models()  # K x DIM visual states: not one latent frame.
+  with pytest.raises(ConfigError, match="director 'latent' regresses one keyframe latent"):
+    story.StorySampler(wrong, dit, vae, tok, latent, sampling, mesh, image_tokens=image_tokens)
