@@ -103,7 +103,8 @@ def run_config(
   config.train.steps = steps
   config.train.log_every = max(1, min(50, steps))
   config.train.checkpoint_every = max(1, min(500, steps))
-  config.train.seed = seed
+  config.train.seed = seed  # Init (from scratch), noise, times, condition dropout.
+  config.data.seed = seed  # And the order of the examples.
   if run.init is not None:
     config.init.checkpoint = os.path.join(SHIPPED, run.init)
   if run.data is not None:
