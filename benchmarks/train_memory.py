@@ -24,8 +24,8 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 from auteur_jax.config import CONFIG_DIR, load_config  # noqa: E402
 from auteur_jax.parallel.mesh import make_mesh  # noqa: E402
-from auteur_jax.plan.batch import abstract_batch  # noqa: E402
 from auteur_jax.train import tasks, trainer  # noqa: E402
+from auteur_jax.train.batch_specs import abstract_batch  # noqa: E402
 
 PAPER = os.path.join(CONFIG_DIR, "paper")
 

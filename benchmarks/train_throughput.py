@@ -2,7 +2,7 @@
 
 Runs the trainer's own jitted step (forward, backward, AdamW) on a fixed synthetic
 batch of the toy configs' shapes (every story full length: the costliest batch), and a
-large matmul in the same process. The step's FLOPs are plan/costs.py's model FLOPs (the
+large matmul in the same process. The step's FLOPs are train/costs.py's model FLOPs (the
 count `auteur plan` uses: every matmul and attention einsum, attention over all keys,
 x 3 for forward + backward).
 
@@ -40,8 +40,8 @@ from auteur_jax.models import registry  # noqa: E402
 from auteur_jax.models.director import Director  # noqa: E402
 from auteur_jax.models.llm import LLM  # noqa: E402
 from auteur_jax.parallel.mesh import make_mesh  # noqa: E402
-from auteur_jax.plan.costs import model_costs  # noqa: E402
 from auteur_jax.train import tasks, trainer  # noqa: E402
+from auteur_jax.train.costs import model_costs  # noqa: E402
 
 CONFIGS = os.path.join(CONFIG_DIR, "toy")
 

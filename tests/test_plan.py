@@ -12,9 +12,9 @@ from auteur_jax.config import load_config
 from auteur_jax.kernels import train_attention
 from auteur_jax.parallel import rules
 from auteur_jax.parallel.mesh import make_mesh, parse_mesh
-from auteur_jax.plan import batch as batch_lib
-from auteur_jax.plan import costs, dry_run, report, topology
-from auteur_jax.train import tasks, trainer
+from auteur_jax.plan import dry_run, report, topology
+from auteur_jax.train import batch_specs as batch_lib
+from auteur_jax.train import costs, tasks, trainer
 
 HAS_LIBTPU = importlib.util.find_spec("libtpu") is not None
 needs_libtpu = pytest.mark.skipif(

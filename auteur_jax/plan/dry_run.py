@@ -25,9 +25,9 @@ import ml_collections
 
 from auteur_jax.config import ConfigError
 from auteur_jax.parallel import rules as rules_lib
-from auteur_jax.plan import costs as costs_lib
-from auteur_jax.plan.batch import abstract_batch
 from auteur_jax.plan.topology import Topology, plan_mesh, resolve_shape, slow_axes
+from auteur_jax.train import costs as costs_lib
+from auteur_jax.train.batch_specs import abstract_batch
 
 # XLA:TPU's out-of-HBM messages: the whole program's use, or its temporaries alone.
 _OOM_TOTAL = re.compile(r"Used ([\d.]+)([KMGT]?) of [\d.]+[KMGT]? hbm")

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 from jax.sharding import AxisType, Mesh
 
+from auteur_jax.parallel import chips
 from auteur_jax.parallel.mesh import AXES, make_mesh
-from auteur_jax.plan import chips
 
 
 class PlanUnavailable(RuntimeError):

@@ -39,6 +39,7 @@ from auteur_jax.train import optim, run_config, tasks
 from auteur_jax.train.checkpoint import Checkpoints
 from auteur_jax.train.errors import NonFiniteLoss
 from auteur_jax.train.metrics import MetricsWriter
+from auteur_jax.train.throughput import Goodput, Throughput
 
 
 class TrainState(nnx.Module):
@@ -222,6 +223,7 @@ def train(
   else:
     state = ckpts.restore(start, s.abstract, data)
   writer = MetricsWriter(workdir, resume_step=start)
+  throughput, goodput = Throughput(config, s.mesh), Goodput()
   end = min(t.steps, max_steps or t.steps)
   last: dict = {"step": start}
   profile = tuple(t.profile_steps)
@@ -255,7 +257,8 @@ def train(
   def read(step: int, metrics: dict, examples: int) -> None:
     """Host-side handling of a finished step: NaN check, then logging on log steps."""
     nonlocal last, log_step, log_time
-    host = _on_host(metrics)
+    with goodput.timed("step"):  # Waits for the step (dispatch is asynchronous).
+      host = _on_host(metrics)
     check(step, host)
     if step % t.log_every and step != end:
       return
@@ -264,6 +267,7 @@ def train(
     host.update(step_time=dt / n, examples_per_s=n * examples / dt)
     if "num_tokens" in host:
       host["tokens_per_s"] = host.pop("num_tokens") * n / dt
+    host.update(throughput.scalars(dt / n), **goodput.fractions())
     writer.write(step, host)
     last = dict(host, step=step)
     bar.set_postfix(loss=f"{host['loss']:.4f}")
@@ -274,8 +278,10 @@ def train(
       while step < end and not flag["stop"]:
         if profile and step == profile[0]:
           jax.profiler.start_trace(f"{workdir}/profile")
-        batch = next(data)
-        state, metrics = s.step(state, batch, jnp.asarray(step, jnp.int32))
+        with goodput.timed("data"):
+          batch = next(data)
+        with goodput.timed("step"):
+          state, metrics = s.step(state, batch, jnp.asarray(step, jnp.int32))
         step += 1
         if pending is not None:  # Read the previous step while this one runs.
           read(*pending)
@@ -286,7 +292,8 @@ def train(
         if step % t.checkpoint_every == 0 and step < end:
           read(*pending)  # Resolves the previous save before this one.
           pending = None
-          ckpts.save(step, state, data, config)  # Returns once the arrays are on the host.
+          with goodput.timed("checkpoint"):
+            ckpts.save(step, state, data, config)  # Returns once the arrays are on the host.
           awaiting = step
       if pending is not None:
         read(*pending)

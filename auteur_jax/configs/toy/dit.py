@@ -75,6 +75,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   here = os.path.dirname(os.path.abspath(__file__))
   c.data = load_module_config(os.path.join(here, "data.py:clips")).data
   c.data.arrays = ("latents", "visual_embedding") if visual else ("latents",)
+  if visual:  # Its shape, for the FLOP count (train/costs.py: auteur plan, MFU).
+    c.data.embedding_shape = (K, D)
   c.data.num_frames = 9  # The Wan VAE takes 1 + 4k frames.
   c.data.batch_size = 8
   c.data.tokenizer = "toy_data/tokenizer"  # Caption ids for the text encoder.

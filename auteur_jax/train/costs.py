@@ -16,7 +16,7 @@ import math
 import ml_collections
 
 from auteur_jax.models.director import DirectorConfig, step_layout
-from auteur_jax.plan.batch import VAE_SPATIAL, VAE_TEMPORAL
+from auteur_jax.train.batch_specs import VAE_SPATIAL, VAE_TEMPORAL
 
 # policy -> (dense matmul fraction, attention einsum fraction) of the layers' forward
 # that the backward recomputes. "dots_no_batch" keeps weight matmuls (no batch dims) but
@@ -109,7 +109,7 @@ def director_costs(config: ml_collections.ConfigDict) -> Costs:
 
 def dit_costs(config: ml_collections.ConfigDict) -> Costs:
   from auteur_jax.models.dit import DiTConfig
-  from auteur_jax.plan.batch import clip_batch
+  from auteur_jax.train.batch_specs import clip_batch
 
   cfg = DiTConfig.from_dict(config.model.to_dict())
   d, ff, dt, dv, fq, nl = (
