@@ -2,7 +2,7 @@
 
 auteur data toy              write the toy-kitchen raw data set (videos + annotations)
 auteur data import-youcook2  YouCook2 annotations (+ clip captions) -> stories JSONL
-auteur data import-howto     HowTo100M ASR + clip captions -> stories JSONL
+auteur data import-howto     HowTo100M ASR / HowToCaption + clip captions -> stories JSONL
 auteur data tokenizer        train a small BPE tokenizer on a stories file
 auteur data build            stories + videos -> TFRecord shards (config: data.*)
 auteur data batches          iterate the grain pipeline of a config, print shapes + rate
@@ -447,8 +447,15 @@ def parser() -> argparse.ArgumentParser:
   _add_rule_flags(p)
   p.set_defaults(fn=cmd_import_youcook2)
 
-  p = data.add_parser("import-howto", help="HowTo100M ASR + clip captions -> stories JSONL")
-  p.add_argument("--asr", required=True, help="ASR JSON {video_id: {start, end, text}}")
+  p = data.add_parser(
+    "import-howto", help="HowTo100M ASR / HowToCaption + clip captions -> stories JSONL"
+  )
+  p.add_argument(
+    "--asr",
+    required=True,
+    help="actions: ASR JSON {video_id: {start, end, text}}, or HowToCaption parquet (a file "
+    "or a folder of shards) / JSON / JSONL with video_id and description",
+  )
   p.add_argument("--captions", required=True, help="clip-caption JSONL")
   p.add_argument("--video-dir")
   p.add_argument("--split", default="train", choices=("train", "val", "test"))

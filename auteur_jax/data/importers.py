@@ -1,4 +1,14 @@
-"""Raw annotations -> stories: YouCook2 JSON and HowTo100M / HowToCaption ASR JSON.
+"""Raw annotations -> stories: YouCook2 JSON, HowTo100M ASR JSON and HowToCaption.
+
+The HowTo importer reads its actions from any of these layouts (`read_howto_actions`):
+  - HowTo100M ASR JSON `{video_id: {"start": [s...], "end": [s...], "text": [...]}}`,
+    each text a string or a list of strings;
+  - HowToCaption as published: parquet (a file, or a folder of `*.parquet` shards) with
+    columns `video_id` and `description`, a list of `{start, end, text: [str...]}`; the
+    same rows as a JSON array or JSON Lines (`.jsonl`), or `{video_id: description}`.
+Where a text is a list, its first string is the action and the rest are kept as the
+clip's `alternatives` in the stories file. A value of another type is an AnnotationError
+naming the file, the video and the key.
 
 Both importers pair *clips* (time ranges with a dense caption, from a clip-caption JSONL
 `{"video_id", "start", "end", "caption"}` per line) with *actions* (annotated steps or
@@ -13,9 +23,11 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import glob
 import json
+import math
 import os
-from typing import Any
+from typing import Any, NamedTuple
 
 from auteur_jax.data.matching import MatchRule, match_clips_to_actions
 from auteur_jax.data.schema import Clip, SchemaError, Story, validate
@@ -44,6 +56,45 @@ class ImportReport:
       f"{self.clips_matched}/{self.clips_in} clips matched, "
       f"{len(self.dropped_videos)} videos dropped"
     )
+
+
+class Action(NamedTuple):
+  """An annotated or ASR step: times in seconds, its text and other phrasings of it."""
+
+  start: float
+  end: float
+  text: str
+  alternatives: tuple[str, ...] = ()
+
+
+def _short(v: Any, limit: int = 60) -> str:
+  """`repr(v)` cut to `limit` characters (error messages stay one readable line)."""
+  r = repr(v)
+  return r if len(r) <= limit else r[: limit - 3] + "..."
+
+
+def _bad(where: str, key: str, wanted: str, v: Any) -> AnnotationError:
+  return AnnotationError(f"{where}: {key} must be {wanted}, got {type(v).__name__} {_short(v)}")
+
+
+def _number(v: Any, where: str, key: str) -> float:
+  """A finite time in seconds; bools, strings, None and NaN are refused."""
+  if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+    raise _bad(where, key, "a finite number (seconds)", v)
+  return float(v)
+
+
+def _text(v: Any, where: str, key: str) -> tuple[str, tuple[str, ...]]:
+  """An action text -> (action, alternatives).
+
+  `v` is a string, or a non-empty list of strings whose first is the action and whose
+  others (blank ones dropped) are its alternatives.
+  """
+  if isinstance(v, str):
+    return v.strip(), ()
+  if isinstance(v, list) and v and all(isinstance(x, str) for x in v):
+    return v[0].strip(), tuple(x.strip() for x in v[1:] if x.strip())
+  raise _bad(where, key, "a string or a non-empty list of strings", v)
 
 
 def _load_json(path: str) -> Any:
@@ -106,28 +157,48 @@ def find_video(video_dir: str | None, video_id: str, *hints: str) -> str | None:
 def _matched_clips(
   vid: str,
   captions: list[tuple[float, float, str]],
-  actions: list[tuple[float, float, str]],
+  actions: list[Action],
   rule: MatchRule,
   report: ImportReport,
 ) -> list[Clip]:
   """Clips of one video paired with their matched action; unmatched clips dropped."""
   idx = match_clips_to_actions(
-    [(s, e) for s, e, _ in captions], [(s, e) for s, e, _ in actions], rule
+    [(s, e) for s, e, _ in captions], [(a.start, a.end) for a in actions], rule
   )
   clips = []
   for i, ((s, e, cap), j) in enumerate(zip(captions, idx)):
-    if j is not None and cap and actions[j][2].strip():
+    if j is not None and cap and actions[j].text.strip():
+      a = actions[j]
       clips.append(
-        Clip(clip_id=f"{vid}_{i:03d}", start=s, end=e, action=actions[j][2].strip(), caption=cap)
+        Clip(
+          clip_id=f"{vid}_{i:03d}",
+          start=s,
+          end=e,
+          action=a.text.strip(),
+          caption=cap,
+          alternatives=a.alternatives,
+        )
       )
   report.clips_in += len(captions)
   report.clips_matched += len(clips)
   return clips
 
 
-def _finish(stories: list[Story], story: Story, report: ImportReport, where: str) -> None:
+def _no_captions(captions: str) -> str:
+  """The drop reason of a video that the clip-caption file has no line for."""
+  return f"no entry in the captions file {captions}"
+
+
+def _finish(
+  stories: list[Story],
+  story: Story,
+  report: ImportReport,
+  where: str,
+  no_clips: str = "no clip matched an action",
+) -> None:
+  """Keeps a valid story; else records its video as dropped (`no_clips`: why, if clipless)."""
   if not story.clips:
-    report.dropped_videos.append((story.video_id, "no clip matched an action"))
+    report.dropped_videos.append((story.video_id, no_clips))
     return
   try:
     validate(story, where)
@@ -176,14 +247,19 @@ def import_youcook2(
       seg = _get(a, "segment", aw, list)
       if len(seg) != 2:
         raise AnnotationError(f"{aw}: segment must be [start, end], got {seg!r}")
-      actions.append((float(seg[0]), float(seg[1]), _get(a, "sentence", aw, str)))
+      actions.append(Action(float(seg[0]), float(seg[1]), _get(a, "sentence", aw, str)))
     actions.sort()
+    no_clips = "no clip matched an action"
     if caps is None:
       report.clips_in += len(actions)
       report.clips_matched += len(actions)
-      clips = [Clip(f"{vid}_{i:03d}", s, e, text, text) for i, (s, e, text) in enumerate(actions)]
+      clips = [
+        Clip(f"{vid}_{i:03d}", a.start, a.end, a.text, a.text) for i, a in enumerate(actions)
+      ]
     else:
       clips = _matched_clips(vid, caps.get(vid, []), actions, rule, report)
+      if vid not in caps:
+        no_clips = _no_captions(str(captions))
     split = YOUCOOK2_SUBSETS[subset]
     path = find_video(video_dir, vid, os.path.join(subset, recipe))
     url = v.get("video_url")
@@ -203,8 +279,132 @@ def import_youcook2(
       ),
       report,
       where,
+      no_clips,
     )
   return stories, report
+
+
+def _asr_actions(v: Any, where: str) -> list[Action]:
+  """One video of the ASR layout `{"start": [...], "end": [...], "text": [...]}` -> actions."""
+  starts = _get(v, "start", where, list)
+  ends = _get(v, "end", where, list)
+  texts = _get(v, "text", where, list)
+  if not len(starts) == len(ends) == len(texts):
+    raise AnnotationError(
+      f"{where}: start/end/text lengths differ ({len(starts)}, {len(ends)}, {len(texts)})"
+    )
+  out = []
+  for k, (s, e, t) in enumerate(zip(starts, ends, texts)):
+    text, alternatives = _text(t, where, f"text[{k}]")
+    out.append(
+      Action(_number(s, where, f"start[{k}]"), _number(e, where, f"end[{k}]"), text, alternatives)
+    )
+  return out
+
+
+def _description_actions(description: Any, where: str) -> list[Action]:
+  """One video's HowToCaption `description` (a list of {start, end, text}) -> actions."""
+  if not isinstance(description, list):
+    raise _bad(where, "description", "a list of {start, end, text}", description)
+  out = []
+  for k, seg in enumerate(description):
+    key = f"description[{k}]"
+    if not isinstance(seg, dict):
+      raise _bad(where, key, "an object {start, end, text}", seg)
+    for name in ("start", "end", "text"):
+      if name not in seg:
+        raise AnnotationError(f"{where}: {key} is missing key {name!r}")
+    text, alternatives = _text(seg["text"], where, f"{key}.text")
+    start = _number(seg["start"], where, f"{key}.start")
+    out.append(Action(start, _number(seg["end"], where, f"{key}.end"), text, alternatives))
+  return out
+
+
+def _add_rows(out: dict[str, list[Action]], rows: Any, path: str) -> dict[str, list[Action]]:
+  """Adds HowToCaption rows `[{video_id, description}]` to `out`; a repeated video is an error."""
+  if not isinstance(rows, list):
+    raise AnnotationError(f"{path}: expected a list of {{video_id, description}} rows")
+  for i, row in enumerate(rows):
+    rw = f"{path}: row {i}"
+    if not isinstance(row, dict):
+      raise _bad(rw, "the row", "an object {video_id, description}", row)
+    vid = _get(row, "video_id", rw, (str, int))
+    where = f"{path}: video {str(vid)!r}"
+    if "description" not in row:
+      raise AnnotationError(f"{where}: missing key 'description'")
+    _add_video(out, str(vid), _description_actions(row["description"], where), where)
+  return out
+
+
+def _add_video(out: dict[str, list[Action]], vid: str, actions: list[Action], where: str) -> None:
+  """Stores one video's actions sorted by start; a video given twice is an error."""
+  if vid in out:
+    raise AnnotationError(f"{where}: the video appears more than once")
+  out[vid] = sorted(actions)
+
+
+def _read_parquet(path: str) -> dict[str, list[Action]]:
+  """HowToCaption parquet (a file or a folder of `*.parquet` shards) -> {video_id: actions}."""
+  import pyarrow.parquet as pq
+
+  files = sorted(glob.glob(os.path.join(path, "*.parquet"))) if os.path.isdir(path) else [path]
+  if not files:
+    raise AnnotationError(f"{path}: a folder with no *.parquet file")
+  out: dict[str, list[Action]] = {}
+  for f in files:
+    try:
+      pf = pq.ParquetFile(f)
+    except FileNotFoundError:
+      raise AnnotationError(f"annotation file not found: {f}") from None
+    except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError.
+      raise AnnotationError(f"{f}: not a readable parquet file ({e})") from None
+    names = pf.schema_arrow.names
+    for col in ("video_id", "description"):
+      if col not in names:
+        raise AnnotationError(f"{f}: missing column {col!r} (columns: {names})")
+    for batch in pf.iter_batches(columns=["video_id", "description"]):
+      _add_rows(out, batch.to_pylist(), f)
+  return out
+
+
+def read_howto_actions(path: str) -> dict[str, list[Action]]:
+  """A HowTo actions file in any layout of the module docstring -> {video_id: actions}.
+
+  Actions are sorted by start time (seconds). Errors name the file, the video and the key.
+  """
+  if path.endswith((".parquet", ".pq")) or os.path.isdir(path):
+    return _read_parquet(path)
+  out: dict[str, list[Action]] = {}
+  try:
+    if path.endswith(".jsonl"):
+      rows = []
+      with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+          if line.strip():
+            try:
+              rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+              raise AnnotationError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+      return _add_rows(out, rows, path)
+    data = _load_json(path)
+    if isinstance(data, list):
+      return _add_rows(out, data, path)
+    if not isinstance(data, dict):
+      raise AnnotationError(
+        f"{path}: expected {{video_id: {{start, end, text}}}}, {{video_id: description}} or "
+        f"a list of {{video_id, description}} rows, got {type(data).__name__}"
+      )
+    for vid, v in data.items():
+      where = f"{path}: video {vid!r}"
+      if isinstance(v, dict):
+        _add_video(out, vid, _asr_actions(v, where), where)
+      elif isinstance(v, list):
+        _add_video(out, vid, _description_actions(v, where), where)
+      else:
+        raise _bad(where, "the entry", "{start, end, text} or a description list", v)
+  except FileNotFoundError:
+    raise AnnotationError(f"annotation file not found: {path}") from None
+  return out
 
 
 def import_howto(
@@ -216,37 +416,27 @@ def import_howto(
   tasks: dict[str, str] | None = None,
   default_task: str = "cooking",
 ) -> tuple[list[Story], ImportReport]:
-  """HowTo100M / HowToCaption ASR JSON + clip-caption JSONL -> stories.
+  """HowTo100M ASR / HowToCaption actions + clip-caption JSONL -> stories.
 
   Args:
-    asr: `{video_id: {"start": [s...], "end": [s...], "text": [str...]}}`; each ASR
-      segment (refined by HowToCaption) is an action candidate.
-    captions: clip-caption JSONL; its clips become the story's steps.
+    asr: the actions, in any layout that `read_howto_actions` reads (HowTo100M ASR JSON,
+      HowToCaption parquet or JSON); each segment is an action candidate.
+    captions: clip-caption JSONL; its clips become the story's steps. A video of `asr`
+      with no line here is dropped with the reason that it has no entry in this file.
     video_dir: where `<video_id>.<ext>` lie (optional; without it, no video_path).
     split: the split all imported stories get.
     tasks: video_id -> task name (e.g. from HowTo100M's task ids); others get default_task.
-  The duration is the latest end time seen (ASR JSON has no duration).
+  The duration is the latest end time seen (these layouts have no duration).
   """
-  data = _load_json(asr)
-  if not isinstance(data, dict):
-    raise AnnotationError(f"{asr}: expected a JSON object {{video_id: {{start, end, text}}}}")
+  actions_of = read_howto_actions(asr)
   caps = read_clip_captions(captions)
   stories: list[Story] = []
   report = ImportReport()
-  for vid, v in data.items():
-    where = f"{asr}: [{vid!r}]"
+  for vid, actions in actions_of.items():
     report.videos_in += 1
-    starts = _get(v, "start", where, list)
-    ends = _get(v, "end", where, list)
-    texts = _get(v, "text", where, list)
-    if not len(starts) == len(ends) == len(texts):
-      raise AnnotationError(
-        f"{where}: start/end/text lengths differ ({len(starts)}, {len(ends)}, {len(texts)})"
-      )
-    actions = sorted((float(s), float(e), str(t)) for s, e, t in zip(starts, ends, texts))
     clip_caps = caps.get(vid, [])
     clips = _matched_clips(vid, clip_caps, actions, rule, report)
-    duration = max([e for _, e, _ in actions] + [e for _, e, _ in clip_caps] + [0.0])
+    duration = max([a.end for a in actions] + [e for _, e, _ in clip_caps] + [0.0])
     _finish(
       stories,
       Story(
@@ -260,7 +450,8 @@ def import_howto(
         clips=tuple(clips),
       ),
       report,
-      where,
+      f"{asr}: video {vid!r}",
+      "no clip matched an action" if vid in caps else _no_captions(captions),
     )
   return stories, report
 

@@ -32,6 +32,9 @@ class Clip:
     caption: dense description of the clip (c_t).
     keyframe_time: seconds; the frame the visual state z_t is taken from. None means
       the middle of the clip.
+    alternatives: other phrasings of the action (e.g. HowToCaption's further captions of
+      the same segment), kept for reference; the models read `action` only. Written to
+      the stories file only when not empty.
   """
 
   clip_id: str
@@ -40,6 +43,7 @@ class Clip:
   action: str
   caption: str
   keyframe_time: float | None = None
+  alternatives: tuple[str, ...] = ()
 
   @property
   def keyframe(self) -> float:
@@ -73,13 +77,23 @@ class Story:
 
   def to_json(self) -> dict[str, Any]:
     d = dataclasses.asdict(self)
-    d["clips"] = [dataclasses.asdict(c) for c in self.clips]
+    d["clips"] = [_clip_json(c) for c in self.clips]
     return d
+
+
+def _clip_json(c: Clip) -> dict[str, Any]:
+  """A clip's JSON object; `alternatives` only when there are some (a list of strings)."""
+  d = dataclasses.asdict(c)
+  if c.alternatives:
+    d["alternatives"] = list(c.alternatives)
+  else:
+    del d["alternatives"]
+  return d
 
 
 _STORY_KEYS = {f.name for f in dataclasses.fields(Story)}
 _CLIP_KEYS = {f.name for f in dataclasses.fields(Clip)}
-_OPTIONAL = {"fps", "video_path", "keyframe_time"}
+_OPTIONAL = {"fps", "video_path", "keyframe_time", "alternatives"}
 
 
 def _require(d: dict, keys: set[str], what: str, where: str) -> None:
@@ -99,6 +113,12 @@ def _num(v: Any, key: str, where: str) -> float:
   return float(v)
 
 
+def _strings(v: Any, key: str, where: str) -> tuple[str, ...]:
+  if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+    raise SchemaError(f"{where}: '{key}' must be a list of strings, got {v!r}")
+  return tuple(v)
+
+
 def story_from_json(d: dict[str, Any], where: str = "<story>") -> Story:
   """Builds and validates a Story from its JSON object; errors name `where`."""
   _require(d, _STORY_KEYS, "story", where)
@@ -115,6 +135,7 @@ def story_from_json(d: dict[str, Any], where: str = "<story>") -> Story:
         action=c["action"],
         caption=c["caption"],
         keyframe_time=None if kt is None else _num(kt, "keyframe_time", cw),
+        alternatives=_strings(c.get("alternatives", []), "alternatives", cw),
       )
     )
   fps = d.get("fps")
@@ -165,6 +186,8 @@ def validate(story: Story, where: str = "<story>") -> None:
       v = getattr(c, key)
       if not isinstance(v, str) or not v.strip():
         raise SchemaError(f"{cw}: empty {key}")
+    if any(not isinstance(a, str) or not a.strip() for a in c.alternatives):
+      raise SchemaError(f"{cw}: alternatives must be non-empty strings, got {c.alternatives!r}")
     if c.keyframe_time is not None and not c.start <= c.keyframe_time <= c.end:
       raise SchemaError(f"{cw}: keyframe_time {c.keyframe_time} is outside [{c.start}, {c.end}]")
 
