@@ -50,7 +50,8 @@ def load_model(
   rules: rules_lib.Rules = RULES,
 ) -> nnx.Module:
   """The model of a training config (models/registry.py), params restored from its
-  init.checkpoint (a run's workdir, its checkpoints/ folder or a step folder) onto `mesh`
+  init.checkpoint (a run's workdir, its checkpoints/ folder or a step folder; its EMA
+  weights with init.ema) onto `mesh`
   (default: the first local device) under `rules`. Empty init.checkpoint: random weights
   if `allow_random` (smoke tests), else a ConfigError naming `where`."""
   path = (config.get("init") or {}).get("checkpoint", "")
@@ -65,7 +66,7 @@ def load_model(
   return restore_model(
     path,
     lambda: registry.build(config, nnx.Rngs(0)),
-    ("model",),
+    ("ema",) if config.init.get("ema") else ("model",),  # The run's EMA weights (init.ema).
     f"{where}.init.checkpoint",
     mesh,
     rules,

@@ -43,6 +43,9 @@ class TrainConfig:
   keep_every: int = 0  # ... plus every keep_every-th step (0: none).
   async_checkpoints: bool = True
   profile_steps: tuple[int, ...] = ()  # Trace from the first to the last of these steps.
+  # > 0: the state keeps ema = d * ema + (1 - d) * params after every optimizer update
+  # (trainer.TrainState.ema), checkpointed with it; init.ema reads it back.
+  ema_decay: float = 0.0
   flow: FlowConfig | None = None  # dit: training times and condition dropout.
   visual_reg: VisualRegConfig | None = None  # dit: visual-embedding regularisation.
 
@@ -55,6 +58,8 @@ class TrainConfig:
     for name in ("grad_accum_steps", "log_every", "checkpoint_every", "keep_last"):
       if getattr(self, name) < 1:
         raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+    if not 0.0 <= self.ema_decay < 1.0:
+      raise ValueError(f"ema_decay must be in [0, 1) (0: off), got {self.ema_decay}")
     for name in ("b1", "b2", "end_lr_fraction"):
       if not 0.0 <= getattr(self, name) <= 1.0:
         raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")

@@ -51,6 +51,9 @@ class InitConfig:
   """`config.init`: where a run's params start ("" = random initialisation)."""
 
   checkpoint: str = ""  # A training run (its workdir) or a converted checkpoint.
+  # Read the run's EMA weights (config.train.ema_decay > 0 there) instead of its params:
+  # sampling, evaluation and `auteur encode` restore the model from them.
+  ema: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

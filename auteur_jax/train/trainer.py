@@ -42,12 +42,49 @@ from auteur_jax.train.metrics import MetricsWriter
 from auteur_jax.train.throughput import Goodput, Throughput
 
 
-class TrainState(nnx.Module):
-  """The model and its optimizer (whose state mirrors the model's Params)."""
+class EmaParam(nnx.Variable):
+  """The exponential moving average of one Param (its metadata: sharded like it)."""
 
-  def __init__(self, model: nnx.Module, tx: optax.GradientTransformation):
+
+def _ema_of(model: nnx.Module):
+  """EmaParams mirroring the model's Params (the same tree, copies of the values)."""
+  return jax.tree.map(
+    lambda p: EmaParam(jnp.copy(p.get_value()), **p.get_metadata()),
+    nnx.state(model, nnx.Param),
+    is_leaf=lambda x: isinstance(x, nnx.Variable),
+  )
+
+
+class TrainState(nnx.Module):
+  """The model, its optimizer (whose state mirrors the model's Params) and, with
+  ema_decay > 0, `ema`: EmaParams of the same tree (restore them with the key path
+  ("ema",), as ("model",) restores the params)."""
+
+  def __init__(self, model: nnx.Module, tx: optax.GradientTransformation, ema_decay: float = 0.0):
     self.model = model
     self.opt = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    self.ema_decay = ema_decay
+    if ema_decay > 0:
+      self.ema = nnx.data(_ema_of(model))
+
+  def update_ema(self) -> None:
+    """ema <- d * ema + (1 - d) * params (after an optimizer update)."""
+    d = self.ema_decay
+    jax.tree.map(
+      lambda e, p: e.set_value(d * e.get_value() + (1.0 - d) * p.get_value()),
+      self.ema,
+      nnx.state(self.model, nnx.Param),
+      is_leaf=lambda x: isinstance(x, nnx.Variable),
+    )
+
+  def reset_ema(self) -> None:
+    """ema <- params (a run that starts from another checkpoint's params)."""
+    jax.tree.map(
+      lambda e, p: e.set_value(p.get_value()),
+      self.ema,
+      nnx.state(self.model, nnx.Param),
+      is_leaf=lambda x: isinstance(x, nnx.Variable),
+    )
 
 
 @dataclasses.dataclass
@@ -74,8 +111,10 @@ def setup(
   tx = optim.make_optimizer(config.train)
   schedule = optim.make_schedule(config.train)
 
+  ema_decay = float(config.train.get("ema_decay", 0.0))
+
   def make_state(seed: int) -> TrainState:
-    return TrainState(registry.build(config, nnx.Rngs(seed)), tx)
+    return TrainState(registry.build(config, nnx.Rngs(seed)), tx, ema_decay)
 
   with rules_lib.use_mesh(mesh, rules):
     graphdef, abstract = nnx.split(nnx.eval_shape(lambda: make_state(config.train.seed)))
@@ -103,6 +142,8 @@ def setup(
 
     (loss, parts), grads = nnx.value_and_grad(loss_fn, has_aux=True)(ts.model)
     ts.opt.update(ts.model, grads)
+    if ema_decay > 0:
+      ts.update_ema()
     metrics = dict(
       parts,
       loss=loss,
@@ -213,6 +254,10 @@ def train(
       if hasattr(task, "adapt_init"):  # e.g. the VAE's image -> video inflation.
         ts = nnx.merge(s.graphdef, state)
         task.adapt_init(config, ts.model)
+        state = jax.device_put(nnx.state(ts), s.state_shardings)
+      if t.ema_decay > 0:  # The average starts from the params the run starts from.
+        ts = nnx.merge(s.graphdef, state)
+        ts.reset_ema()
         state = jax.device_put(nnx.state(ts), s.state_shardings)
       if jax.process_index() == 0 and progress:
         print(
