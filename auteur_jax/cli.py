@@ -11,6 +11,7 @@ auteur data inspect          counts and a sample story of a built data set
 auteur encode                add VAE latents / visual embeddings to clip TFRecords
 auteur sample                render the stories of a prompts JSONL (resumable batch job)
 auteur demo                  the toy kitchen end to end: data, 4 trainings, 2 stories, metrics
+auteur runs summary WORKDIR  a run's last values, best eval, MFU and goodput
 auteur ablate                the paper's ablation tables on the toy kitchen -> REPORT.md (resumable)
 auteur eval fvd              Frechet video distance between two folders of videos (clip | videomae)
 auteur convert import|export|reshard|inspect
@@ -186,6 +187,16 @@ def cmd_inspect(args) -> None:
 def cmd_train(args) -> None:
   from auteur_jax.train.trainer import train
 
+  if args.profile_steps:
+    from auteur_jax.config import ConfigError
+
+    try:
+      steps = tuple(int(x) for x in args.profile_steps.split(","))
+    except ValueError:
+      raise ConfigError(
+        f"--profile-steps {args.profile_steps!r}: expected A,B (two steps)"
+      ) from None
+    args.config.train.profile_steps = steps
   last = train(args.config, args.workdir, max_steps=args.max_steps)
   print(
     f"{args.workdir}: stopped at step {last['step']}"
@@ -221,6 +232,25 @@ def cmd_ablate(args) -> None:
     counts = ", ".join(f"{verdicts.count(v)} {v}" for v in sorted(set(verdicts)))
     print(f"table {tid}: {len(s['seeds'])} seeds; claim x metric verdicts: {counts}")
   print(f"{os.path.join(args.out, 'REPORT.md')}")
+
+
+def cmd_runs_summary(args) -> None:
+  from auteur_jax.train.metrics import summarize
+
+  try:
+    s = summarize(args.workdir)
+  except ValueError as e:  # No rows yet.
+    sys.exit(f"auteur: {e}")
+  last = s["last"]
+  keys = [k for k in ("loss", "lr", "grad_norm", "step_time", "examples_per_s") if k in last]
+  print(f"{args.workdir}: step {s['steps']}; " + ", ".join(f"{k} {last[k]:.4g}" for k in keys))
+  for k, (v, step) in sorted(s["best_eval"].items()):
+    print(f"  best {k}: {v:.4g} at step {step}")
+  if s["mfu"] is not None:
+    print(f"  MFU {100 * s['mfu']:.1f} % ({s['tflops_per_device']:.3g} TFLOP/s per device)")
+  if s["goodput"]:
+    shares = ", ".join(f"{k} {100 * v:.1f} %" for k, v in s["goodput"].items() if v is not None)
+    print(f"  wall time: {shares}")
 
 
 def cmd_demo(args) -> None:
@@ -494,6 +524,11 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument("--config", required=True, help="e.g. toy/dit")
   p.add_argument("--workdir", required=True, help="checkpoints, metrics.jsonl, tensorboard/")
   p.add_argument("--max-steps", type=int, help="stop at this step (default: config.train.steps)")
+  p.add_argument(
+    "--profile-steps",
+    help="A,B: trace steps A..B into WORKDIR/tensorboard (TensorBoard's profile plugin, "
+    "Perfetto) = config.train.profile_steps",
+  )
   p.set_defaults(fn=cmd_train)
 
   p = top.add_parser("encode", help="add VAE latents / visual embeddings to clip TFRecords")
@@ -561,6 +596,15 @@ def parser() -> argparse.ArgumentParser:
   )
   p.add_argument("--out", default="ablate_out", help="output folder (resumable: rerun to go on)")
   p.set_defaults(fn=cmd_ablate)
+
+  runs = top.add_parser("runs", help="training runs' metrics").add_subparsers(
+    dest="runs_command", required=True
+  )
+  p = runs.add_parser(
+    "summary", help="a run's last values, best eval, MFU and goodput (metrics.jsonl)"
+  )
+  p.add_argument("workdir", help="the run's --workdir")
+  p.set_defaults(fn=cmd_runs_summary)
 
   ev = top.add_parser("eval", help="metrics on folders of videos").add_subparsers(
     dest="eval_command", required=True

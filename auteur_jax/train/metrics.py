@@ -54,6 +54,43 @@ def read_metrics(workdir: str) -> list[dict]:
     return [json.loads(line) for line in f if line.strip()]
 
 
+def lower_is_better(name: str) -> bool:
+  """Whether a logged metric improves downwards (losses, distances, errors)."""
+  leaf = name.rsplit("/", 1)[-1]
+  return any(w in leaf for w in ("loss", "mse", "ce", "fvd", "fid", "err", "nll"))
+
+
+def summarize(workdir: str, tail: int = 10) -> dict:
+  """A run's metrics.jsonl in short: {"steps": last step, "last": the last row,
+  "best_eval": {eval/... name: (value, step)} (the best of each, by lower_is_better),
+  "mfu", "tflops_per_device": means over the last `tail` rows that have them,
+  "goodput": {part: mean share of the wall time over every logged row}}."""
+  rows = read_metrics(workdir)
+  if not rows:
+    raise ValueError(f"{os.path.join(workdir, 'metrics.jsonl')}: no rows logged yet")
+  best: dict[str, tuple[float, int]] = {}
+  for r in rows:
+    for k, v in r.items():
+      if k.startswith("eval/"):
+        low = lower_is_better(k)
+        if k not in best or (v < best[k][0] if low else v > best[k][0]):
+          best[k] = (v, r["step"])
+
+  def mean(key: str, of: list[dict]) -> float | None:
+    vals = [r[key] for r in of if key in r]
+    return sum(vals) / len(vals) if vals else None
+
+  parts = sorted({k for r in rows for k in r if k.startswith("time_frac_")})
+  return {
+    "steps": rows[-1]["step"],
+    "last": next((r for r in reversed(rows) if "loss" in r), rows[-1]),
+    "best_eval": best,
+    "mfu": mean("mfu", rows[-tail:]),
+    "tflops_per_device": mean("tflops_per_device", rows[-tail:]),
+    "goodput": {p.removeprefix("time_frac_"): mean(p, rows) for p in parts},
+  }
+
+
 def _truncate_after(path: str, step: int) -> None:
   """Rewrites the JSONL `path` without rows whose step is after `step` (and without a
   torn last line); atomic, and a no-op when nothing is dropped."""

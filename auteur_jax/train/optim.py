@@ -42,7 +42,9 @@ class TrainConfig:
   keep_last: int = 3  # Checkpoints kept ...
   keep_every: int = 0  # ... plus every keep_every-th step (0: none).
   async_checkpoints: bool = True
-  profile_steps: tuple[int, ...] = ()  # Trace from the first to the last of these steps.
+  # (A, B): trace steps A..B (or (A,): step A) into WORKDIR/tensorboard (TensorBoard's
+  # profile plugin; also a Perfetto trace); `auteur train --profile-steps A,B`.
+  profile_steps: tuple[int, ...] = ()
   # > 0: the state keeps ema = d * ema + (1 - d) * params after every optimizer update
   # (trainer.TrainState.ema), checkpointed with it; init.ema reads it back.
   ema_decay: float = 0.0
@@ -58,6 +60,9 @@ class TrainConfig:
     for name in ("grad_accum_steps", "log_every", "checkpoint_every", "keep_last"):
       if getattr(self, name) < 1:
         raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+    p = tuple(self.profile_steps)
+    if p and (len(p) > 2 or p[0] < 0 or p[0] > p[-1]):
+      raise ValueError(f"profile_steps must be (A, B) with 0 <= A <= B, or (A,); got {p}")
     if not 0.0 <= self.ema_decay < 1.0:
       raise ValueError(f"ema_decay must be in [0, 1) (0: off), got {self.ema_decay}")
     for name in ("b1", "b2", "end_lr_fraction"):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import os
 import signal
 import time
 from typing import Any
@@ -271,7 +272,7 @@ def train(
   throughput, goodput = Throughput(config, s.mesh), Goodput()
   end = min(t.steps, max_steps or t.steps)
   last: dict = {"step": start}
-  profile = tuple(t.profile_steps)
+  profile, tracing = tuple(t.profile_steps), False
   bar = tqdm.tqdm(
     total=end,
     initial=start,
@@ -321,8 +322,9 @@ def train(
     try:
       step, pending = start, None
       while step < end and not flag["stop"]:
-        if profile and step == profile[0]:
-          jax.profiler.start_trace(f"{workdir}/profile")
+        if profile and step == profile[0]:  # Into TensorBoard's profile plugin, + Perfetto.
+          jax.profiler.start_trace(os.path.join(workdir, "tensorboard"), create_perfetto_trace=True)
+          tracing = True
         with goodput.timed("data"):
           batch = next(data)
         with goodput.timed("step"):
@@ -332,8 +334,10 @@ def train(
           read(*pending)
         pending = (step, metrics, jax.tree.leaves(batch)[0].shape[0])
         bar.update(1)
-        if profile and step == profile[-1]:
+        if tracing and step >= profile[-1]:
+          jax.block_until_ready(metrics)  # The trace holds the last step's device work.
           jax.profiler.stop_trace()
+          tracing = False
         if step % t.checkpoint_every == 0 and step < end:
           read(*pending)  # Resolves the previous save before this one.
           pending = None
@@ -354,6 +358,8 @@ def train(
           _, metrics = s.step(state, batch, jnp.asarray(step, jnp.int32))
           check(step + 1, _on_host(metrics))
     finally:
+      if tracing:  # The run ended (or stopped) inside the profiled steps.
+        jax.profiler.stop_trace()
       bar.close()
       ckpts.close()
       writer.close()
