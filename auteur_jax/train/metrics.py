@@ -41,6 +41,26 @@ class MetricsWriter:
         if k != "step":
           self._tb.add_scalar(k, v, step)
 
+  def image(self, tag: str, img, step: int) -> None:
+    """uint8 [H, W, 3] -> a TensorBoard image (process 0)."""
+    if self._tb is not None:
+      self._tb.add_image(tag, img, step, dataformats="HWC")
+
+  def gif(self, tag: str, data: bytes, height: int, width: int, step: int) -> None:
+    """Encoded GIF bytes -> a TensorBoard image summary (the images tab animates it)."""
+    if self._tb is None:
+      return
+    from tensorboardX.proto.summary_pb2 import Summary
+
+    image = Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=data)
+    self._tb._get_file_writer().add_summary(
+      Summary(value=[Summary.Value(tag=tag, image=image)]), step
+    )
+
+  def text(self, tag: str, text: str, step: int) -> None:
+    if self._tb is not None:
+      self._tb.add_text(tag, text, step)
+
   def close(self) -> None:
     if self._jsonl is not None:
       self._jsonl.close()

@@ -40,6 +40,7 @@ from auteur_jax.parallel.mesh import MeshConfig
 from auteur_jax.sample.director import DirectorSampleConfig
 from auteur_jax.sample.encode import EncodeConfig
 from auteur_jax.sample.story import StorySampleConfig
+from auteur_jax.train.evaluate import EvalConfig
 from auteur_jax.train.optim import TrainConfig
 from auteur_jax.train.task_vae import VAELossConfig
 
@@ -96,6 +97,7 @@ class TrainRun:
   data: DataConfig | None = None
   train: TrainConfig | None = None
   init: InitConfig | None = None
+  eval: EvalConfig | None = None  # Evaluation during training (train/evaluate.py).
 
   def validate(self) -> None:
     if self.task != self.TASK:
@@ -230,6 +232,7 @@ RUNS: dict[str | None, type] = {
 }
 # Sections of a task without a run class that are the same for every task.
 GENERIC = {
+  "eval": EvalConfig,
   "train": TrainConfig,
   "mesh": MeshConfig,
   "distributed": DistributedConfig,

@@ -21,17 +21,23 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import cast
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
-from auteur_jax.checkpoint.restore import Adapt
-from auteur_jax.config import ConfigError
+from auteur_jax.checkpoint.restore import Adapt, restore_model
+from auteur_jax.config import ConfigError, load_config
 from auteur_jax.data import examples, pipeline, tfrecord
+from auteur_jax.data.tokenizer import Tokenizer
 from auteur_jax.diffusion import conditioning, flow, keyframe
+from auteur_jax.models import registry
+from auteur_jax.models import vae as vae_lib
 from auteur_jax.models.conditioned_dit import TextConditionedDiT
 from auteur_jax.models.dit import DiTConfig, widen_patch_kernel
+from auteur_jax.models.vae import VideoVAE
 
 
 @functools.lru_cache(maxsize=8)
@@ -50,6 +56,9 @@ def _embedding_std(data_dir: str, split: str, num_samples: int) -> float:
         yield ex["visual_embedding"]
 
   return conditioning.estimate_embedding_std(embeddings(), num_samples)
+
+
+EVAL_TIMES = (0.25, 0.5, 0.75)  # Flow times of the validation losses (eval_scalars).
 
 
 class DiTTask:
@@ -88,6 +97,89 @@ class DiTTask:
       condition = keyframe.keyframe_condition(x0[:, -1], x0.shape, "last")
     v = model.dit(flow.add_noise(x0, noise, t), t, text, visual, condition)
     return flow.flow_loss(v, x0, noise), {"num_tokens": jnp.float32(b * np.prod(x0.shape[1:4]))}
+
+  def eval_scalars(self, config, model: TextConditionedDiT, batch: dict) -> dict:
+    """Validation flow loss at fixed times t = 0.25, 0.5, 0.75 (train/evaluate.py): the
+    same noise every time, the conditions as given (no regularisation or dropout)."""
+    x0 = batch["latents"].astype(jnp.float32)
+    noise = jax.random.normal(jax.random.key(0), x0.shape, jnp.float32)
+    text = self._text(model, config, batch)
+    visual = batch["visual_embedding"] if config.model.visual_dim else None
+    cond = None
+    if model.dit.cfg.keyframe:
+      cond = keyframe.keyframe_condition(x0[:, -1], x0.shape, "last")
+    out = {}
+    for t in EVAL_TIMES:
+      tt = jnp.full((x0.shape[0],), t, jnp.float32)
+      v = model.dit(flow.add_noise(x0, noise, tt), tt, text, visual, cond)
+      out[f"flow_loss_t{t:g}"] = flow.flow_loss(v, x0, noise)
+    return out
+
+  def eval_extras(self, config, ecfg, mesh) -> VideoVAE | None:
+    """The VAE of config.eval.vae (its config: eval.vae_config) that decodes previews."""
+    if not ecfg.video_every:
+      return None
+    if not ecfg.vae:
+      raise ConfigError(
+        "config.eval.vae is empty: video previews (eval.video_every > 0) need the VAE run "
+        "whose latents the DiT trains on"
+      )
+    vae_config = load_config(ecfg.vae_config)
+    vae = restore_model(
+      ecfg.vae,
+      lambda: registry.build(vae_config, nnx.Rngs(0)),
+      ("model",),
+      "config.eval.vae",
+      mesh,
+    )
+    return cast(VideoVAE, vae)
+
+  def eval_media(self, config, ecfg, model: TextConditionedDiT, batch: dict, key, vae) -> dict:
+    """eval.videos validation clips sampled with the current weights (euler,
+    eval.sample_steps, config.sample's guidance) and decoded by the VAE, beside the true
+    clips decoded the same way; with their caption ids for the captions."""
+    n = ecfg.videos
+    x0 = batch["latents"][:n].astype(jnp.float32)
+    text = self._text(model, config, {k: v[:n] for k, v in batch.items()})
+    visual = batch["visual_embedding"][:n] if config.model.visual_dim else None
+    cond = None
+    if model.dit.cfg.keyframe:
+      cond = keyframe.keyframe_condition(x0[:, -1], x0.shape, "last")
+
+    def fn(x, t, c, v):
+      reps = x.shape[0] // x0.shape[0]
+      return model.dit(x, t, c, v, None if cond is None else jnp.concatenate([cond] * reps))
+
+    s = config.sample
+    velocity = flow.guided_velocity(
+      fn,
+      text,
+      visual,
+      jnp.zeros_like(text),
+      None if visual is None else jnp.zeros_like(visual),
+      s.text_scale,
+      s.visual_scale,
+    )
+    sampled = flow.euler_sample(
+      velocity, jax.random.normal(key, x0.shape), ecfg.sample_steps, s.shift
+    )
+
+    def frames(latents):
+      video = vae_lib.decode(vae, vae.denormalize(latents))
+      return jnp.round(jnp.clip(video + 1.0, 0.0, 2.0) * 127.5).astype(jnp.uint8)
+
+    return {
+      "videos": {"sampled": frames(sampled), "true": frames(x0)},
+      "caption_ids": batch["caption_ids"][:n] if "caption_ids" in batch else None,
+      "caption_mask": batch["caption_mask"][:n] if "caption_mask" in batch else None,
+    }
+
+  def eval_captions(self, config, ids, mask) -> list[str]:
+    """Caption ids [N, L] + mask -> the texts (config.data.tokenizer)."""
+    if ids is None or not config.data.get("tokenizer"):
+      return []
+    tok = Tokenizer.load(config.data.tokenizer)
+    return [tok.decode(np.asarray(i)[np.asarray(m)]) for i, m in zip(ids, mask)]
 
   def init_adapters(self, config) -> dict[str, Adapt]:
     """config.init.widen_inputs: the init checkpoint's patch embedding, narrower than

@@ -100,6 +100,21 @@ class VAETask:
     psnr = 10.0 * jnp.log10(4.0 / jnp.mean((jnp.clip(y, -1.0, 1.0) - x) ** 2))  # As sampled.
     return recon + config.loss.kl_weight * kl, {"recon": recon, "kl": kl, "psnr": psnr}
 
+  def eval_media(self, config, ecfg, model: VideoVAE, batch: dict, key, extra) -> dict:
+    """The reconstruction strip (train/evaluate.py): the middle frame of up to 4
+    validation clips (top) over its reconstruction from the posterior mean (bottom)."""
+    cfg = model.cfg
+    frames = batch["frames"][:4]
+    t = 1 + cfg.temporal_factor * ((frames.shape[1] - 1) // cfg.temporal_factor)
+    x = frames[:, :t].astype(jnp.float32) / 127.5 - 1.0
+    mean, _, _ = model.encode_chunk(x)
+    h = model.post_quant_conv(mean.astype(jnp.dtype(cfg.dtype)))
+    y = jnp.clip(model.decoder(h, Stream(None)).astype(jnp.float32), -1.0, 1.0)
+    mid = t // 2
+    rows = [jnp.concatenate(list(v[:, mid]), axis=1) for v in (x, y)]  # [H, n W, C] each.
+    strip = jnp.round((jnp.concatenate(rows, axis=0) + 1.0) * 127.5).astype(jnp.uint8)
+    return {"images": {"reconstruction": strip}}
+
   def adapt_init(self, config: ml_collections.ConfigDict, model: VideoVAE) -> None:
     """config.init.inflate: the init checkpoint is an image-stage run (1-frame clips);
     its weights start the video run as the image model applied per frame."""

@@ -39,6 +39,7 @@ from auteur_jax.parallel.mesh import batch_axes, make_mesh
 from auteur_jax.train import optim, run_config, tasks
 from auteur_jax.train.checkpoint import Checkpoints
 from auteur_jax.train.errors import NonFiniteLoss
+from auteur_jax.train.evaluate import Evaluator, eval_config
 from auteur_jax.train.metrics import MetricsWriter
 from auteur_jax.train.throughput import Goodput, Throughput
 
@@ -270,6 +271,23 @@ def train(
     state = ckpts.restore(start, s.abstract, data)
   writer = MetricsWriter(workdir, resume_step=start)
   throughput, goodput = Throughput(config, s.mesh), Goodput()
+  ecfg = eval_config(config)
+  evaluator = None
+  if ecfg is not None and (ecfg.every or ecfg.video_every):
+    evaluator = Evaluator(config, task, s, workdir, ecfg)
+  evaluated = -1
+
+  def evaluate(step: int) -> None:
+    """config.eval's scalars / media when due after `step` (or at the end)."""
+    nonlocal evaluated
+    if evaluator is None or evaluated == step:
+      return
+    scalars, media = evaluator.due(step, end)
+    if scalars or media:
+      with goodput.timed("eval"):
+        evaluator.run(state, step, writer, media)
+      evaluated = step
+
   end = min(t.steps, max_steps or t.steps)
   last: dict = {"step": start}
   profile, tracing = tuple(t.profile_steps), False
@@ -334,18 +352,25 @@ def train(
           read(*pending)
         pending = (step, metrics, jax.tree.leaves(batch)[0].shape[0])
         bar.update(1)
+        if evaluator is not None and any(evaluator.due(step, end)):
+          if pending is not None:  # The step's own metrics first (its log row).
+            read(*pending)
+            pending = None
+          evaluate(step)
         if tracing and step >= profile[-1]:
           jax.block_until_ready(metrics)  # The trace holds the last step's device work.
           jax.profiler.stop_trace()
           tracing = False
         if step % t.checkpoint_every == 0 and step < end:
-          read(*pending)  # Resolves the previous save before this one.
-          pending = None
+          if pending is not None:  # Resolves the previous save before this one.
+            read(*pending)
+            pending = None
           with goodput.timed("checkpoint"):
             ckpts.save(step, state, data, config)  # Returns once the arrays are on the host.
           awaiting = step
       if pending is not None:
         read(*pending)
+      evaluate(step)  # At the end of the run (due when step == end).
       if ckpts.latest_step() != step:
         ckpts.save(step, state, data, config, force=True)  # The end, or SIGTERM.
         awaiting = step

@@ -23,6 +23,7 @@ from auteur_jax.config import load_module_config
 from auteur_jax.config_sections import check_arg
 from auteur_jax.parallel.distributed import distributed_defaults
 from auteur_jax.parallel.mesh import mesh_config
+from auteur_jax.train.evaluate import eval_defaults
 from auteur_jax.train.optim import train_defaults
 
 K, D = 16, 64  # Must match toy/director.
@@ -92,6 +93,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   t.log_every = 50
   t.checkpoint_every = 500
   t.keep_last = 3
+  c.eval = eval_defaults()  # Evaluation during training (train/evaluate.py), off here.
   c.distributed = distributed_defaults()
 
   c.mesh = mesh_config({"data": -1, "fsdp": 1, "tensor": 1})

@@ -33,6 +33,7 @@ from auteur_jax.config_sections import check_arg
 from auteur_jax.models.director import CHAINS
 from auteur_jax.parallel.distributed import distributed_defaults
 from auteur_jax.parallel.mesh import mesh_config
+from auteur_jax.train.evaluate import eval_defaults
 from auteur_jax.train.optim import train_defaults
 
 K, D = 16, 64  # Visual tokens per step x their dimension: the toy CLIP resampler's output.
@@ -94,6 +95,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   t.warmup_steps = 100
   t.log_every = 20
   t.checkpoint_every = 500
+  c.eval = eval_defaults()  # Evaluation during training (train/evaluate.py), off here.
   c.distributed = distributed_defaults()
 
   c.mesh = mesh_config({"data": -1, "fsdp": 1, "tensor": 1})

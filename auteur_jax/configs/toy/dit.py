@@ -29,6 +29,7 @@ from auteur_jax.config import load_module_config
 from auteur_jax.config_sections import check_arg
 from auteur_jax.parallel.distributed import distributed_defaults
 from auteur_jax.parallel.mesh import mesh_config
+from auteur_jax.train.evaluate import eval_defaults
 from auteur_jax.train.optim import train_defaults
 
 K, D = 16, 64  # Visual tokens per clip x width: the toy director's visual state.
@@ -111,6 +112,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # (no pretrained text encoder in the toy world); "embedding" reads the stored
   # text_embedding [L, text_dim] of a frozen umT5 (`auteur encode`).
   c.text = ml_collections.ConfigDict(dict(source="ids", vocab_size=2048))
+  # Evaluation during training (train/evaluate.py), off here: e.g. --config.eval.every=500
+  # --config.eval.video_every=2000 (previews decoded by the shipped toy VAE).
+  shipped_vae = os.path.normpath(os.path.join(here, "../../assets/checkpoints/toy/vae"))
+  c.eval = eval_defaults(vae=shipped_vae)
   c.distributed = distributed_defaults()
 
   c.mesh = mesh_config({"data": -1, "fsdp": 1, "tensor": 1})

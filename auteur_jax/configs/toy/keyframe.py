@@ -30,6 +30,7 @@ from auteur_jax.config import load_module_config
 from auteur_jax.config_sections import check_arg
 from auteur_jax.parallel.distributed import distributed_defaults
 from auteur_jax.parallel.mesh import mesh_config
+from auteur_jax.train.evaluate import eval_defaults
 from auteur_jax.train.optim import train_defaults
 
 TEXT_DIM = 64  # Width of the token table's embeddings (the toy DiT's text_dim).
@@ -104,6 +105,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       drop_visual=0.25,
     )
   )
+  c.eval = eval_defaults()  # Evaluation during training (train/evaluate.py), off here.
   c.distributed = distributed_defaults()
 
   c.mesh = mesh_config({"data": -1, "fsdp": 1, "tensor": 1})
