@@ -1,7 +1,7 @@
 """One simulated host of a multi-process training run (started by test_multihost.py).
 
   python tests/multiprocess_worker.py --process-id I --num-processes N --port P \
-      --workdir W --data DIR --steps S [--devices 4]
+      --workdir W --data DIR --steps S [--devices 4] [--eval-every N]
 
 Each process sees `--devices` CPU devices, joins jax.distributed on 127.0.0.1, and
 trains a small regression task whose batches come from the TFRecord shards in DIR
@@ -20,6 +20,7 @@ def main() -> None:
   for name in ("--process-id", "--num-processes", "--port", "--steps", "--devices"):
     ap.add_argument(name, type=int, default=4 if name == "--devices" else None)
   ap.add_argument("--checkpoint-every", type=int, default=2)
+  ap.add_argument("--eval-every", type=int, default=0)
   ap.add_argument("--workdir")
   ap.add_argument("--data")
   args = ap.parse_args()
@@ -38,6 +39,7 @@ def main() -> None:
   from auteur_jax.models import registry
   from auteur_jax.parallel import distributed
   from auteur_jax.train import optim, tasks, trainer
+  from auteur_jax.train.evaluate import eval_defaults
 
   def build(config, rngs):
     init = nnx.initializers.normal(0.3)
@@ -81,6 +83,8 @@ def main() -> None:
     dict(shape={"data": 2, "fsdp": -1}, batch_axes=("data", "fsdp"), rules=())
   )
   c.distributed = distributed.distributed_defaults()
+  if args.eval_every:  # Its first 2 batches again (the task reads one stream).
+    c.eval = eval_defaults(every=args.eval_every, batches=2, split="train")
   if args.num_processes > 1:
     c.distributed.update(
       mode="explicit",

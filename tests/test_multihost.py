@@ -31,7 +31,7 @@ def data_dir(tmp_path):
   return str(tmp_path / "data")
 
 
-def _run(workdir: str, data: str, steps: int) -> list[dict]:
+def _run(workdir: str, data: str, steps: int, *extra: str) -> list[dict]:
   port = portpicker.pick_unused_port()
   env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS",)}
   procs = [
@@ -53,6 +53,7 @@ def _run(workdir: str, data: str, steps: int) -> list[dict]:
         data,
         "--steps",
         str(steps),
+        *extra,
       ],
       stdout=subprocess.PIPE,
       stderr=subprocess.PIPE,
@@ -84,6 +85,17 @@ def test_two_processes_train_checkpoint_restore(tmp_path, data_dir):
   assert [r["step"] for r in second] == [4, 4]
   rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
   assert [r["step"] for r in rows] == [1, 2, 3, 4]
+
+
+@pytest.mark.integration
+def test_two_processes_evaluate_together_and_process_0_writes(tmp_path, data_dir):
+  workdir = str(tmp_path / "run")
+  os.makedirs(workdir)
+  _run(workdir, data_dir, 4, "--eval-every", "2")
+  rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+  evals = [r for r in rows if "eval/loss" in r]
+  assert [r["step"] for r in evals] == [2, 4]  # Once per evaluation, not once per process.
+  assert len(os.listdir(os.path.join(workdir, "tensorboard"))) == 1
 
 
 def _worker(workdir: str, data: str, steps: int) -> subprocess.Popen:
