@@ -64,6 +64,7 @@ def summarize(table: Table, per_seed: dict[str, dict[int, dict]], budget: dict) 
     "budget": budget,
     "variants": variants,
     "claims": claims,
+    "note": table.note,
     "measure_seconds": round(seconds, 1),
   }
 
@@ -94,6 +95,7 @@ def markdown(summary: dict, train_seconds: float) -> str:
     f"{(train_seconds + t['measure_seconds']) / 60:.0f} min "
     f"({train_seconds / 60:.0f} training, {t['measure_seconds'] / 60:.0f} rendering and scoring).",
     "",
+    *([t["note"], ""] if t.get("note") else []),
     "| variant | " + " | ".join(f"{m} {arrow[m]}" for m in metrics) + " |",
     "|---|" + "---|" * len(metrics),
   ]

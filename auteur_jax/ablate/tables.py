@@ -130,6 +130,7 @@ class Table:
   variants: tuple[Variant, ...]
   claims: tuple[Claim, ...]
   metrics: tuple[str, ...]
+  note: str = ""  # What the reader needs to weigh the verdicts (REPORT.md prints it).
 
   def variant(self, name: str) -> Variant:
     return next(v for v in self.variants if v.name == name)
@@ -219,6 +220,10 @@ TABLES = {
       ),
     ),
     VIDEO,
+    note="The toy DiT's visual tokens carry no position (toy/dit: visual_pos_len 0), and "
+    "its visual cross-attention and per-token embedder are permutation-invariant, so "
+    "Shuffle cannot change what it computes: '+mask+noise+shuffle' differs from "
+    "'+mask+noise' only by float rounding, and the last claim cannot hold here.",
   ),
   "3": Table(
     "3",
