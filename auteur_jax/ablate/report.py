@@ -91,7 +91,7 @@ def markdown(summary: dict, train_seconds: float) -> str:
   lines = [
     f"## {t['title']}",
     "",
-    f"Seeds: {len(t['seeds'])}. Training per run: {t['budget']}. Machine time: "
+    f"Seeds: {len(t['seeds'])}. {_budget_text(t['budget'])} Machine time: "
     f"{(train_seconds + t['measure_seconds']) / 60:.0f} min "
     f"({train_seconds / 60:.0f} training, {t['measure_seconds'] / 60:.0f} rendering and scoring).",
     "",
@@ -112,6 +112,23 @@ def markdown(summary: dict, train_seconds: float) -> str:
       diff = "-" if d is None else _fmt({"mean": d["mean"], "half": _nan_none(d["half"])})
       lines.append(f"| {c['claim']} ({c['paper']}) | {m} | {diff} | {r['verdict']} |")
   return "\n".join(lines) + "\n"
+
+
+KIND_TEXT = {
+  "director": "director from scratch",
+  "dit": "DiT fine-tuned from the shipped one",
+  "keyframe": "renderer fine-tuned from the shipped one",
+}
+
+
+def _budget_text(b: dict) -> str:
+  """A table's budget (experiment._budget_note) in words."""
+  steps = b.get("steps", {})
+  runs = "; ".join(f"{KIND_TEXT.get(k, k)}: {n} steps" for k, n in steps.items())
+  return (
+    f"Training per run: {runs or '-'}. Scored on {b.get('validation_stories')} validation "
+    f"stories, {b.get('sample_steps')} flow steps per clip."
+  )
 
 
 def _nan_none(x: float) -> float | None:
