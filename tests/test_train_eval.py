@@ -109,9 +109,10 @@ def test_each_task_writes_its_eval(tmp_path):
     ],
     {"eval/step_top1": "scalar", "eval/text_ce": "scalar"},
   )
-  # DiT: flow loss at fixed times; sampled and true clips as GIFs with their captions.
+  # DiT: flow loss at fixed times; sampled and true clips as GIFs with their captions,
+  # and the toy state reader on them (64 x 64 frames: 8 x 8 latents).
   dd = load_config(os.path.join(CONFIGS, "dit.py"))
-  d, tok = _latent_clips(tmp_path / "t", (3, 4, 4, dd.model.in_channels), 4, dd.model.visual_dim)
+  d, tok = _latent_clips(tmp_path / "t", (3, 8, 8, dd.model.in_channels), 4, dd.model.visual_dim)
   w = run(
     "dit.py",
     [
@@ -125,9 +126,11 @@ def test_each_task_writes_its_eval(tmp_path):
       "--config.model.num_layers=2",
       "--config.train.visual_reg.std_samples=16",
       f"--config.eval.vae={os.path.join(SHIPPED, 'vae')}",
+      "--config.eval.toy_states=true",
     ],
     {
       "eval/flow_loss_t0.5": "scalar",
+      "eval/state_agreement_vs_true": "scalar",
       "eval/sampled_0": "image",
       "eval/true_1": "image",
       "eval/sampled_0/text_summary": "text",

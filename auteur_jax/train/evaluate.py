@@ -10,7 +10,8 @@ director's step top-1 with the true texts), averaged over the batches. Every
 (extra: `task.eval_extras(config, ecfg)`'s model, e.g. the DiT's VAE) adds
 pictures: the VAE's reconstruction strip, the DiT's sampled validation clips (decoded
 by the VAE run in `eval.vae`) as GIFs with their captions; also as files in
-WORKDIR/eval/<step>/.
+WORKDIR/eval/<step>/. `task.eval_media_scores` scores the pictures on the host (the
+DiT's toy-kitchen state reading, with eval.toy_states).
 
 Evaluation never touches the training state, its data iterator or its keys: the losses
 with and without it are the same. It runs on the training mesh (the batches are sharded
@@ -49,6 +50,8 @@ class EvalConfig:
   sample_steps: int = 10  # Flow-matching steps of a preview clip (DiT).
   vae: str = ""  # DiT: the VAE run / checkpoint whose decoder shows the clips.
   vae_config: str = "toy/vae"  # Its config (a packaged name or a path).
+  # Toy-kitchen data: score the sampled clips with the toy state reader (task_dit).
+  toy_states: bool = False
 
   def validate(self) -> None:
     for name in ("every", "video_every"):
@@ -153,6 +156,8 @@ class Evaluator:
       if media and self._media is not None:
         shown = self._media(state, self.batches[0], jax.random.key(0x5EED), self.extra_state)
         shown = multihost_utils.process_allgather(shown, tiled=True)
+    if shown is not None and hasattr(self.task, "eval_media_scores"):
+      totals.update(self.task.eval_media_scores(self.config, self.ecfg, shown))
     scalars = {f"eval/{k}": v for k, v in totals.items()}
     writer.write(step, scalars)
     if shown is not None:

@@ -33,6 +33,7 @@ from auteur_jax.config import ConfigError, load_config
 from auteur_jax.data import examples, pipeline, tfrecord
 from auteur_jax.data.tokenizer import Tokenizer
 from auteur_jax.diffusion import conditioning, flow, keyframe
+from auteur_jax.eval.toy_state import object_matches, read_state
 from auteur_jax.models import registry
 from auteur_jax.models import vae as vae_lib
 from auteur_jax.models.conditioned_dit import TextConditionedDiT
@@ -173,6 +174,27 @@ class DiTTask:
       "caption_ids": batch["caption_ids"][:n] if "caption_ids" in batch else None,
       "caption_mask": batch["caption_mask"][:n] if "caption_mask" in batch else None,
     }
+
+  def eval_media_scores(self, config, ecfg, shown) -> dict[str, float]:
+    """With eval.toy_states: the toy state reader on each sampled clip's last frame
+    against its reading of the true clip's last frame (state_agreement_vs_true) and on
+    the objects whose reading changes over the true clip (changed_objects; skipped when
+    no object changes)."""
+    if not ecfg.toy_states:
+      return {}
+    agree, changed = [], []
+    for fake, true in zip(
+      np.asarray(shown["videos"]["sampled"]), np.asarray(shown["videos"]["true"])
+    ):
+      ref = read_state(true[-1])
+      hits = object_matches(read_state(fake[-1]), ref)
+      agree.append(np.mean(list(hits.values())))
+      moved = [k for k, same in object_matches(read_state(true[0]), ref).items() if not same]
+      changed += [hits.get(k, False) for k in moved]
+    out = {"state_agreement_vs_true": float(np.mean(agree))}
+    if changed:
+      out["changed_objects"] = float(np.mean(changed))
+    return out
 
   def eval_captions(self, config, ids, mask) -> list[str]:
     """Caption ids [N, L] + mask -> the texts (config.data.tokenizer)."""
