@@ -110,7 +110,7 @@ def ablate(
 def _budget_note(table: Table, budget: Budget) -> dict:
   from auteur_jax.ablate.tables import RUNS
 
-  kinds = {RUNS[r].budget for v in table.variants for r in v.runs}
+  kinds = {RUNS[r].kind for v in table.variants for r in v.runs}
   steps = {k: getattr(budget, k) for k in sorted(kinds)}
   return {
     "steps": steps,

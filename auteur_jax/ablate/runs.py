@@ -92,7 +92,7 @@ def run_config(
 ) -> tuple[ml_collections.ConfigDict, int]:
   """The training config of `run` for `seed` (the demo's data paths and overrides, the
   run's own, its steps from `budget`) and its step count."""
-  steps = getattr(budget, run.budget)
+  steps = getattr(budget, run.kind)
   config = task_config(run.task, plan_for(budget), paths, name=run.config)
   for key, value in run.overrides:
     section, _, leaf = key.rpartition(".")
@@ -142,8 +142,8 @@ def train_run(
 
 def models_for(out: str, runs: tuple[str, ...], seed: int) -> dict:
   """{sampler section: {"workdir"}}: the shipped toy models, with the given runs' (for
-  `seed`) in their sections; also "run_config": section -> the run's name."""
-  models = {t: {"workdir": os.path.join(SHIPPED, t)} for t in (*ALL_TASKS, "vae", "clip")}
+  `seed`) in their sections, where "run" names the run."""
+  models = {t: {"workdir": os.path.join(SHIPPED, t)} for t in ALL_TASKS}
   for name in runs:
     models[RUNS[name].task] = {"workdir": workdir_of(out, name, seed), "run": name}
   return models

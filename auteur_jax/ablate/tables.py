@@ -59,7 +59,7 @@ class Run:
   config: str
   overrides: tuple[tuple[str, object], ...] = ()
   init: str | None = None
-  budget: str = "dit"  # Which step count of Budget it trains for.
+  kind: str = "dit"  # Which step count of Budget it trains for (director | dit | keyframe).
   data: str | None = None  # A key of runs.prepare_data's paths to train on (its data.dir).
 
 
@@ -69,14 +69,14 @@ _NO_REG = (
   ("train.visual_reg.noise_scale", 0.0),
 )
 RUNS = {
-  "director": Run("director", "toy/director", budget="director"),
-  "director_mse": Run("director", "toy/director", (("model.alpha", 0.0),), budget="director"),
-  "director_cos": Run("director", "toy/director", (("model.beta", 0.0),), budget="director"),
-  "director_caption_visual": Run("director", "toy/director:caption_visual", budget="director"),
-  "director_action_visual": Run("director", "toy/director:action_visual", budget="director"),
+  "director": Run("director", "toy/director", kind="director"),
+  "director_mse": Run("director", "toy/director", (("model.alpha", 0.0),), kind="director"),
+  "director_cos": Run("director", "toy/director", (("model.beta", 0.0),), kind="director"),
+  "director_caption_visual": Run("director", "toy/director:caption_visual", kind="director"),
+  "director_action_visual": Run("director", "toy/director:action_visual", kind="director"),
   # The same stories with each step's keyframe VAE latent as the target (Table 13).
   "director_vae_latent": Run(
-    "director", "toy/director:vae_latent", budget="director", data="director_vae"
+    "director", "toy/director:vae_latent", kind="director", data="director_vae"
   ),
   "dit_none": Run("dit", "toy/dit", _NO_REG, init="dit"),
   "dit_mask": Run(
@@ -103,7 +103,7 @@ RUNS = {
   "dit_keyframe": Run(
     "dit_keyframe", "toy/dit:keyframe", (("init.widen_inputs", False),), init="dit_keyframe"
   ),
-  "keyframe": Run("keyframe", "toy/keyframe", init="keyframe", budget="keyframe"),
+  "keyframe": Run("keyframe", "toy/keyframe", init="keyframe", kind="keyframe"),
 }
 
 
