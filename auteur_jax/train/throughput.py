@@ -1,12 +1,14 @@
 """How much of the machine a run uses: TFLOP/s per device, MFU, and goodput.
 
-FLOPs per step are train/costs.py's model FLOPs of the config (the count `auteur plan`
-reports: every matmul and attention einsum, x 3 for forward + backward; rematerialised
-work is not counted, as MaxText's MFU does not). The peak per device is the chip table's
-dense bf16 figure (parallel/chips.py) on TPU / GPU; on CPU it is measured at start: a
-1024^3 float32 matmul (the median of 5 after a warm-up, as benchmarks/ time it) divided
-among the process's CPU devices, which share the cores. A task without a FLOP formula
-logs no TFLOP/s or MFU.
+TFLOP/s and MFU are of the steps themselves: the trainer divides the FLOPs by the wall
+time per step less the shares spent waiting for data, evaluating and checkpointing (those
+are goodput's). FLOPs per step are train/costs.py's model FLOPs of the config (the
+count `auteur plan` reports: every matmul and attention einsum, x 3 for forward +
+backward; rematerialised work is not counted, as MaxText's MFU does not). The peak per
+device is the chip table's dense bf16 figure (parallel/chips.py) on TPU / GPU; on CPU it
+is measured at start: a 1024^3 float32 matmul (the median of 5 after a warm-up, as
+benchmarks/ time it) divided among the process's CPU devices, which share the cores. A
+task without a FLOP formula logs no TFLOP/s or MFU.
 
 Goodput: the trainer adds the wall time of each part of the loop to a `Goodput` (waiting
 for data, the step, checkpointing, evaluation) and logs each part's share of the time

@@ -331,7 +331,10 @@ def train(
     host.update(step_time=dt / n, examples_per_s=n * examples / dt)
     if "num_tokens" in host:
       host["tokens_per_s"] = host.pop("num_tokens") * n / dt
-    host.update(throughput.scalars(dt / n), **goodput.fractions())
+    shares = goodput.fractions()
+    # MFU of the steps themselves; waiting for data, evaluation and saving are goodput's.
+    busy = 1.0 - sum(shares[f"time_frac_{p}"] for p in ("data", "eval", "checkpoint"))
+    host.update(throughput.scalars(dt * max(busy, 1e-6) / n), **shares)
     writer.write(step, host)
     last = dict(host, step=step)
     bar.set_postfix(loss=f"{host['loss']:.4f}")
