@@ -214,3 +214,71 @@ def test_keyframe_and_errors(dataset, tmp_path):
   config = _config("director", dataset, str(tmp_path / "x"))
   with pytest.raises(Exception, match="runs \\['clip', 'vae'\\]"):
     encode_dataset(config, progress=False)
+
+
+@pytest.mark.integration
+def test_two_processes_encode_the_same_records_as_one(dataset, tmp_path):
+  """2 processes x 2 devices (jax.distributed, each its own shards) write the records of a
+  1-process run; a rerun finishes dataset.json if the last process to finish was not 0."""
+  import subprocess
+  import sys
+
+  import portpicker
+
+  one, two = str(tmp_path / "one"), str(tmp_path / "two")
+  config = _config("vae", dataset, one)
+  _train_run(config, str(tmp_path / "run"))
+  config.init.checkpoint = str(tmp_path / "run")
+  encode_dataset(config, progress=False)
+  worker = os.path.join(os.path.dirname(__file__), "encode_worker.py")
+  port = str(portpicker.pick_unused_port())
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  procs = [
+    subprocess.Popen(
+      [
+        "timeout",
+        "180",
+        sys.executable,
+        worker,
+        "--process-id",
+        str(i),
+        "--num-processes",
+        "2",
+        "--port",
+        port,
+        "--in-dir",
+        dataset,
+        "--out-dir",
+        two,
+        "--checkpoint",
+        str(tmp_path / "run"),
+      ],
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+      env=env,
+    )  # fmt: skip
+    for i in range(2)
+  ]
+  outs = [p.communicate(timeout=200) for p in procs]
+  for p, (_, err) in zip(procs, outs):
+    assert p.returncode == 0, err[-3000:]
+  reports = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+  assert sorted(r["encoded"] for r in reports) == [1, 2]  # Shards 0, 2 and 1: split.
+  if not os.path.exists(os.path.join(two, "dataset.json")):
+    config.encode.out_dir = two
+    assert encode_dataset(config, progress=False)["encoded_shards"] == 0
+  for a, b in zip(
+    pipeline.split_files(one, "train", "clips"), pipeline.split_files(two, "train", "clips")
+  ):
+    ra, rb = _records(a), _records(b)
+    assert [(r["video_id"], r["clip_id"]) for r in ra] == [
+      (r["video_id"], r["clip_id"]) for r in rb
+    ]
+    for x, y in zip(ra, rb):
+      assert x["frames"] == y["frames"]
+      np.testing.assert_allclose(x["latents"], y["latents"], atol=1e-5)
+  assert (
+    json.load(open(os.path.join(one, "dataset.json")))["encoded"]
+    == json.load(open(os.path.join(two, "dataset.json")))["encoded"]
+  )

@@ -42,6 +42,7 @@ from auteur_jax.config_sections import from_section
 from auteur_jax.data import examples, pipeline, tfrecord, video_io
 from auteur_jax.data.keyframes import index_clips
 from auteur_jax.data.schema import Clip, Story
+from auteur_jax.parallel import distributed
 from auteur_jax.parallel.mesh import batch_axes, make_mesh
 from auteur_jax.sample.encoders import Encoder, make_encoder
 
@@ -192,6 +193,8 @@ def encode_dataset(
 
   max_shards: stop after encoding this many clip shards (the rest on a later run).
   """
+  if config.get("distributed") is not None:  # Several processes: each takes its shards.
+    distributed.initialize(config.distributed)
   e = from_section(EncodeConfig, config.encode, "config.encode")
   in_dir, out_dir = e.in_dir, e.out_dir
   if os.path.abspath(in_dir) == os.path.abspath(out_dir):
