@@ -255,13 +255,19 @@ def test_init_and_logical_axes():
     ({"data": 2, "fsdp": 2, "tensor": 2}, "full"),
     ({"data": 2, "context": 2, "tensor": 2}, "full"),
     ({"data": 2, "context": 2, "tensor": 2}, "blockwise"),
+    ({"data": 2, "context": 2, "tensor": 2}, "full:ring"),
+    ({"data": 1, "context": 4, "fsdp": 2}, "full:ring"),
+    ({"data": 2, "context": 2, "fsdp": 2}, "blockwise:all_to_all"),
   ],
 )
 def test_sharded_forward_equals_single_device(axes, attention):
   x, t, text, vis = _inputs(b=2, t=2, h=4, w=4)
   ref = _fwd(_build(), x, t, text, vis)
   mesh = make_mesh(axes)
-  cfg = dataclasses.replace(CFG, attention=attention, attention_block=3)
+  attention, _, strategy = attention.partition(":")
+  cfg = dataclasses.replace(
+    CFG, attention=attention, attention_block=3, context_parallel=strategy or "xla"
+  )
   shardings = R.state_shardings(_random_state(cfg)[1], mesh)  # From the logical names.
   model = _build(cfg, shardings=shardings)
   with R.use_mesh(mesh):
@@ -269,5 +275,6 @@ def test_sharded_forward_equals_single_device(axes, attention):
   qkv = model.blocks.sa_qkv[...]
   assert len({s.device for s in qkv.addressable_shards}) == 8
   spec = tuple(qkv.sharding.spec) + (None,) * (qkv.ndim - len(qkv.sharding.spec))
-  assert spec == (None, "fsdp" if "fsdp" in axes else None, None, "tensor", None)
+  tensor = "tensor" if "tensor" in axes else None
+  assert spec == (None, "fsdp" if "fsdp" in axes else None, None, tensor, None)
   np.testing.assert_allclose(np.asarray(out), np.asarray(ref), rtol=1e-5, atol=1e-5)

@@ -24,6 +24,7 @@ diffusers converter lives in `convert/diffusers_wan.py`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -35,7 +36,7 @@ from flax import nnx
 from jax.ad_checkpoint import checkpoint_name
 
 from auteur_jax.config_sections import from_section
-from auteur_jax.models import blockwise_attention
+from auteur_jax.models import blockwise_attention, context_parallel
 from auteur_jax.models.layers import apply_rope_interleaved, param, rope_3d_tables
 from auteur_jax.parallel.rules import constrain
 
@@ -72,6 +73,9 @@ class DiTConfig:
   attention: self-attention as "full" (one score matrix [N, N] per head: fastest for
     short sequences) or "blockwise" (models/blockwise_attention.py: scores of
     `attention_block` keys at a time, for long clips; the same result).
+  context_parallel: with the sequence split on a `context` mesh axis, how self-attention
+    crosses it: "xla" (XLA's partitioner), "ring" or "all_to_all"
+    (models/context_parallel.py; the same result).
   visual_condition: a VISUAL_CONDITIONS name. "embedding": visual tokens only (visual_dim
     > 0), or text only (visual_dim 0). "keyframe": the keyframe condition [B, T, H, W,
     4 + out_channels] is concatenated to the noisy latents, so in_channels must be
@@ -102,6 +106,7 @@ class DiTConfig:
   remat: str = "none"
   attention: str = "full"
   attention_block: int = 512
+  context_parallel: str = "xla"
   visual_condition: str = "embedding"
 
   @property
@@ -138,6 +143,11 @@ class DiTConfig:
     if self.attention not in ATTENTION:
       raise ValueError(
         f"config.model.attention: expected one of {ATTENTION}, got {self.attention!r}"
+      )
+    if self.context_parallel not in context_parallel.STRATEGIES:
+      raise ValueError(
+        f"config.model.context_parallel: expected one of {context_parallel.STRATEGIES}, "
+        f"got {self.context_parallel!r}"
       )
     if self.attention_block < 1:
       raise ValueError(
@@ -416,10 +426,10 @@ def _block(
   q, k, v = _project(h, p["sa_qkv"], p["sa_qkv_bias"], "sa_qkv")
   q = apply_rope_interleaved(_rms_heads(q, p["sa_q_norm"], eps), cos, sin)
   k = apply_rope_interleaved(_rms_heads(k, p["sa_k_norm"], eps), cos, sin)
+  full: context_parallel.Full = _attend
   if cfg.attention == "blockwise":
-    o = blockwise_attention.attend(q, k, v, cfg.attention_block)
-  else:
-    o = _attend(q, k, v)
+    full = functools.partial(blockwise_attention.attend, block=cfg.attention_block)
+  o = context_parallel.attend(q, k, v, cfg.context_parallel, full)
   o = checkpoint_name(o, "sa_o")
   o = checkpoint_name(_out(o, p["sa_out"], p["sa_out_bias"]), "sa_proj")
   x = (x + o * gate).astype(dt)

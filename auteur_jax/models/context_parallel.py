@@ -1,0 +1,134 @@
+"""Self-attention over a sequence split on the mesh's `context` axis, explicitly.
+
+`attend(q, k, v, strategy, full)` with q [B, N, H, K], k / v [B, M, H, K] (M = N: self-
+attention) under a mesh context (`jax.set_mesh`; parallel/rules.use_mesh) whose
+`context` axis has c > 1 devices, the sequence split c ways:
+
+  xla         `full(q, k, v)` as it is; XLA's partitioner decides what moves (it gathers
+              the keys and values of the whole sequence on every device).
+  ring        shard_map over the mesh: each device keeps its query block and passes its
+              key / value block around the ring (`ppermute`, c - 1 hops), adding each block
+              to an online softmax (running max, sum and output in float32). Per device:
+              scores of N/c x N/c at a time, 2 (c - 1) / c of the keys and values sent.
+  all_to_all  (Ulysses) an all-to-all turns the sequence split into a head split (each
+              device: the whole sequence for H / (c t) of the heads, t the `tensor` split),
+              `full` runs on that, and a second all-to-all turns it back. Needs the heads
+              to divide by c x t (refused with a clear error otherwise).
+
+Without a `context` axis of more than one device every strategy is `full`. The batch
+axis keeps its split (`batch` -> data / fsdp) and the heads theirs (`heads` -> tensor),
+read from the active logical rules. Gradients are JAX's own through shard_map (the
+transpose of a ppermute is the reverse ppermute; of an all-to-all, the reverse
+all-to-all), so they equal full attention's to float rounding.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import PartitionSpec
+
+from auteur_jax.parallel.rules import logical_to_spec
+
+STRATEGIES = ("xla", "ring", "all_to_all")
+AXIS = "context"
+F32 = jnp.float32
+
+Full = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
+
+
+def _spec(mesh, shape: tuple[int, ...]) -> PartitionSpec:
+  """[B, N, H, K] of `shape` split as the rules split batch / length / heads, on mesh axes
+  only; batch and heads drop trailing mesh axes that do not divide them (shard_map needs
+  even splits where XLA would pad)."""
+  names, sizes = set(mesh.axis_names), dict(mesh.shape)
+  spec = logical_to_spec(("batch", "length", "heads", "head_dim"))
+
+  def keep(p, dim: int):
+    axes = [a for a in ((p,) if isinstance(p, str) else p or ()) if a in names]
+    while axes and dim % math.prod(sizes[a] for a in axes):
+      axes.pop()
+    return axes[0] if len(axes) == 1 else (tuple(axes) or None)
+
+  out = [keep(p, d) for p, d in zip(spec, shape)]
+  if out[1] != AXIS:  # The rules must put the sequence on `context` for these strategies.
+    raise ValueError(f"context parallelism: the rules map `length` to {out[1]!r}, not {AXIS!r}")
+  return PartitionSpec(*out)
+
+
+def _ring(q: jax.Array, k: jax.Array, v: jax.Array, c: int) -> jax.Array:
+  """One device's part of ring attention: local blocks q / k / v [B, n, H, K]."""
+  qs = (q * q.shape[-1] ** -0.5).astype(q.dtype)
+  b, n, h, _ = q.shape
+  perm = [(i, (i + 1) % c) for i in range(c)]
+
+  def add(carry, kv):
+    mx, total, acc = carry
+    kj, vj = kv
+    s = jnp.einsum("bnhk,bmhk->bhnm", qs, kj, preferred_element_type=F32)
+    new = jnp.maximum(mx, s.max(-1))
+    p = jnp.exp(s - new[..., None])
+    fix = jnp.exp(mx - new)
+    total = total * fix + p.sum(-1)
+    pv = jnp.einsum("bhnm,bmhk->bnhk", p.astype(vj.dtype), vj, preferred_element_type=F32)
+    acc = acc * jnp.moveaxis(fix, 1, 2)[..., None] + pv
+    return new, total, acc
+
+  def hop(carry, _):
+    state, kj, vj = carry
+    state = add(state, (kj, vj))
+    kj, vj = (jax.lax.ppermute(x, AXIS, perm) for x in (kj, vj))
+    return (state, kj, vj), None
+
+  init = (
+    jnp.full((b, h, n), -jnp.inf, F32),
+    jnp.zeros((b, h, n), F32),
+    jnp.zeros((*q.shape[:3], v.shape[-1]), F32),
+  )
+  (state, kj, vj), _ = jax.lax.scan(hop, (init, k, v), None, length=c - 1)
+  _, total, acc = add(state, (kj, vj))  # The last block: no hop after it.
+  return (acc / jnp.moveaxis(total, 1, 2)[..., None]).astype(q.dtype)
+
+
+def _all_to_all(q: jax.Array, k: jax.Array, v: jax.Array, full: Full) -> jax.Array:
+  """One device's part of Ulysses attention: sequence split -> head split -> back."""
+  to_heads = functools.partial(
+    jax.lax.all_to_all, axis_name=AXIS, split_axis=2, concat_axis=1, tiled=True
+  )
+  out = full(*(to_heads(x) for x in (q, k, v)))
+  return jax.lax.all_to_all(out, AXIS, split_axis=1, concat_axis=2, tiled=True)
+
+
+def attend(q: jax.Array, k: jax.Array, v: jax.Array, strategy: str, full: Full) -> jax.Array:
+  """Self-attention of q [B, N, H, K] over k / v [B, N, H, K] with `strategy` (module
+  docstring); `full(q, k, v)` is the attention each strategy reduces to."""
+  if strategy not in STRATEGIES:
+    raise ValueError(f"context_parallel: expected one of {STRATEGIES}, got {strategy!r}")
+  mesh = jax.sharding.get_abstract_mesh()
+  c = 1 if mesh is None or mesh.empty else dict(mesh.shape).get(AXIS, 1)
+  if strategy == "xla" or c == 1:
+    return full(q, k, v)
+  if q.shape[1] % c or k.shape[1] != q.shape[1]:
+    raise ValueError(
+      f"context parallelism ({strategy}): {q.shape[1]} queries and {k.shape[1]} keys must be "
+      f"equal and divide by the context axis ({c})"
+    )
+  spec = _spec(mesh, q.shape)
+  if strategy == "all_to_all":
+    t = dict(mesh.shape).get(spec[2], 1) if isinstance(spec[2], str) else 1
+    if q.shape[2] % (c * t):
+      raise ValueError(
+        f"context_parallel all_to_all: {q.shape[2]} heads must divide by context x tensor "
+        f"= {c} x {t}"
+      )
+    local = functools.partial(_all_to_all, full=full)
+  else:
+    local = functools.partial(_ring, c=c)
+  # check_vma off: the online softmax's carries start replicated and become per-device.
+  return jax.shard_map(
+    local, mesh=mesh, in_specs=(spec, spec, spec), out_specs=spec, check_vma=False
+  )(q, k, v)
