@@ -216,3 +216,31 @@ def test_sweep_ranks_fitting_plans_by_step_time(monkeypatch):
   assert len(out) - len(plans) == 3  # The tensor=4 mesh failed for every policy.
   table = report.sweep_table(out).splitlines()
   assert table[1].split()[:3] == ["1", "fsdp=2,tensor=2", "none"] and "failed" in table[-1]
+
+
+@needs_libtpu
+@pytest.mark.integration
+def test_a_splash_attention_plan_compiles_for_v5p(tmp_path):
+  """toy/dit with attention 'splash' (the Pallas TPU kernel, not its interpret mode) lowers
+  and compiles for a v5p slice; its HLO holds the kernel's custom call."""
+  out = tmp_path / "plan.json"
+  cli.main(
+    [
+      "plan",
+      "--config",
+      "toy/dit",
+      "--topology",
+      "v5p:2x2x1",
+      "--mesh",
+      "data=1,fsdp=2,tensor=2",
+      "--json",
+      str(out),
+      "--save-executable",
+      str(tmp_path / "step.exe"),
+      *ONE_LAYER["toy/dit"],
+      "--config.model.attention=splash",
+    ]
+  )
+  (plan,) = json.loads(out.read_text())
+  assert plan["fits"] and plan["compiler_flops"] > 0
+  assert "tpu_custom_call" in (tmp_path / "step.exe.hlo.txt").read_text()

@@ -36,7 +36,7 @@ from flax import nnx
 from jax.ad_checkpoint import checkpoint_name
 
 from auteur_jax.config_sections import from_section
-from auteur_jax.models import blockwise_attention, context_parallel
+from auteur_jax.models import attention_kernels, blockwise_attention, context_parallel
 from auteur_jax.models.layers import apply_rope_interleaved, param, rope_3d_tables
 from auteur_jax.parallel.rules import constrain
 
@@ -51,7 +51,7 @@ REMAT_POLICIES = {
   ),
 }
 
-ATTENTION = ("full", "blockwise")  # Self-attention implementations (DiTConfig.attention).
+ATTENTION = ("full", "blockwise", "splash", "cudnn")  # DiTConfig.attention (self-attention).
 # What the visual condition is (DiTConfig.visual_condition): the director's embedding
 # tokens (visual attention), a keyframe (its latent and mask concatenated to the input
 # channels, plus optional image tokens through the visual attention), or both.
@@ -71,8 +71,10 @@ class DiTConfig:
   timestep_scale: the model takes flow time t in [0, 1]; Wan embeds t * 1000.
   scan_layers / remat: how the stacked blocks run (remat: a key of REMAT_POLICIES).
   attention: self-attention as "full" (one score matrix [N, N] per head: fastest for
-    short sequences) or "blockwise" (models/blockwise_attention.py: scores of
-    `attention_block` keys at a time, for long clips; the same result).
+    short sequences), "blockwise" (models/blockwise_attention.py: scores of
+    `attention_block` keys at a time, for long clips; the same result), or a fused kernel
+    (models/attention_kernels.py): "splash" (TPU; CPU in interpret mode) or "cudnn" (GPU,
+    bfloat16).
   context_parallel: with the sequence split on a `context` mesh axis, how self-attention
     crosses it: "xla" (XLA's partitioner), "ring" or "all_to_all"
     (models/context_parallel.py; the same result).
@@ -426,9 +428,13 @@ def _block(
   q, k, v = _project(h, p["sa_qkv"], p["sa_qkv_bias"], "sa_qkv")
   q = apply_rope_interleaved(_rms_heads(q, p["sa_q_norm"], eps), cos, sin)
   k = apply_rope_interleaved(_rms_heads(k, p["sa_k_norm"], eps), cos, sin)
-  full: context_parallel.Full = _attend
-  if cfg.attention == "blockwise":
-    full = functools.partial(blockwise_attention.attend, block=cfg.attention_block)
+  kernels: dict[str, context_parallel.Full] = {
+    "full": _attend,
+    "blockwise": functools.partial(blockwise_attention.attend, block=cfg.attention_block),
+    "splash": attention_kernels.splash,
+    "cudnn": attention_kernels.cudnn,
+  }
+  full = kernels[cfg.attention]
   o = context_parallel.attend(q, k, v, cfg.context_parallel, full)
   o = checkpoint_name(o, "sa_o")
   o = checkpoint_name(_out(o, p["sa_out"], p["sa_out_bias"]), "sa_proj")
