@@ -257,7 +257,7 @@ def train(
         ts = nnx.merge(s.graphdef, state)
         task.adapt_init(config, ts.model)
         state = jax.device_put(nnx.state(ts), s.state_shardings)
-      if t.ema_decay > 0:  # The average starts from the params the run starts from.
+      if t.get("ema_decay", 0.0) > 0:  # The average starts from the params the run starts from.
         ts = nnx.merge(s.graphdef, state)
         ts.reset_ema()
         state = jax.device_put(nnx.state(ts), s.state_shardings)
