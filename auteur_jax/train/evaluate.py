@@ -33,6 +33,7 @@ from flax import nnx
 from jax.experimental import multihost_utils
 from PIL import Image
 
+from auteur_jax.config import ConfigError
 from auteur_jax.config_sections import from_section
 from auteur_jax.data.pipeline import GlobalBatches
 from auteur_jax.parallel import rules as rules_lib
@@ -106,7 +107,7 @@ class Evaluator:
       except StopIteration:
         break
     if not self.batches:
-      raise ValueError(
+      raise ConfigError(
         f"config.eval.split {ecfg.split!r}: no validation batch of "
         f"{config.data.batch_size} examples in {config.data.get('dir', 'the data')}"
       )
