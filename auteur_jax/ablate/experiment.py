@@ -132,13 +132,17 @@ def write_report(out: str) -> str:
     "v: lower is better. Metrics: auteur_jax/ablate/tables.py.",
     "",
   ]
+  summaries = []
   for tid in (*ORDER, QUICK_TABLE.id):
     path = os.path.join(out, f"{tid}.json")
     if os.path.exists(path):
       with open(path) as f:
-        s = json.load(f)
-      parts.append(report.markdown(s, s.get("train_seconds", 0.0)))
-      parts.append(f"![{s['title']}]({tid}.png)\n")
+        summaries.append(json.load(f))
+  if summaries:
+    parts.append(report.claims_table(summaries))
+  for s in summaries:
+    parts.append(report.markdown(s, s.get("train_seconds", 0.0)))
+    parts.append(f"![{s['title']}]({s['table']}.png)\n")
   text = "\n".join(parts)
   path = os.path.join(out, "REPORT.md")
   with open(path, "w") as f:

@@ -114,6 +114,30 @@ def markdown(summary: dict, train_seconds: float) -> str:
   return "\n".join(lines) + "\n"
 
 
+def claims_table(summaries: list[dict]) -> str:
+  """Every claim of the tables in one table: the paper's numbers and, per metric, our
+  verdict with the paired difference (what README's table of findings shows)."""
+  lines = [
+    "## The paper's claims on the toy kitchen",
+    "",
+    "| table | claim | paper | ours: verdict per metric (better - worse, 95 % CI) | seeds |",
+    "|---|---|---|---|---|",
+  ]
+  for t in summaries:
+    for c in t["claims"]:
+      cells = []
+      for m, r in c["metrics"].items():
+        d = r["difference"]
+        diff = (
+          "" if d is None else " (" + _fmt({"mean": d["mean"], "half": _nan_none(d["half"])}) + ")"
+        )
+        cells.append(f"{m}: {r['verdict']}{diff}")
+      lines.append(
+        f"| {t['table']} | {c['claim']} | {c['paper']} | {'; '.join(cells)} | {len(t['seeds'])} |"
+      )
+  return "\n".join(lines) + "\n"
+
+
 KIND_TEXT = {
   "director": "director from scratch",
   "dit": "DiT fine-tuned from the shipped one",
