@@ -381,7 +381,18 @@ def cmd_plan(args) -> None:
       meshes = [parse_mesh(m) for m in args.meshes.split(";")] if args.meshes else None
       remats = args.remats.split(",") if args.remats else None
       print(f"sweep {name} on {args.topology}:")
-      results = dry_run.sweep(args.config, topo, meshes or ([mesh] if mesh else None), remats)
+      attentions = [
+        (a, cp)
+        for a in (args.attentions.split(",") if args.attentions else [])
+        for cp in (args.context_parallel.split(",") if args.context_parallel else ["xla"])
+      ]
+      results = dry_run.sweep(
+        args.config,
+        topo,
+        meshes or ([mesh] if mesh else None),
+        remats,
+        attentions=attentions,
+      )
       plans = [r for r in results if isinstance(r, dry_run.Plan)]
       print(report.sweep_table(results))
       if plans and plans[0].fits:
@@ -686,6 +697,16 @@ def parser() -> argparse.ArgumentParser:
     "--meshes", help="sweep meshes separated by ';' (default: fsdp with tensor 1, 2, 4, 8)"
   )
   p.add_argument("--remats", help="sweep remat policies separated by ',' (default: all)")
+  p.add_argument(
+    "--attentions",
+    help="sweep the DiT's config.model.attention values separated by ',' "
+    "(full, blockwise, splash, cudnn; default: the config's)",
+  )
+  p.add_argument(
+    "--context-parallel",
+    help="with --attentions: config.model.context_parallel values separated by ',' "
+    "(xla, ring, all_to_all; default xla)",
+  )
   p.add_argument("--save-executable", help="write the serialized executable (+ .hlo.txt)")
   p.add_argument("--json", help="also write the plan(s) as JSON")
   p.set_defaults(fn=cmd_plan)

@@ -244,3 +244,38 @@ def test_a_splash_attention_plan_compiles_for_v5p(tmp_path):
   (plan,) = json.loads(out.read_text())
   assert plan["fits"] and plan["compiler_flops"] > 0
   assert "tpu_custom_call" in (tmp_path / "step.exe.hlo.txt").read_text()
+
+
+def test_context_traffic_per_strategy():
+  """Per device and layer pass: xla / ring move 2 (c - 1) key-value blocks, all_to_all
+  4 (c - 1) / c blocks (q, k, v, out), so Ulysses sends less from c = 2 on."""
+  config = load_config("toy/dit", ONE_LAYER["toy/dit"][1:])
+  k = costs.model_costs(config)
+  sizes = {"data": 1, "fsdp": 1, "tensor": 1, "context": 4}
+  ring = costs.collective_bytes(k, sizes, 4, 4, "none", "ring")["context"]
+  a2a = costs.collective_bytes(k, sizes, 4, 4, "none", "all_to_all")["context"]
+  block = k.tokens / 4 * k.width * 4
+  assert ring == pytest.approx(k.layers * 2 * 2 * 3 * block)
+  assert a2a == pytest.approx(k.layers * 2 * 4 * 3 / 4 * block)
+  assert "context" not in costs.collective_bytes(k, {"data": 1}, 4, 4, "none")
+
+
+@needs_libtpu
+@pytest.mark.integration
+def test_a_sweep_over_attention_strategies(tmp_path, capsys):
+  """Each strategy is a row; all_to_all with heads that do not divide is a failed row."""
+  out = tmp_path / "plan.json"
+  cli.main(
+    [
+      "plan", "--config", "toy/dit", "--topology", "v5p:2x2x1", "--sweep",
+      "--meshes", "data=1,fsdp=1,tensor=1,context=4", "--remats", "none",
+      "--attentions", "full", "--context-parallel", "xla,ring,all_to_all",
+      "--json", str(out), *ONE_LAYER["toy/dit"][1:],
+    ]
+  )  # fmt: skip
+  plans = json.loads(out.read_text())
+  assert sorted(p["attention"] for p in plans) == ["full/all_to_all", "full/ring", "full/xla"]
+  for p in plans:
+    assert p["comm_s"]["context"] > 0
+  text = capsys.readouterr().out
+  assert "full/ring" in text

@@ -63,6 +63,7 @@ class Plan:
   mfu: float | None  # Model FLOPs / (step_s x devices x peak).
   compile_s: float
   error: str = ""
+  attention: str = ""  # The DiT's self-attention, "attention/context_parallel".
 
   def to_dict(self) -> dict:
     return dataclasses.asdict(self)
@@ -181,7 +182,9 @@ def dry_run(
     dcn = slow_axes(jmesh)
     act = jnp.dtype(c.model.get("dtype") or c.model.llm.dtype).itemsize
     pbytes = jax.tree.leaves(s.abstract["model"])[0].dtype.itemsize
-    traffic = costs_lib.collective_bytes(costs, sizes, pbytes, act, policy)
+    traffic = costs_lib.collective_bytes(
+      costs, sizes, pbytes, act, policy, c.model.get("context_parallel", "xla")
+    )
     comm = {
       a: traffic.get(a, 0.0) / (topo.chip.dcn_bw if a in dcn else topo.chip.ici_bw)
       for a in sizes
@@ -253,23 +256,34 @@ def sweep(
   meshes: Sequence[Mapping[str, int]] | None = None,
   remats: Sequence[str] | None = None,
   progress=print,
+  attentions: Sequence[tuple[str, str]] = (),
 ) -> list[Plan | tuple]:
-  """Every mesh x remat policy; Plans ranked by step time among those that fit, then
-  those that do not, then (mesh, remat, error) for combinations that could not build."""
+  """Every mesh x remat policy (x DiT attention, context_parallel pair of `attentions`);
+  Plans ranked by step time among those that fit, then those that do not, then (mesh,
+  remat, error) for combinations that could not build (e.g. cuDNN without its library, or
+  all_to_all where the heads do not divide)."""
   meshes = list(meshes or default_meshes(config, topo))
   policies: list[str | None] = list(remats or costs_lib.remat_policies(config)) or [None]
   plans, failed = [], []
-  for mesh in meshes:
-    for remat in policies:
-      start = time.perf_counter()
-      try:
-        plans.append(dry_run(config, topo, mesh, remat))
-        note = "fits" if plans[-1].fits else "does not fit"
-      except (ValueError, ConfigError) as e:
-        failed.append((dict(mesh), remat, str(e).split("\n")[0][:300]))
-        note = "failed"
-      if progress:
-        progress(f"  {mesh} remat={remat}: {note} ({time.perf_counter() - start:.0f} s)")
+  choices: list[tuple[str, str] | None] = [*attentions] or [None]
+  for attention in choices:
+    c = config
+    label = ""
+    if attention is not None:
+      c = config.copy_and_resolve_references()
+      c.model.attention, c.model.context_parallel = attention
+      label = "/".join(attention)
+    for mesh in meshes:
+      for remat in policies:
+        start = time.perf_counter()
+        try:
+          plans.append(dataclasses.replace(dry_run(c, topo, mesh, remat), attention=label))
+          note = "fits" if plans[-1].fits else "does not fit"
+        except (ValueError, ConfigError, NotImplementedError) as e:
+          failed.append((dict(mesh), f"{remat} {label}".strip(), str(e).split("\n")[0][:300]))
+          note = "failed"
+        if progress:
+          progress(f"  {mesh} remat={remat} {label}: {note} ({time.perf_counter() - start:.0f} s)")
   plans.sort(
     key=lambda p: (
       not p.fits,

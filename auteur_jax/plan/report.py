@@ -72,7 +72,8 @@ def sweep_table(results: Sequence[Plan | tuple]) -> str:
       step = "n/a" if r.step_s is None else f"{r.step_s * 1e3:.1f}"
       mfu = "n/a" if r.mfu is None else f"{100 * r.mfu:.1f}"
       rows.append(
-        f"{rank if r.fits else '-':>4}  {mesh_text(r.mesh):<30} {r.remat:<13} "
+        f"{rank if r.fits else '-':>4}  {mesh_text(r.mesh):<30} "
+        f"{(r.remat + ' ' + r.attention).strip():<13} "
         f"{gib(r.param_bytes + r.opt_bytes):>11} {gib(r.temp_bytes):>10} "
         f"{gib(r.total_bytes):>10} {'yes' if r.fits else 'no':>4} {step:>8} {mfu:>6}"
       )

@@ -167,7 +167,12 @@ def model_costs(config: ml_collections.ConfigDict) -> Costs | None:
 
 
 def collective_bytes(
-  costs: Costs, sizes: dict[str, int], param_bytes: int, act_bytes: int, remat: str
+  costs: Costs,
+  sizes: dict[str, int],
+  param_bytes: int,
+  act_bytes: int,
+  remat: str,
+  context_parallel: str = "xla",
 ) -> dict[str, float]:
   """Bytes each device sends per step, per mesh axis, for the trainer's layout.
 
@@ -175,6 +180,10 @@ def collective_bytes(
   reduce-scattered; data: the gradient shards all-reduced; tensor: each residual branch's
   activations all-reduced once forward, once backward, again when fully rematerialised.
   A ring moves (n - 1) / n of the data per device (twice for an all-reduce).
+  context (self-attention over a sequence split c ways, per layer and pass): "xla" and
+  "ring" move every other device's keys and values to each device and their gradients
+  back, 2 (c - 1) x its own [tokens, width / tensor] block; "all_to_all" moves
+  (c - 1) / c of q, k, v and the output, 4 blocks.
   """
   f, t, dp = sizes.get("fsdp", 1), sizes.get("tensor", 1), sizes.get("data", 1)
   ctx = sizes.get("context", 1)
@@ -185,4 +194,7 @@ def collective_bytes(
   out["tensor"] = (
     costs.layers * costs.sublayers * passes * 2.0 * (t - 1) / t * tokens * costs.width * act_bytes
   )
+  if ctx > 1:
+    blocks = 4.0 * (ctx - 1) / ctx if context_parallel == "all_to_all" else 2.0 * (ctx - 1)
+    out["context"] = costs.layers * passes * blocks * tokens * costs.width / t * act_bytes
   return out

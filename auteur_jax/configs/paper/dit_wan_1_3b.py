@@ -57,6 +57,7 @@ def wan_model(width_heads: int, ffn_dim: int, num_layers: int) -> ml_collections
       # 16,464 tokens: full scores would be 1 GiB per head and clip in each layer.
       attention="blockwise",
       attention_block=512,
+      context_parallel="xla",  # Across a `context` mesh axis: xla | ring | all_to_all.
     )
   )
 

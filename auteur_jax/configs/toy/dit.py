@@ -68,6 +68,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       remat="names",
       attention="full",
       attention_block=512,
+      context_parallel="xla",  # Across a `context` mesh axis: xla | ring | all_to_all.
       visual_condition=arg if keyframe else "embedding",
     )
   )  # 48 tokens: one score matrix is cheapest.

@@ -69,6 +69,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       remat="none",
       attention="full",  # 64 tokens: one score matrix is cheapest.
       attention_block=512,
+      context_parallel="xla",  # Across a `context` mesh axis: xla | ring | all_to_all.
       visual_condition="keyframe",  # The references go in the keyframe input channels.
     )
   )
