@@ -4,7 +4,7 @@ auteur data toy              write the toy-kitchen raw data set (videos + annota
 auteur data import-youcook2  YouCook2 annotations (+ clip captions) -> stories JSONL
 auteur data import-howto     HowTo100M ASR / HowToCaption + clip captions -> stories JSONL
 auteur data tokenizer        train a small BPE tokenizer on a stories file
-auteur data build            stories + videos -> TFRecord shards (config: data.*)
+auteur data build            stories + videos -> TFRecord shards (data.*; --runner: pool, Beam)
 auteur data batches          iterate the grain pipeline of a config, print shapes + rate
 auteur data verify           check every record's CRCs; a data set's shards against dataset.json
 auteur data inspect          counts and a sample story of a built data set
@@ -100,13 +100,25 @@ def cmd_build(args) -> None:
   from auteur_jax.data.pipeline import data_config
 
   d = data_config(args.config.data)
-  summary = build(
-    args.stories,
-    d.dir,
-    FrameSpec(d.fps, d.size, d.jpeg_quality),
-    num_shards=d.num_shards,
-    workers=d.build_workers,
-  )
+  spec = FrameSpec(d.fps, d.size, d.jpeg_quality)
+  if args.runner == "pool":
+    if args.pipeline_option:
+      sys.exit("auteur: --pipeline-option needs a Beam --runner (direct, dataflow, flink, spark)")
+    summary = build(args.stories, d.dir, spec, num_shards=d.num_shards, workers=d.build_workers)
+  else:
+    from auteur_jax.data import beam_build
+
+    try:
+      summary = beam_build.build(
+        args.stories,
+        d.dir,
+        spec,
+        num_shards=d.num_shards,
+        runner=args.runner,
+        pipeline_options=args.pipeline_option,
+      )
+    except beam_build.RunnerError as e:
+      sys.exit(f"auteur: {e}")
   for split, s in summary["splits"].items():
     print(
       f"{d.dir}/{split}: {s['stories']} stories, {s['clips']} clips, "
@@ -515,6 +527,21 @@ def parser() -> argparse.ArgumentParser:
   p = data.add_parser("build", help="stories + videos -> TFRecord shards in config.data.dir")
   p.add_argument("--config", required=True, help="e.g. toy/data")
   p.add_argument("--stories", required=True)
+  p.add_argument(
+    "--runner",
+    choices=["pool", "direct", "prism", "dataflow", "flink", "spark"],
+    default="pool",
+    help="pool: a process pool on this machine; the others run the Apache Beam pipeline "
+    "(data/beam_build.py, the beam extra): direct locally, dataflow / flink / spark with "
+    "their --pipeline-option; prism cannot run offline",
+  )
+  p.add_argument(
+    "--pipeline-option",
+    action="append",
+    default=[],
+    metavar="K=V",
+    help="a Beam pipeline option (repeatable), e.g. direct_num_workers=2, project=P",
+  )
   p.set_defaults(fn=cmd_build)
 
   p = data.add_parser("batches", help="iterate a config's grain pipeline")
