@@ -11,6 +11,13 @@ tokens^2 under "full" and with tokens x block under "blockwise". Times are media
 a warm-up, alternating the two. The last line is the memory ratio; the target is
 blockwise at most 0.3x full's scratch at 4,096 tokens (the paper configs' 16,464
 tokens make the gap far larger: `auteur plan`, README).
+
+  python benchmarks/dit_attention.py --strategies [--tokens 4096]
+
+compiles the same step on 8 CPU devices (mesh context 4 x fsdp 2, the sequence split 4
+ways) once per self-attention strategy (config.model.attention x context_parallel:
+models/context_parallel.py) and prints each one's XLA scratch bytes per device next to
+`full` on one device (compile only; nothing runs).
 """
 
 from __future__ import annotations
@@ -21,9 +28,14 @@ import functools
 import math
 import os
 import statistics
+import sys
 import time
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+if "--strategies" in sys.argv:  # 8 CPU devices, fixed before jax loads.
+  os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+  )
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -31,6 +43,8 @@ import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from auteur_jax.models.dit import DiTConfig, VideoDiT  # noqa: E402
+from auteur_jax.parallel import rules  # noqa: E402
+from auteur_jax.parallel.mesh import make_mesh  # noqa: E402
 
 CFG = DiTConfig(
   patch_size=(1, 2, 2),
@@ -78,12 +92,46 @@ def make_step(cfg: DiTConfig, tokens: int):
   return step, (params, tx.init(params), *batch)
 
 
+STRATEGIES = (
+  ("full", "xla"),
+  ("blockwise", "xla"),
+  ("full", "ring"),
+  ("full", "all_to_all"),
+  ("blockwise", "all_to_all"),
+)
+
+
+def strategies(tokens: int, block: int) -> None:
+  """Scratch bytes per device of each strategy on 8 CPU devices vs full on one."""
+  step, state = make_step(CFG, tokens)
+  base = step.lower(*state).compile().memory_analysis().temp_size_in_bytes
+  mesh = make_mesh({"data": 1, "fsdp": 2, "tensor": 1, "context": 4})
+  print(
+    f"DiT train step, {CFG.num_layers} blocks of width {CFG.width}, {tokens} video tokens, "
+    f"batch 1; 8 CPU devices (context 4 x fsdp 2); full on one device: "
+    f"{base / 2**20:.1f} MiB scratch"
+  )
+  for attention, cp in STRATEGIES:
+    cfg = dataclasses.replace(CFG, attention=attention, attention_block=block, context_parallel=cp)
+    step, state = make_step(cfg, tokens)
+    with rules.use_mesh(mesh):
+      temp = step.lower(*state).compile().memory_analysis().temp_size_in_bytes
+    print(
+      f"  {attention + '/' + cp:<22} scratch {temp / 2**20:8.1f} MiB per device = "
+      f"{temp / base:.3f} of full on one device"
+    )
+
+
 def main() -> None:
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--tokens", type=int, default=4096)
   ap.add_argument("--block", type=int, default=512)
   ap.add_argument("--repeats", type=int, default=5)
+  ap.add_argument("--strategies", action="store_true", help="scratch per strategy, 8 devices")
   args = ap.parse_args()
+  if args.strategies:
+    strategies(args.tokens, args.block)
+    return
   variants = {
     "full": CFG,
     "blockwise": dataclasses.replace(CFG, attention="blockwise", attention_block=args.block),
