@@ -7,7 +7,7 @@ auteur data tokenizer        train a small BPE tokenizer on a stories file
 auteur data build            stories + videos -> TFRecord shards (data.*; --runner: pool, Beam)
 auteur data batches          iterate the grain pipeline of a config, print shapes + rate
 auteur data verify           check every record's CRCs; a data set's shards against dataset.json
-auteur data inspect          counts and a sample story of a built data set
+auteur data inspect          a built data set's counts and a sample story; any TFRecord's features
 auteur encode                add VAE latents / visual embeddings to clip TFRecords
 auteur sample                render the stories of a prompts JSONL (resumable batch job)
 auteur demo                  the toy kitchen end to end: data, 4 trainings, 2 stories, metrics
@@ -170,9 +170,33 @@ def cmd_verify(args) -> None:
     sys.exit(1)
 
 
+def _inspect_file(path: str, limit: int) -> None:
+  """One TFRecord file of tf.train.Examples: its record count and each feature's kind,
+  value count and bytes (per record: the first `limit`; then the union over all)."""
+  from auteur_jax.data import examples, tfrecord
+
+  seen: dict[str, set] = {}
+  n = 0
+  for n, record in enumerate(tfrecord.iter_records(path), 1):
+    feats = examples.describe(record, f"{path}: record {n}")
+    for name, desc in feats.items():
+      seen.setdefault(name, set()).add(desc[0])
+    if n <= limit:
+      print(f"record {n}: {len(record)} bytes")
+      for name, (kind, count, size) in feats.items():
+        print(f"  {name:<24} {kind:<6} {count:>6} values {size:>10} bytes")
+  print(
+    f"{path}: {n} records; features "
+    + ", ".join(f"{k} ({'/'.join(sorted(v))})" for k, v in sorted(seen.items()))
+  )
+
+
 def cmd_inspect(args) -> None:
   from auteur_jax.data import examples, pipeline, tfrecord
 
+  if os.path.isfile(args.dir):  # One shard, ours or anyone's.
+    _inspect_file(args.dir, args.records)
+    return
   meta_path = os.path.join(args.dir, "dataset.json")
   if not os.path.isfile(meta_path):
     sys.exit(f"{meta_path}: not found; is {args.dir} a folder written by `auteur data build`?")
@@ -553,9 +577,12 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument("paths", nargs="+", help="files, folders or globs")
   p.set_defaults(fn=cmd_verify)
 
-  p = data.add_parser("inspect", help="counts and a sample story of a built data set")
-  p.add_argument("dir")
+  p = data.add_parser(
+    "inspect", help="a built data set's counts and a sample story, or any TFRecord file's features"
+  )
+  p.add_argument("dir", help="a folder written by `auteur data build`, or one .tfrecord file")
   p.add_argument("--split")
+  p.add_argument("--records", type=int, default=2, help="records listed in full (one file)")
   p.set_defaults(fn=cmd_inspect)
 
   p = top.add_parser("train", help="train a model (resumes from --workdir's checkpoints)")

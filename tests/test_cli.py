@@ -225,3 +225,29 @@ def test_toy_command_feeds_the_importer(tmp_path, capsys):
     ]
   )
   assert "3/3 videos -> stories" in capsys.readouterr().out
+
+
+def test_inspect_any_tfrecord_file(tmp_path, capsys):
+  """`auteur data inspect FILE`: feature names, kinds, value counts and bytes of any
+  tf.train.Example TFRecord (here one that is not ours), and one line for a file that is
+  not Examples."""
+  from tensorflow_datasets.proto import tf_example_pb2
+
+  path = str(tmp_path / "other.tfrecord")
+  with tfrecord.TFRecordWriter(path) as w:
+    for i in range(3):
+      ex = tf_example_pb2.Example()
+      ex.features.feature["label"].int64_list.value.append(i)
+      ex.features.feature["image"].bytes_list.value.append(b"x" * (10 + i))
+      ex.features.feature["score"].float_list.value.extend([0.5, 1.5])
+      w.write(ex.SerializeToString())
+  cli.main(["data", "inspect", path, "--records", "1"])
+  text = capsys.readouterr().out
+  assert "record 1:" in text and "record 2:" not in text
+  assert "image" in text and "bytes" in text and "10 bytes" in text
+  assert f"{path}: 3 records; features image (bytes), label (int64), score (float)" in text
+  bad = str(tmp_path / "bad.tfrecord")
+  with tfrecord.TFRecordWriter(bad) as w:
+    w.write(b"\xff\xff not a proto")
+  with pytest.raises(SystemExit, match="not a tf.train.Example"):
+    cli.main(["data", "inspect", bad])

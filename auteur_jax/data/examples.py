@@ -166,6 +166,29 @@ def _parse(data: bytes, where: str):
   return feats, version
 
 
+def describe(data: bytes, where: str = "<record>") -> dict[str, tuple[str, int, int]]:
+  """Any tf.train.Example (ours or not): feature name -> (kind "bytes" | "float" |
+  "int64", number of values, bytes of payload: the bytes values' lengths, else 4 / 8
+  per value)."""
+  try:
+    ex = tf_example_pb2.Example.FromString(data)
+  except message.DecodeError as e:
+    raise ExampleError(f"{where}: not a tf.train.Example ({e})") from None
+  out = {}
+  for name, f in sorted(ex.features.feature.items()):
+    kind = f.WhichOneof("kind") or "empty"
+    if kind == "bytes_list":
+      vals = list(f.bytes_list.value)
+      out[name] = ("bytes", len(vals), sum(len(v) for v in vals))
+    elif kind == "float_list":
+      out[name] = ("float", len(f.float_list.value), 4 * len(f.float_list.value))
+    elif kind == "int64_list":
+      out[name] = ("int64", len(f.int64_list.value), 8 * len(f.int64_list.value))
+    else:
+      out[name] = ("empty", 0, 0)
+  return out
+
+
 def _values(feats, key: str, kind: str, where: str) -> list:
   if key not in feats:
     raise ExampleError(f"{where}: missing feature {key!r}")
