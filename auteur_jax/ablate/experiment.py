@@ -101,9 +101,9 @@ def ablate(
         train_seconds += sum(r.get("seconds", 0.0) for r in rec["runs"].values())
     summary = report.summarize(table, per_seed, _budget_note(table, budget))
     report.write_table(out, summary, train_seconds)
+    write_report(out)  # After every table: a stopped run keeps the report of those done.
     done[table.id] = summary
     say(f"ablate: table {table.id} written ({time.perf_counter() - t0:.0f} s)", flush=True)
-  write_report(out)
   return done
 
 
