@@ -118,7 +118,7 @@ def encode_clip(
   for name, arr in arrays.items():
     _put_array(feats, name, arr)
   _set(feats, "schema_version", "int64_list", [SCHEMA_VERSION])
-  return ex.SerializeToString()
+  return ex.SerializeToString(deterministic=True)  # Features in key order, in any process.
 
 
 def encode_story(story: Story, visual_embeddings: np.ndarray | None = None) -> bytes:
@@ -144,7 +144,7 @@ def encode_story(story: Story, visual_embeddings: np.ndarray | None = None) -> b
   if visual_embeddings is not None:
     _put_array(feats, _STORY_ARRAY, visual_embeddings)
   _set(feats, "schema_version", "int64_list", [SCHEMA_VERSION])
-  return ex.SerializeToString()
+  return ex.SerializeToString(deterministic=True)  # Features in key order, in any process.
 
 
 # ---------------------------------------------------------------------------- reading

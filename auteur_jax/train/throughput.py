@@ -6,7 +6,7 @@ are goodput's). FLOPs per step are train/costs.py's model FLOPs of the config (t
 count `auteur plan` reports: every matmul and attention einsum, x 3 for forward +
 backward; rematerialised work is not counted, as MaxText's MFU does not). The peak per
 device is the chip table's dense bf16 figure (parallel/chips.py) on TPU / GPU; on CPU it
-is measured at start: a 1024^3 float32 matmul (the median of 5 after a warm-up, as
+is measured at start: a 2048^3 float32 matmul (the median of 3 after a warm-up, as
 benchmarks/ time it) divided among the process's CPU devices, which share the cores. A
 task without a FLOP formula logs no TFLOP/s or MFU.
 
@@ -29,7 +29,7 @@ from auteur_jax.parallel import chips
 from auteur_jax.train.costs import model_costs
 
 
-def measured_cpu_peak(n: int = 1024, repeats: int = 5) -> float:
+def measured_cpu_peak(n: int = 2048, repeats: int = 3) -> float:
   """FLOP/s of an n^3 float32 matmul on the first CPU device (median of `repeats`)."""
   cpu = jax.devices("cpu")[0]
   a = jax.device_put(jnp.ones((n, n), jnp.float32), cpu)
