@@ -250,6 +250,10 @@ TABLES = {
       ),
     ),
     VIDEO,
+    note="The keyframe variant's keyframes are drawn from the true texts by the shipped "
+    "toy keyframe renderer (rolling context), as the language director draws them, so its "
+    "clips carry the renderer's errors (Table 4 scores those keyframes); the embedding "
+    "variants read z regressed by the shipped director.",
   ),
   "4": Table(
     "4",
