@@ -23,6 +23,7 @@ def test_mfu_is_the_config_flops_over_the_peak(monkeypatch):
   s = t.scalars(0.5)
   assert s["tflops_per_device"] == pytest.approx(flops / 0.5 / 2 / 1e12)
   assert s["mfu"] == pytest.approx(flops / 0.5 / 2 / t.peak)
+  assert s["peak_tflops_per_device"] == pytest.approx(t.peak / 1e12)
 
 
 def test_no_flop_count_logs_nothing():

@@ -75,8 +75,8 @@ class Throughput:
       return {}
     per_device = self.step_flops / step_time / self.devices
     out = {"tflops_per_device": per_device / 1e12}
-    if self.peak > 0:
-      out["mfu"] = per_device / self.peak
+    if self.peak > 0:  # The peak too: on CPU it is measured, and varies by run (~10 %).
+      out.update(mfu=per_device / self.peak, peak_tflops_per_device=self.peak / 1e12)
     return out
 
 
