@@ -13,6 +13,9 @@ from auteur_jax.data import examples, tfrecord, video_io
 from auteur_jax.data.schema import Clip
 from auteur_jax.data.tokenizer import train_bpe
 
+# toy/dit evaluates during training on a val split; these clips are train only.
+NO_EVAL = ["--config.eval.every=0", "--config.eval.video_every=0"]
+
 
 def _clips(tmp_path, latent_shape, k, d, static=False) -> tuple[str, str]:
   """16 clips with random latents (static: every latent frame a noisy copy of the last,
@@ -58,6 +61,7 @@ def test_dit_task_mesh_equivalence(tmp_path):
       "--config.train.warmup_steps=1",
       "--config.train.async_checkpoints=false",
       "--config.train.visual_reg.std_samples=16",
+      *NO_EVAL,
     ],
   )
   _compare(config, tmp_path)
@@ -79,6 +83,7 @@ def _keyframe_config(tmp_path, *overrides):
       "--config.train.log_every=1",
       "--config.train.warmup_steps=1",
       "--config.train.async_checkpoints=false",
+      *NO_EVAL,
       *overrides,
     ],
   )

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from tensorboardX.proto.event_pb2 import Event
 from test_train_dit import _clips as _latent_clips
-from test_train_tasks import CLIP_TINY, CONFIGS, VAE_TINY, _clips, _stories
+from test_train_tasks import CLIP_TINY, CONFIGS, VAE_TINY, _clips, _compare, _stories
 from test_trainer import _config, _task  # noqa: F401  (the fixture registers the task)
 
 from auteur_jax.config import load_config
@@ -138,3 +138,39 @@ def test_each_task_writes_its_eval(tmp_path):
   )
   gifs = sorted(os.listdir(os.path.join(w, "eval", "2")))
   assert gifs == ["sampled_0.gif", "sampled_1.gif", "true_0.gif", "true_1.gif"]
+
+
+@pytest.mark.integration
+def test_toy_dit_eval_leaves_training_alone_and_matches_8_devices(tmp_path):
+  """toy/dit with its evaluation (every step here) against the same run without: the
+  same losses; and the eval rows of 1 and 8 devices agree (_compare's meshes)."""
+  dd = load_config(os.path.join(CONFIGS, "dit.py"))
+  d, tok = _latent_clips(tmp_path / "t", (2, 4, 4, dd.model.in_channels), 4, dd.model.visual_dim)
+  common = [
+    f"--config.data.dir={d}",
+    f"--config.data.tokenizer={tok}",
+    "--config.data.batch_size=4",
+    "--config.data.num_workers=0",
+    "--config.data.num_frames=1",
+    "--config.data.max_text_len=8",
+    "--config.text.vocab_size=320",
+    "--config.model.num_layers=2",
+    "--config.train.steps=3",
+    "--config.train.log_every=1",
+    "--config.train.warmup_steps=1",
+    "--config.train.async_checkpoints=false",
+    "--config.train.visual_reg.std_samples=16",
+    "--config.eval.split=train",
+    "--config.eval.batches=2",
+    "--config.eval.video_every=0",
+  ]
+  on = load_config(os.path.join(CONFIGS, "dit.py"), [*common, "--config.eval.every=1"])
+  off = load_config(os.path.join(CONFIGS, "dit.py"), [*common, "--config.eval.every=0"])
+  _compare(on, tmp_path / "on")  # 1 vs 8 devices: the training rows.
+  trainer.train(off, str(tmp_path / "off"), progress=False, mesh=_one())
+  losses = lambda w: [r["loss"] for r in read_metrics(w) if "loss" in r]  # noqa: E731
+  assert losses(str(tmp_path / "on" / "one")) == losses(str(tmp_path / "off"))
+  one, eight = (_eval_rows(str(tmp_path / "on" / n)) for n in ("one", "eight"))
+  assert [r["step"] for r in one] == [1, 2, 3]
+  for a, b in zip(one, eight, strict=True):
+    np.testing.assert_allclose(a["eval/flow_loss_t0.5"], b["eval/flow_loss_t0.5"], rtol=1e-5)

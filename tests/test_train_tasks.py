@@ -44,7 +44,7 @@ def _stories(tmp_path, k: int, d: int) -> tuple[str, str]:
 
 def _run(config, workdir, mesh):
   trainer.train(config, workdir, progress=False, mesh=mesh)
-  losses = [r["loss"] for r in read_metrics(workdir)]
+  losses = [r["loss"] for r in read_metrics(workdir) if "loss" in r]  # Not the eval rows.
   s = trainer.setup(config, tasks.get(config.task), mesh)
   ck = Checkpoints(workdir, config.train)
   state = ck.restore(ck.latest_step(), s.abstract, None)

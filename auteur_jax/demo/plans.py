@@ -117,11 +117,12 @@ OVERRIDES: dict[str, dict[str, object]] = {
     "sample.max_action_tokens": 16,
     "sample.max_caption_tokens": 72,
   },
-  "dit": {},
+  # The toy DiT config evaluates during training; the demo scores its own way.
+  "dit": {"eval.every": 0, "eval.video_every": 0},
   "keyframe": {},
   # The keyframe DiT's new input channels start at zero (config.init.widen_inputs) from
   # the chain's DiT (train_chain sets config.init.checkpoint).
-  "dit_keyframe": {},
+  "dit_keyframe": {"eval.every": 0, "eval.video_every": 0},
   # The VAE's image stage (toy/vae on dense stills): one frame per example.
   "vae_stills": {"data.num_frames": 1, "data.batch_size": 16, "train.lr": 1e-3},
 }

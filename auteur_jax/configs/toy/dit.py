@@ -113,10 +113,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # (no pretrained text encoder in the toy world); "embedding" reads the stored
   # text_embedding [L, text_dim] of a frozen umT5 (`auteur encode`).
   c.text = ml_collections.ConfigDict(dict(source="ids", vocab_size=2048))
-  # Evaluation during training (train/evaluate.py), off here: e.g. --config.eval.every=500
-  # --config.eval.video_every=2000 (previews decoded by the shipped toy VAE).
+  # Evaluation during training (train/evaluate.py): validation losses every 500 steps, 4
+  # validation clips sampled every 2,000 (and at the end), decoded by the shipped toy VAE
+  # and read by the toy state reader (toy-kitchen data). Off: --config.eval.every=0
+  # --config.eval.video_every=0 (the demo and `auteur ablate` evaluate on their own).
   shipped_vae = os.path.normpath(os.path.join(here, "../../assets/checkpoints/toy/vae"))
-  c.eval = eval_defaults(vae=shipped_vae)
+  c.eval = eval_defaults(
+    every=500, video_every=2000, videos=4, batches=4, vae=shipped_vae, toy_states=True
+  )
   c.distributed = distributed_defaults()
 
   c.mesh = mesh_config({"data": -1, "fsdp": 1, "tensor": 1})
