@@ -384,6 +384,7 @@ def cmd_convert(args) -> None:
       args.dst,
       dtype=args.dtype,
       max_shard_bytes=int(args.max_shard_gb * 1e9),
+      ema=args.ema,
     )
     print(f"{r['dst']}: {r['tensors']} tensors, {r['bytes']:,} bytes in {len(r['files'])} files")
   elif args.convert_command == "reshard":
@@ -724,6 +725,9 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument("--dst", required=True, help="folder to create")
   p.add_argument("--dtype", help="tensor dtype (default: as stored)")
   p.add_argument("--max-shard-gb", type=float, default=5.0, help="safetensors shard limit")
+  p.add_argument(
+    "--ema", action="store_true", help="a training run's EMA weights (train.ema_decay > 0)"
+  )
   p.set_defaults(fn=cmd_convert)
   p = conv.add_parser("reshard", help="restore onto another mesh and save again")
   p.add_argument("--src", required=True)

@@ -81,3 +81,51 @@ def test_bad_decay_is_refused():
 
   with pytest.raises((ConfigError, ValueError), match="ema_decay"):
     train_config(_config(ema_decay=1.0).train)
+
+
+@pytest.mark.integration
+def test_export_and_eval_read_the_ema_weights(tmp_path):
+  """`auteur convert export --ema` writes a run's EMA weights, not its params; eval.ema
+  evaluates them (a different eval loss from the params' at the same state)."""
+  import os
+
+  from safetensors.numpy import load_file
+  from test_train_tasks import CONFIGS, VAE_TINY, _clips
+
+  from auteur_jax.config import load_config
+  from auteur_jax.convert import exporter
+
+  d, _ = _clips(tmp_path / "v", num_frames=3, size=16)
+  base = [f"--config.data.dir={d}", *VAE_TINY, "--config.train.steps=3"]
+  base += ["--config.train.ema_decay=0.5", "--config.eval.every=3", "--config.eval.split=train"]
+  runs = {}
+  for ema in (False, True):
+    config = load_config(os.path.join(CONFIGS, "vae.py"), [*base, f"--config.eval.ema={ema}"])
+    runs[ema] = str(tmp_path / f"run_{ema}")
+    trainer.train(config, runs[ema], progress=False, mesh=make_mesh({"data": 1}, jax.devices()[:1]))
+  rows = {e: [r for r in read_metrics(w) if "eval/loss" in r][-1] for e, w in runs.items()}
+  losses = {e: [r["loss"] for r in read_metrics(w) if "loss" in r] for e, w in runs.items()}
+  assert losses[True] == losses[False]  # Which weights are evaluated changes no training.
+  assert rows[True]["eval/loss"] != rows[False]["eval/loss"]
+  family = "wan_vae"
+  exporter.export_weights(family, runs[True], str(tmp_path / "params"), progress=False)
+  exporter.export_weights(family, runs[True], str(tmp_path / "ema"), progress=False, ema=True)
+  load = lambda p: {  # noqa: E731
+    k: v
+    for f in sorted(os.listdir(p))
+    if f.endswith(".safetensors")
+    for k, v in load_file(os.path.join(p, f)).items()
+  }
+  a, b = load(str(tmp_path / "params")), load(str(tmp_path / "ema"))
+  assert a.keys() == b.keys() and any(not np.array_equal(a[k], b[k]) for k in a)
+  from auteur_jax.checkpoint.errors import WeightError
+
+  plain = load_config(os.path.join(CONFIGS, "vae.py"), [*base[:-3], "--config.train.steps=1"])
+  trainer.train(
+    plain, str(tmp_path / "plain"), progress=False, mesh=make_mesh({"data": 1}, jax.devices()[:1])
+  )
+  with pytest.raises(WeightError, match="no EMA weights"):
+    exporter.export_weights(
+      family, str(tmp_path / "plain"), str(tmp_path / "x"), progress=False, ema=True
+    )
+  assert not os.path.exists(tmp_path / "x")

@@ -46,17 +46,25 @@ def export_weights(
   max_shard_bytes: int = 5 * 10**9,
   batch_bytes: int = 1 << 30,
   progress: bool = True,
+  ema: bool = False,
 ) -> dict:
-  """Writes the `family` params of checkpoint `src` to the folder `dst` (see module doc).
+  """Writes the `family` params of checkpoint `src` to the folder `dst` (see module doc);
+  with `ema`, a training run's EMA weights (config.train.ema_decay > 0) instead.
 
   Returns a summary: dst, files, tensors, bytes.
   """
   fam = families.get(family)
-  tmp = temporary(dst)
   step_dir = layout.find_step_dir(src)
   cfg, prefix, source_config = records.model_of(fam, layout.read_config_item(step_dir), src)
   state_dir = os.path.join(step_dir, "state")
   meta = orbax_io.tree_metadata(state_dir)
+  if ema:  # The train state keeps the average under "ema", mirroring "model".
+    if prefix[:1] != ("model",) or not any(k[:1] == ("ema",) for k in meta):
+      raise WeightError(
+        f"{src}: no EMA weights to export (a training run with config.train.ema_decay > 0)"
+      )
+    prefix = ("ema", *prefix[1:])
+  tmp = temporary(dst)
   ours, _ = records.abstract_params(fam, cfg)
   pieces = fam.pieces(cfg, {k: v.shape for k, v in ours.items()}, None)
   problems = []

@@ -53,6 +53,7 @@ class EvalConfig:
   vae_config: str = "toy/vae"  # Its config (a packaged name or a path).
   # Toy-kitchen data: score the sampled clips with the toy state reader (task_dit).
   toy_states: bool = False
+  ema: bool = False  # Evaluate the EMA weights (config.train.ema_decay > 0) instead.
 
   def validate(self) -> None:
     for name in ("every", "video_every"):
@@ -118,8 +119,17 @@ class Evaluator:
     if extra is not None:
       extra_graph, self.extra_state = nnx.split(extra)
 
+    if ecfg.ema and not config.train.get("ema_decay", 0.0):
+      raise ConfigError("config.eval.ema: the run keeps no EMA (set config.train.ema_decay > 0)")
+
+    def model_of(state):
+      ts = nnx.merge(graphdef, state)
+      if ecfg.ema:
+        ts.use_ema()
+      return ts.model
+
     def scalars(state, batch, key):
-      model = nnx.merge(graphdef, state).model
+      model = model_of(state)
       loss, parts = task.loss(config, model, batch, key)
       out = {"loss": loss, **{k: v for k, v in parts.items() if k != "num_tokens"}}
       if hasattr(task, "eval_scalars"):
@@ -127,7 +137,7 @@ class Evaluator:
       return out
 
     def media(state, batch, key, extra_state):
-      model = nnx.merge(graphdef, state).model
+      model = model_of(state)
       extra = nnx.merge(extra_graph, extra_state) if extra_graph is not None else None
       return task.eval_media(config, ecfg, model, batch, key, extra)
 

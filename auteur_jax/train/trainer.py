@@ -79,6 +79,13 @@ class TrainState(nnx.Module):
       is_leaf=lambda x: isinstance(x, nnx.Variable),
     )
 
+  def use_ema(self) -> None:
+    """The model's params <- ema (evaluating the average; the state is a traced copy)."""
+    values = jax.tree.map(
+      lambda e: e.get_value(), self.ema, is_leaf=lambda x: isinstance(x, nnx.Variable)
+    )
+    nnx.update(self.model, values)
+
   def reset_ema(self) -> None:
     """ema <- params (a run that starts from another checkpoint's params)."""
     jax.tree.map(
