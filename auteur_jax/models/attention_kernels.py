@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec
 
-from auteur_jax.parallel.rules import logical_to_spec
+from auteur_jax.models.context_parallel import even_split
 
 SPLASH_BLOCK = 128  # Query and key block of the splash kernel (TPU lanes).
 PLATFORMS = {"splash": ("tpu", "cpu"), "cudnn": ("cuda", "gpu")}
@@ -69,18 +69,10 @@ def splash(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
 
 
 def _spec(mesh, shape: tuple[int, ...], axes: list[str]) -> PartitionSpec:
-  """[B, N, H, K] split over the mesh axes `axes` as the rules split batch and heads (an
-  axis that does not divide its dimension is dropped); the sequence must stay whole."""
+  """[B, N, H, K] split over the mesh axes `axes` as the rules split batch and heads
+  (context_parallel.even_split); the sequence must stay whole."""
   sizes = dict(mesh.shape)
-  spec = logical_to_spec(("batch", "length", "heads", "head_dim"))
-
-  def keep(p, dim: int):
-    kept = [a for a in ((p,) if isinstance(p, str) else p or ()) if a in axes]
-    while kept and dim % math.prod(sizes[a] for a in kept):
-      kept.pop()
-    return kept[0] if len(kept) == 1 else (tuple(kept) or None)
-
-  out = [keep(p, d) for p, d in zip(spec, shape)]
+  out = even_split(mesh, shape, axes)
   if (
     out[1] is not None
     and math.prod(sizes[a] for a in ((out[1],) if isinstance(out[1], str) else out[1])) > 1

@@ -41,20 +41,25 @@ F32 = jnp.float32
 Full = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 
 
-def _spec(mesh, shape: tuple[int, ...]) -> PartitionSpec:
-  """[B, N, H, K] of `shape` split as the rules split batch / length / heads, on mesh axes
-  only; batch and heads drop trailing mesh axes that do not divide them (shard_map needs
-  even splits where XLA would pad)."""
-  names, sizes = set(mesh.axis_names), dict(mesh.shape)
+def even_split(mesh, shape: tuple[int, ...], axes) -> list:
+  """Mesh axes (of `axes`) per dimension of a [B, N, H, K] array of `shape`, as the rules
+  split batch / length / heads; each dimension drops trailing mesh axes that do not
+  divide it (shard_map needs even splits where XLA would pad)."""
+  sizes = dict(mesh.shape)
   spec = logical_to_spec(("batch", "length", "heads", "head_dim"))
 
   def keep(p, dim: int):
-    axes = [a for a in ((p,) if isinstance(p, str) else p or ()) if a in names]
-    while axes and dim % math.prod(sizes[a] for a in axes):
-      axes.pop()
-    return axes[0] if len(axes) == 1 else (tuple(axes) or None)
+    kept = [a for a in ((p,) if isinstance(p, str) else p or ()) if a in axes]
+    while kept and dim % math.prod(sizes[a] for a in kept):
+      kept.pop()
+    return kept[0] if len(kept) == 1 else (tuple(kept) or None)
 
-  out = [keep(p, d) for p, d in zip(spec, shape)]
+  return [keep(p, d) for p, d in zip(spec, shape)]
+
+
+def _spec(mesh, shape: tuple[int, ...]) -> PartitionSpec:
+  """even_split over every mesh axis; the sequence must be on `context`."""
+  out = even_split(mesh, shape, set(mesh.axis_names))
   if out[1] != AXIS:  # The rules must put the sequence on `context` for these strategies.
     raise ValueError(f"context parallelism: the rules map `length` to {out[1]!r}, not {AXIS!r}")
   return PartitionSpec(*out)
