@@ -109,6 +109,20 @@ def test_resize_center_crop_centres_wide_frame():
   assert tall.shape == (16, 16, 3)
 
 
+def test_resize_center_crop_to_a_wide_box():
+  """(height, width): a 1280 x 720 frame goes to 72 x 128 whole; a square one is scaled to
+  the box's width and its middle rows kept."""
+  wide = np.zeros((720, 1280, 3), np.uint8)
+  wide[:, :640] = 255  # Left half bright: the resize keeps the whole picture.
+  out = video_io.resize_center_crop(wide, (72, 128))
+  assert out.shape == (72, 128, 3)
+  assert out[:, :62].min() == 255 and out[:, 66:].max() == 0
+  square = np.zeros((100, 100, 3), np.uint8)
+  square[:15] = 255  # The top rows fall outside a 16:9 crop.
+  out = video_io.resize_center_crop(square, (36, 64))
+  assert out.shape == (36, 64, 3) and out.max() < 255
+
+
 def test_write_video_refuses_odd_dims(tmp_path):
   with pytest.raises(ValueError, match=r"\(2, 5, 6, 3\)"):
     video_io.write_video(str(tmp_path / "odd.mp4"), np.zeros((2, 5, 6, 3), np.uint8), 10)

@@ -29,10 +29,11 @@ from auteur_jax.data.schema import Story, read_stories
 
 @dataclasses.dataclass(frozen=True)
 class FrameSpec:
-  """How clips are sampled: frames per second, square side in pixels, JPEG quality."""
+  """How clips are sampled: frames per second, size in pixels (a square side or (height,
+  width)), JPEG quality."""
 
   fps: float = 8.0
-  size: int = 64
+  size: video_io.Size = 64
   jpeg_quality: int = 90
 
 

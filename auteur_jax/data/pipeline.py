@@ -268,9 +268,10 @@ class DataConfig:
   dir: str
   split: str
   kind: str  # "clips" (DiT, VAE, CLIP) | "stories" (director).
-  # Build: frames sampled per second, square side, JPEG quality, shards, processes.
+  # Build: frames sampled per second, size (a square side or (height, width)), JPEG
+  # quality, shards, processes.
   fps: float
-  size: int
+  size: int | tuple[int, int]
   jpeg_quality: int
   num_shards: int
   build_workers: int
@@ -300,8 +301,9 @@ class DataConfig:
   def validate(self) -> None:
     if self.kind not in ("clips", "stories"):
       raise ValueError(f"kind must be 'clips' or 'stories', got {self.kind!r}")
+    if min((self.size,) if isinstance(self.size, int) else self.size) < 1:
+      raise ValueError(f"size must be >= 1 (a side or (height, width)), got {self.size}")
     for name in (
-      "size",
       "num_shards",
       "batch_size",
       "num_frames",

@@ -95,20 +95,25 @@ def sample_times(start: float, end: float, fps: float) -> np.ndarray:
   return start + (np.arange(n, dtype=np.float64) + 0.5) / fps
 
 
-def resize_center_crop(frame: np.ndarray, size: int) -> np.ndarray:
-  """HxWx3 uint8 -> [size, size, 3]: short side resized to `size`, then centre crop.
+Size = int | tuple[int, int]  # A square side, or (height, width), in pixels.
+
+
+def resize_center_crop(frame: np.ndarray, size: Size) -> np.ndarray:
+  """HxWx3 uint8 -> [height, width, 3] of `size` (a side: square): resized to cover that
+  box (for a square, the short side to `size`), then centre crop.
 
   Downscaling uses PIL's antialiased bilinear filter (a triangle filter widened by the
   scale factor, so it averages like an area filter instead of aliasing).
   """
+  th, tw = (size, size) if isinstance(size, int) else size
   h, w = frame.shape[:2]
-  scale = size / min(h, w)
-  new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
+  scale = max(th / h, tw / w)
+  new_w, new_h = max(tw, round(w * scale)), max(th, round(h * scale))
   if (new_h, new_w) != (h, w):
     image = Image.fromarray(frame).resize((new_w, new_h), Image.Resampling.BILINEAR)
     frame = np.asarray(image)
-  top, left = (new_h - size) // 2, (new_w - size) // 2
-  return np.ascontiguousarray(frame[top : top + size, left : left + size])
+  top, left = (new_h - th) // 2, (new_w - tw) // 2
+  return np.ascontiguousarray(frame[top : top + th, left : left + tw])
 
 
 def _decode(
@@ -148,7 +153,7 @@ def _decode(
 
 
 def _read(
-  path: str, times: np.ndarray, size: int | None, what: str, drop_past_end: bool
+  path: str, times: np.ndarray, size: Size | None, what: str, drop_past_end: bool
 ) -> np.ndarray:
   """Frames for sorted `times` [N] (s) -> uint8 [N', H, W, 3].
 
@@ -179,7 +184,7 @@ def _read(
 
 
 def read_frames(
-  path: str, start: float, end: float, fps: float, size: int | None = None
+  path: str, start: float, end: float, fps: float, size: Size | None = None
 ) -> np.ndarray:
   """Frames of [start, end) (s) sampled at `fps` (see `sample_times`).
 
@@ -188,7 +193,7 @@ def read_frames(
   overshoot the last frame by a little).
 
   Returns:
-    uint8 [T, H, W, 3], or [T, size, size, 3] when `size` is given.
+    uint8 [T, H, W, 3], or resized and cropped to `size` when it is given.
   """
   path = os.fspath(path)
   what = f"range [{start:.3f}, {end:.3f}) s at {fps} fps"
@@ -196,7 +201,7 @@ def read_frames(
 
 
 def read_frames_at(
-  path: str, times: Sequence[float] | np.ndarray, size: int | None = None
+  path: str, times: Sequence[float] | np.ndarray, size: Size | None = None
 ) -> np.ndarray:
   """Nearest-previous frames at arbitrary `times` (s), in the given order.
 

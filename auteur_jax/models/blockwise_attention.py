@@ -46,13 +46,25 @@ def _scores(qs: jax.Array, kj: jax.Array, ok: jax.Array) -> jax.Array:
   return jnp.where(ok, s, -jnp.inf)
 
 
-def _forward(q: jax.Array, k: jax.Array, v: jax.Array, block: int) -> tuple[jax.Array, jax.Array]:
-  """(out [B, N, H, K] in q's dtype, log-sum-exp [B, H, N] float32)."""
-  b, n, h, d = q.shape
-  qs = q * d**-0.5
+Carry = tuple[jax.Array, jax.Array, jax.Array]  # Running max, sum [B, H, N]; output sum.
+
+
+def online_init(q: jax.Array, v: jax.Array) -> Carry:
+  """The online softmax's start for queries q [B, N, H, K] and values like v."""
+  b, n, h, _ = q.shape
+  return (
+    jnp.full((b, h, n), -jnp.inf, F32),
+    jnp.zeros((b, h, n), F32),
+    jnp.zeros((b, n, h, v.shape[-1]), F32),
+  )
+
+
+def online_add(carry: Carry, qs: jax.Array, k: jax.Array, v: jax.Array, block: int) -> Carry:
+  """Adds keys / values k, v [B, M, H, K] to the online softmax of the scaled queries qs,
+  `block` keys at a time."""
 
   def step(carry, xs):
-    mx, total, acc = carry  # Running max and sum [B, H, N], output sum [B, N, H, K].
+    mx, total, acc = carry
     kj, vj, ok = xs
     s = _scores(qs, kj, ok)
     new = jnp.maximum(mx, s.max(-1))  # Finite from the first block on (it has a key).
@@ -63,14 +75,54 @@ def _forward(q: jax.Array, k: jax.Array, v: jax.Array, block: int) -> tuple[jax.
     acc = acc * fix.transpose(0, 2, 1)[..., None] + pv
     return (new, total, acc), None
 
-  init = (
-    jnp.full((b, h, n), -jnp.inf, F32),
-    jnp.zeros((b, h, n), F32),
-    jnp.zeros((b, n, h, v.shape[-1]), F32),
-  )
-  (mx, total, acc), _ = jax.lax.scan(step, init, _blocks(k, v, block))
-  out = acc / total.transpose(0, 2, 1)[..., None]
-  return out.astype(q.dtype), mx + jnp.log(total)
+  carry, _ = jax.lax.scan(step, carry, _blocks(k, v, block))
+  return carry
+
+
+def online_finish(carry: Carry, dtype) -> tuple[jax.Array, jax.Array]:
+  """(out [B, N, H, K] in `dtype`, log-sum-exp [B, H, N] float32) of a finished carry."""
+  mx, total, acc = carry
+  return (acc / total.transpose(0, 2, 1)[..., None]).astype(dtype), mx + jnp.log(total)
+
+
+def key_grads(
+  qs: jax.Array,
+  k: jax.Array,
+  v: jax.Array,
+  dout: jax.Array,
+  lse: jax.Array,
+  delta: jax.Array,
+  block: int,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """The backward's part that keys / values k, v [B, M, H, K] hold, given the softmax's
+  final log-sum-exp `lse` and delta = rowsum(dout * out) [B, H, N]: (d qs, dk, dv), all
+  float32; d q is d qs times the scale. Probabilities are recomputed `block` keys at a
+  time."""
+  b, _, h, _ = qs.shape
+  m = k.shape[1]
+
+  def step(dq, xs):
+    kj, vj, ok = xs
+    p = jnp.exp(_scores(qs, kj, ok) - lse[..., None])  # This block's probabilities.
+    dv = jnp.einsum("bhnm,bnhk->bmhk", p.astype(dout.dtype), dout, preferred_element_type=F32)
+    dp = jnp.einsum("bnhk,bmhk->bhnm", dout, vj, preferred_element_type=F32)
+    ds = p * (dp - delta[..., None])
+    dq = dq + jnp.einsum("bhnm,bmhk->bnhk", ds.astype(k.dtype), kj, preferred_element_type=F32)
+    dk = jnp.einsum("bhnm,bnhk->bmhk", ds.astype(qs.dtype), qs, preferred_element_type=F32)
+    return dq, (dk, dv)
+
+  dq, (dk, dv) = jax.lax.scan(step, jnp.zeros(qs.shape, F32), _blocks(k, v, block))
+
+  def unblock(x: jax.Array) -> jax.Array:  # [nb, B, block, H, K] -> [B, M, H, K].
+    return x.transpose(1, 0, 2, 3, 4).reshape(b, -1, h, x.shape[-1])[:, :m]
+
+  return dq, unblock(dk), unblock(dv)
+
+
+def _forward(q: jax.Array, k: jax.Array, v: jax.Array, block: int) -> tuple[jax.Array, jax.Array]:
+  """(out [B, N, H, K] in q's dtype, log-sum-exp [B, H, N] float32)."""
+  qs = q * q.shape[-1] ** -0.5
+  return online_finish(online_add(online_init(q, v), qs, k, v, block), q.dtype)
 
 
 def attend(q: jax.Array, k: jax.Array, v: jax.Array, block: int = 512) -> jax.Array:
@@ -102,33 +154,10 @@ def _attend_fwd(q, k, v, block):
 
 def _attend_bwd(block, res, dout):
   q, k, v, out, lse = res
-  b, n, h, d = q.shape
-  m = k.shape[1]
-  scale = d**-0.5
-  qs = q * scale
+  scale = q.shape[-1] ** -0.5
   delta = jnp.einsum("bnhk,bnhk->bhn", dout.astype(F32), out.astype(F32))  # rowsum(dP * P).
-
-  def step(dq, xs):
-    kj, vj, ok = xs
-    p = jnp.exp(_scores(qs, kj, ok) - lse[..., None])  # This block's probabilities.
-    dv = jnp.einsum("bhnm,bnhk->bmhk", p.astype(dout.dtype), dout, preferred_element_type=F32)
-    dp = jnp.einsum("bnhk,bmhk->bhnm", dout, vj, preferred_element_type=F32)
-    ds = p * (dp - delta[..., None])
-    dq = dq + jnp.einsum("bhnm,bmhk->bnhk", ds.astype(k.dtype), kj, preferred_element_type=F32)
-    dk = jnp.einsum("bhnm,bnhk->bmhk", ds.astype(q.dtype), qs, preferred_element_type=F32)
-    return dq, (dk, dv)
-
-  dq, (dk, dv) = jax.lax.scan(step, jnp.zeros(q.shape, F32), _blocks(k, v, block))
-  unblock = (
-    lambda x, like: (
-      x.transpose(1, 0, 2, 3, 4)
-      .reshape(  # noqa: E731
-        b, -1, h, like.shape[-1]
-      )[:, :m]
-      .astype(like.dtype)
-    )
-  )
-  return (dq * scale).astype(q.dtype), unblock(dk, k), unblock(dv, v)
+  dq, dk, dv = key_grads(q * scale, k, v, dout, lse, delta, block)
+  return (dq * scale).astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype)
 
 
 _attend.defvjp(_attend_fwd, _attend_bwd)

@@ -77,7 +77,9 @@ class DiTConfig:
     bfloat16).
   context_parallel: with the sequence split on a `context` mesh axis, how self-attention
     crosses it: "xla" (XLA's partitioner), "ring" or "all_to_all"
-    (models/context_parallel.py; the same result).
+    (models/context_parallel.py; the same result). Ring runs its own online softmax per
+    hop (`attention_block` keys at a time with "blockwise", the whole hop with "full"), so
+    it takes no fused kernel.
   visual_condition: a VISUAL_CONDITIONS name. "embedding": visual tokens only (visual_dim
     > 0), or text only (visual_dim 0). "keyframe": the keyframe condition [B, T, H, W,
     4 + out_channels] is concatenated to the noisy latents, so in_channels must be
@@ -150,6 +152,11 @@ class DiTConfig:
       raise ValueError(
         f"config.model.context_parallel: expected one of {context_parallel.STRATEGIES}, "
         f"got {self.context_parallel!r}"
+      )
+    if self.context_parallel == "ring" and self.attention not in ("full", "blockwise"):
+      raise ValueError(
+        "config.model.context_parallel 'ring' runs its own online softmax per hop: "
+        f"config.model.attention must be 'full' or 'blockwise', got {self.attention!r}"
       )
     if self.attention_block < 1:
       raise ValueError(
@@ -435,7 +442,8 @@ def _block(
     "cudnn": attention_kernels.cudnn,
   }
   full = kernels[cfg.attention]
-  o = context_parallel.attend(q, k, v, cfg.context_parallel, full)
+  block = cfg.attention_block if cfg.attention == "blockwise" else None
+  o = context_parallel.attend(q, k, v, cfg.context_parallel, full, block)
   o = checkpoint_name(o, "sa_o")
   o = checkpoint_name(_out(o, p["sa_out"], p["sa_out_bias"]), "sa_proj")
   x = (x + o * gate).astype(dt)

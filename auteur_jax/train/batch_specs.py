@@ -16,6 +16,20 @@ from auteur_jax.config import ConfigError
 from auteur_jax.models.dit import DiTConfig
 
 VAE_TEMPORAL, VAE_SPATIAL = 4, 8  # Wan 2.1 VAE: latents [1 + (T - 1) / 4, H / 8, W / 8, C].
+
+
+def frame_hw(data: ml_collections.ConfigDict) -> tuple[int, int]:
+  """(height, width) in pixels of `config.data.size`: a side (square frames) or a
+  (height, width) pair, e.g. Wan's (720, 1280)."""
+  size = data.size
+  if isinstance(size, int):
+    return size, size
+  hw = tuple(size)
+  if len(hw) != 2 or not all(isinstance(v, int) and v > 0 for v in hw):
+    raise ConfigError(f"config.data.size: expected a side or (height, width), got {size!r}")
+  return hw[0], hw[1]
+
+
 STORED_DTYPE = jnp.bfloat16  # `config.encode.dtype` of the paper's encode configs.
 
 
@@ -53,23 +67,24 @@ def clip_batch(config: ml_collections.ConfigDict) -> dict[str, jax.ShapeDtypeStr
   stored arrays of config.data.arrays."""
   d = config.data
   _need(d, "batch_size", "num_frames", "size")
-  b, t, hw = d.batch_size, d.num_frames, d.size
-  out = dict(frames=_sd((b, t, hw, hw, 3), jnp.uint8), frame_mask=_sd((b, t), bool))
+  b, t = d.batch_size, d.num_frames
+  h, w = frame_hw(d)
+  out = dict(frames=_sd((b, t, h, w, 3), jnp.uint8), frame_mask=_sd((b, t), bool))
   if d.get("tokenizer"):
     out["caption_ids"] = _sd((b, d.max_text_len), jnp.int32)
     out["caption_mask"] = _sd((b, d.max_text_len), bool)
   m = config.model
   for name in tuple(d.get("arrays") or ()):
     if name == "latents":
-      if (t - 1) % VAE_TEMPORAL or hw % VAE_SPATIAL:
+      if (t - 1) % VAE_TEMPORAL or h % VAE_SPATIAL or w % VAE_SPATIAL:
         raise ConfigError(
-          f"config.data: num_frames {t} / size {hw} do not give whole VAE "
+          f"config.data: num_frames {t} / size {h} x {w} do not give whole VAE "
           f"latents (1 + {VAE_TEMPORAL}k frames, a multiple of {VAE_SPATIAL})"
         )
       # The VAE's latents: a keyframe DiT's other input channels are built from them.
       c = m.in_channels - DiTConfig.from_dict(m).condition_channels
       out[name] = _sd(
-        (b, 1 + (t - 1) // VAE_TEMPORAL, hw // VAE_SPATIAL, hw // VAE_SPATIAL, c), STORED_DTYPE
+        (b, 1 + (t - 1) // VAE_TEMPORAL, h // VAE_SPATIAL, w // VAE_SPATIAL, c), STORED_DTYPE
       )
     elif name == "visual_embedding":
       if len(tuple(d.get("embedding_shape") or ())) != 2:

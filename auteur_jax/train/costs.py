@@ -16,7 +16,7 @@ import math
 import ml_collections
 
 from auteur_jax.models.director import DirectorConfig, step_layout
-from auteur_jax.train.batch_specs import VAE_SPATIAL, VAE_TEMPORAL
+from auteur_jax.train.batch_specs import VAE_SPATIAL, VAE_TEMPORAL, frame_hw
 
 # policy -> (dense matmul fraction, attention einsum fraction) of the layers' forward
 # that the backward recomputes. "dots_no_batch" keeps weight matmuls (no batch dims) but
@@ -141,7 +141,8 @@ def dit_costs(config: ml_collections.ConfigDict) -> Costs:
   b = data.batch_size
   if "latents" not in batch:
     t_lat = 1 + (data.num_frames - 1) // VAE_TEMPORAL
-    grid = (t_lat, data.size // VAE_SPATIAL, data.size // VAE_SPATIAL)
+    h, w = frame_hw(data)
+    grid = (t_lat, h // VAE_SPATIAL, w // VAE_SPATIAL)
   else:
     grid = batch["latents"].shape[1:4]
   n = math.prod(g // p for g, p in zip(grid, cfg.patch_size))
