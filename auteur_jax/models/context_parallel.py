@@ -158,7 +158,7 @@ def attend(
         f"context_parallel all_to_all: {q.shape[2]} heads must divide by context x tensor "
         f"= {c} x {t}"
       )
-    local = functools.partial(_all_to_all, full=full)
+    local: Full = functools.partial(_all_to_all, full=full)
   else:
     n = q.shape[1] // c
     step = min(block or n, n)
