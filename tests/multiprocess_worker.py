@@ -1,12 +1,14 @@
 """One simulated host of a multi-process training run (started by test_multihost.py).
 
   python tests/multiprocess_worker.py --process-id I --num-processes N --port P \
-      --workdir W --data DIR --steps S [--devices 4] [--eval-every N]
+      --workdir W --data DIR --steps S [--devices 4]
+      [--config PATH --set KEY=VALUE ...]
 
 Each process sees `--devices` CPU devices, joins jax.distributed on 127.0.0.1, and
 trains a small regression task whose batches come from the TFRecord shards in DIR
 (clip records with a `latents` array x; target sum(sin(x))), reading only its own files.
-It writes the files it read to W/files-<I>.json.
+It writes the files it read to W/files-<I>.json. With `--config` it trains that config
+instead (with the `--set` overrides, e.g. `config.eval.every=1`), on DIR.
 """
 
 import argparse
@@ -20,9 +22,10 @@ def main() -> None:
   for name in ("--process-id", "--num-processes", "--port", "--steps", "--devices"):
     ap.add_argument(name, type=int, default=4 if name == "--devices" else None)
   ap.add_argument("--checkpoint-every", type=int, default=2)
-  ap.add_argument("--eval-every", type=int, default=0)
   ap.add_argument("--workdir")
   ap.add_argument("--data")
+  ap.add_argument("--config")
+  ap.add_argument("--set", action="append", default=[])
   args = ap.parse_args()
   os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.devices}"
   os.environ["JAX_PLATFORMS"] = "cpu"
@@ -35,11 +38,11 @@ def main() -> None:
   import ml_collections
   from flax import nnx
 
+  from auteur_jax.config import load_config
   from auteur_jax.data import pipeline
   from auteur_jax.models import registry
   from auteur_jax.parallel import distributed
   from auteur_jax.train import optim, tasks, trainer
-  from auteur_jax.train.evaluate import eval_defaults
 
   def build(config, rngs):
     init = nnx.initializers.normal(0.3)
@@ -70,21 +73,27 @@ def main() -> None:
         process_count=process_count,
       )
 
-  registry.register("regression", build)
-  tasks.register("regression", Task())
-  c = ml_collections.ConfigDict()
-  c.task = "regression"
-  c.data = ml_collections.ConfigDict(dict(dir=args.data, batch_size=8))
-  c.train = optim.train_defaults()
-  c.train.update(
-    steps=args.steps, lr=0.05, warmup_steps=1, log_every=1, checkpoint_every=args.checkpoint_every
-  )
-  c.mesh = ml_collections.ConfigDict(
-    dict(shape={"data": 2, "fsdp": -1}, batch_axes=("data", "fsdp"), rules=())
-  )
-  c.distributed = distributed.distributed_defaults()
-  if args.eval_every:  # Its first 2 batches again (the task reads one stream).
-    c.eval = eval_defaults(every=args.eval_every, batches=2, split="train")
+  if args.config:
+    c = load_config(args.config, [f"--config.data.dir={args.data}", *args.set])
+    c.train.update(steps=args.steps, checkpoint_every=args.checkpoint_every)
+  else:
+    registry.register("regression", build)
+    tasks.register("regression", Task())
+    c = ml_collections.ConfigDict()
+    c.task = "regression"
+    c.data = ml_collections.ConfigDict(dict(dir=args.data, batch_size=8))
+    c.train = optim.train_defaults()
+    c.train.update(
+      steps=args.steps,
+      lr=0.05,
+      warmup_steps=1,
+      log_every=1,
+      checkpoint_every=args.checkpoint_every,
+    )
+    c.mesh = ml_collections.ConfigDict(
+      dict(shape={"data": 2, "fsdp": -1}, batch_axes=("data", "fsdp"), rules=())
+    )
+    c.distributed = distributed.distributed_defaults()
   if args.num_processes > 1:
     c.distributed.update(
       mode="explicit",

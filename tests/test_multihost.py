@@ -1,4 +1,5 @@
-"""Two local processes x 4 CPU devices train with jax.distributed, checkpoint, restore."""
+"""Two local processes x 4 CPU devices train with jax.distributed, checkpoint, restore and
+evaluate."""
 
 import json
 import os
@@ -9,9 +10,13 @@ import time
 import numpy as np
 import portpicker
 import pytest
+from test_train_dit import _clips as _latent_clips
+from test_train_tasks import CONFIGS
 
+from auteur_jax.config import load_config
 from auteur_jax.data import examples, tfrecord, video_io
 from auteur_jax.data.schema import Clip
+from auteur_jax.demo.plans import SHIPPED
 
 WORKER = os.path.join(os.path.dirname(__file__), "multiprocess_worker.py")
 
@@ -88,13 +93,43 @@ def test_two_processes_train_checkpoint_restore(tmp_path, data_dir):
 
 
 @pytest.mark.integration
-def test_two_processes_evaluate_together_and_process_0_writes(tmp_path, data_dir):
+def test_two_processes_evaluate_together_and_process_0_writes(tmp_path):
+  """toy/dit with its evaluation (validation losses, sampled and true clips decoded by the
+  shipped VAE, toy state scores) on 2 processes x 4 devices: each evaluation is one
+  metrics row, one set of GIFs and one TensorBoard writer."""
+  dd = load_config(os.path.join(CONFIGS, "dit.py"))
+  data, tok = _latent_clips(tmp_path / "t", (3, 8, 8, dd.model.in_channels), 4, dd.model.visual_dim)
   workdir = str(tmp_path / "run")
   os.makedirs(workdir)
-  _run(workdir, data_dir, 4, "--eval-every", "2")
+  sets = [
+    f"--config.data.tokenizer={tok}",
+    "--config.data.batch_size=8",
+    "--config.data.num_workers=0",
+    "--config.data.num_frames=1",
+    "--config.data.max_text_len=8",
+    "--config.text.vocab_size=320",
+    "--config.model.num_layers=2",
+    "--config.train.log_every=1",
+    "--config.train.warmup_steps=1",
+    "--config.train.visual_reg.std_samples=16",
+    "--config.eval.split=train",
+    "--config.eval.every=1",
+    "--config.eval.video_every=2",
+    "--config.eval.batches=1",
+    "--config.eval.sample_steps=2",
+    "--config.eval.videos=2",
+    f"--config.eval.vae={os.path.join(SHIPPED, 'vae')}",
+    "--config.eval.toy_states=true",
+  ]
+  config = os.path.join(CONFIGS, "dit.py")
+  _run(workdir, data, 2, "--config", config, *(f"--set={s}" for s in sets))
   rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
-  evals = [r for r in rows if "eval/loss" in r]
-  assert [r["step"] for r in evals] == [2, 4]  # Once per evaluation, not once per process.
+  evals = [r for r in rows if "eval/flow_loss_t0.5" in r]
+  assert [r["step"] for r in evals] == [1, 2]  # Once per evaluation, not once per process.
+  assert [r["step"] for r in rows if "eval/state_agreement_vs_true" in r] == [2]
+  assert sorted(os.listdir(os.path.join(workdir, "eval", "2"))) == [
+    "sampled_0.gif", "sampled_1.gif", "true_0.gif", "true_1.gif"
+  ]  # fmt: skip
   assert len(os.listdir(os.path.join(workdir, "tensorboard"))) == 1
 
 
