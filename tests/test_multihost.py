@@ -122,11 +122,13 @@ def test_two_processes_evaluate_together_and_process_0_writes(tmp_path):
     "--config.eval.toy_states=true",
   ]
   config = os.path.join(CONFIGS, "dit.py")
-  _run(workdir, data, 2, "--config", config, *(f"--set={s}" for s in sets))
+  _run(workdir, data, 3, "--config", config, *(f"--set={s}" for s in sets))
   rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
   evals = [r for r in rows if "eval/flow_loss_t0.5" in r]
-  assert [r["step"] for r in evals] == [1, 2]  # Once per evaluation, not once per process.
-  assert [r["step"] for r in rows if "eval/state_agreement_vs_true" in r] == [2]
+  assert [r["step"] for r in evals] == [1, 2, 3]  # Once per evaluation, not per process.
+  assert [r["step"] for r in rows if "eval/state_agreement_vs_true" in r] == [2, 3]
+  (third,) = [r for r in rows if r["step"] == 3 and "loss" in r]  # Times step 2's eval.
+  assert third["time_frac_eval"] > 0 and third["time_frac_previews"] > 0
   assert sorted(os.listdir(os.path.join(workdir, "eval", "2"))) == [
     "sampled_0.gif", "sampled_1.gif", "true_0.gif", "true_1.gif"
   ]  # fmt: skip

@@ -21,7 +21,7 @@ def test_goodput_rows_and_a_profile_trace(tmp_path):
   trainer.train(config, workdir, progress=False, mesh=make_mesh({"data": 1}, jax.devices()[:1]))
   rows = read_metrics(workdir)
   for r in rows:
-    shares = [r[f"time_frac_{p}"] for p in ("data", "step", "checkpoint", "eval")]
+    shares = [r[f"time_frac_{p}"] for p in ("data", "step", "checkpoint", "eval", "previews")]
     assert all(0.0 <= x <= 1.0 for x in shares) and sum(shares) <= 1.0 + 1e-6
   assert "mfu" not in rows[-1]  # The regression task has no FLOP formula.
   # TensorBoard's profile plugin reads tensorboard/plugins/profile/<run>/*.xplane.pb.

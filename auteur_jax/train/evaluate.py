@@ -20,6 +20,7 @@ as training batches are), so every process takes part; process 0 writes.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import os
@@ -153,26 +154,35 @@ class Evaluator:
       self._media is not None and bool(e.video_every) and (step % e.video_every == 0 or last),
     )
 
-  def run(self, state, step: int, writer, media: bool) -> dict[str, float]:
-    """Evaluates `state` (not modified); writes eval/ scalars (and media); returns them."""
+  def run(self, state, step: int, writer, media: bool, timed=None) -> dict[str, float]:
+    """Evaluates `state` (not modified); writes eval/ scalars (and media); returns them.
+    `timed(part)`, if given, is a context manager timing the scalars ("eval") and the
+    pictures ("previews") apart (train/throughput.py's Goodput)."""
+    timed = timed or (lambda part: contextlib.nullcontext())
     rules = rules_lib.mesh_rules(self.config)
     totals: dict[str, float] = {}
-    with rules_lib.use_mesh(self.setup.mesh, rules):
+    with timed("eval"), rules_lib.use_mesh(self.setup.mesh, rules):
       for i, batch in enumerate(self.batches):
         key = jax.random.fold_in(jax.random.key(0x5EED), i)
         out = jax.device_get(self._scalars(state, batch, key))
         for k, v in out.items():
           totals[k] = totals.get(k, 0.0) + float(v) / len(self.batches)
-      shown = None
-      if media and self._media is not None:
+    if not (media and self._media is not None):
+      return self._write_scalars(step, totals, writer)
+    with timed("previews"):
+      with rules_lib.use_mesh(self.setup.mesh, rules):
         shown = self._media(state, self.batches[0], jax.random.key(0x5EED), self.extra_state)
         shown = multihost_utils.process_allgather(shown, tiled=True)
-    if shown is not None and hasattr(self.task, "eval_media_scores"):
-      totals.update(self.task.eval_media_scores(self.config, self.ecfg, shown))
+      if hasattr(self.task, "eval_media_scores"):
+        totals.update(self.task.eval_media_scores(self.config, self.ecfg, shown))
+      scalars = self._write_scalars(step, totals, writer)
+      self._write_media(step, shown, writer)
+    return scalars
+
+  @staticmethod
+  def _write_scalars(step: int, totals: Mapping[str, float], writer) -> dict[str, float]:
     scalars = {f"eval/{k}": v for k, v in totals.items()}
     writer.write(step, scalars)
-    if shown is not None:
-      self._write_media(step, shown, writer)
     return scalars
 
   def _write_media(self, step: int, shown: Mapping[str, Any], writer) -> None:

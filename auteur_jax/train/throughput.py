@@ -11,8 +11,9 @@ benchmarks/ time it) divided among the process's CPU devices, which share the co
 task without a FLOP formula logs no TFLOP/s or MFU.
 
 Goodput: the trainer adds the wall time of each part of the loop to a `Goodput` (waiting
-for data, the step, checkpointing, evaluation) and logs each part's share of the time
-since the last log step (`time_frac_<part>`; they sum to at most 1).
+for data, the step, checkpointing, evaluation's scalars, its pictures) and logs each
+part's share of the time since the last log step (`time_frac_<part>`; they sum to at
+most 1).
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ class Throughput:
 class Goodput:
   """Wall time per part of the training loop since the last `fractions()` call."""
 
-  PARTS = ("data", "step", "checkpoint", "eval")
+  PARTS = ("data", "step", "checkpoint", "eval", "previews")  # eval: scalars only.
 
   def __init__(self) -> None:
     self._spent = dict.fromkeys(self.PARTS, 0.0)

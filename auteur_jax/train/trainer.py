@@ -291,8 +291,7 @@ def train(
       return
     scalars, media = evaluator.due(step, end)
     if scalars or media:
-      with goodput.timed("eval"):
-        evaluator.run(state, step, writer, media)
+      evaluator.run(state, step, writer, media, goodput.timed)
       evaluated = step
 
   end = min(t.steps, max_steps or t.steps)
@@ -340,7 +339,7 @@ def train(
       host["tokens_per_s"] = host.pop("num_tokens") * n / dt
     shares = goodput.fractions()
     # MFU of the steps themselves; waiting for data, evaluation and saving are goodput's.
-    busy = 1.0 - sum(shares[f"time_frac_{p}"] for p in ("data", "eval", "checkpoint"))
+    busy = 1.0 - sum(v for k, v in shares.items() if k != "time_frac_step")
     host.update(throughput.scalars(dt * max(busy, 1e-6) / n), **shares)
     writer.write(step, host)
     last = dict(host, step=step)
