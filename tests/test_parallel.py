@@ -54,3 +54,21 @@ def test_sharded_params_and_equal_outputs():
   assert R.logical_to_spec(("batch", "vocab")) == jax.sharding.PartitionSpec(
     ("data", "fsdp"), "tensor"
   )
+
+
+def test_weights_split_over_fsdp_and_context_where_they_divide():
+  """`embed` goes over fsdp x context (a context split keeps the weights' split); a
+  dimension keeps only the leading axes that divide it."""
+
+  class Two(nnx.Module):
+    def __init__(self, rngs):
+      init = nnx.with_partitioning(nnx.initializers.lecun_normal(), ("embed", "mlp"))
+      self.wide = nnx.Linear(64, 8, use_bias=False, kernel_init=init, rngs=rngs)
+      self.odd = nnx.Linear(20, 8, use_bias=False, kernel_init=init, rngs=rngs)
+
+  mesh = make_mesh({"fsdp": 2, "context": 4})
+  with nnx.use_eager_sharding(False):
+    state = nnx.state(nnx.eval_shape(lambda: Two(nnx.Rngs(0))))
+  shard = R.state_shardings(state, mesh)
+  assert shard["wide"]["kernel"].spec == jax.sharding.PartitionSpec(("fsdp", "context"), None)
+  assert shard["odd"]["kernel"].spec == jax.sharding.PartitionSpec("fsdp", None)  # 20 % 8.

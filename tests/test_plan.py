@@ -269,7 +269,8 @@ def test_a_splash_attention_plan_compiles_for_v5p(tmp_path):
 
 
 def test_context_traffic_per_strategy():
-  """Per device and layer pass: xla / ring move 2 (c - 1) key-value blocks, all_to_all
+  """Per device and layer pass: xla moves 2 (c - 1) key-value blocks, ring as much
+  forward and 4 (c - 1) + 2 backward (the blocks with their gradient sums), all_to_all
   4 (c - 1) / c blocks (q, k, v, out), so Ulysses sends less from c = 2 on."""
   config = load_config("toy/dit", ONE_LAYER["toy/dit"][1:])
   k = costs.model_costs(config)
@@ -277,7 +278,9 @@ def test_context_traffic_per_strategy():
   ring = costs.collective_bytes(k, sizes, 4, 4, "none", "ring")["context"]
   a2a = costs.collective_bytes(k, sizes, 4, 4, "none", "all_to_all")["context"]
   block = k.tokens / 4 * k.width * 4
-  assert ring == pytest.approx(k.layers * 2 * 2 * 3 * block)
+  xla = costs.collective_bytes(k, sizes, 4, 4, "none", "xla")["context"]
+  assert xla == pytest.approx(k.layers * 2 * 2 * 3 * block)
+  assert ring == pytest.approx(k.layers * (2 * 3 + 4 * 3 + 2) * block)
   assert a2a == pytest.approx(k.layers * 2 * 4 * 3 / 4 * block)
   assert "context" not in costs.collective_bytes(k, {"data": 1}, 4, 4, "none")
 

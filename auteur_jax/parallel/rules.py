@@ -10,6 +10,7 @@ layout. Build and run models under `use_mesh(mesh, rules)`.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator, Sequence
 
 import jax
@@ -23,7 +24,9 @@ Rules = Sequence[tuple[str, str | tuple[str, ...] | None]]
 DEFAULT_RULES: Rules = (
   ("batch", ("data", "fsdp")),
   ("length", "context"),  # Sequence / video-token axis of activations.
-  ("embed", "fsdp"),  # Model width of weights: sharded over fsdp.
+  # Model width of weights: sharded over fsdp, and over context, whose devices hold the
+  # same batch (ZeRO-3 over both: a context split does not replicate the weights).
+  ("embed", ("fsdp", "context")),
   ("act_embed", None),  # Model width of activations: replicated.
   ("mlp", "tensor"),
   ("heads", "tensor"),
@@ -89,12 +92,27 @@ def _keep(p, names):
 
 
 def state_shardings(state: nnx.State, mesh: jax.sharding.Mesh, rules: Rules = DEFAULT_RULES):
-  """NamedShardings for an nnx State (e.g. of `nnx.eval_shape`) under `rules` on `mesh`."""
-  names = set(mesh.axis_names)
+  """NamedShardings for an nnx State (e.g. of `nnx.eval_shape`) under `rules` on `mesh`.
+  A dimension keeps the leading mesh axes of its rule whose product divides it (e.g. a
+  20-wide weight on fsdp 2 x context 4: fsdp only), as sharded arrays must split evenly."""
+  names, sizes = set(mesh.axis_names), dict(mesh.shape)
   with nnx.logical_axis_rules(tuple(rules)):
     specs = nnx.get_partition_spec(state)
-  return jax.tree.map(
-    lambda s: NamedSharding(mesh, PartitionSpec(*[_keep(p, names) for p in s])),
-    specs,
-    is_leaf=lambda s: isinstance(s, PartitionSpec),
-  )
+
+  def even(p, dim: int):
+    kept = list(_as_tuple(_keep(p, names)))
+    while kept and dim % math.prod(sizes[a] for a in kept):
+      kept.pop()
+    return kept[0] if len(kept) == 1 else (tuple(kept) or None)
+
+  def sharding(spec: PartitionSpec, leaf) -> NamedSharding:
+    shape = getattr(leaf, "shape", None)
+    if shape is None:  # Not an array: the rule as it is.
+      return NamedSharding(mesh, PartitionSpec(*[_keep(p, names) for p in spec]))
+    return NamedSharding(mesh, PartitionSpec(*[even(p, d) for p, d in zip(spec, shape)]))
+
+  return jax.tree.map(sharding, specs, state, is_leaf=lambda s: isinstance(s, PartitionSpec))
+
+
+def _as_tuple(p) -> tuple[str, ...]:
+  return () if p is None else (p,) if isinstance(p, str) else tuple(p)

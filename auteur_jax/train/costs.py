@@ -178,24 +178,33 @@ def collective_bytes(
   """Bytes each device sends per step, per mesh axis, for the trainer's layout.
 
   fsdp: params all-gathered for the forward and again for the backward, gradients
-  reduce-scattered; data: the gradient shards all-reduced; tensor: each residual branch's
-  activations all-reduced once forward, once backward, again when fully rematerialised.
-  A ring moves (n - 1) / n of the data per device (twice for an all-reduce).
-  context (self-attention over a sequence split c ways, per layer and pass): "xla" and
-  "ring" move every other device's keys and values to each device and their gradients
-  back, 2 (c - 1) x its own [tokens, width / tensor] block; "all_to_all" moves
-  (c - 1) / c of q, k, v and the output, 4 blocks.
+  reduce-scattered, over fsdp x context (the weights' split); data: the gradient shards
+  all-reduced; tensor: each residual branch's activations all-reduced once forward, once
+  backward, again when fully rematerialised. A ring moves (n - 1) / n of the data per
+  device (twice for an all-reduce).
+  context (self-attention over a sequence split c ways, per layer, in units of a device's
+  own [tokens, width / tensor] block): "xla" gathers every other device's keys and values
+  forward and sends their gradients back, 2 (c - 1) blocks per pass; "ring" passes the
+  keys and values round forward (2 (c - 1)), and backward them with their gradient sums
+  plus one hop home (4 (c - 1) + 2); "all_to_all" moves (c - 1) / c of q, k, v and the
+  output, 4 (c - 1) / c blocks per pass.
   """
   f, t, dp = sizes.get("fsdp", 1), sizes.get("tensor", 1), sizes.get("data", 1)
   ctx = sizes.get("context", 1)
   p = costs.params * param_bytes
-  out = {"fsdp": 3.0 * p / t * (f - 1) / f, "data": 2.0 * p / (f * t) * (dp - 1) / dp}
+  w = f * ctx  # The weights' split.
+  out = {"fsdp": 3.0 * p / t * (w - 1) / w, "data": 2.0 * p / (w * t) * (dp - 1) / dp}
   passes = 2 + (1 if REMAT_RECOMPUTE.get(remat, (0, 0))[0] else 0)
   tokens = costs.tokens / (dp * f * ctx)
   out["tensor"] = (
     costs.layers * costs.sublayers * passes * 2.0 * (t - 1) / t * tokens * costs.width * act_bytes
   )
   if ctx > 1:
-    blocks = 4.0 * (ctx - 1) / ctx if context_parallel == "all_to_all" else 2.0 * (ctx - 1)
-    out["context"] = costs.layers * passes * blocks * tokens * costs.width / t * act_bytes
+    if context_parallel == "all_to_all":
+      blocks = passes * 4.0 * (ctx - 1) / ctx
+    elif context_parallel == "ring":
+      blocks = (passes - 1) * 2.0 * (ctx - 1) + 4.0 * (ctx - 1) + 2.0
+    else:
+      blocks = passes * 2.0 * (ctx - 1)
+    out["context"] = costs.layers * blocks * tokens * costs.width / t * act_bytes
   return out
