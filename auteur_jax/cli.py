@@ -28,6 +28,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from auteur_jax import paths
+
 
 def _rule(args):
   from auteur_jax.data.matching import MatchRule
@@ -153,7 +155,7 @@ def cmd_verify(args) -> None:
 
   total, bad = 0, 0
   for pattern in args.paths:
-    if os.path.isfile(os.path.join(pattern, "dataset.json")):  # Files vs its lists, counts.
+    if paths.is_file(paths.join(pattern, "dataset.json")):  # Files vs its lists, counts.
       for problem in inventory.check_data_set(pattern):
         bad += 1
         print(f"BAD  {problem}")
@@ -194,13 +196,13 @@ def _inspect_file(path: str, limit: int) -> None:
 def cmd_inspect(args) -> None:
   from auteur_jax.data import examples, pipeline, tfrecord
 
-  if os.path.isfile(args.dir):  # One shard, ours or anyone's.
+  if paths.is_file(args.dir):  # One shard, ours or anyone's.
     _inspect_file(args.dir, args.records)
     return
-  meta_path = os.path.join(args.dir, "dataset.json")
-  if not os.path.isfile(meta_path):
+  meta_path = paths.join(args.dir, "dataset.json")
+  if not paths.is_file(meta_path):
     sys.exit(f"{meta_path}: not found; is {args.dir} a folder written by `auteur data build`?")
-  with open(meta_path) as f:
+  with paths.open_file(meta_path) as f:
     meta = json.load(f)
   print(f"{args.dir}: frames {meta['frames']}, schema_version {meta['schema_version']}")
   for split, s in sorted(meta["splits"].items()):

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import tqdm
 
+from auteur_jax import paths
 from auteur_jax.data import examples, inventory, tfrecord, video_io
 from auteur_jax.data.schema import Story, read_stories
 
@@ -44,11 +45,16 @@ def resolve_video(story: Story, base_dir: str) -> str:
       f"story {story.video_id!r} has no video_path; pass --video-dir "
       "to the importer or set it in the stories file"
     )
-  return os.path.join(base_dir, story.video_path)
+  return paths.join(base_dir, story.video_path)
 
 
 def encode_story_clips(story: Story, video: str, spec: FrameSpec) -> list[bytes]:
   """Decodes the story's clips in one pass over its video; returns serialized clip records."""
+  with paths.local_copy(video) as local:  # The decoder reads a local file.
+    return _encode_story_clips(story, local, spec, video)
+
+
+def _encode_story_clips(story: Story, video: str, spec: FrameSpec, name: str) -> list[bytes]:
   per_clip = [video_io.sample_times(c.start, c.end, spec.fps) for c in story.clips]
   info = video_io.probe(video)
   # Annotations may overshoot the last frame a little: drop times past the end.
@@ -56,7 +62,7 @@ def encode_story_clips(story: Story, video: str, spec: FrameSpec) -> list[bytes]
   for c, t in zip(story.clips, per_clip):
     if len(t) == 0:
       raise video_io.VideoError(
-        f"{video}: clip {c.clip_id} [{c.start}, {c.end}) s has no "
+        f"{name}: clip {c.clip_id} [{c.start}, {c.end}) s has no "
         f"frame at {spec.fps} fps (video is {info.duration:.2f} s)"
       )
   frames = video_io.read_frames_at(video, np.concatenate(per_clip), spec.size)
@@ -91,22 +97,22 @@ def build(
     The summary that is also written to OUT/dataset.json.
   """
   stories = read_stories(stories_path)
-  base = os.path.dirname(os.path.abspath(stories_path))
+  base = paths.dirname(paths.absolute(stories_path))
   tasks = [(s, resolve_video(s, base), spec) for s in stories]
   for _, video, _ in tasks:  # Fail before any work when a video is missing.
-    if not os.path.isfile(video):
+    if not paths.is_file(video):
       raise video_io.VideoError(f"{video}: video not found (from {stories_path})")
   splits = sorted({s.split for s in stories})
   writers = {}
   summary: dict[str, Any] = {
-    "stories_file": os.path.abspath(stories_path),
+    "stories_file": paths.absolute(stories_path),
     "frames": dataclasses.asdict(spec),
     "schema_version": examples.SCHEMA_VERSION,
     "splits": {},
   }
   try:
     for split in splits:
-      d = os.path.join(out_dir, split)
+      d = paths.join(out_dir, split)
       writers[split] = (
         tfrecord.ShardedWriter(d, "clips", num_shards),
         tfrecord.ShardedWriter(d, "stories", num_shards),
@@ -135,13 +141,10 @@ def build(
     clips_w.close()
     stories_w.close()
     entry = summary["splits"][split]
-    entry["clip_shards"] = [os.path.relpath(p, out_dir) for p in clips_w.paths]
-    entry["story_shards"] = [os.path.relpath(p, out_dir) for p in stories_w.paths]
+    entry["clip_shards"] = [paths.relative(p, out_dir) for p in clips_w.paths]
+    entry["story_shards"] = [paths.relative(p, out_dir) for p in stories_w.paths]
     entry["shard_records"] = inventory.shard_counts(out_dir, clips_w.paths + stories_w.paths)
-  tmp = os.path.join(out_dir, f"dataset.json.tmp-{os.getpid()}")
-  with open(tmp, "w") as f:
-    json.dump(summary, f, indent=1)
-  os.replace(tmp, os.path.join(out_dir, "dataset.json"))
+  paths.write_atomic(paths.join(out_dir, "dataset.json"), json.dumps(summary, indent=1))
   return summary
 
 

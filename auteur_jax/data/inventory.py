@@ -14,6 +14,7 @@ import glob
 import json
 import os
 
+from auteur_jax import paths
 from auteur_jax.data import tfrecord
 
 KINDS = {"clips": ("clip_shards", "clips"), "stories": ("story_shards", "stories")}
@@ -25,19 +26,19 @@ class DataSetError(ValueError):
 
 def read_meta(data_dir: str) -> dict | None:
   """The data set's dataset.json, or None where there is none (shards made by hand)."""
-  path = os.path.join(data_dir, "dataset.json")
-  if not os.path.exists(path):
+  path = paths.join(data_dir, "dataset.json")
+  if not paths.exists(path):
     return None
   try:
-    with open(path) as f:
+    with paths.open_file(path) as f:
       return json.load(f)
   except ValueError as e:
     raise DataSetError(f"{path}: not valid JSON ({e})") from e
 
 
-def shard_counts(data_dir: str, paths: list[str]) -> dict[str, int]:
+def shard_counts(data_dir: str, shards: list[str]) -> dict[str, int]:
   """{path relative to data_dir: records} of shard files (reads the length headers)."""
-  return {os.path.relpath(p, data_dir): len(tfrecord.index_records(p)) for p in paths}
+  return {paths.relative(p, data_dir): len(tfrecord.index_records(p)) for p in shards}
 
 
 def check_split(data_dir: str, split: str, kind: str, allow_partial: bool = False) -> list[str]:
@@ -46,14 +47,17 @@ def check_split(data_dir: str, split: str, kind: str, allow_partial: bool = Fals
   dataset.json has them, else in total). allow_partial: return what is there instead of
   raising (the caller trains on fewer records). Without dataset.json: the files found."""
   meta = read_meta(data_dir)
-  found = sorted(
-    glob.glob(os.path.join(glob.escape(os.path.join(data_dir, split)), f"{kind}-*.tfrecord"))
+  split_dir = paths.join(data_dir, split)
+  found = (
+    (paths.glob(paths.join(split_dir, f"{kind}-*.tfrecord")) if paths.is_dir(split_dir) else [])
+    if paths.is_uri(data_dir)
+    else sorted(glob.glob(os.path.join(glob.escape(split_dir), f"{kind}-*.tfrecord")))
   )
   entry = (meta or {}).get("splits", {}).get(split)
   problems = _problems(data_dir, split, kind, entry, found) if entry is not None else []
   if problems and not allow_partial:
     raise DataSetError(
-      f"{os.path.join(data_dir, 'dataset.json')}: {split} {kind}: "
+      f"{paths.join(data_dir, 'dataset.json')}: {split} {kind}: "
       + "; ".join(problems)
       + " (config.data.allow_partial=True trains on what is there)"
     )
@@ -68,7 +72,7 @@ def _problems(data_dir: str, split: str, kind: str, entry: dict, found: list[str
   listed = entry.get(list_key)
   problems = []
   if listed is not None:
-    have = {os.path.relpath(p, data_dir) for p in found}
+    have = {paths.relative(p, data_dir) for p in found}
     problems += [f"shard {s} is missing" for s in listed if s not in have]
     problems += [f"shard {s} is not in its list" for s in sorted(have - set(listed))]
   counts = shard_counts(data_dir, found)

@@ -34,7 +34,7 @@ def index_clips(paths: Sequence[str]) -> dict[ClipKey, tuple[str, int, int]]:
   record in the TFRecord files `paths`."""
   index = {}
   for path in paths:
-    with open(path, "rb") as f:
+    with tfrecord.open_shard(path) as f:
       for offset, length in tfrecord.index_records(path):
         ex = examples.decode_clip(tfrecord.read_record_at(f, path, offset, length), path)
         index[(ex["video_id"], np.float32(ex["start"]), np.float32(ex["end"]))] = (
@@ -82,7 +82,7 @@ class StoryKeyframes:
         f"shards ({len(self.clip_paths)} files)"
       )
     path, offset, length = where
-    f = self._handles.get(path) or self._handles.setdefault(path, open(path, "rb"))
+    f = self._handles.get(path) or self._handles.setdefault(path, tfrecord.open_shard(path))
     clip = examples.decode_clip(tfrecord.read_record_at(f, path, offset, length), path)
     latents = clip.get("latents")
     if latents is None:

@@ -97,7 +97,7 @@ class ShuffledRecords:
     f = self._file[rec]
     handle = self._handles.get(f)
     if handle is None:
-      handle = self._handles[f] = open(self.paths[f], "rb")
+      handle = self._handles[f] = tfrecord.open_shard(self.paths[f])
     offset, length = self._offset[rec]
     return tfrecord.read_record_at(handle, self.paths[f], int(offset), int(length))
 

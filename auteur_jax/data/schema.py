@@ -14,6 +14,8 @@ import os
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from auteur_jax import paths
+
 SPLITS = ("train", "val", "test")
 
 
@@ -195,7 +197,7 @@ def validate(story: Story, where: str = "<story>") -> None:
 def iter_stories(path: str | os.PathLike) -> Iterator[Story]:
   """Yields the stories of a JSONL file, validating each; errors name file:line."""
   seen: dict[str, int] = {}
-  with open(path, encoding="utf-8") as f:
+  with paths.open_file(path) as f:
     for lineno, line in enumerate(f, 1):
       if not line.strip():
         continue
@@ -221,6 +223,13 @@ def read_stories(path: str | os.PathLike) -> list[Story]:
 def write_stories(path: str | os.PathLike, stories: Iterable[Story]) -> int:
   """Writes stories as JSONL atomically (temporary file, then rename); returns the count."""
   path = os.fspath(path)
+  if paths.is_uri(path):  # One upload of the whole file, after every story validated.
+    lines = []
+    for n, s in enumerate(stories):
+      validate(s, f"{path}: story {n}")
+      lines.append(json.dumps(s.to_json(), ensure_ascii=False) + "\n")
+    paths.write_atomic(path, "".join(lines))
+    return len(lines)
   tmp = f"{path}.tmp-{os.getpid()}"
   n = 0
   with open(tmp, "w", encoding="utf-8") as f:

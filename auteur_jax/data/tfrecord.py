@@ -8,19 +8,26 @@ with integers little-endian and CRC32C (Castagnoli) masked as TensorFlow does, s
 written here are read by `tf.data.TFRecordDataset` and vice versa. Writers fill a
 temporary file beside the target and rename it into place on close, so a reader never
 sees a half-written file. Errors name the file and the byte offset of the bad record.
+
+Paths may be URIs (gs://...; auteur_jax/paths.py): the temporary object is then renamed
+(copied) onto the target, reads go through epath with seek + read instead of pread.
 """
 
 from __future__ import annotations
 
 import glob
+import io
 import os
 import secrets
 import struct
+import threading
 from collections.abc import Iterator
 from typing import BinaryIO
 
 import google_crc32c
 import numpy as np
+
+from auteur_jax import paths
 
 HEADER_BYTES = 12  # uint64 length + uint32 masked CRC of the length.
 FOOTER_BYTES = 4  # uint32 masked CRC of the data.
@@ -30,6 +37,7 @@ _HEADER = struct.Struct("<QI")
 _LENGTH = struct.Struct("<Q")
 _CRC = struct.Struct("<I")
 _READ_BUFFER = 1 << 20  # Streaming reads: few syscalls even for tiny records.
+_SEEK_LOCK = threading.Lock()  # seek + read on files without pread (URIs), shared by threads.
 
 
 class TFRecordError(IOError):
@@ -63,13 +71,17 @@ class TFRecordWriter:
   def __init__(self, path: str | os.PathLike):
     self.path = os.fspath(path)
     self.num_records = 0
-    folder, base = os.path.split(os.path.abspath(self.path))
+    self._uri = paths.is_uri(self.path)
+    folder, base = paths.dirname(self.path), os.path.basename(self.path.rstrip("/"))
     # Not mkstemp: its files are mode 0600; open() applies the umask like any file.
     # The suffix keeps temporary files out of `*.tfrecord` globs (see list_shards).
-    self._tmp: str | None = os.path.join(
-      folder, f".{base}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
+    self._tmp: str | None = paths.join(
+      folder if self._uri else os.path.abspath(folder),
+      f".{base}.{os.getpid()}-{secrets.token_hex(4)}.tmp",
     )
-    self._file: BinaryIO | None = open(self._tmp, "xb")
+    self._file: BinaryIO | None = (
+      paths.path(self._tmp).open("wb") if self._uri else open(self._tmp, "xb")
+    )
 
   def write(self, record: bytes) -> None:
     """Appends one record (any bytes-like object, may be empty)."""
@@ -87,13 +99,17 @@ class TFRecordWriter:
     """Flushes the temporary file to disk and closes it (no rename yet)."""
     if self._file is not None:
       self._file.flush()
-      os.fsync(self._file.fileno())
+      if not self._uri:  # An object store's upload is durable once closed.
+        os.fsync(self._file.fileno())
       self._file.close()
       self._file = None
 
   def _commit(self) -> None:
     assert self._tmp is not None  # Committed once, after close.
-    os.replace(self._tmp, self.path)
+    if self._uri:
+      paths.path(self._tmp).replace(self.path)
+    else:
+      os.replace(self._tmp, self.path)
     self._tmp = None
 
   def close(self) -> None:
@@ -109,7 +125,7 @@ class TFRecordWriter:
       self._file = None
     if self._tmp is not None:
       try:
-        os.remove(self._tmp)
+        paths.path(self._tmp).unlink() if self._uri else os.remove(self._tmp)
       except FileNotFoundError:
         pass
       self._tmp = None
@@ -137,9 +153,9 @@ class ShardedWriter:
     if not name or os.sep in name:
       raise ValueError(f"shard name must be a non-empty file name, got {name!r}")
     self.out_dir = os.fspath(out_dir)
-    os.makedirs(self.out_dir, exist_ok=True)
+    paths.makedirs(self.out_dir)
     self._paths = [
-      os.path.join(self.out_dir, shard_name(name, i, num_shards)) for i in range(num_shards)
+      paths.join(self.out_dir, shard_name(name, i, num_shards)) for i in range(num_shards)
     ]
     self._writers: list[TFRecordWriter] = []
     try:
@@ -262,8 +278,8 @@ def iter_records(path: str | os.PathLike, verify: bool = True) -> Iterator[bytes
   mismatches. Errors name the path and the byte offset where the bad record starts.
   """
   path = os.fspath(path)
-  with open(path, "rb", buffering=_READ_BUFFER) as f:
-    size = os.fstat(f.fileno()).st_size
+  with open_shard(path, buffering=_READ_BUFFER) as f:
+    size = _size(f, path)
     offset = 0
     while (length := _read_header(f, path, offset, size, verify)) is not None:
       yield _read_body(f, path, offset + HEADER_BYTES, length, verify)
@@ -278,14 +294,43 @@ def index_records(path: str | os.PathLike) -> np.ndarray:
   """
   path = os.fspath(path)
   rows = []
-  with open(path, "rb") as f:
-    size = os.fstat(f.fileno()).st_size
+  with open_shard(path) as f:
+    size = _size(f, path)
     offset = 0
     while (length := _read_header(f, path, offset, size, verify=True)) is not None:
       rows.append((offset + HEADER_BYTES, length))
       offset += HEADER_BYTES + length + FOOTER_BYTES
       f.seek(offset)
   return np.array(rows, dtype=np.int64).reshape(-1, 2)
+
+
+def open_shard(path: str | os.PathLike, buffering: int = -1) -> BinaryIO:
+  """Opens a TFRecord file for reading (a URI through epath); FileNotFoundError names it."""
+  path = os.fspath(path)
+  if not paths.is_uri(path):
+    return open(path, "rb", buffering=buffering)
+  if not paths.is_file(path):
+    raise FileNotFoundError(f"{path}: no such file")
+  return paths.path(path).open("rb")
+
+
+def _size(f: BinaryIO, path: str) -> int:
+  try:
+    return os.fstat(f.fileno()).st_size
+  except (OSError, io.UnsupportedOperation):  # No file descriptor: a URI's file object.
+    return paths.size(path)
+
+
+def _pread(f: BinaryIO, n: int, offset: int) -> bytes:
+  """n bytes at `offset` without moving a shared position: pread, or seek + read under
+  a lock for file objects without a descriptor (a URI's)."""
+  try:
+    fd = f.fileno()
+  except (OSError, io.UnsupportedOperation):
+    with _SEEK_LOCK:
+      f.seek(offset)
+      return f.read(n)
+  return os.pread(fd, n, offset)
 
 
 def read_record_at(f: BinaryIO, path: str, offset: int, length: int, verify: bool = True) -> bytes:
@@ -295,7 +340,7 @@ def read_record_at(f: BinaryIO, path: str, offset: int, length: int, verify: boo
   Uses pread, not seek + read: safe for threads that share `f` (grain's readers).
   """
   offset, length = int(offset), int(length)
-  buf = os.pread(f.fileno(), length + FOOTER_BYTES, offset)
+  buf = _pread(f, length + FOOTER_BYTES, offset)
   record = offset - HEADER_BYTES
   if len(buf) < length + FOOTER_BYTES:
     raise TFRecordError(
@@ -328,16 +373,38 @@ def list_shards(pattern_or_dir: str | os.PathLike) -> list[str]:
   Raises FileNotFoundError naming the pattern if nothing matches.
   """
   pattern = os.fspath(pattern_or_dir)
+  if paths.is_uri(pattern):
+    return _list_uri_shards(pattern)
   if os.path.isdir(pattern):
-    paths = glob.glob(os.path.join(glob.escape(pattern), "**", "*.tfrecord"), recursive=True)
+    found = glob.glob(os.path.join(glob.escape(pattern), "**", "*.tfrecord"), recursive=True)
   elif any(c in pattern for c in "*?["):
-    paths = glob.glob(pattern)
+    found = glob.glob(pattern)
   else:
-    paths = [pattern] if os.path.exists(pattern) else []
-  paths = sorted(p for p in paths if os.path.isfile(p))
-  if not paths:
+    found = [pattern] if os.path.exists(pattern) else []
+  found = sorted(p for p in found if os.path.isfile(p))
+  if not found:
     raise FileNotFoundError(
       f"no TFRecord files match {pattern!r} (expected a directory "
       "with *.tfrecord files, a glob or a file)"
     )
-  return paths
+  return found
+
+
+def _list_uri_shards(pattern: str) -> list[str]:
+  """list_shards for a URI: a folder (walked), a glob (one level) or an object."""
+  if paths.is_dir(pattern):
+    found = [
+      f
+      for f in paths.files_under(pattern)
+      if f.endswith(".tfrecord") and not os.path.basename(f).startswith(".")
+    ]
+  elif any(c in pattern for c in "*?["):
+    found = [p for p in paths.glob(pattern) if paths.is_file(p)]
+  else:
+    found = [pattern] if paths.is_file(pattern) else []
+  if not found:
+    raise FileNotFoundError(
+      f"no TFRecord files match {pattern!r} (expected a directory "
+      "with *.tfrecord files, a glob or a file)"
+    )
+  return sorted(found)
