@@ -123,3 +123,86 @@ def test_missing_remote_files_are_named(gcs):
     tfrecord.list_shards(f"{BUCKET}/none")
   with pytest.raises(FileNotFoundError, match="auteur-test/x.tfrecord"):
     list(tfrecord.iter_records(f"{BUCKET}/x.tfrecord"))
+
+
+def _local_files(root) -> dict[str, bytes]:
+  return {
+    os.path.relpath(os.path.join(d, n), root): open(os.path.join(d, n), "rb").read()
+    for d, _, names in os.walk(root)
+    for n in names
+  }
+
+
+def _remote_files(fs, prefix: str) -> dict[str, bytes]:
+  return {
+    k[len(prefix) + 1 :]: fs._read(f"{fake_gcs.BUCKET}/{k}")
+    for k in fs.objects()
+    if k.startswith(prefix + "/")
+  }
+
+
+def test_batch_sampling_job_on_gcs(gcs, tmp_path):
+  """`auteur sample`'s batch job with gs:// prompts and outputs: the same files as a local
+  job; an item cut off while uploading (no story.json) is redone; a rerun skips all."""
+  from test_sample_batch import CONFIG, _Renderer
+
+  from auteur_jax.config import load_module_config
+  from auteur_jax.sample import batch
+
+  config = load_module_config(CONFIG)
+  config.sample.crf = 0
+  lines = "".join(json.dumps(dict(id=i, task=f"make {i}", num_steps=2)) + "\n" for i in "abc")
+  (tmp_path / "prompts.jsonl").write_text(lines)
+  paths.write_atomic(f"{BUCKET}/prompts.jsonl", lines)
+  run = lambda prompts, out: batch.run_batch(  # noqa: E731
+    config, prompts, out, progress=False, sampler=_Renderer()
+  )
+  run(str(tmp_path / "prompts.jsonl"), str(tmp_path / "out"))
+  r = run(f"{BUCKET}/prompts.jsonl", f"{BUCKET}/out")
+  assert r["rendered"] == ["a", "b", "c"]
+  want = _local_files(tmp_path / "out")
+  assert _remote_files(gcs, "out") == want
+  gcs.rm_file(f"{BUCKET}/out/b/story.json")  # As if killed before b's last upload.
+  assert run(f"{BUCKET}/prompts.jsonl", f"{BUCKET}/out")["rendered"] == ["b"]
+  got = _remote_files(gcs, "out")
+  assert got.pop("manifest.jsonl").count(b'"id": "b"') == 2  # b's entry again, last wins.
+  assert got == {k: v for k, v in want.items() if k != "manifest.jsonl"}
+  r = run(f"{BUCKET}/prompts.jsonl", f"{BUCKET}/out")
+  assert (r["rendered"], r["skipped"]) == ([], 3)
+  assert sorted(batch.read_manifest(f"{BUCKET}/out")) == ["a", "b", "c"]
+  with pytest.raises(FileNotFoundError, match="--prompts: gs://auteur-test/none.jsonl"):
+    run(f"{BUCKET}/none.jsonl", f"{BUCKET}/out")
+
+
+@pytest.mark.integration
+def test_training_run_on_gcs_resumes_like_a_local_one(gcs, tmp_path):
+  """A training run with a gs:// workdir: orbax checkpoints (arrays through tensorstore's
+  gcs driver), metrics.jsonl and TensorBoard events in the bucket; stopped at step 3 and
+  resumed from its gs:// checkpoint, it ends where a local straight run ends, bitwise."""
+  import jax
+  from test_trainer import RegressionTask, _config, _Mlp, _params
+
+  from auteur_jax.checkpoint.layout import step_dir_of
+  from auteur_jax.models import registry
+  from auteur_jax.parallel.mesh import make_mesh
+  from auteur_jax.train import tasks, trainer
+  from auteur_jax.train.checkpoint import Checkpoints
+  from auteur_jax.train.metrics import read_metrics
+
+  registry.register("regression", lambda config, rngs: _Mlp(config.model.width, rngs))
+  tasks.register("regression", RegressionTask())
+  mesh = make_mesh({"data": -1})
+  local, remote = str(tmp_path / "run"), f"{BUCKET}/run"
+  trainer.train(_config(), local, progress=False, mesh=mesh)
+  trainer.train(_config(), remote, progress=False, mesh=mesh, max_steps=3)
+  assert Checkpoints(remote, _config().train).latest_step() == 3
+  trainer.train(_config(), remote, progress=False, mesh=mesh)
+  assert [r["loss"] for r in read_metrics(remote)] == [r["loss"] for r in read_metrics(local)]
+  for x, y in zip(_params(local, _config(), mesh), _params(remote, _config(), mesh)):
+    np.testing.assert_array_equal(x, y)
+  assert step_dir_of(remote) == f"{remote}/checkpoints/6"
+  objects = gcs.objects()
+  assert "run/checkpoints/6/state/manifest.ocdbt" in objects
+  assert "run/checkpoints/6/config/metadata" in objects
+  assert any(o.startswith("run/tensorboard/events.out.tfevents") for o in objects)
+  assert jax.process_count() == 1

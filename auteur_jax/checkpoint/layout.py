@@ -15,12 +15,12 @@ only); a URI (gs://...) is passed on as it is.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 
+from auteur_jax import paths
 from auteur_jax.checkpoint.errors import WeightError
 
 RECORD = "auteur_convert"  # The `config` item key of a conversion record.
@@ -29,7 +29,7 @@ Key = tuple[str, ...]  # A leaf's key path in a `state` item.
 
 def absolute(path: str) -> str:
   """A local path made absolute; a URI (scheme://...) unchanged."""
-  return path if "://" in path else os.path.abspath(path)
+  return paths.absolute(path)
 
 
 def key_str(k: Any) -> str:
@@ -46,12 +46,12 @@ def step_dir_of(path: str) -> str | None:
   """The absolute step folder holding `state/` of a run workdir, its checkpoints/ folder, a
   converted checkpoint or one step folder (the latest step where there are several)."""
   path = absolute(path)
-  for base in (path, os.path.join(path, "checkpoints")):
-    if os.path.isdir(os.path.join(base, "state")):
+  for base in (path, paths.join(path, "checkpoints")):
+    if paths.is_dir(paths.join(base, "state")):
       return base
-    steps = [int(n) for n in os.listdir(base) if n.isdigit()] if os.path.isdir(base) else []
-    if steps and os.path.isdir(os.path.join(base, str(max(steps)), "state")):
-      return os.path.join(base, str(max(steps)))
+    steps = [int(n) for n in paths.listdir(base) if n.isdigit()] if paths.is_dir(base) else []
+    if steps and paths.is_dir(paths.join(base, str(max(steps)), "state")):
+      return paths.join(base, str(max(steps)))
   return None
 
 
@@ -68,15 +68,15 @@ def find_step_dir(path: str) -> str:
 
 def read_config_item(step_dir: str) -> dict | None:
   """The step's `config` item (a run's config or a conversion record), if any."""
-  item = os.path.join(absolute(step_dir), "config")
-  if not os.path.isdir(item):
+  item = paths.join(absolute(step_dir), "config")
+  if not paths.is_dir(item):
     return None
   return ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(item)
 
 
 def write_config_item(step_dir: str, value: dict) -> None:
   ocp.Checkpointer(ocp.JsonCheckpointHandler()).save(
-    os.path.join(absolute(step_dir), "config"), args=ocp.args.JsonSave(value)
+    paths.join(absolute(step_dir), "config"), args=ocp.args.JsonSave(value)
   )
 
 

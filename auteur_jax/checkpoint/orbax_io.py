@@ -25,6 +25,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import tensorstore as ts
 
+from auteur_jax import paths
 from auteur_jax.checkpoint.errors import WeightError
 from auteur_jax.checkpoint.layout import Key, absolute, flatten, key_of, nest
 
@@ -60,18 +61,24 @@ def leaf_opener(state_dir: str) -> Callable[[Key], ts.TensorStore]:
   slice at a time (OCDBT or plain zarr, as the item's _METADATA says: read once here)."""
   state_dir = absolute(state_dir)
   try:
-    with open(os.path.join(state_dir, "_METADATA")) as f:
+    with paths.open_file(paths.join(state_dir, "_METADATA")) as f:
       meta = json.load(f)
   except (OSError, ValueError) as e:
     raise WeightError(f"{state_dir}: no readable orbax _METADATA ({e})") from e
   driver = "zarr3" if meta.get("use_zarr3") else "zarr"
+  uri = paths.is_uri(state_dir)  # tensorstore opens gs:// URLs with its gcs driver.
+  base = f"{state_dir}/" if uri else f"file://{state_dir}"
 
   def open_leaf(key: Key) -> ts.TensorStore:
     name = ".".join(key)
     kvstore = (
-      {"driver": "ocdbt", "base": f"file://{state_dir}", "path": name}
+      {"driver": "ocdbt", "base": base, "path": name}
       if meta.get("use_ocdbt")
-      else {"driver": "file", "path": os.path.join(state_dir, name)}
+      else (
+        paths.join(state_dir, name)
+        if uri
+        else {"driver": "file", "path": os.path.join(state_dir, name)}
+      )
     )
     try:
       return ts.open({"driver": driver, "kvstore": kvstore}, open=True, read=True).result()

@@ -9,7 +9,6 @@ than its shards, and no host holds the whole model.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -17,6 +16,7 @@ import jax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
+from auteur_jax import paths
 from auteur_jax.checkpoint import orbax_io
 from auteur_jax.checkpoint.errors import WeightError
 from auteur_jax.checkpoint.layout import Key, key_of, step_dir_of
@@ -26,7 +26,7 @@ from auteur_jax.parallel.rules import DEFAULT_RULES, Rules, state_shardings
 
 
 def _state_dir(path: str, where: str) -> str:
-  if "://" not in path and not os.path.exists(path):
+  if not paths.exists(path):
     raise FileNotFoundError(f"{where}: {path} does not exist")
   step_dir = step_dir_of(path)
   if step_dir is None:
@@ -34,7 +34,7 @@ def _state_dir(path: str, where: str) -> str:
       f"{where}: {path} holds no orbax checkpoint (expected a training "
       "run's workdir, its checkpoints/ folder or one step folder)"
     )
-  return os.path.join(step_dir, "state")
+  return paths.join(step_dir, "state")
 
 
 def restore_model(

@@ -27,16 +27,18 @@ kill came between the rename and the append) and deletes and redoes partial ones
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
-import shutil
+import tempfile
 from collections.abc import Iterator
 
 import jax
 import ml_collections
 import tqdm
 
+from auteur_jax import paths
 from auteur_jax.config_sections import from_section
 from auteur_jax.models.director import CHAINS
 from auteur_jax.parallel import distributed
@@ -106,33 +108,37 @@ def read_prompts(
   A repeated id is an error on its later lines; lines are numbered from 1. text_keys:
   what a line that gives text must give (the director chain's "actions" / "captions").
   """
-  if not os.path.isfile(path):
+  if not paths.is_file(path):
     raise FileNotFoundError(f"--prompts: {path} does not exist")
   items, errors = [], []
   seen: dict[str, int] = {}  # id -> line of its first use.
-  with open(path, encoding="utf-8", errors="replace") as f:
-    for n, text in enumerate(f, 1):
-      if not text.strip():
-        continue
-      try:
-        req = parse_line(text)
-        if req.id in seen:
-          raise ValueError(f"id {req.id!r} already used on line {seen[req.id]}")
-        steps = len(req.actions or req.captions or ()) or req.num_steps
-        if max_steps is not None and steps is not None and steps > max_steps:
-          raise ValueError(f"{steps} steps; at most {max_steps} (config.sample.max_steps)")
-        missing = [k for k in text_keys if req.given_text and getattr(req, k) is None]
-        if missing:
-          raise ValueError(f"gives text but not {missing} (the director's chain needs them)")
-      except ValueError as e:
-        errors.append({"line": n, "error": str(e)})
-        continue
-      seen[req.id] = n
-      items.append((n, req))
+  with paths.open_file(path, "rb") as f:  # Text mode's line splitting, on any filesystem:
+    lines = io.StringIO(f.read().decode("utf-8", errors="replace"), newline=None)
+  for n, text in enumerate(lines, 1):
+    if not text.strip():
+      continue
+    try:
+      req = parse_line(text)
+      if req.id in seen:
+        raise ValueError(f"id {req.id!r} already used on line {seen[req.id]}")
+      steps = len(req.actions or req.captions or ()) or req.num_steps
+      if max_steps is not None and steps is not None and steps > max_steps:
+        raise ValueError(f"{steps} steps; at most {max_steps} (config.sample.max_steps)")
+      missing = [k for k in text_keys if req.given_text and getattr(req, k) is None]
+      if missing:
+        raise ValueError(f"gives text but not {missing} (the director's chain needs them)")
+    except ValueError as e:
+      errors.append({"line": n, "error": str(e)})
+      continue
+    seen[req.id] = n
+    items.append((n, req))
   return items, errors
 
 
 def _write_atomic(path: str, text: str) -> None:
+  if paths.is_uri(path):
+    paths.write_atomic(path, text)
+    return
   tmp = f"{path}.{os.getpid()}.tmp"
   with open(tmp, "w") as f:
     f.write(text)
@@ -141,10 +147,10 @@ def _write_atomic(path: str, text: str) -> None:
 
 def read_manifest(out_dir: str) -> dict[str, dict]:
   """{id: its last manifest entry} (a torn last line from a kill is ignored)."""
-  path = os.path.join(out_dir, MANIFEST)
+  path = paths.join(out_dir, MANIFEST)
   entries = {}
-  if os.path.exists(path):
-    with open(path) as f:
+  if paths.exists(path):
+    with paths.open_file(path) as f:
       for text in f:
         try:
           entry = json.loads(text)
@@ -157,8 +163,14 @@ def read_manifest(out_dir: str) -> dict[str, dict]:
 def _repair_manifest(out_dir: str) -> None:
   """Cuts a torn last line (disk full, power loss) back to the last newline, so that the
   next append starts a line of its own."""
-  path = os.path.join(out_dir, MANIFEST)
-  if not os.path.exists(path):
+  path = paths.join(out_dir, MANIFEST)
+  if not paths.exists(path):
+    return
+  if paths.is_uri(path):  # Objects are rewritten whole.
+    with paths.open_file(path, "rb") as f:
+      data = f.read()
+    if data and not data.endswith(b"\n"):
+      paths.write_atomic(path, data[: data.rfind(b"\n") + 1])
     return
   with open(path, "rb+") as f:
     data = f.read()
@@ -169,11 +181,28 @@ def _repair_manifest(out_dir: str) -> None:
 def _append_manifest(out_dir: str, entry: dict) -> None:
   """One write() of one line with O_APPEND: lines from several processes never mix."""
   line = (json.dumps(entry, ensure_ascii=False) + "\n").encode()
+  path = paths.join(out_dir, MANIFEST)
+  if paths.is_uri(path):  # No appends on an object store: the manifest is rewritten whole.
+    old = b""
+    if paths.exists(path):
+      with paths.open_file(path, "rb") as f:
+        old = f.read()
+    paths.write_atomic(path, old + line)
+    return
   fd = os.open(os.path.join(out_dir, MANIFEST), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
   try:
     os.write(fd, line)
   finally:
     os.close(fd)
+
+
+def _finished(out_dir: str, item: str) -> bool:
+  """Whether an item's folder is there whole: locally renamed into place; on an object
+  store (no renames), its story.json, uploaded last."""
+  final = paths.join(out_dir, item)
+  return (
+    paths.is_file(paths.join(final, "story.json")) if paths.is_uri(final) else paths.is_dir(final)
+  )
 
 
 def _chunks(items: list, size: int) -> Iterator[list]:
@@ -198,13 +227,13 @@ def run_batch(
   "processes": n}.
   """
   s = from_section(StorySampleConfig, config.sample, "config.sample")  # Before any write.
-  if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+  if paths.is_file(out_dir):
     raise FileExistsError(f"--out {out_dir}: a file, not a folder")
   distributed.initialize(config.distributed)
   pi, pc = jax.process_index(), jax.process_count()
   chain = CHAINS.get(config.director.model.chain, ())
   items, errors = read_prompts(prompts, s.max_steps, tuple(f"{n}s" for n in chain))
-  os.makedirs(out_dir, exist_ok=True)
+  paths.makedirs(out_dir)
   if pi == 0:
     _repair_manifest(out_dir)
   if pc > 1:  # Nobody appends before the repair.
@@ -216,9 +245,7 @@ def run_batch(
   changed = {
     r.id: n
     for n, r in items
-    if os.path.isdir(os.path.join(out_dir, r.id))
-    and r.id in listed
-    and _differs(listed[r.id], r, settings)
+    if _finished(out_dir, r.id) and r.id in listed and _differs(listed[r.id], r, settings)
   }
   if pi == 0:
     errors += [
@@ -232,18 +259,20 @@ def run_batch(
       if not redo_changed
     ]
     _write_atomic(
-      os.path.join(out_dir, ERRORS),
+      paths.join(out_dir, ERRORS),
       "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in errors),
     )
   mine = [(n, r) for i, (n, r) in enumerate(items) if i % pc == pi]
   todo, skipped = [], 0
   for n, r in mine:
-    final, partial = os.path.join(out_dir, r.id), os.path.join(out_dir, PARTIAL + r.id)
-    if os.path.isdir(partial):  # Killed while writing: redo from scratch.
-      shutil.rmtree(partial)
+    final, partial = paths.join(out_dir, r.id), paths.join(out_dir, PARTIAL + r.id)
+    if paths.is_dir(partial):  # Killed while writing: redo from scratch.
+      paths.remove_tree(partial)
     if r.id in changed and redo_changed:
-      shutil.rmtree(final)
-    if os.path.isdir(final):
+      paths.remove_tree(final)
+    if paths.is_uri(final) and not _finished(out_dir, r.id):  # Killed while uploading.
+      paths.remove_tree(final)
+    if _finished(out_dir, r.id):
       skipped += 1
       if r.id not in listed:  # Killed between the rename and the manifest append.
         _append_manifest(out_dir, _entry(n, r, final, settings))
@@ -264,9 +293,14 @@ def run_batch(
       assert sampler is not None  # Made above when there is anything to do.
       results = sampler.render([r for _, r in chunk])
       for (n, r), result in zip(chunk, results):
-        partial, final = os.path.join(out_dir, PARTIAL + r.id), os.path.join(out_dir, r.id)
-        write_story(result, partial, s.fps, s.crf)
-        os.rename(partial, final)
+        partial, final = paths.join(out_dir, PARTIAL + r.id), paths.join(out_dir, r.id)
+        if paths.is_uri(final):  # Written locally, uploaded with story.json last.
+          with tempfile.TemporaryDirectory(prefix="auteur-sample-") as local:
+            write_story(result, local, s.fps, s.crf)
+            paths.upload_tree(local, final, last="story.json")
+        else:
+          write_story(result, partial, s.fps, s.crf)
+          os.rename(partial, final)
         _append_manifest(out_dir, _entry(n, r, final, settings))
         rendered.append(r.id)
         bar.update(1)
@@ -319,7 +353,7 @@ def _differs(entry: dict, r: StoryRequest, settings: str) -> bool:
 def _entry(line: int, r: StoryRequest, final: str, settings: str) -> dict:
   """The manifest line of a finished item (no times or process ids: reruns match), with
   the hashes of its prompt and of the settings it was rendered with."""
-  with open(os.path.join(final, "story.json")) as f:
+  with paths.open_file(paths.join(final, "story.json")) as f:
     meta = json.load(f)
   return {
     "id": r.id,

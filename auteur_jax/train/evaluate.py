@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
-import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -34,6 +33,7 @@ from flax import nnx
 from jax.experimental import multihost_utils
 from PIL import Image
 
+from auteur_jax import paths
 from auteur_jax.config import ConfigError
 from auteur_jax.config_sections import from_section
 from auteur_jax.data.pipeline import GlobalBatches
@@ -191,21 +191,22 @@ class Evaluator:
     TensorBoard and WORKDIR/eval/<step>/."""
     if not writer.enabled:
       return
-    out = os.path.join(self.workdir, "eval", str(step))
-    os.makedirs(out, exist_ok=True)
+    out = paths.join(self.workdir, "eval", str(step))
+    paths.makedirs(out)
     captions = []
     if "caption_ids" in shown and hasattr(self.task, "eval_captions"):
       captions = self.task.eval_captions(self.config, shown["caption_ids"], shown["caption_mask"])
     for name, img in shown.get("images", {}).items():
       img = np.asarray(img)
       writer.image(f"eval/{name}", img, step)
-      Image.fromarray(img).save(os.path.join(out, f"{name}.png"))
+      with paths.open_file(paths.join(out, f"{name}.png"), "wb") as f:
+        Image.fromarray(img).save(f, format="PNG")
     for name, clips in shown.get("videos", {}).items():
       for i, clip in enumerate(np.asarray(clips)):
         gif = _gif(clip)
         tag = f"eval/{name}_{i}"
         writer.gif(tag, gif, clip.shape[1], clip.shape[2], step)
-        with open(os.path.join(out, f"{name}_{i}.gif"), "wb") as f:
+        with paths.open_file(paths.join(out, f"{name}_{i}.gif"), "wb") as f:
           f.write(gif)
         if i < len(captions):
           writer.text(tag, captions[i], step)

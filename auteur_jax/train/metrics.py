@@ -1,13 +1,26 @@
-"""Training metrics: JSONL (one object per logged step) and TensorBoard event files."""
+"""Training metrics: JSONL (one object per logged step) and TensorBoard event files.
+
+A workdir on cloud storage (gs://...): both are written in a local staging folder and
+copied to WORKDIR after each row (metrics.jsonl) / every minute and at close
+(tensorboard/), since an object store has no appends and tensorboardX writes gs:// only
+with google-cloud-storage installed.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
+import time
 from collections.abc import Mapping
 from typing import TextIO
 
 import jax
+
+from auteur_jax import paths
+
+_TB_UPLOAD_SECONDS = 60.0
 
 
 class MetricsWriter:
@@ -19,16 +32,30 @@ class MetricsWriter:
     self.enabled = jax.process_index() == 0
     self._jsonl: TextIO | None = None
     self._tb = None
+    self._remote: str | None = None  # A URI workdir, mirrored from the local `_local`.
+    self._uploaded = 0.0
     if not self.enabled:
       return
-    os.makedirs(workdir, exist_ok=True)
-    path = os.path.join(workdir, "metrics.jsonl")
+    local = workdir
+    if paths.is_uri(workdir):
+      self._remote, local = workdir, tempfile.mkdtemp(prefix="auteur-metrics-")
+      remote_jsonl = paths.join(workdir, "metrics.jsonl")
+      if paths.exists(remote_jsonl):  # Resumed: go on from the run's rows.
+        with (
+          paths.open_file(remote_jsonl, "rb") as src,
+          open(os.path.join(local, "metrics.jsonl"), "wb") as dst,
+        ):
+          shutil.copyfileobj(src, dst)
+    self._local = local
+    os.makedirs(local, exist_ok=True)
+    path = os.path.join(local, "metrics.jsonl")
     _truncate_after(path, resume_step)
     self._jsonl = open(path, "a", encoding="utf-8")
     if tensorboard:
       from tensorboardX import SummaryWriter  # Imported late: slow, and only process 0.
 
-      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+      self._tb = SummaryWriter(os.path.join(local, "tensorboard"))
+    self._sync(force=True)
 
   def write(self, step: int, scalars: Mapping[str, float]) -> None:
     if self._jsonl is None:  # Not process 0.
@@ -40,6 +67,19 @@ class MetricsWriter:
       for k, v in row.items():
         if k != "step":
           self._tb.add_scalar(k, v, step)
+    self._sync()
+
+  def _sync(self, force: bool = False) -> None:
+    """A URI workdir: metrics.jsonl uploaded; tensorboard/ too once a minute or `force`."""
+    if self._remote is None:
+      return
+    with open(os.path.join(self._local, "metrics.jsonl"), "rb") as f:
+      paths.write_atomic(paths.join(self._remote, "metrics.jsonl"), f.read())
+    tb = os.path.join(self._local, "tensorboard")
+    if self._tb is not None and (force or time.time() - self._uploaded > _TB_UPLOAD_SECONDS):
+      self._tb.flush()
+      paths.upload_tree(tb, paths.join(self._remote, "tensorboard"))
+      self._uploaded = time.time()
 
   def image(self, tag: str, img, step: int) -> None:
     """uint8 [H, W, 3] -> a TensorBoard image (process 0)."""
@@ -62,15 +102,20 @@ class MetricsWriter:
       self._tb.add_text(tag, text, step)
 
   def close(self) -> None:
+    if self._tb is not None:
+      self._tb.flush()
+    self._sync(force=True)
     if self._jsonl is not None:
       self._jsonl.close()
     if self._tb is not None:
       self._tb.close()
+    if self._remote is not None:
+      shutil.rmtree(self._local, ignore_errors=True)
 
 
 def read_metrics(workdir: str) -> list[dict]:
   """The rows of WORKDIR/metrics.jsonl."""
-  with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
+  with paths.open_file(paths.join(workdir, "metrics.jsonl")) as f:
     return [json.loads(line) for line in f if line.strip()]
 
 
