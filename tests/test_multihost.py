@@ -11,6 +11,7 @@ import numpy as np
 import portpicker
 import pytest
 from test_train_dit import _clips as _latent_clips
+from test_train_dit import tiny_dit
 from test_train_tasks import CONFIGS
 
 from auteur_jax.config import load_config
@@ -102,16 +103,9 @@ def test_two_processes_evaluate_together_and_process_0_writes(tmp_path):
   workdir = str(tmp_path / "run")
   os.makedirs(workdir)
   sets = [
-    f"--config.data.tokenizer={tok}",
-    "--config.data.batch_size=8",
-    "--config.data.num_workers=0",
-    "--config.data.num_frames=1",
-    "--config.data.max_text_len=8",
-    "--config.text.vocab_size=320",
-    "--config.model.num_layers=2",
+    *tiny_dit(data, tok, batch_size=8),
     "--config.train.log_every=1",
     "--config.train.warmup_steps=1",
-    "--config.train.visual_reg.std_samples=16",
     "--config.eval.split=train",
     "--config.eval.every=1",
     "--config.eval.video_every=2",

@@ -40,6 +40,21 @@ def _clips(tmp_path, latent_shape, k, d, static=False) -> tuple[str, str]:
   return str(tmp_path / "tfr"), tok_dir
 
 
+def tiny_dit(data_dir: str, tok_dir: str, batch_size: int = 4) -> list[str]:
+  """toy/dit overrides for `_clips`' data: one-frame clips, 8 caption tokens, 2 blocks."""
+  return [
+    f"--config.data.dir={data_dir}",
+    f"--config.data.tokenizer={tok_dir}",
+    f"--config.data.batch_size={batch_size}",
+    "--config.data.num_workers=0",
+    "--config.data.num_frames=1",
+    "--config.data.max_text_len=8",
+    "--config.text.vocab_size=320",
+    "--config.model.num_layers=2",
+    "--config.train.visual_reg.std_samples=16",
+  ]
+
+
 @pytest.mark.integration
 def test_dit_task_mesh_equivalence(tmp_path):
   base = load_config(os.path.join(CONFIGS, "dit.py"))
@@ -48,19 +63,11 @@ def test_dit_task_mesh_equivalence(tmp_path):
   config = load_config(
     os.path.join(CONFIGS, "dit.py"),
     [
-      f"--config.data.dir={data_dir}",
-      f"--config.data.tokenizer={tok_dir}",
-      "--config.data.batch_size=4",
-      "--config.data.num_workers=0",
-      "--config.data.num_frames=1",
-      "--config.data.max_text_len=8",
-      "--config.text.vocab_size=320",
-      "--config.model.num_layers=2",
+      *tiny_dit(data_dir, tok_dir),
       "--config.train.steps=3",
       "--config.train.log_every=1",
       "--config.train.warmup_steps=1",
       "--config.train.async_checkpoints=false",
-      "--config.train.visual_reg.std_samples=16",
       *NO_EVAL,
     ],
   )

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from tensorboardX.proto.event_pb2 import Event
 from test_train_dit import _clips as _latent_clips
+from test_train_dit import tiny_dit
 from test_train_tasks import CLIP_TINY, CONFIGS, VAE_TINY, _clips, _compare, _stories
 from test_trainer import _config, _task  # noqa: F401  (the fixture registers the task)
 
@@ -116,15 +117,7 @@ def test_each_task_writes_its_eval(tmp_path):
   w = run(
     "dit.py",
     [
-      f"--config.data.dir={d}",
-      f"--config.data.tokenizer={tok}",
-      "--config.data.batch_size=4",
-      "--config.data.num_workers=0",
-      "--config.data.num_frames=1",
-      "--config.data.max_text_len=8",
-      "--config.text.vocab_size=320",
-      "--config.model.num_layers=2",
-      "--config.train.visual_reg.std_samples=16",
+      *tiny_dit(d, tok),
       f"--config.eval.vae={os.path.join(SHIPPED, 'vae')}",
       "--config.eval.toy_states=true",
     ],
@@ -147,19 +140,11 @@ def test_toy_dit_eval_leaves_training_alone_and_matches_8_devices(tmp_path):
   dd = load_config(os.path.join(CONFIGS, "dit.py"))
   d, tok = _latent_clips(tmp_path / "t", (2, 4, 4, dd.model.in_channels), 4, dd.model.visual_dim)
   common = [
-    f"--config.data.dir={d}",
-    f"--config.data.tokenizer={tok}",
-    "--config.data.batch_size=4",
-    "--config.data.num_workers=0",
-    "--config.data.num_frames=1",
-    "--config.data.max_text_len=8",
-    "--config.text.vocab_size=320",
-    "--config.model.num_layers=2",
+    *tiny_dit(d, tok),
     "--config.train.steps=3",
     "--config.train.log_every=1",
     "--config.train.warmup_steps=1",
     "--config.train.async_checkpoints=false",
-    "--config.train.visual_reg.std_samples=16",
     "--config.eval.split=train",
     "--config.eval.batches=2",
     "--config.eval.video_every=0",
