@@ -3,6 +3,7 @@ on CPU equals full attention (values and gradients, padded lengths); clear error
 kernel does not exist."""
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -18,12 +19,14 @@ def _value_and_grads(fn, q, k, v, g):
   return (out, *vjp(g))
 
 
-@pytest.mark.parametrize("n", [48, 130])  # Neither a multiple of the 128-token block.
-def test_splash_interpret_equals_full(n):
+# Lengths that are no multiple of the block; 200 keys a block round up to 256 (2 blocks).
+@pytest.mark.parametrize("n,block", [(48, 512), (130, 128), (300, 200)])
+def test_splash_interpret_equals_full(n, block):
   keys = jax.random.split(jax.random.key(n), 4)
   q, k, v, g = (jax.random.normal(x, (2, n, 2, 16), jnp.float32) for x in keys)
   want = _value_and_grads(_attend, q, k, v, g)
-  got = jax.jit(lambda *a: _value_and_grads(ak.splash, *a))(q, k, v, g)
+  splash = functools.partial(ak.splash, block=block)
+  got = jax.jit(lambda *a: _value_and_grads(splash, *a))(q, k, v, g)
   for w, x in zip(want, got, strict=True):
     np.testing.assert_allclose(np.asarray(x), np.asarray(w), rtol=1e-5, atol=1e-5)
 

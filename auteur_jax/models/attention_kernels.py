@@ -2,8 +2,8 @@
 
   splash  TPU splash attention (Pallas, jax.experimental.pallas.ops.tpu): compiled on TPU,
           run in Pallas interpret mode on CPU (numerics and tests only: slow). Sequences
-          are padded to a multiple of SPLASH_BLOCK (16,464 Wan tokens -> 16,512) and the
-          padding is masked with segment ids (padded queries see only padded keys).
+          are padded to a multiple of the block (512: 16,464 Wan tokens -> 16,896) and
+          the padding is masked with segment ids (padded queries see only padded keys).
   cudnn   cuDNN flash attention through jax.nn.dot_product_attention(implementation=
           "cudnn"): NVIDIA GPUs, bfloat16 / float16 only.
 
@@ -15,6 +15,7 @@ it does not exist on raises one clear ValueError (e.g. splash on GPU).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -23,7 +24,7 @@ from jax.sharding import PartitionSpec
 
 from auteur_jax.models.context_parallel import even_split
 
-SPLASH_BLOCK = 128  # Query and key block of the splash kernel (TPU lanes).
+SPLASH_LANES = 128  # Splash blocks are whole multiples of the TPU's lanes.
 PLATFORMS = {"splash": ("tpu", "cpu"), "cudnn": ("cuda", "gpu")}
 
 
@@ -51,11 +52,15 @@ def _pad(x: jax.Array, n: int) -> jax.Array:
   return jnp.pad(x, ((0, 0), (0, n - x.shape[1]), (0, 0), (0, 0)))
 
 
-def splash(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
-  """Splash attention (module docstring); q [B, N, H, K], k / v [B, M, H, K]. On a mesh it
-  runs per device in a shard_map over the batch and head splits (a Pallas kernel is not
+def splash(q: jax.Array, k: jax.Array, v: jax.Array, block: int = 512) -> jax.Array:
+  """Splash attention (module docstring); q [B, N, H, K], k / v [B, M, H, K], in query
+  and key blocks of `block` rounded up to whole lanes (128) and cut to the padded
+  sequence. Small blocks on long clips overflow the kernel's block metadata in SMEM (at
+  75,600 tokens 128 needs 1.08 of 1 MiB with 5 heads a device). On a mesh it runs per
+  device in a shard_map over the batch and head splits (a Pallas kernel is not
   partitioned automatically); the sequence must not be split (a `context` split goes
   through models/context_parallel.py first)."""
+  local = functools.partial(_splash, block=block)
   mesh = jax.sharding.get_abstract_mesh()
   auto = (
     [] if mesh is None or mesh.empty else [a for a in mesh.axis_names if a not in mesh.manual_axes]
@@ -63,9 +68,9 @@ def splash(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
   if any(dict(mesh.shape)[a] > 1 for a in auto):
     spec = _spec(mesh, q.shape, auto)
     return jax.shard_map(
-      _splash, mesh=mesh, in_specs=(spec, spec, spec), out_specs=spec, check_vma=False
+      local, mesh=mesh, in_specs=(spec, spec, spec), out_specs=spec, check_vma=False
     )(q, k, v)
-  return _splash(q, k, v)
+  return local(q, k, v)
 
 
 def _spec(mesh, shape: tuple[int, ...], axes: list[str]) -> PartitionSpec:
@@ -84,7 +89,7 @@ def _spec(mesh, shape: tuple[int, ...], axes: list[str]) -> PartitionSpec:
   return PartitionSpec(out[0], None, out[2], None)
 
 
-def _splash(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+def _splash(q: jax.Array, k: jax.Array, v: jax.Array, block: int) -> jax.Array:
   """splash() on the arrays of one device (or the whole of them off a mesh)."""
   # Imported here: the Pallas TPU ops load only for the runs that ask for them.
   from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as sk
@@ -93,16 +98,18 @@ def _splash(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
   where = check_platform("splash")
   b, n, h, d = q.shape
   m = k.shape[1]
-  npad, mpad = (-(-x // SPLASH_BLOCK) * SPLASH_BLOCK for x in (n, m))
+  lanes = lambda x: -(-x // SPLASH_LANES) * SPLASH_LANES  # noqa: E731
+  bs = min(lanes(max(block, 1)), lanes(max(n, m)))
+  npad, mpad = (-(-x // bs) * bs for x in (n, m))
   blocks = sk.BlockSizes(
-    block_q=SPLASH_BLOCK,
-    block_kv=SPLASH_BLOCK,
-    block_kv_compute=SPLASH_BLOCK,
-    block_q_dkv=SPLASH_BLOCK,
-    block_kv_dkv=SPLASH_BLOCK,
-    block_kv_dkv_compute=SPLASH_BLOCK,
-    block_q_dq=SPLASH_BLOCK,
-    block_kv_dq=SPLASH_BLOCK,
+    block_q=bs,
+    block_kv=bs,
+    block_kv_compute=bs,
+    block_q_dkv=bs,
+    block_kv_dkv=bs,
+    block_kv_dkv_compute=bs,
+    block_q_dq=bs,
+    block_kv_dq=bs,
   )
   kernel = sk.make_splash_mha(
     sm.MultiHeadMask([sm.FullMask((npad, mpad)) for _ in range(h)]),

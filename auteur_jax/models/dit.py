@@ -73,8 +73,8 @@ class DiTConfig:
   attention: self-attention as "full" (one score matrix [N, N] per head: fastest for
     short sequences), "blockwise" (models/blockwise_attention.py: scores of
     `attention_block` keys at a time, for long clips; the same result), or a fused kernel
-    (models/attention_kernels.py): "splash" (TPU; CPU in interpret mode) or "cudnn" (GPU,
-    bfloat16).
+    (models/attention_kernels.py): "splash" (TPU, blocks of `attention_block` rounded to
+    128; CPU in interpret mode) or "cudnn" (GPU, bfloat16).
   context_parallel: with the sequence split on a `context` mesh axis, how self-attention
     crosses it: "xla" (XLA's partitioner), "ring" or "all_to_all"
     (models/context_parallel.py; the same result). Ring runs its own online softmax per
@@ -438,7 +438,7 @@ def _block(
   kernels: dict[str, context_parallel.Full] = {
     "full": _attend,
     "blockwise": functools.partial(blockwise_attention.attend, block=cfg.attention_block),
-    "splash": attention_kernels.splash,
+    "splash": functools.partial(attention_kernels.splash, block=cfg.attention_block),
     "cudnn": attention_kernels.cudnn,
   }
   full = kernels[cfg.attention]
