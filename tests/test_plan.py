@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import re
 
 import jax
 import jax.numpy as jnp
@@ -266,6 +267,27 @@ def test_a_splash_attention_plan_compiles_for_v5p(tmp_path):
   (plan,) = json.loads(out.read_text())
   assert plan["fits"] and plan["compiler_flops"] > 0
   assert "tpu_custom_call" in (tmp_path / "step.exe.hlo.txt").read_text()
+
+
+@pytest.mark.integration
+def test_a_cudnn_plan_compiles_or_is_a_row_saying_why(tmp_path, capsys):
+  """cuDNN attention in a GPU sweep: compiled where cuDNN is installed, else a failed row
+  naming cuDNN (the sweep goes on)."""
+  if importlib.util.find_spec("jax_cuda12_plugin") is None:
+    pytest.skip("the CUDA PJRT plugin (the plan extra) is not installed")
+  out = tmp_path / "plan.json"
+  cli.main(
+    [
+      "plan", "--config", "toy/dit", "--topology", "h100:1x1x4", "--sweep",
+      "--meshes", "data=1,fsdp=4,tensor=1", "--remats", "none",
+      "--attentions", "cudnn,full", "--json", str(out), *ONE_LAYER["toy/dit"][1:],
+      "--config.model.dtype=bfloat16", "--config.data.batch_size=4",
+    ]
+  )  # fmt: skip
+  done = {p["attention"] for p in json.loads(out.read_text())}
+  text = capsys.readouterr().out
+  assert "full/xla" in done
+  assert "cudnn/xla" in done or re.search(r"cudnn/xla.*cuDNN", text)
 
 
 def test_context_traffic_per_strategy():

@@ -138,4 +138,9 @@ def cudnn(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
       f"config.model.attention 'cudnn' takes bfloat16 or float16, got {q.dtype}: set "
       "config.model.dtype=bfloat16"
     )
-  return jax.nn.dot_product_attention(q, k, v, implementation="cudnn")
+  try:
+    return jax.nn.dot_product_attention(q, k, v, implementation="cudnn")
+  except RuntimeError as e:  # No cuDNN library here (e.g. a GPU plan compiled on a CPU host).
+    if "cudnn" not in str(e).lower():
+      raise
+    raise ValueError(f"config.model.attention 'cudnn': {e} (cuDNN comes with the CUDA runtime)")
