@@ -143,4 +143,6 @@ def cudnn(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
   except RuntimeError as e:  # No cuDNN library here (e.g. a GPU plan compiled on a CPU host).
     if "cudnn" not in str(e).lower():
       raise
-    raise ValueError(f"config.model.attention 'cudnn': {e} (cuDNN comes with the CUDA runtime)")
+    raise ValueError(
+      f"config.model.attention 'cudnn': {e} (cuDNN comes with the CUDA runtime)"
+    ) from None
