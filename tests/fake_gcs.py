@@ -10,15 +10,23 @@ cloud storage reach, as they reach Cloud Storage on a pod.
 So a test that writes `gs://bucket/...` fails if code opens it with `open()` /
 `os.path` (a local folder named `gs:` appears instead, and the bucket stays empty).
 Objects only, no folders: a "directory" exists while objects are under it, as on GCS.
+
+The emulator is made to keep Cloud Storage's generation contract, which tensorstore's
+conditional writes (OCDBT's manifest) rely on (`_patch_emulator`): generations are
+integers from one counter (never 0, never reused), every read of an object's bytes
+reports its generation (`x-goog-generation`), `ifGenerationMatch` /
+`ifGenerationNotMatch` are honoured (412 / 304), and empty objects can be uploaded.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import io
+import itertools
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from http import HTTPStatus
 from typing import Any
 
 import fsspec
@@ -26,8 +34,96 @@ import tensorstore as ts
 from fsspec.spec import AbstractFileSystem
 
 BUCKET = "auteur-test"
-# Empty objects: the emulator fails on a zero-byte upload, so they are kept here.
-_EMPTY: set[tuple[str, str]] = set()
+# Object generations, as Cloud Storage's: positive, increasing, never reused.
+_GENERATIONS = itertools.count(1)
+_Handler = Callable[[Any, Any, Any], None]
+
+
+def _precondition_fails(request: Any, generation: int | None) -> HTTPStatus | None:
+  """The status for a request whose ifGenerationMatch / ifGenerationNotMatch does not
+  hold on an object of `generation` (None: no live object), else None. As on GCS:
+  ifGenerationMatch=0 means "does not exist"; a failed NotMatch is 304 on a read."""
+  match, not_match = (
+    request.query.get("ifGenerationMatch"),
+    request.query.get("ifGenerationNotMatch"),
+  )
+  current = generation or 0
+  if match is not None and int(match[0]) != current:
+    return HTTPStatus.PRECONDITION_FAILED
+  if not_match is not None and int(not_match[0]) == current:
+    return HTTPStatus.NOT_MODIFIED if request.method == "GET" else HTTPStatus.PRECONDITION_FAILED
+  return None
+
+
+def _generation_of(storage: Any, bucket: str, name: str) -> int | None:
+  """The live object's generation, None if there is none."""
+  from gcp_storage_emulator.exceptions import NotFound
+
+  try:
+    return int(storage.get_file_obj(bucket, name)["generation"])
+  except NotFound:
+    return None
+
+
+def _object_call(handler: _Handler, is_upload: bool) -> _Handler:
+  """`handler` (an object GET / download / DELETE / upload) with GCS's preconditions, and
+  a download answering with the object's generation, as GCS's media downloads do."""
+
+  def call(request: Any, response: Any, storage: Any) -> None:
+    bucket = request.params["bucket_name"]
+    name = request.query["name"][0] if is_upload else request.params.get("object_id")
+    if name is None:  # A multipart / resumable upload: the name is in the body; not ours.
+      return handler(request, response, storage)
+    generation = _generation_of(storage, bucket, name)
+    if generation is None and not is_upload:
+      response.status = HTTPStatus.NOT_FOUND
+      return None
+    failed = _precondition_fails(request, generation)
+    if failed is not None:
+      response.status = failed
+      return None
+    if is_upload and request.get_header("Content-Length") == "0":
+      request._data = b""  # The emulator reads an empty body as "no data" and fails.
+    handler(request, response, storage)
+    if not is_upload and request.method == "GET" and response.status.value < 300:
+      response["x-goog-generation"] = str(generation)
+      response["x-goog-metageneration"] = "1"
+    return None
+
+  return call
+
+
+def _patch_emulator() -> None:
+  """Makes gcp-storage-emulator keep GCS's generation contract (see the module docstring):
+  out of the box it stamps generations with the clock (time.time_ns()), sends no x-goog-generation
+  on downloads (tensorstore then reads generation 0, and its next conditional write fails
+  with "Malformed StorageGeneration") and ignores every precondition. Idempotent."""
+  from gcp_storage_emulator import server
+  from gcp_storage_emulator.handlers import objects
+
+  if getattr(server, "_auteur_patched", False):
+    return
+  make = objects._make_object_resource
+
+  def make_object(base_url: str, bucket: str, name: str, *args: Any, **kwargs: Any) -> Any:
+    obj = make(base_url, bucket, name, *args, **kwargs)
+    old, new = obj["generation"], str(next(_GENERATIONS))
+    obj["generation"], obj["id"] = new, f"{bucket}/{name}/{new}"
+    obj["mediaLink"] = obj["mediaLink"].replace(f"generation={old}", f"generation={new}")
+    return obj
+
+  objects._make_object_resource = make_object
+  wrapped = {
+    objects.get: _object_call(objects.get, is_upload=False),
+    objects.download: _object_call(objects.download, is_upload=False),
+    objects.delete: _object_call(objects.delete, is_upload=False),
+    objects.insert: _object_call(objects.insert, is_upload=True),
+  }
+  server.HANDLERS = tuple(
+    (regex, {method: wrapped.get(h, h) for method, h in handlers.items()})
+    for regex, handlers in server.HANDLERS
+  )
+  server._auteur_patched = True
 
 
 class FakeGCSFileSystem(AbstractFileSystem):
@@ -54,23 +150,15 @@ class FakeGCSFileSystem(AbstractFileSystem):
   def _keys(self, bucket: str, prefix: str) -> list[str]:
     """Object names under `prefix` (the whole bucket for "")."""
     keys = {k.decode() for k in self._store(bucket).list().result()}
-    keys |= {k for b, k in _EMPTY if b == bucket}
     return sorted(k for k in keys if k.startswith(prefix))
 
   def _read(self, path: str) -> bytes | None:
     bucket, key = self._split(path)
-    if (bucket, key) in _EMPTY:
-      return b""
     r = self._store(bucket).read(key).result() if key else None
     return None if r is None or r.state != "value" else bytes(r.value)
 
   def _write(self, path: str, data: bytes) -> None:
     bucket, key = self._split(path)
-    if not data:
-      self._store(bucket).write(key, None).result()
-      _EMPTY.add((bucket, key))
-      return
-    _EMPTY.discard((bucket, key))
     self._store(bucket).write(key, data).result()
 
   def info(self, path: str, **kwargs: Any) -> dict[str, Any]:
@@ -123,7 +211,6 @@ class FakeGCSFileSystem(AbstractFileSystem):
     bucket, key = self._split(path)
     if self._read(path) is None:
       raise FileNotFoundError(path)
-    _EMPTY.discard((bucket, key))
     self._store(bucket).write(key, None).result()  # delete_range: the emulator lists all.
 
   def _rm(self, path: str) -> None:
@@ -206,7 +293,7 @@ def start() -> Iterator[FakeGCSFileSystem]:
   yields the filesystem; stops it after. (Generator: a pytest fixture's body.)"""
   from gcp_storage_emulator.server import create_server
 
-  _EMPTY.clear()
+  _patch_emulator()
   server = create_server("localhost", 0, in_memory=True, default_bucket=BUCKET)
   server._api.daemon = True  # Never keeps the test process alive.
   server.start()

@@ -125,6 +125,26 @@ def test_missing_remote_files_are_named(gcs):
     list(tfrecord.iter_records(f"{BUCKET}/x.tfrecord"))
 
 
+def test_fake_bucket_keeps_generations_like_gcs(gcs):
+  """tensorstore's conditional writes (OCDBT's manifest) see Cloud Storage's contract: a
+  read reports the generation the write made (not 0, which made a later conditional write
+  fail with "Malformed StorageGeneration"), a stale condition loses, empty objects exist."""
+  import tensorstore as ts
+
+  kv = ts.KvStore.open({"driver": "gcs", "bucket": fake_gcs.BUCKET}).result()
+  first = kv.write("m", b"one").result().generation
+  read = kv.read("m").result()
+  assert read.stamp.generation == first
+  second = kv.write("m", b"two", if_equal=read.stamp.generation).result().generation
+  assert second not in (first, b"")
+  assert kv.write("m", b"three", if_equal=first).result().generation == b""  # Lost the race.
+  assert kv.read("m", if_not_equal=second).result().state == "unspecified"  # 304.
+  assert bytes(kv.read("m").result().value) == b"two"
+  paths.write_atomic(f"{BUCKET}/empty", b"")
+  assert paths.exists(f"{BUCKET}/empty") and paths.size(f"{BUCKET}/empty") == 0
+  assert gcs.objects() == ["empty", "m"]
+
+
 def _local_files(root) -> dict[str, bytes]:
   return {
     os.path.relpath(os.path.join(d, n), root): open(os.path.join(d, n), "rb").read()
