@@ -2,6 +2,7 @@
 
 Needs the `beam` extra, which cannot share a venv with the test extra: .ci/run runs these
 in .venv-beam (`python -m pytest -m beam tests/test_beam_build.py`); elsewhere they skip.
+The gs:// test needs gcp-storage-emulator there too (tests/fake_gcs.py).
 """
 
 import json
@@ -69,6 +70,58 @@ def test_direct_build_equals_pool_build(tmp_path, stories_file):
   for p in tfrecord.list_shards(direct):  # Files byte for byte (our CRCs, same framing).
     with open(p, "rb") as f, open(os.path.join(pool, os.path.relpath(p, direct)), "rb") as g:
       assert f.read() == g.read()
+
+
+@pytest.fixture
+def gcs(monkeypatch, tmp_path):
+  """The offline gs:// bucket (tests/fake_gcs.py); the test runs in an empty folder, which
+  must stay empty (code that used open / os.path on a URI would write a local gs: there)."""
+  pytest.importorskip("gcp_storage_emulator")
+  import logging
+
+  import fake_gcs
+
+  logging.getLogger("gcp_storage_emulator").setLevel(logging.CRITICAL)  # 404s are normal.
+  cwd = tmp_path / "cwd"
+  cwd.mkdir()
+  monkeypatch.chdir(cwd)
+  gen = fake_gcs.start()
+  yield next(gen)
+  next(gen, None)
+  assert os.listdir(cwd) == [], f"local files written for gs:// paths: {os.listdir(cwd)}"
+
+
+def test_direct_build_from_gcs_to_gcs_equals_pool_build(tmp_path, stories_file, gcs):
+  """`auteur data build --runner direct` with stories, videos and the output on gs:// (as
+  on Dataflow; the direct runner's workers run in this process, where the fake bucket is
+  registered) writes the local pool build's files byte for byte, no temporary object."""
+  from auteur_jax import paths
+
+  bucket = "gs://auteur-test"
+  for name in ["stories.jsonl"] + [f"videos/v{i}.mp4" for i in range(4)]:
+    with open(tmp_path / name, "rb") as src, paths.open_file(f"{bucket}/raw/{name}", "wb") as f:
+      f.write(src.read())
+  config = os.path.join(os.path.dirname(cli.__file__), "configs", "toy", "data.py")
+  pool, remote = str(tmp_path / "pool"), f"{bucket}/built"
+  for stories, out, runner in [
+    (stories_file, pool, ["--config.data.build_workers=1"]),
+    (f"{bucket}/raw/stories.jsonl", remote, ["--runner", "direct"]),
+  ]:
+    over = [f"--config.data.dir={out}", "--config.data.size=16", "--config.data.num_shards=3"]
+    cli.main(["data", "build", "--config", config, "--stories", stories, *over, *runner])
+  local = {os.path.relpath(p, pool): open(p, "rb").read() for p in tfrecord.list_shards(pool)}
+  built = sorted(o for o in gcs.objects() if o.startswith("built/"))
+  assert built == sorted(["built/dataset.json"] + [f"built/{p}" for p in local])  # No tmp.
+  for rel, data in local.items():
+    assert gcs._read(f"auteur-test/built/{rel}") == data
+  assert sum(len(list(tfrecord.iter_records(f"{remote}/{rel}"))) for rel in local) == 7 + 4
+  with (
+    open(os.path.join(pool, "dataset.json")) as f,
+    paths.open_file(f"{remote}/dataset.json") as g,
+  ):
+    local_json, remote_json = f.read(), g.read()
+  stories = (json.dumps(stories_file), json.dumps(f"{bucket}/raw/stories.jsonl"))
+  assert remote_json == local_json.replace(*stories)  # Same bytes but the stories file.
 
 
 def test_writing_a_shard_twice_leaves_one_copy(tmp_path, stories_file):

@@ -20,6 +20,10 @@ once (positions are checked: a duplicate with equal bytes is dropped, with other
 error). The records of one shard are held in the memory of the worker that writes it:
 choose num_shards so that a shard fits. dataset.json is written last, after every shard.
 
+Paths (stories, videos, OUT) may be URIs (gs://, as Dataflow users keep them): every file
+access goes through auteur_jax/paths.py, as in the pool build; a worker reads a remote
+video through a local copy and writes a shard to a temporary object renamed into place.
+
 Beam is imported inside the functions here only: the package imports without the `beam`
 extra.
 """
@@ -32,6 +36,7 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
+from auteur_jax import paths
 from auteur_jax.data import examples, inventory, tfrecord, video_io
 from auteur_jax.data.build import FrameSpec, encode_story_clips, resolve_video
 from auteur_jax.data.schema import Story, read_stories
@@ -71,7 +76,8 @@ def shard_of(record_index: int, num_shards: int) -> tuple[int, int]:
 
 
 def plan(stories: Sequence[Story], base_dir: str) -> list[StoryTask]:
-  """Each story's task, in stories-file order (videos resolved against `base_dir`)."""
+  """Each story's task, in stories-file order (videos resolved against `base_dir`, a
+  folder or a URI)."""
   stories_seen: dict[str, int] = {}
   clips_seen: dict[str, int] = {}
   tasks = []
@@ -104,6 +110,11 @@ def split_totals(tasks: Sequence[StoryTask]) -> dict[str, dict[str, int]]:
 def shard_path(split: str, kind: str, shard: int, num_shards: int) -> str:
   """A shard's path relative to the data set: SPLIT/KIND-i-of-n.tfrecord (the pool's)."""
   return os.path.join(split, tfrecord.shard_name(kind, shard, num_shards))
+
+
+def _under(out_dir: str, rel: str) -> str:
+  """The path of `rel` (a shard_path) under `out_dir` (a folder or a URI)."""
+  return paths.join(out_dir, *rel.split(os.sep))
 
 
 def expected_counts(totals: dict[str, dict[str, int]], num_shards: int) -> dict[ShardKey, int]:
@@ -163,9 +174,9 @@ def write_shard(
     raise ValueError(
       f"{rel}: got records at positions {sorted(by_pos)[:10]}..., expected 0..{expected - 1}"
     )
-  path = os.path.join(out_dir, rel)
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with tfrecord.TFRecordWriter(path) as w:
+  path = _under(out_dir, rel)
+  paths.makedirs(paths.dirname(path))
+  with tfrecord.TFRecordWriter(path) as w:  # Temporary file / object, renamed.
     for pos in range(expected):
       w.write(by_pos[pos])
   return rel, expected
@@ -179,14 +190,15 @@ def write_summary(
   num_shards: int,
   written: Iterable[tuple[str, int]],
 ) -> dict:
-  """Writes OUT/dataset.json atomically, as the pool build does, after checking that every
-  shard was written with its records (`written`: (relative path, records) per shard).
+  """Writes OUT/dataset.json atomically, as the pool build does (the same bytes), after
+  checking that every shard was written with its records (`written`: (relative path,
+  records) per shard).
 
   Returns the summary.
   """
   reported = dict(written)
   summary: dict[str, Any] = {
-    "stories_file": os.path.abspath(stories_path),
+    "stories_file": paths.absolute(stories_path),
     "frames": dataclasses.asdict(spec),
     "schema_version": examples.SCHEMA_VERSION,
     "splits": {},
@@ -197,7 +209,7 @@ def write_summary(
     missing = [p for p in clips + stories if p not in reported]
     if missing:
       raise ValueError(f"{out_dir}: shards not written: {missing}")
-    counts = inventory.shard_counts(out_dir, [os.path.join(out_dir, p) for p in clips + stories])
+    counts = inventory.shard_counts(out_dir, [_under(out_dir, p) for p in clips + stories])
     bad = {p: (n, reported[p]) for p, n in counts.items() if n != reported[p]}
     if bad:
       raise ValueError(f"{out_dir}: shards hold other record counts than written: {bad}")
@@ -207,10 +219,7 @@ def write_summary(
       "story_shards": stories,
       "shard_records": counts,
     }
-  tmp = os.path.join(out_dir, f"dataset.json.tmp-{os.getpid()}")
-  with open(tmp, "w") as f:
-    json.dump(summary, f, indent=1)
-  os.replace(tmp, os.path.join(out_dir, "dataset.json"))
+  paths.write_atomic(paths.join(out_dir, "dataset.json"), json.dumps(summary, indent=1))
   return summary
 
 
@@ -252,7 +261,8 @@ def build(
 ) -> dict:
   """Builds the TFRecord shards of every split in `stories_path` (JSONL) into `out_dir`
   with a Beam pipeline on `runner` (direct, dataflow, flink, spark); the same files as
-  data.build.build.
+  data.build.build. Both paths, and the videos, may be URIs (gs://...): the workers
+  must reach them (the direct runner's in-process workers see what this process sees).
 
   Args:
     spec: frame settings (None: FrameSpec()).
@@ -276,14 +286,15 @@ def build(
     ) from e
 
   stories = read_stories(stories_path)
-  tasks = plan(stories, os.path.dirname(os.path.abspath(stories_path)))
+  stories_file = paths.absolute(stories_path)
+  tasks = plan(stories, paths.dirname(stories_file))
   for t in tasks:  # Fail before any work when a video is missing.
-    if not os.path.isfile(t.video):
+    if not paths.is_file(t.video):
       raise video_io.VideoError(f"{t.video}: video not found (from {stories_path})")
   totals = split_totals(tasks)
   expected = expected_counts(totals, num_shards)
-  out_dir = os.path.abspath(out_dir)
-  os.makedirs(out_dir, exist_ok=True)
+  out_dir = paths.absolute(out_dir)
+  paths.makedirs(out_dir)
   with beam.Pipeline(runner=beam_runner, options=PipelineOptions(flags)) as p:
     records = (
       p
@@ -298,8 +309,7 @@ def build(
       | "ByShard" >> beam.GroupByKey()
       | "Write" >> beam.Map(_write_group, out_dir, num_shards, expected)
       | "All" >> beam.combiners.ToList()
-      | "Summary"
-      >> beam.Map(_write_summary, out_dir, os.path.abspath(stories_path), spec, totals, num_shards)
+      | "Summary" >> beam.Map(_write_summary, out_dir, stories_file, spec, totals, num_shards)
     )
   meta = inventory.read_meta(out_dir)
   if meta is None:
