@@ -96,6 +96,7 @@ STRATEGIES = (
   ("full", "xla"),
   ("blockwise", "xla"),
   ("full", "ring"),
+  ("blockwise", "ring"),
   ("full", "all_to_all"),
   ("blockwise", "all_to_all"),
 )
@@ -111,15 +112,22 @@ def strategies(tokens: int, block: int) -> None:
     f"batch 1; 8 CPU devices (context 4 x fsdp 2); full on one device: "
     f"{base / 2**20:.1f} MiB scratch"
   )
+  ratios = {}
   for attention, cp in STRATEGIES:
     cfg = dataclasses.replace(CFG, attention=attention, attention_block=block, context_parallel=cp)
     step, state = make_step(cfg, tokens)
     with rules.use_mesh(mesh):
       temp = step.lower(*state).compile().memory_analysis().temp_size_in_bytes
+    ratios[f"{attention}/{cp}"] = temp / base
     print(
       f"  {attention + '/' + cp:<22} scratch {temp / 2**20:8.1f} MiB per device = "
       f"{temp / base:.3f} of full on one device"
     )
+  best = min(ratios, key=ratios.get)
+  print(
+    f"ratio {best} scratch per device / full on one device, lower is better: "
+    f"{ratios[best]:.3f} (for information)"
+  )
 
 
 def main() -> None:
