@@ -16,7 +16,6 @@ turns them into global `jax.Array`s sharded over the mesh's batch axes.
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -28,6 +27,7 @@ from auteur_jax.config import ConfigError
 from auteur_jax.config_sections import from_section
 from auteur_jax.data import examples, inventory, keyframes, tfrecord, video_io
 from auteur_jax.data.tokenizer import Tokenizer
+from auteur_jax.paths import join as join_path  # As `join_path`: `paths` names lists here.
 
 
 def files_for_process(paths: Sequence[str], process_index: int, process_count: int) -> list[str]:
@@ -257,7 +257,7 @@ def split_files(data_dir: str, split: str, kind: str) -> list[str]:
   """Shard files of `kind` ("clips" | "stories") of a split built by `auteur data build`."""
   if kind not in ("clips", "stories"):
     raise ValueError(f"kind must be 'clips' or 'stories', got {kind!r}")
-  return tfrecord.list_shards(os.path.join(data_dir, split, f"{kind}-*.tfrecord"))
+  return tfrecord.list_shards(join_path(data_dir, split, f"{kind}-*.tfrecord"))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,6 +20,9 @@ several processes, process i takes every i-th shard; story shards and OUT/datase
 (the input's, plus an `encoded` entry per array) are written once every clip shard
 exists, by whichever run sees that (process 0 writes dataset.json; if another process
 finished last, a rerun writes it, skipping all the work).
+
+IN and OUT may be URIs (gs://...): every file goes through auteur_jax/paths.py (a shard
+appears whole when its temporary object is renamed into place).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import ml_collections
 import numpy as np
 import tqdm
 
+from auteur_jax import paths
 from auteur_jax.config import ConfigError
 from auteur_jax.config_sections import from_section
 from auteur_jax.data import examples, pipeline, tfrecord, video_io
@@ -130,6 +134,12 @@ def encode_shard(
 
 
 def _copy_atomic(src: str, dst: str) -> None:
+  """Copies a file so that `dst` appears whole: locally a temporary file + rename; on an
+  object store one upload (an object appears when its writer closes)."""
+  if paths.is_uri(src) or paths.is_uri(dst):
+    with paths.open_file(src, "rb") as f, paths.open_file(dst, "wb") as g:
+      shutil.copyfileobj(f, g, 1 << 22)
+    return
   tmp = f"{dst}.{os.getpid()}.tmp"
   shutil.copyfile(src, tmp)
   os.replace(tmp, dst)
@@ -151,7 +161,7 @@ def write_story_shard(src: str, dst: str, clip_index: dict, field: str) -> None:
               "s with no clip record in the encoded clip shards"
             )
           path, offset, length = clip_index[key]
-          f = handles.get(path) or handles.setdefault(path, open(path, "rb"))
+          f = handles.get(path) or handles.setdefault(path, tfrecord.open_shard(path))
           clip = examples.decode_clip(tfrecord.read_record_at(f, path, offset, length), path)
           steps.append(clip[field])
         writer.write(examples.encode_story(_record_story(story), np.stack(steps)))
@@ -197,15 +207,15 @@ def encode_dataset(
     distributed.initialize(config.distributed)
   e = from_section(EncodeConfig, config.encode, "config.encode")
   in_dir, out_dir = e.in_dir, e.out_dir
-  if os.path.abspath(in_dir) == os.path.abspath(out_dir):
+  if paths.absolute(in_dir) == paths.absolute(out_dir):
     raise ConfigError("config.encode.out_dir must differ from in_dir (shards are rewritten)")
-  meta_path = os.path.join(in_dir, "dataset.json")
-  if not os.path.isfile(meta_path):
+  meta_path = paths.join(in_dir, "dataset.json")
+  if not paths.is_file(meta_path):
     raise FileNotFoundError(
       f"{meta_path}: not found; is config.encode.in_dir={in_dir} a "
       "folder written by `auteur data build`?"
     )
-  with open(meta_path) as f:
+  with paths.open_file(meta_path) as f:
     meta = json.load(f)
   splits = list(e.splits) or sorted(meta["splits"])
   unknown = sorted(set(splits) - set(meta["splits"]))
@@ -225,9 +235,9 @@ def encode_dataset(
   pi, pc = jax.process_index(), jax.process_count()
   done, skipped, budget = 0, 0, max_shards
   for split in splits:
-    os.makedirs(os.path.join(out_dir, split), exist_ok=True)
+    paths.makedirs(paths.join(out_dir, split))
     clips = pipeline.files_for_process(pipeline.split_files(in_dir, split, "clips"), pi, pc)
-    todo = [p for p in clips if not os.path.exists(_out(p, in_dir, out_dir))]
+    todo = [p for p in clips if not paths.exists(_out(p, in_dir, out_dir))]
     skipped += len(clips) - len(todo)
     if budget is not None:
       todo = todo[:budget]
@@ -244,11 +254,11 @@ def encode_dataset(
   outs = [
     _out(p, in_dir, out_dir) for s in splits for p in pipeline.split_files(in_dir, s, "clips")
   ]
-  complete = all(os.path.exists(p) for p in outs)
+  complete = all(paths.exists(p) for p in outs)
   if complete:
     _finish(enc, meta, in_dir, out_dir, splits, pi, pc)
   shape, dtype = None, None
-  for path in (p for p in outs if os.path.exists(p)):  # Describe one written record.
+  for path in (p for p in outs if paths.exists(p)):  # Describe one written record.
     for record in tfrecord.iter_records(path):
       arr = examples.decode_clip(record, path)[enc.field]
       shape, dtype = tuple(arr.shape), str(arr.dtype)
@@ -267,7 +277,8 @@ def encode_dataset(
 
 
 def _out(path: str, in_dir: str, out_dir: str) -> str:
-  return os.path.join(out_dir, os.path.relpath(path, in_dir))
+  """The output path of the input shard `path` (the same place under out_dir)."""
+  return paths.join(out_dir, *paths.relative(path, in_dir).split(os.sep))
 
 
 def _finish(
@@ -276,7 +287,7 @@ def _finish(
   """Story shards (copied, or with embeddings) and dataset.json, once all clips exist."""
   for split in splits:
     stories = pipeline.files_for_process(pipeline.split_files(in_dir, split, "stories"), pi, pc)
-    todo = [p for p in stories if not os.path.exists(_out(p, in_dir, out_dir))]
+    todo = [p for p in stories if not paths.exists(_out(p, in_dir, out_dir))]
     if not todo:
       continue
     if enc.inputs == "keyframe":
@@ -291,9 +302,6 @@ def _finish(
   meta = dict(
     meta,
     encoded={**meta.get("encoded", {}), enc.field: enc.description},
-    source_dir=os.path.abspath(in_dir),
+    source_dir=paths.absolute(in_dir),
   )
-  tmp = os.path.join(out_dir, f"dataset.json.tmp-{os.getpid()}")
-  with open(tmp, "w") as f:
-    json.dump(meta, f, indent=1)
-  os.replace(tmp, os.path.join(out_dir, "dataset.json"))
+  paths.write_atomic(paths.join(out_dir, "dataset.json"), json.dumps(meta, indent=1))
