@@ -93,15 +93,17 @@ def _keep(p, names):
 
 def state_shardings(state: nnx.State, mesh: jax.sharding.Mesh, rules: Rules = DEFAULT_RULES):
   """NamedShardings for an nnx State (e.g. of `nnx.eval_shape`) under `rules` on `mesh`.
-  A dimension keeps the leading mesh axes of its rule whose product divides it (e.g. a
-  20-wide weight on fsdp 2 x context 4: fsdp only), as sharded arrays must split evenly."""
+  A dimension keeps its rule's first mesh axis (one that does not divide it stays an
+  error where the arrays are placed, naming the weight) and drops later ones from the end
+  while their product does not divide it (e.g. a 20-wide weight on fsdp 2 x context 4:
+  fsdp only), as sharded arrays must split evenly."""
   names, sizes = set(mesh.axis_names), dict(mesh.shape)
   with nnx.logical_axis_rules(tuple(rules)):
     specs = nnx.get_partition_spec(state)
 
   def even(p, dim: int):
     kept = list(_as_tuple(_keep(p, names)))
-    while kept and dim % math.prod(sizes[a] for a in kept):
+    while len(kept) > 1 and dim % math.prod(sizes[a] for a in kept):
       kept.pop()
     return kept[0] if len(kept) == 1 else (tuple(kept) or None)
 
