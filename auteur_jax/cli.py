@@ -28,7 +28,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from auteur_jax import paths
+from auteur_jax import host_memory, paths
 
 
 def _rule(args):
@@ -775,6 +775,10 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
   """Parses the command line; `--config.key=value` items override the loaded config."""
+  try:  # First: before JAX's threads allocate (see host_memory).
+    host_memory.retain_freed_memory()
+  except ValueError as e:
+    sys.exit(f"auteur: {e}")
   from absl import flags
 
   from auteur_jax.config import load_config

@@ -19,6 +19,8 @@ import os
 import platform
 import sys
 
+from auteur_jax import host_memory
+
 CAPS = {
   "avx2": {
     "ATEN_CPU_CAPABILITY": "avx2",
@@ -33,7 +35,9 @@ CHOICES = ("native", *CAPS)
 
 def apply(argv: list[str] | None = None) -> str:
   """Sets the environment for `--isa X` in argv (default: sys.argv); returns X. Call it
-  before importing jax or torch: both read these variables once, when they load."""
+  before importing jax or torch: both read these variables once, when they load. Also
+  sets the host allocator policy that `auteur` sets (auteur_jax/host_memory.py), so that
+  the benchmarks run our code as the CLI does."""
   argv = sys.argv if argv is None else argv
   isa = "native"
   for i, arg in enumerate(argv):
@@ -45,10 +49,11 @@ def apply(argv: list[str] | None = None) -> str:
     raise SystemExit(f"--isa {isa!r}: expected one of {CHOICES}")
   if "jax" in sys.modules or "torch" in sys.modules:
     raise RuntimeError("cpu_isa.apply() must run before jax / torch are imported")
-  if isa != "native":
+  if isa != "native" and XLA_CAP[isa] not in os.environ.get("XLA_FLAGS", ""):
     os.environ.update(CAPS[isa])
     flags = os.environ.get("XLA_FLAGS", "")
     os.environ["XLA_FLAGS"] = f"{flags} {XLA_CAP[isa]}".strip()
+  host_memory.retain_freed_memory()
   return isa
 
 
@@ -73,7 +78,7 @@ def avx_flags() -> list[str]:
 
 
 def describe(isa: str) -> str:
-  """One line: the CPU, its AVX flags and the cap in force."""
+  """One line: the CPU, its AVX flags, the cap in force and the host allocator policy."""
   model = platform.processor() or "unknown CPU"
   try:
     with open("/proc/cpuinfo") as f:
@@ -85,4 +90,8 @@ def describe(isa: str) -> str:
     if isa == "native"
     else ", ".join([XLA_CAP[isa]] + [f"{k}={v}" for k, v in CAPS[isa].items()])
   )
-  return f"cpu: {model}; flags {' '.join(avx_flags()) or '-'}; --isa {isa} ({caps})"
+  malloc = os.environ.get(host_memory.ENV, "retain")
+  return (
+    f"cpu: {model}; flags {' '.join(avx_flags()) or '-'}; --isa {isa} ({caps}); "
+    f"host allocator: {malloc}"
+  )

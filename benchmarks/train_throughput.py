@@ -10,7 +10,9 @@ Side by side with the director step: a transformers `LlamaForCausalLM` training 
 the same shapes (width, layers, heads, vocabulary, tied embeddings), fed the director's
 own sequence (ids, RoPE positions and its 4-D attention mask, through torch SDPA), with
 the same losses (text cross-entropy at the text slots, cosine + MSE of a linear visual
-head at the query slots) and torch's fused AdamW. Repeats alternate ours and theirs.
+head at the query slots) and torch's fused AdamW. And the director step as the issue found
+it ("before": einsum attention, scanned layers, autodiff cross-entropy, glibc's default
+allocator), in a child process with AUTEUR_HOST_MALLOC=system. Repeats alternate the three.
 
   python benchmarks/train_throughput.py [--repeats 5] [--batch 8] [--isa avx2]
 """
@@ -18,8 +20,10 @@ head at the query slots) and torch's fused AdamW. Repeats alternate ours and the
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import statistics
+import subprocess
 import sys
 
 import cpu_isa
@@ -34,6 +38,7 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 from flax import nnx  # noqa: E402
 
+from auteur_jax import host_memory  # noqa: E402
 from auteur_jax.config import CONFIG_DIR, load_config  # noqa: E402
 from auteur_jax.kernels import train_attention  # noqa: E402
 from auteur_jax.models import registry  # noqa: E402
@@ -174,21 +179,55 @@ def _as_before(fn):
   return run
 
 
-def bench(name: str, batch_size: int, repeats: int, peak: float) -> dict[str, float]:
-  """Seconds per step of ours; for the director also of the transformers reference and
-  of ours as it was before (XLA's attention, layers scanned, autodiff cross-entropy)."""
-  overrides = [f"--config.data.batch_size={batch_size}"]
+def _config(name: str, batch_size: int, *extra: str):
+  overrides = [f"--config.data.batch_size={batch_size}", *extra]
   if name == "dit":
     overrides.append("--config.train.visual_reg.embedding_std=1.0")
-  config = load_config(os.path.join(CONFIGS, f"{name}.py"), overrides)
+  return load_config(os.path.join(CONFIGS, f"{name}.py"), overrides)
+
+
+def serve_before(batch_size: int) -> None:
+  """The child's side: the director step as it was before (see _as_before, with layers
+  scanned), run once per line read from stdin; writes "done" after each."""
+  config = _config("director", batch_size, "--config.model.llm.scan_unroll=1")
+  run = _as_before(_trainer_step(config, "director", _batches("director", config, batch_size))[0])
+  for _ in sys.stdin:
+    run()
+    print("done", flush=True)
+
+
+def before_in_child(batch_size: int):
+  """A no-argument function that runs one step of `serve_before` in a child process
+  under glibc's default allocator (the step as the issue found it) and returns after it."""
+  env = dict(os.environ, **{host_memory.ENV: "system"})
+  child = subprocess.Popen(
+    [sys.executable, __file__, "--serve-before", "--batch", str(batch_size)],
+    env=env,
+    stdin=subprocess.PIPE,
+    stdout=subprocess.PIPE,
+    text=True,
+  )
+  assert child.stdin is not None and child.stdout is not None
+  atexit.register(child.stdin.close)
+
+  def run():
+    child.stdin.write("run\n")
+    child.stdin.flush()
+    if child.stdout.readline().strip() != "done":
+      raise RuntimeError(f"the 'before' step's process failed (exit {child.wait()})")
+
+  return run
+
+
+def bench(name: str, batch_size: int, repeats: int, peak: float) -> dict[str, float]:
+  """Seconds per step of ours; for the director also of the transformers reference and
+  of the step before (in a child process, see before_in_child)."""
+  config = _config(name, batch_size)
   batch = _batches(name, config, batch_size)
   fns = {}
   if name == "director":
     fns["transformers"] = torch_director_step(config, batch)
-    before = load_config(
-      os.path.join(CONFIGS, f"{name}.py"), [*overrides, "--config.model.llm.scan_unroll=1"]
-    )
-    fns["before"] = _as_before(_trainer_step(before, name, batch)[0])
+    fns["before"] = before_in_child(batch_size)
   fns["ours"], n_params = _trainer_step(config, name, batch)
   times = {k: statistics.median(v) for k, v in timing.interleaved(fns, repeats).items()}
   dt = times["ours"]
@@ -205,7 +244,8 @@ def bench(name: str, batch_size: int, repeats: int, peak: float) -> dict[str, fl
     f"{flops / dt / 1e9:.1f} GFLOP/s = {frac:.2f} of the matmul peak"
   )
   labels = {
-    "before": "ours before (XLA attention, scanned layers, autodiff cross-entropy)",
+    "before": "ours before (XLA attention, scanned layers, autodiff cross-entropy, glibc "
+    "malloc defaults)",
     "transformers": "transformers reference",
   }
   for key, label in labels.items():
@@ -221,7 +261,10 @@ def main() -> None:
   cpu_isa.add_argument(ap)
   ap.add_argument("--repeats", type=int, default=5)
   ap.add_argument("--batch", type=int, default=8)
+  ap.add_argument("--serve-before", action="store_true", help=argparse.SUPPRESS)
   args = ap.parse_args()
+  if args.serve_before:
+    return serve_before(args.batch)
   print(cpu_isa.describe(ISA), flush=True)
   torch.set_num_threads(os.cpu_count() or 1)
   peak = matmul_flops(args.repeats)

@@ -1,7 +1,10 @@
 """The C++ CPU attention kernels (decoding; training with its gradient) against the einsum
 attention they stand in for."""
 
+import os
 import shutil
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -177,6 +180,24 @@ def test_train_kernel_equals_einsum_attention_and_its_gradient(b, l, h, kvh, d, 
   np.testing.assert_allclose(float(got), float(want), rtol=1e-5, atol=1e-4)  # A sum of ~1e4.
   for name, g, w in zip("qkv", grads, want_grads):
     np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-5, atol=1e-5, err_msg=name)
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(
+  "avx512f" not in open("/proc/cpuinfo").read(), reason="native is the AVX2 build already"
+)
+def test_train_kernel_built_for_avx2_equals_einsum_attention(tmp_path):
+  """The AVX2 build (8-lane vectors, 6-row groups) runs other code than AVX-512's: the
+  equality test above again, in a process that builds the kernel with -mavx2 -mfma."""
+  env = dict(
+    os.environ, AUTEUR_KERNEL_ARCH="-mavx2 -mfma", AUTEUR_KERNEL_CACHE=str(tmp_path / "kernels")
+  )
+  cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "unit"]
+  cmd += [f"{__file__}::test_train_kernel_equals_einsum_attention_and_its_gradient"]
+  done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+  assert "4 passed" in done.stdout
+  assert list((tmp_path / "kernels").glob("train_attention-*.so"))  # Built for AVX2 here.
 
 
 def test_train_kernel_applies_only_where_it_serves():

@@ -61,6 +61,10 @@ inline float Scalar(const uint16_t* p) {
 
 inline void Store(float* p, vf x) { std::memcpy(p, &x, sizeof(x)); }
 
+// x in every lane. x - (+0) is x for every x, so it compiles to one broadcast; `vf{} + x`
+// is not (-0 + +0 is +0) and costs an add before each broadcast.
+inline vf Splat(float x) { return x - vf{}; }
+
 inline float Sum(vf x) {
   float s = 0.f;
   for (int i = 0; i < kW; ++i) s += x[i];

@@ -35,6 +35,10 @@ using namespace auteur;  // NOLINT: the shared vector helpers.
 // toy director's layer (8 x 1,617 tokens, 4 heads x 32), forward + backward: AVX-512
 // 4 rows 135 ms, 8 rows 120 ms; AVX2 4 rows 176 ms, 6 rows 160 ms, 8 rows 180 ms.
 constexpr int kRows = kW == 16 ? 8 : 6;
+constexpr int kMaxDim = 64;  // Head dims up to this (Check() enforces it).
+// Accumulator registers of a tile in the p v / ds k products: 8 of AVX2's 16 (with the
+// key block's vectors and a broadcast beside them), 16 of AVX-512's 32.
+constexpr int kAcc = kW == 16 ? 16 : 8;
 
 // Calls fn(std::integral_constant<int, n>) for a row count n in [1, kRows].
 template <int N = kRows, typename F>
@@ -80,8 +84,9 @@ struct Groups {
 Groups GroupRows(const Problem& p, int64_t b) {
   Groups out;
   const int64_t n = p.len * p.groups;
+  int64_t e = 0;
   for (int64_t r = 0; r < n; ++r) {
-    const int64_t e = Extent(p.MaskRow(b, r), p.slots);
+    if (r % p.groups == 0) e = Extent(p.MaskRow(b, r), p.slots);  // One mask row per l.
     if (e == 0) {
       out.dead.push_back(r);
       continue;
@@ -97,51 +102,143 @@ Groups GroupRows(const Problem& p, int64_t b) {
   return out;
 }
 
-// out[r][d] = scale[r] * sum over t < te of rows[r * T + t] * block[d * T + t]: NR rows
-// of `slots` floats against each row of a [Dh, T] block, each block row read once.
+// bt[t * DP + d] = block[d * T + t] for t < T and d < D, zeros for d in [D, DP): a
+// [Dh, T] key / value block as T rows of DP floats (Dh rounded up to whole vectors), so
+// that p v and ds k run along the keys with one vector per DP / kW lanes of the output.
+void TransposeBlock(const float* block, int64_t D, int64_t T, int64_t DP, float* bt) {
+  for (int64_t t = 0; t < T; ++t) {
+    float* row = bt + t * DP;
+    for (int64_t d = 0; d < D; ++d) row[d] = block[d * T + t];
+    std::fill(row + D, row + DP, 0.f);
+  }
+}
+
+// out[r][d] = scale[r] * sum over t < te of p[r][t] * bt[t * DP + d] for RP rows, DV
+// vectors of output lanes (DP = DV * kW): RP * DV independent accumulators, no
+// horizontal sums.
+template <int RP, int DV>
+void RowsTimesBlock(const float* const* p, const float* bt, int64_t te, const float* scale,
+                    float* const* out, int64_t D) {
+  vf acc[RP][DV] = {};
+  for (int64_t t = 0; t < te; ++t) {
+    vf b[DV];
+    for (int j = 0; j < DV; ++j) b[j] = Load(bt + (t * DV + j) * kW);
+    for (int r = 0; r < RP; ++r) {
+      const vf pr = Splat(p[r][t]);
+      for (int j = 0; j < DV; ++j) acc[r][j] += pr * b[j];
+    }
+  }
+  for (int r = 0; r < RP; ++r) {
+    float row[DV * kW];
+    for (int j = 0; j < DV; ++j) Store(row + j * kW, acc[r][j] * scale[r]);
+    std::copy_n(row, D, out[r]);
+  }
+}
+
+// RowsTimesBlock for n <= kRows rows (row r of p at p + r * stride), RP rows at a time;
+// a last partial tile repeats its first row into a discarded output.
+template <int DV>
+void RowsTimesBlockAll(const float* p, int64_t stride, int64_t n, const float* bt, int64_t te,
+                       const float* scale, float* const* out, int64_t D) {
+  constexpr int RP = std::min(kRows, std::max(1, kAcc / DV));
+  float spare[DV * kW];
+  for (int64_t r0 = 0; r0 < n; r0 += RP) {
+    const float* rows[RP];
+    float* outs[RP];
+    float sc[RP];
+    for (int j = 0; j < RP; ++j) {
+      const bool real = r0 + j < n;
+      rows[j] = p + (real ? r0 + j : r0) * stride;
+      outs[j] = real ? out[r0 + j] : spare;
+      sc[j] = scale[real ? r0 + j : r0];
+    }
+    RowsTimesBlock<RP, DV>(rows, bt, te, sc, outs, D);
+  }
+}
+
+// Calls RowsTimesBlockAll<DV> for DV = DP / kW in [1, kMaxDim / kW].
+template <int DV = 1>
+void RowsTimesBlockDispatch(const float* p, int64_t stride, int64_t n, const float* bt,
+                            int64_t te, const float* scale, float* const* out, int64_t D,
+                            int64_t DP) {
+  if constexpr (DV < kMaxDim / kW) {
+    if (DP > DV * kW) {
+      return RowsTimesBlockDispatch<DV + 1>(p, stride, n, bt, te, scale, out, D, DP);
+    }
+  }
+  RowsTimesBlockAll<DV>(p, stride, n, bt, te, scale, out, D);
+}
+
+// Scores of NR rows (q: NR rows of kMaxDim floats) over keys [0, te) of the [Dh, T]
+// block kb into s (NR rows of T floats), kMasked where the mask hides a key. Two key
+// vectors per pass: 2 NR accumulators keep both FMA pipes busy through their latency.
 template <int NR>
-void RowsDotBlock(const float* rows, const float* block, int64_t T, int64_t D, int64_t te,
-                  const float* scale, float* const* out) {
-  const int64_t full = te - te % kW;
-  for (int64_t d = 0; d < D; ++d) {
-    const float* br = block + d * T;
-    vf acc[NR] = {};
-    for (int64_t t = 0; t < full; t += kW) {
-      const vf bv = Load(br + t);
-      for (int r = 0; r < NR; ++r) acc[r] += Load(rows + r * T + t) * bv;
+void Scores(const float* q, const float* kb, const bool* const* m, int64_t T, int64_t D,
+            int64_t te, float* s) {
+  const vf masked = vf{} + kMasked;
+  int64_t t = 0;
+  for (; t + 2 * kW <= te; t += 2 * kW) {
+    vf a0[NR] = {}, a1[NR] = {};
+    for (int64_t d = 0; d < D; ++d) {
+      const vf k0 = Load(kb + d * T + t), k1 = Load(kb + d * T + t + kW);
+      for (int r = 0; r < NR; ++r) {
+        const vf qv = Splat(q[r * kMaxDim + d]);
+        a0[r] += qv * k0;
+        a1[r] += qv * k1;
+      }
     }
     for (int r = 0; r < NR; ++r) {
-      float a = Sum(acc[r]);
-      for (int64_t t = full; t < te; ++t) a += rows[r * T + t] * br[t];
-      out[r][d] = a * scale[r];
+      Store(s + r * T + t, MaskOr(m[r] + t, a0[r], masked));
+      Store(s + r * T + t + kW, MaskOr(m[r] + t + kW, a1[r], masked));
+    }
+  }
+  for (; t + kW <= te; t += kW) {
+    vf acc[NR] = {};
+    for (int64_t d = 0; d < D; ++d) {
+      const vf kv = Load(kb + d * T + t);
+      for (int r = 0; r < NR; ++r) acc[r] += q[r * kMaxDim + d] * kv;
+    }
+    for (int r = 0; r < NR; ++r) Store(s + r * T + t, MaskOr(m[r] + t, acc[r], masked));
+  }
+  for (; t < te; ++t) {
+    for (int r = 0; r < NR; ++r) {
+      float a = 0.f;
+      for (int64_t d = 0; d < D; ++d) a += q[r * kMaxDim + d] * kb[d * T + t];
+      s[r * T + t] = m[r][t] ? a : kMasked;
     }
   }
 }
 
-// Forward of NR rows over keys [0, te). s: NR score rows of `slots` floats.
+// Per-block scratch of one thread: the group's query (and output gradient) rows packed
+// kMaxDim apart, score rows, and the key / value blocks transposed.
+struct Scratch {
+  alignas(64) float q[kRows * kMaxDim];
+  alignas(64) float dout[kRows * kMaxDim];
+  std::vector<float> s, kt, vt;
+};
+
+Scratch& ThreadScratch(int64_t T, int64_t DP) {
+  thread_local Scratch sc;
+  sc.s.resize(kRows * T);
+  sc.kt.resize(T * DP);
+  sc.vt.resize(T * DP);
+  return sc;
+}
+
+int64_t PaddedDim(int64_t D) { return (D + kW - 1) / kW * kW; }
+
+// Forward of NR rows over keys [0, te): scores, softmax numerators in place, p v.
 template <int NR>
-void ForwardRows(const Problem& p, const float* kb, const float* vb, const float* const* q,
+void ForwardRows(const Problem& p, const float* kb, const float* vt, int64_t DP,
                  const bool* const* m, float* const* o, float* const* lse, int64_t te,
-                 float* s) {
-  const int64_t T = p.slots, D = p.dim, full = te - te % kW;
-  for (int64_t t = 0; t < full; t += kW) {
-    vf acc[NR] = {};
-    for (int64_t d = 0; d < D; ++d) {
-      const vf kv = Load(kb + d * T + t);
-      for (int r = 0; r < NR; ++r) acc[r] += q[r][d] * kv;
-    }
-    for (int r = 0; r < NR; ++r) Store(s + r * T + t, MaskOr(m[r] + t, acc[r], vf{} + kMasked));
-  }
-  for (int64_t t = full; t < te; ++t) {
-    for (int r = 0; r < NR; ++r) {
-      float a = 0.f;
-      for (int64_t d = 0; d < D; ++d) a += q[r][d] * kb[d * T + t];
-      s[r * T + t] = m[r][t] ? a : kMasked;
-    }
-  }
+                 Scratch& sc) {
+  const int64_t T = p.slots, D = p.dim;
+  float* s = sc.s.data();
+  Scores<NR>(sc.q, kb, m, T, D, te, s);
   float inv[NR];
   for (int r = 0; r < NR; ++r) {
     float* sr = s + r * T;
+    const int64_t full = te - te % kW;
     vf mx = vf{} + kMasked;
     for (int64_t t = 0; t < full; t += kW) {
       const vf x = Load(sr + t);
@@ -154,31 +251,31 @@ void ForwardRows(const Problem& p, const float* kb, const float* vb, const float
     inv[r] = 1.0f / total;
     *lse[r] = top + std::log(total);
   }
-  RowsDotBlock<NR>(s, vb, T, D, te, inv, o);
+  RowsTimesBlockDispatch(s, T, NR, vt, te, inv, o, D, DP);
 }
 
 void ForwardBlock(const Problem& p, int64_t index, float* out, float* lse) {
   const int64_t b = index / p.kv_heads, h = index % p.kv_heads, T = p.slots, D = p.dim;
+  const int64_t DP = PaddedDim(D);
   const float* kb = p.k + index * D * T;
   const float* vb = p.v + index * D * T;
   const Groups g = GroupRows(p, b);
-  thread_local std::vector<float> scratch;
-  scratch.resize(kRows * T);
+  Scratch& sc = ThreadScratch(T, DP);
+  TransposeBlock(vb, D, T, DP, sc.vt.data());
   for (size_t i = 0; i + 1 < g.starts.size(); ++i) {
-    const float* q[kRows];
     const bool* m[kRows];
     float* o[kRows];
     float* l[kRows];
     const int64_t n = g.starts[i + 1] - g.starts[i];
     for (int64_t j = 0; j < n; ++j) {
       const int64_t r = g.rows[g.starts[i] + j], at = p.Row(b, h, r);
-      q[j] = p.q + at * D;
+      std::copy_n(p.q + at * D, D, sc.q + j * kMaxDim);
       m[j] = p.MaskRow(b, r);
       o[j] = out + at * D;
       l[j] = lse + at;
     }
     Dispatch(n, [&](auto rows) {
-      ForwardRows<rows.value>(p, kb, vb, q, m, o, l, g.extents[i], scratch.data());
+      ForwardRows<rows.value>(p, kb, sc.vt.data(), DP, m, o, l, g.extents[i], sc);
     });
   }
   for (const int64_t r : g.dead) {  // Uniform weights over every key.
@@ -193,20 +290,22 @@ void ForwardBlock(const Problem& p, int64_t index, float* out, float* lse) {
 }
 
 // Backward of NR rows over keys [0, te): adds to dk, dv (this block's [Dh, T]) and
-// writes dq. ds: NR rows of `slots` floats of scratch.
+// writes dq. q, dout: the rows packed kMaxDim apart in sc; ds: sc.s.
 template <int NR>
-void BackwardRows(const Problem& p, const float* kb, const float* vb, const float* const* q,
-                  const float* const* dout, const bool* const* m, const float* lse,
-                  const float* delta, float* const* dq, float* dk, float* dv, int64_t te,
-                  float* ds) {
+void BackwardRows(const Problem& p, const float* kb, const float* vb, const float* kt,
+                  int64_t DP, const bool* const* m, const float* lse, const float* delta,
+                  float* const* dq, float* dk, float* dv, int64_t te, Scratch& sc) {
   const int64_t T = p.slots, D = p.dim, full = te - te % kW;
+  const float* q = sc.q;
+  const float* dout = sc.dout;
+  float* ds = sc.s.data();
   for (int64_t t = 0; t < full; t += kW) {
     vf s[NR] = {}, dp[NR] = {};
     for (int64_t d = 0; d < D; ++d) {
       const vf kv = Load(kb + d * T + t), vv = Load(vb + d * T + t);
       for (int r = 0; r < NR; ++r) {
-        s[r] += q[r][d] * kv;
-        dp[r] += dout[r][d] * vv;
+        s[r] += q[r * kMaxDim + d] * kv;
+        dp[r] += dout[r * kMaxDim + d] * vv;
       }
     }
     vf pr[NR], dsr[NR];
@@ -218,8 +317,8 @@ void BackwardRows(const Problem& p, const float* kb, const float* vb, const floa
     for (int64_t d = 0; d < D; ++d) {
       vf dkv = Load(dk + d * T + t), dvv = Load(dv + d * T + t);
       for (int r = 0; r < NR; ++r) {
-        dkv += q[r][d] * dsr[r];
-        dvv += dout[r][d] * pr[r];
+        dkv += q[r * kMaxDim + d] * dsr[r];
+        dvv += dout[r * kMaxDim + d] * pr[r];
       }
       Store(dk + d * T + t, dkv);
       Store(dv + d * T + t, dvv);
@@ -229,20 +328,20 @@ void BackwardRows(const Problem& p, const float* kb, const float* vb, const floa
     for (int r = 0; r < NR; ++r) {
       float s = 0.f, dp = 0.f;
       for (int64_t d = 0; d < D; ++d) {
-        s += q[r][d] * kb[d * T + t];
-        dp += dout[r][d] * vb[d * T + t];
+        s += q[r * kMaxDim + d] * kb[d * T + t];
+        dp += dout[r * kMaxDim + d] * vb[d * T + t];
       }
       const float pr = m[r][t] ? std::exp(std::max(s - lse[r], -87.0f)) : 0.f;
       ds[r * T + t] = pr * (dp - delta[r]);
       for (int64_t d = 0; d < D; ++d) {
-        dk[d * T + t] += q[r][d] * ds[r * T + t];
-        dv[d * T + t] += dout[r][d] * pr;
+        dk[d * T + t] += q[r * kMaxDim + d] * ds[r * T + t];
+        dv[d * T + t] += dout[r * kMaxDim + d] * pr;
       }
     }
   }
   float one[NR];
   std::fill_n(one, NR, 1.0f);
-  RowsDotBlock<NR>(ds, kb, T, D, te, one, dq);  // dq = ds k^T
+  RowsTimesBlockDispatch(ds, T, NR, kt, te, one, dq, D, DP);  // dq = ds k^T
 }
 
 struct Grads {
@@ -256,6 +355,7 @@ struct Grads {
 
 void BackwardBlock(const Problem& p, const Grads& gr, int64_t index) {
   const int64_t b = index / p.kv_heads, h = index % p.kv_heads, T = p.slots, D = p.dim;
+  const int64_t DP = PaddedDim(D);
   const float* kb = p.k + index * D * T;
   const float* vb = p.v + index * D * T;
   float* dk = gr.dk + index * D * T;
@@ -263,29 +363,27 @@ void BackwardBlock(const Problem& p, const Grads& gr, int64_t index) {
   std::fill_n(dk, D * T, 0.f);
   std::fill_n(dv, D * T, 0.f);
   const Groups g = GroupRows(p, b);
-  thread_local std::vector<float> scratch;
-  scratch.resize(kRows * T);
+  Scratch& sc = ThreadScratch(T, DP);
+  TransposeBlock(kb, D, T, DP, sc.kt.data());
   for (size_t i = 0; i + 1 < g.starts.size(); ++i) {
-    const float* q[kRows];
-    const float* dout[kRows];
     const bool* m[kRows];
     float* dq[kRows];
     float lse[kRows], delta[kRows];
     const int64_t n = g.starts[i + 1] - g.starts[i];
     for (int64_t j = 0; j < n; ++j) {
       const int64_t r = g.rows[g.starts[i] + j], at = p.Row(b, h, r);
-      q[j] = p.q + at * D;
-      dout[j] = gr.dout + at * D;
+      std::copy_n(p.q + at * D, D, sc.q + j * kMaxDim);
+      std::copy_n(gr.dout + at * D, D, sc.dout + j * kMaxDim);
       m[j] = p.MaskRow(b, r);
       dq[j] = gr.dq + at * D;
       lse[j] = gr.lse[at];
       float dl = 0.f;  // rowsum(dout * out)
-      for (int64_t d = 0; d < D; ++d) dl += dout[j][d] * gr.out[at * D + d];
+      for (int64_t d = 0; d < D; ++d) dl += gr.dout[at * D + d] * gr.out[at * D + d];
       delta[j] = dl;
     }
     Dispatch(n, [&](auto rows) {
-      BackwardRows<rows.value>(p, kb, vb, q, dout, m, lse, delta, dq, dk, dv, g.extents[i],
-                               scratch.data());
+      BackwardRows<rows.value>(p, kb, vb, sc.kt.data(), DP, m, lse, delta, dq, dk, dv,
+                               g.extents[i], sc);
     });
   }
   for (const int64_t r : g.dead) {  // Uniform weights: no gradient to q or k.
@@ -315,7 +413,7 @@ ffi::Error Check(const char* name, const ffi::Buffer<ffi::F32>& q,
                                        Dims(qd) + ", k " + Dims(kd) + ", v " + Dims(vd) +
                                        ", mask " + Dims(md));
   }
-  if (qd[4] > 64) {
+  if (qd[4] > kMaxDim) {
     return ffi::Error::InvalidArgument(std::string(name) + ": head dim must be at most 64, got " +
                                        std::to_string(qd[4]));
   }
