@@ -30,7 +30,6 @@ custom VJP's. Both equal full attention's to float rounding.
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Callable
 
 import jax
@@ -38,7 +37,7 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec
 
 from auteur_jax.models import blockwise_attention
-from auteur_jax.parallel.rules import logical_to_spec
+from auteur_jax.parallel.rules import dividing_axes, logical_to_spec
 
 STRATEGIES = ("xla", "ring", "all_to_all")
 AXIS = "context"
@@ -51,16 +50,9 @@ def even_split(mesh, shape: tuple[int, ...], axes) -> list:
   """Mesh axes (of `axes`) per dimension of a [B, N, H, K] array of `shape`, as the rules
   split batch / length / heads; each dimension drops trailing mesh axes that do not
   divide it (shard_map needs even splits where XLA would pad)."""
-  sizes = dict(mesh.shape)
+  sizes = {a: n for a, n in mesh.shape.items() if a in axes}
   spec = logical_to_spec(("batch", "length", "heads", "head_dim"))
-
-  def keep(p, dim: int):
-    kept = [a for a in ((p,) if isinstance(p, str) else p or ()) if a in axes]
-    while kept and dim % math.prod(sizes[a] for a in kept):
-      kept.pop()
-    return kept[0] if len(kept) == 1 else (tuple(kept) or None)
-
-  return [keep(p, d) for p, d in zip(spec, shape)]
+  return [dividing_axes(p, d, sizes) for p, d in zip(spec, shape)]
 
 
 def _spec(mesh, shape: tuple[int, ...]) -> PartitionSpec:

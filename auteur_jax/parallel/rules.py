@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import jax
 import ml_collections
@@ -91,6 +91,16 @@ def _keep(p, names):
   return kept or None
 
 
+def dividing_axes(p, dim: int, sizes: Mapping[str, int], keep: int = 0):
+  """Spec entry `p`'s mesh axes that `sizes` names, less trailing ones while their
+  product does not divide `dim` (sharded arrays split evenly), keeping at least `keep`
+  of them; as a PartitionSpec entry (None, an axis name or a tuple of them)."""
+  kept = [a for a in _as_tuple(p) if a in sizes]
+  while len(kept) > keep and dim % math.prod(sizes[a] for a in kept):
+    kept.pop()
+  return kept[0] if len(kept) == 1 else (tuple(kept) or None)
+
+
 def state_shardings(state: nnx.State, mesh: jax.sharding.Mesh, rules: Rules = DEFAULT_RULES):
   """NamedShardings for an nnx State (e.g. of `nnx.eval_shape`) under `rules` on `mesh`.
   A dimension keeps its rule's first mesh axis (one that does not divide it stays an
@@ -101,17 +111,13 @@ def state_shardings(state: nnx.State, mesh: jax.sharding.Mesh, rules: Rules = DE
   with nnx.logical_axis_rules(tuple(rules)):
     specs = nnx.get_partition_spec(state)
 
-  def even(p, dim: int):
-    kept = list(_as_tuple(_keep(p, names)))
-    while len(kept) > 1 and dim % math.prod(sizes[a] for a in kept):
-      kept.pop()
-    return kept[0] if len(kept) == 1 else (tuple(kept) or None)
-
   def sharding(spec: PartitionSpec, leaf) -> NamedSharding:
     shape = getattr(leaf, "shape", None)
     if shape is None:  # Not an array: the rule as it is.
       return NamedSharding(mesh, PartitionSpec(*[_keep(p, names) for p in spec]))
-    return NamedSharding(mesh, PartitionSpec(*[even(p, d) for p, d in zip(spec, shape)]))
+    return NamedSharding(
+      mesh, PartitionSpec(*[dividing_axes(p, d, sizes, keep=1) for p, d in zip(spec, shape)])
+    )
 
   return jax.tree.map(sharding, specs, state, is_leaf=lambda s: isinstance(s, PartitionSpec))
 
