@@ -22,11 +22,12 @@ Prints each measurement (median of --repeats after a warm-up, repeats interleave
 What the latency ratio is made of: every decode step reads the weights (175 MB without
 the embedding table, ~6.5 ms here) and the whole KV cache, which grows with the context.
 Both are read at about the memory speed (~24 GB/s): attention runs in the C++ kernel
-(kernels/decode_attention.cc), which reads each cache block once. With 2 kv heads a
-float32 cache is 25 / 84 MB at 384 / 1,280 slots (8 layers, batch 8), so the ratio
-cannot fall below (175 + 84) / (175 + 25) = 1.30 at memory speed; measured 7.2 / 9.8 ms
-= 1.35. A bfloat16 cache halves the cache's part: 7.1 / 8.8 ms = 1.24. With 8 kv heads
-(Llama-2) the cache is 4x larger: ~1.5 even in bfloat16.
+(kernels/decode_attention.cc), which reads each cache block once, prefetching ahead. With
+2 kv heads a float32 cache is 25 / 84 MB at 384 / 1,280 slots (8 layers, batch 8), so the
+ratio cannot fall below (175 + 84) / (175 + 25) = 1.30 at memory speed. A bfloat16
+cache halves the cache's part: measured 8.2 / 9.1 ms = 1.11 and, under
+--isa avx2, 7.4 / 8.6 ms = 1.15 (AMD EPYC with AVX-512, 2 cores, 2026-12-07). With 8 kv
+heads (Llama-2) the cache is 4x larger: ~1.5 even in bfloat16.
 """
 
 from __future__ import annotations

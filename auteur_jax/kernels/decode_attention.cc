@@ -41,9 +41,16 @@ void Rows(const Problem& p, const C* kb, const C* vb, const float* const* q,
           float* const* o, const bool* const* m, float* s) {
   const int64_t T = p.slots, D = p.dim, full = T - T % kW;
   // Scores: NR accumulators per kW slots, the cache block streamed row by row.
+  // The pass reads Dh rows of the block at once, more streams than the hardware
+  // prefetcher follows; fetching each row 4 cache lines ahead keeps the reads at memory
+  // speed: 8 layers' attention at 1,280 bfloat16 slots (42 MB, cold) 2.2-2.6 -> 1.4-1.5 ms
+  // (AVX-512 EPYC), 2.9-3.3 -> 2.1-2.4 ms built for AVX2.
+  constexpr int64_t kLine = 64 / sizeof(C), kAhead = 4 * kLine;
   for (int64_t t = 0; t < full; t += kW) {
     vf acc[NR] = {};
+    const bool fetch = t % kLine == 0;
     for (int64_t d = 0; d < D; ++d) {
+      if (fetch) __builtin_prefetch(kb + d * T + t + kAhead);
       vf kv = Load(kb + d * T + t);
       for (int r = 0; r < NR; ++r) acc[r] += q[r][d] * kv;
     }
