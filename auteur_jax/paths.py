@@ -33,9 +33,12 @@ def path(p: PathLike) -> epath.Path:
 
 
 def join(base: PathLike, *parts: str) -> str:
-  """`base`/`parts` as a string; URIs joined with '/', local paths with os.path."""
+  """`base`/`parts` as a string; URIs joined with '/' (a part may be a local relative
+  path: its os.sep become '/'), local paths with os.path."""
   base = os.fspath(base)
-  return posixpath.join(base, *parts) if is_uri(base) else os.path.join(base, *parts)
+  if is_uri(base):
+    return posixpath.join(base, *(p.replace(os.sep, "/") for p in parts))
+  return os.path.join(base, *parts)
 
 
 def dirname(p: PathLike) -> str:
@@ -157,7 +160,7 @@ def upload_tree(local_dir: PathLike, dst: PathLike, last: str | None = None) -> 
     files += [name if rel == "." else os.path.join(rel, name) for name in names]
   files.sort(key=lambda f: (f == last, f))
   for rel in files:
-    out = join(dst, *rel.split(os.sep))
+    out = join(dst, rel)
     makedirs(dirname(out))
     with open(os.path.join(local_dir, rel), "rb") as src, open_file(out, "wb") as f:
       shutil.copyfileobj(src, f, 1 << 22)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import fnmatch
 import io
 import itertools
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -286,6 +287,20 @@ class _Upload(io.BytesIO):
     if not self.closed:
       self._fs._write(self._path, self.getvalue())
     super().close()
+
+
+def serve(monkeypatch: Any, tmp_path: Any) -> Iterator[FakeGCSFileSystem]:
+  """A fixture body: `start`'s bucket, with the test in the empty folder tmp_path/cwd,
+  which must stay empty (code that used open / os.path on a URI would write a local gs:
+  there); the emulator's 404 logs silenced (they are normal)."""
+  logging.getLogger("gcp_storage_emulator").setLevel(logging.CRITICAL)
+  cwd = tmp_path / "cwd"
+  cwd.mkdir()
+  monkeypatch.chdir(cwd)
+  gen = start()
+  yield next(gen)
+  next(gen, None)
+  assert os.listdir(cwd) == [], f"local files written for gs:// paths: {os.listdir(cwd)}"
 
 
 def start() -> Iterator[FakeGCSFileSystem]:

@@ -74,21 +74,11 @@ def test_direct_build_equals_pool_build(tmp_path, stories_file):
 
 @pytest.fixture
 def gcs(monkeypatch, tmp_path):
-  """The offline gs:// bucket (tests/fake_gcs.py); the test runs in an empty folder, which
-  must stay empty (code that used open / os.path on a URI would write a local gs: there)."""
+  """The offline gs:// bucket in an empty working folder (tests/fake_gcs.serve)."""
   pytest.importorskip("gcp_storage_emulator")
-  import logging
-
   import fake_gcs
 
-  logging.getLogger("gcp_storage_emulator").setLevel(logging.CRITICAL)  # 404s are normal.
-  cwd = tmp_path / "cwd"
-  cwd.mkdir()
-  monkeypatch.chdir(cwd)
-  gen = fake_gcs.start()
-  yield next(gen)
-  next(gen, None)
-  assert os.listdir(cwd) == [], f"local files written for gs:// paths: {os.listdir(cwd)}"
+  yield from fake_gcs.serve(monkeypatch, tmp_path)
 
 
 def test_direct_build_from_gcs_to_gcs_equals_pool_build(tmp_path, stories_file, gcs):

@@ -7,7 +7,6 @@ would leave a local `gs:` folder there (checked) and nothing in the bucket.
 """
 
 import json
-import logging
 import os
 import types
 
@@ -35,15 +34,7 @@ def gcs(monkeypatch, tmp_path):
     "get_bucket",
     lambda name: types.SimpleNamespace(hierarchical_namespace_enabled=False),
   )
-  logging.getLogger("gcp_storage_emulator").setLevel(logging.CRITICAL)  # 404s are normal.
-  cwd = tmp_path / "cwd"
-  cwd.mkdir()
-  monkeypatch.chdir(cwd)
-  gen = fake_gcs.start()
-  fs = next(gen)
-  yield fs
-  next(gen, None)
-  assert os.listdir(cwd) == [], f"local files written for gs:// paths: {os.listdir(cwd)}"
+  yield from fake_gcs.serve(monkeypatch, tmp_path)
 
 
 def _upload(local: str, uri: str) -> None:

@@ -112,11 +112,6 @@ def shard_path(split: str, kind: str, shard: int, num_shards: int) -> str:
   return os.path.join(split, tfrecord.shard_name(kind, shard, num_shards))
 
 
-def _under(out_dir: str, rel: str) -> str:
-  """The path of `rel` (a shard_path) under `out_dir` (a folder or a URI)."""
-  return paths.join(out_dir, *rel.split(os.sep))
-
-
 def expected_counts(totals: dict[str, dict[str, int]], num_shards: int) -> dict[ShardKey, int]:
   """Records each shard must hold: {(split, kind, shard): records}."""
   counts = {}
@@ -174,7 +169,7 @@ def write_shard(
     raise ValueError(
       f"{rel}: got records at positions {sorted(by_pos)[:10]}..., expected 0..{expected - 1}"
     )
-  path = _under(out_dir, rel)
+  path = paths.join(out_dir, rel)
   paths.makedirs(paths.dirname(path))
   with tfrecord.TFRecordWriter(path) as w:  # Temporary file / object, renamed.
     for pos in range(expected):
@@ -209,7 +204,7 @@ def write_summary(
     missing = [p for p in clips + stories if p not in reported]
     if missing:
       raise ValueError(f"{out_dir}: shards not written: {missing}")
-    counts = inventory.shard_counts(out_dir, [_under(out_dir, p) for p in clips + stories])
+    counts = inventory.shard_counts(out_dir, [paths.join(out_dir, p) for p in clips + stories])
     bad = {p: (n, reported[p]) for p, n in counts.items() if n != reported[p]}
     if bad:
       raise ValueError(f"{out_dir}: shards hold other record counts than written: {bad}")

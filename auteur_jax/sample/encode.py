@@ -278,7 +278,7 @@ def encode_dataset(
 
 def _out(path: str, in_dir: str, out_dir: str) -> str:
   """The output path of the input shard `path` (the same place under out_dir)."""
-  return paths.join(out_dir, *paths.relative(path, in_dir).split(os.sep))
+  return paths.join(out_dir, paths.relative(path, in_dir))
 
 
 def _finish(
