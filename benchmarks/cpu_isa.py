@@ -49,7 +49,7 @@ def apply(argv: list[str] | None = None) -> str:
     raise SystemExit(f"--isa {isa!r}: expected one of {CHOICES}")
   if "jax" in sys.modules or "torch" in sys.modules:
     raise RuntimeError("cpu_isa.apply() must run before jax / torch are imported")
-  if isa != "native" and XLA_CAP[isa] not in os.environ.get("XLA_FLAGS", ""):
+  if isa != "native":
     os.environ.update(CAPS[isa])
     flags = os.environ.get("XLA_FLAGS", "")
     os.environ["XLA_FLAGS"] = f"{flags} {XLA_CAP[isa]}".strip()
